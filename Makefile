@@ -1,0 +1,58 @@
+# Tollgate: `make run` serves config.toml, `make test` runs every test. Both install what they
+# need first (the ONNX Runtime library, Redis, the Python test clients) and are idempotent.
+
+SHELL := /bin/bash
+ORT_VERSION := 1.31.1
+PYTHON ?= python3
+VENV := .venv
+RUNTIME_DIR := .runtime
+ORT_LIB_GLOB := $(RUNTIME_DIR)/onnxruntime/capi/libonnxruntime.so.*
+CARGO ?= cargo
+
+.PHONY: run test runtime redis pyenv build check bench models clean-runtime
+
+run: runtime build
+	./target/debug/tollgate serve --config config.toml
+
+build:
+	$(CARGO) build --bin tollgate
+
+test: runtime redis pyenv
+	scripts/test.sh
+
+# The ONNX Runtime shared library, from the pinned PyPI wheel, into a project-local folder.
+runtime: $(RUNTIME_DIR)/.installed-$(ORT_VERSION)
+$(RUNTIME_DIR)/.installed-$(ORT_VERSION):
+	$(PYTHON) -m pip install --quiet --no-deps --target $(RUNTIME_DIR) onnxruntime==$(ORT_VERSION)
+	@ls $(ORT_LIB_GLOB) >/dev/null
+	touch $@
+
+# redis-server from apt when it is not installed; the tests start and stop their own.
+redis:
+	@command -v redis-server >/dev/null || { \
+		echo "installing redis-server from apt"; \
+		(apt-get install -y redis-server >/dev/null 2>&1 || \
+		 (apt-get update >/dev/null && apt-get install -y redis-server >/dev/null)); }
+	@command -v redis-server >/dev/null
+
+# Python clients for the interop tests (tritonclient, onnxruntime, pytest) in a local venv.
+pyenv: $(VENV)/.installed
+$(VENV)/.installed: tests/interop/requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r tests/interop/requirements.txt
+	touch $@
+
+check:
+	$(CARGO) check --workspace --all-targets
+
+bench: runtime
+	scripts/bench.sh
+
+# Regenerates the bundled models (needs scikit-learn and skl2onnx; not part of `make test`).
+models: pyenv
+	$(VENV)/bin/pip install --quiet -r scripts/requirements-models.txt
+	$(VENV)/bin/python scripts/make_models.py
+	$(VENV)/bin/python scripts/make_alexnet.py
+
+clean-runtime:
+	rm -rf $(RUNTIME_DIR)

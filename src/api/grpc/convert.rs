@@ -1,0 +1,204 @@
+//! Between protobuf messages and the core request and response. Typed `contents` are turned
+//! into the same little-endian bytes `raw_input_contents` carry, so both forms hash and batch
+//! alike.
+
+use super::proto;
+use crate::api::params::{self, ParamValue};
+use crate::error::Error;
+use crate::request::{InferRequest, InferResponse, RequestOptions};
+use crate::tensor::{DataType, Tensor};
+use bytes::{BufMut, Bytes, BytesMut};
+use proto::infer_parameter::ParameterChoice;
+use std::collections::HashMap;
+
+fn bad(field: impl std::fmt::Display, expectation: impl std::fmt::Display) -> Error {
+    Error::Decode(format!("{field}: {expectation}"))
+}
+
+pub fn request(message: proto::ModelInferRequest) -> Result<InferRequest, Error> {
+    let proto::ModelInferRequest {
+        model_name,
+        model_version,
+        id,
+        parameters,
+        inputs: input_messages,
+        outputs: output_messages,
+        raw_input_contents,
+    } = message;
+    if !raw_input_contents.is_empty() && raw_input_contents.len() != input_messages.len() {
+        return Err(bad(
+            "raw_input_contents",
+            format!(
+                "{} entries for {} inputs; give one per input, in order",
+                raw_input_contents.len(),
+                input_messages.len()
+            ),
+        ));
+    }
+    let mut raw = raw_input_contents.into_iter();
+    let mut inputs = Vec::with_capacity(input_messages.len());
+    for (index, input) in input_messages.into_iter().enumerate() {
+        let field = |what: &str| format!("inputs[{index}].{what}");
+        let dtype = DataType::parse(&input.datatype).ok_or_else(|| {
+            bad(field("datatype"), format!("`{}` is not a KServe V2 datatype", input.datatype))
+        })?;
+        let shape = input
+            .shape
+            .iter()
+            .map(|&d| {
+                usize::try_from(d).map_err(|_| bad(field("shape"), format!("dimension {d} is negative")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let data = match (raw.next(), input.contents) {
+            (Some(_), Some(contents)) if !is_empty(&contents) => {
+                return Err(bad(field("contents"), "give raw_input_contents or contents, not both"))
+            }
+            (Some(bytes), _) => bytes,
+            (None, Some(contents)) => typed_to_bytes(dtype, &contents).map_err(|why| bad(field("contents"), why))?,
+            (None, None) => {
+                return Err(bad(field("contents"), "missing: give contents or raw_input_contents"))
+            }
+        };
+        inputs.push(Tensor {
+            name: input.name,
+            dtype,
+            shape,
+            data,
+        });
+    }
+    let mut options = RequestOptions::default();
+    params::apply(&mut options, parameter_values(&parameters))?;
+    Ok(InferRequest {
+        model: model_name,
+        version: (!model_version.is_empty()).then_some(model_version),
+        id: (!id.is_empty()).then_some(id),
+        inputs,
+        outputs: output_messages.into_iter().map(|o| o.name).collect(),
+        options,
+    })
+}
+
+fn parameter_values(
+    parameters: &HashMap<String, proto::InferParameter>,
+) -> impl Iterator<Item = (&str, ParamValue<'_>)> {
+    parameters.iter().filter_map(|(name, value)| {
+        let value = match value.parameter_choice.as_ref()? {
+            ParameterChoice::BoolParam(b) => ParamValue::Bool(*b),
+            ParameterChoice::Int64Param(i) => ParamValue::Int(*i),
+            ParameterChoice::Uint64Param(u) => ParamValue::Uint(*u),
+            ParameterChoice::DoubleParam(d) => ParamValue::Double(*d),
+            ParameterChoice::StringParam(s) => ParamValue::Str(s),
+        };
+        Some((name.as_str(), value))
+    })
+}
+
+fn is_empty(contents: &proto::InferTensorContents) -> bool {
+    contents.bool_contents.is_empty()
+        && contents.int_contents.is_empty()
+        && contents.int64_contents.is_empty()
+        && contents.uint_contents.is_empty()
+        && contents.uint64_contents.is_empty()
+        && contents.fp32_contents.is_empty()
+        && contents.fp64_contents.is_empty()
+        && contents.bytes_contents.is_empty()
+}
+
+/// Typed contents as little-endian bytes. The protocol widens small integers to 32 bits on
+/// the wire; each value must still fit the declared datatype.
+fn typed_to_bytes(dtype: DataType, contents: &proto::InferTensorContents) -> Result<Bytes, String> {
+    fn narrow<T: TryFrom<W>, W: Copy + std::fmt::Display>(
+        values: &[W],
+        dtype: DataType,
+        put: impl Fn(&mut BytesMut, T),
+    ) -> Result<Bytes, String> {
+        let mut out = BytesMut::with_capacity(values.len() * dtype.element_size().unwrap_or(1));
+        for (index, &value) in values.iter().enumerate() {
+            let narrowed = T::try_from(value)
+                .map_err(|_| format!("element {index} ({value}) is out of range for {dtype}"))?;
+            put(&mut out, narrowed);
+        }
+        Ok(out.freeze())
+    }
+    let c = contents;
+    match dtype {
+        DataType::Bool => Ok(c.bool_contents.iter().map(|&b| b as u8).collect::<Vec<u8>>().into()),
+        DataType::Int8 => narrow(&c.int_contents, dtype, |o, v: i8| o.put_i8(v)),
+        DataType::Int16 => narrow(&c.int_contents, dtype, |o, v: i16| o.put_i16_le(v)),
+        DataType::Int32 => narrow(&c.int_contents, dtype, |o, v: i32| o.put_i32_le(v)),
+        DataType::Int64 => narrow(&c.int64_contents, dtype, |o, v: i64| o.put_i64_le(v)),
+        DataType::Uint8 => narrow(&c.uint_contents, dtype, |o, v: u8| o.put_u8(v)),
+        DataType::Uint16 => narrow(&c.uint_contents, dtype, |o, v: u16| o.put_u16_le(v)),
+        DataType::Uint32 => narrow(&c.uint_contents, dtype, |o, v: u32| o.put_u32_le(v)),
+        DataType::Uint64 => narrow(&c.uint64_contents, dtype, |o, v: u64| o.put_u64_le(v)),
+        DataType::Fp32 => Ok(c.fp32_contents.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+        DataType::Fp64 => Ok(c.fp64_contents.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+        DataType::Fp16 | DataType::Bf16 => Err(format!("{dtype} has no typed contents field; send raw_input_contents")),
+        DataType::Bytes => Err("BYTES (string) tensors are not supported yet".into()),
+    }
+}
+
+/// Always answers with `raw_output_contents`: every client reads it, and it costs no conversion.
+pub fn response(response: InferResponse) -> proto::ModelInferResponse {
+    let mut raw_output_contents = Vec::with_capacity(response.outputs.len());
+    let mut outputs = Vec::with_capacity(response.outputs.len());
+    for tensor in response.outputs {
+        outputs.push(proto::model_infer_response::InferOutputTensor {
+            name: tensor.name,
+            datatype: tensor.dtype.as_str().to_string(),
+            shape: tensor.shape.iter().map(|&d| d as i64).collect(),
+            parameters: HashMap::new(),
+            contents: None,
+        });
+        raw_output_contents.push(tensor.data);
+    }
+    let served = &response.served;
+    let string = |s: String| proto::InferParameter {
+        parameter_choice: Some(ParameterChoice::StringParam(s)),
+    };
+    let unsigned = |u: u64| proto::InferParameter {
+        parameter_choice: Some(ParameterChoice::Uint64Param(u)),
+    };
+    let double = |d: f64| proto::InferParameter {
+        parameter_choice: Some(ParameterChoice::DoubleParam(d)),
+    };
+    let parameters = HashMap::from([
+        ("cache".to_string(), string(served.cache.as_str().to_string())),
+        ("request_id".to_string(), string(served.request_id.clone())),
+        ("batch_size".to_string(), unsigned(served.batch_rows as u64)),
+        ("queue_us".to_string(), unsigned(served.queue_us)),
+        ("compute_us".to_string(), unsigned(served.compute_us)),
+        ("cost_usd".to_string(), double(served.cost_usd)),
+        ("saved_usd".to_string(), double(served.saved_usd)),
+    ]);
+    proto::ModelInferResponse {
+        model_name: response.model,
+        model_version: response.version,
+        id: response.id.unwrap_or_default(),
+        parameters,
+        outputs,
+        raw_output_contents,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_contents_become_the_same_bytes_as_raw() {
+        let contents = proto::InferTensorContents {
+            fp32_contents: vec![1.0, 2.5],
+            ..Default::default()
+        };
+        let expected: Vec<u8> = [1.0f32, 2.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(typed_to_bytes(DataType::Fp32, &contents).unwrap(), Bytes::from(expected));
+        let ints = proto::InferTensorContents {
+            int_contents: vec![-1, 300],
+            ..Default::default()
+        };
+        assert_eq!(typed_to_bytes(DataType::Int16, &ints).unwrap().as_ref(), &[255, 255, 44, 1]);
+        let message = typed_to_bytes(DataType::Int8, &ints).unwrap_err();
+        assert!(message.contains("out of range for INT8"), "{message}");
+    }
+}

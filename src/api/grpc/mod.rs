@@ -1,0 +1,182 @@
+//! The KServe V2 gRPC front end (`inference.GRPCInferenceService`) on tonic. Triton's own
+//! extensions (model control, shared memory, statistics, ...) are not in our proto, so tonic
+//! answers them UNIMPLEMENTED.
+
+mod convert;
+
+use crate::api::{metadata, status};
+use crate::gateway::{Gateway, Protocol};
+use crate::shutdown::Shutdown;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("inference");
+}
+
+use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+
+/// Requests of one stream that may run at once; the stream is read no faster than this.
+const STREAM_CONCURRENCY: usize = 64;
+
+pub struct InferenceService {
+    gateway: Arc<Gateway>,
+}
+
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutdown) {
+    let limit = gateway.config.server.max_body_bytes.as_usize();
+    let service = GrpcInferenceServiceServer::new(InferenceService { gateway })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(usize::MAX);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let result = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown.wait())
+        .await;
+    if let Err(error) = result {
+        tracing::error!(%error, "gRPC server stopped");
+    }
+}
+
+type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<proto::ModelStreamInferResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<proto::ServerLiveRequest>,
+    ) -> Result<Response<proto::ServerLiveResponse>, Status> {
+        Ok(Response::new(proto::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<proto::ServerReadyRequest>,
+    ) -> Result<Response<proto::ServerReadyResponse>, Status> {
+        Ok(Response::new(proto::ServerReadyResponse { ready: true }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<proto::ModelReadyRequest>,
+    ) -> Result<Response<proto::ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let version = (!request.version.is_empty()).then_some(request.version.as_str());
+        let ready = self.gateway.model(&request.name, version).is_ok();
+        Ok(Response::new(proto::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<proto::ServerMetadataRequest>,
+    ) -> Result<Response<proto::ServerMetadataResponse>, Status> {
+        Ok(Response::new(proto::ServerMetadataResponse {
+            name: metadata::SERVER_NAME.into(),
+            version: metadata::SERVER_VERSION.into(),
+            extensions: metadata::EXTENSIONS.iter().map(|e| e.to_string()).collect(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<proto::ModelMetadataRequest>,
+    ) -> Result<Response<proto::ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let version = (!request.version.is_empty()).then_some(request.version.as_str());
+        let model = self
+            .gateway
+            .model(&request.name, version)
+            .map_err(|e| status::grpc_status(&e))?;
+        let describe = |tensors: Vec<metadata::TensorMetadata>| {
+            tensors
+                .into_iter()
+                .map(|t| proto::model_metadata_response::TensorMetadata {
+                    name: t.name.to_string(),
+                    datatype: t.datatype.to_string(),
+                    shape: t.shape.to_vec(),
+                })
+                .collect()
+        };
+        Ok(Response::new(proto::ModelMetadataResponse {
+            name: model.name.clone(),
+            versions: self.gateway.registry.versions(&model.name),
+            platform: metadata::PLATFORM.into(),
+            inputs: describe(metadata::inputs(model)),
+            outputs: describe(metadata::outputs(model)),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<proto::ModelInferRequest>,
+    ) -> Result<Response<proto::ModelInferResponse>, Status> {
+        infer(&self.gateway, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| status::grpc_status(&e))
+    }
+
+    type ModelStreamInferStream = ResponseStream;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<proto::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let mut inbound = request.into_inner();
+        let gateway = self.gateway.clone();
+        let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_CONCURRENCY);
+        let slots = Arc::new(tokio::sync::Semaphore::new(STREAM_CONCURRENCY));
+        tokio::spawn(async move {
+            while let Some(message) = inbound.next().await {
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let sender = sender.clone();
+                match message {
+                    Ok(message) => {
+                        let gateway = gateway.clone();
+                        // Requests of one stream run concurrently so they can share batches;
+                        // clients match answers to requests by id.
+                        tokio::spawn(async move {
+                            let id = message.id.clone();
+                            let reply = match infer(&gateway, message).await {
+                                Ok(response) => proto::ModelStreamInferResponse {
+                                    error_message: String::new(),
+                                    infer_response: Some(response),
+                                },
+                                Err(error) => proto::ModelStreamInferResponse {
+                                    error_message: error.to_string(),
+                                    infer_response: Some(proto::ModelInferResponse {
+                                        id,
+                                        ..Default::default()
+                                    }),
+                                },
+                            };
+                            let _ = sender.send(Ok(reply)).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(status) => {
+                        let _ = sender.send(Err(status)).await;
+                        break;
+                    }
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+async fn infer(
+    gateway: &Gateway,
+    message: proto::ModelInferRequest,
+) -> Result<proto::ModelInferResponse, crate::error::Error> {
+    let request = convert::request(message)?;
+    let response = gateway.infer(request, Protocol::Grpc).await?;
+    Ok(convert::response(response))
+}

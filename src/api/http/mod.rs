@@ -1,0 +1,294 @@
+//! The KServe V2 REST front end on hyper (HTTP/1.1 keep-alive and h2c on one port), plus
+//! `/metrics` and the admin endpoints under `/v1`.
+
+mod data;
+pub mod infer;
+
+use crate::api::{metadata, status};
+use crate::error::Error;
+use crate::gateway::{Gateway, Protocol};
+use crate::request::InferResponse;
+use crate::shutdown::Shutdown;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub use data::{parse as parse_json_data, write as write_json_data};
+
+type Body = Full<Bytes>;
+
+const INFERENCE_HEADER: &str = "inference-header-content-length";
+
+/// Accepts connections until shutdown, then lets open requests finish within the grace period.
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutdown) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let grace = Duration::from_millis(gateway.config.server.shutdown_grace_ms);
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(connection) => connection,
+            Err(error) => {
+                // Running out of file descriptors must not end the server; back off briefly.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(route(&gateway, request).await) }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("HTTP connections still open after the grace period; closing them");
+    }
+}
+
+async fn route(gateway: &Gateway, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = request.method().clone();
+    match (segments.as_slice(), &method) {
+        (["v2", "health", "live"], &Method::GET) => json_response(StatusCode::OK, &json!({"live": true})),
+        (["v2", "health", "ready"], &Method::GET) => {
+            json_response(StatusCode::OK, &json!({"ready": true}))
+        }
+        (["v2"], &Method::GET) => json_response(
+            StatusCode::OK,
+            &json!({"name": metadata::SERVER_NAME, "version": metadata::SERVER_VERSION, "extensions": metadata::EXTENSIONS}),
+        ),
+        (["v2", "models", model, rest @ ..], _) => {
+            let (version, action) = match rest {
+                ["versions", version, action @ ..] => (Some(*version), action),
+                action => (None, action),
+            };
+            match (action, &method) {
+                ([], &Method::GET) => model_metadata(gateway, model, version),
+                (["ready"], &Method::GET) => model_ready(gateway, model, version),
+                (["infer"], &Method::POST) => infer(gateway, model, version, request).await,
+                ([] | ["ready"] | ["infer"], _) => method_not_allowed(&method, &path),
+                _ => not_found(&path),
+            }
+        }
+        (["metrics"], &Method::GET) => {
+            if let Some(cache) = &gateway.cache {
+                cache.report();
+            }
+            let mut response = Response::new(Body::from(crate::telemetry::render()));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
+        (["v1", "cache"], &Method::DELETE) => purge_cache(gateway, request.uri().query()).await,
+        (["v2", "health", _] | ["v2"] | ["metrics"] | ["v1", "cache"], _) => {
+            method_not_allowed(&method, &path)
+        }
+        _ => not_found(&path),
+    }
+}
+
+fn model_metadata(gateway: &Gateway, name: &str, version: Option<&str>) -> Response<Body> {
+    let model = match gateway.model(name, version) {
+        Ok(model) => model,
+        Err(error) => return error_response(&error),
+    };
+    let describe = |tensors: Vec<metadata::TensorMetadata>| {
+        tensors
+            .into_iter()
+            .map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
+            .collect::<Vec<_>>()
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "name": model.name,
+            "versions": gateway.registry.versions(&model.name),
+            "platform": metadata::PLATFORM,
+            "inputs": describe(metadata::inputs(model)),
+            "outputs": describe(metadata::outputs(model)),
+            "parameters": {
+                "execution_provider": model.provider,
+                "device": model.device.to_string(),
+                "max_batch_size": model.max_batch_size,
+                "batching": model.batching,
+            },
+        }),
+    )
+}
+
+fn model_ready(gateway: &Gateway, name: &str, version: Option<&str>) -> Response<Body> {
+    match gateway.model(name, version) {
+        Ok(model) => json_response(StatusCode::OK, &json!({"name": model.name, "ready": true})),
+        Err(error) => error_response(&error),
+    }
+}
+
+async fn infer(
+    gateway: &Gateway,
+    model: &str,
+    version: Option<&str>,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    match infer_inner(gateway, model, version, request).await {
+        Ok(response) => response,
+        Err(error) => error_response(&error),
+    }
+}
+
+async fn infer_inner(
+    gateway: &Gateway,
+    model: &str,
+    version: Option<&str>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Error> {
+    let limit = gateway.config.server.max_body_bytes.as_usize();
+    let headers = request.headers();
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(Error::BodyTooLarge { limit });
+    }
+    let header_length = match headers.get(INFERENCE_HEADER) {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| {
+                    Error::Decode("Inference-Header-Content-Length: must be a byte count".into())
+                })?,
+        ),
+    };
+    let cache_control = cache_control(headers);
+    let body = Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|error| {
+            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Error::BodyTooLarge { limit }
+            } else {
+                Error::Decode(format!("body: could not be read: {error}"))
+            }
+        })?
+        .to_bytes();
+    let (mut core_request, encoding) = infer::decode(model, version, &body, header_length)?;
+    if let Some((lookup, store)) = cache_control {
+        core_request.options.cache.lookup &= lookup;
+        core_request.options.cache.store &= store;
+    }
+    let response = gateway.infer(core_request, Protocol::Http).await?;
+    let (body, json_length) = infer::encode(&response, &encoding);
+    let mut http = Response::new(Body::from(body));
+    let headers = http.headers_mut();
+    match json_length {
+        Some(length) => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            headers.insert(INFERENCE_HEADER, HeaderValue::from(length));
+        }
+        None => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+    }
+    served_headers(headers, &response);
+    Ok(http)
+}
+
+/// `Cache-Control: no-cache` skips the lookup, `no-store` the store (as (lookup, store)).
+fn cache_control(headers: &hyper::HeaderMap) -> Option<(bool, bool)> {
+    let value = headers.get(hyper::header::CACHE_CONTROL)?.to_str().ok()?;
+    let directives: Vec<String> = value.split(',').map(|d| d.trim().to_ascii_lowercase()).collect();
+    Some((
+        !directives.iter().any(|d| d == "no-cache"),
+        !directives.iter().any(|d| d == "no-store"),
+    ))
+}
+
+fn served_headers(headers: &mut hyper::HeaderMap, response: &InferResponse) {
+    let served = &response.served;
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    put("x-tollgate-cache", served.cache.as_str().to_string());
+    put("x-tollgate-request-id", served.request_id.clone());
+    put("x-tollgate-batch-size", served.batch_rows.to_string());
+    put("x-tollgate-queue-us", served.queue_us.to_string());
+    put("x-tollgate-compute-us", served.compute_us.to_string());
+    put("x-tollgate-cost-usd", format!("{:e}", served.cost_usd));
+    put("x-tollgate-saved-usd", format!("{:e}", served.saved_usd));
+}
+
+async fn purge_cache(gateway: &Gateway, query: Option<&str>) -> Response<Body> {
+    let model = query.and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("model="))
+            .map(str::to_string)
+    });
+    if let Some(name) = &model {
+        if let Err(error) = gateway.model(name, None) {
+            return error_response(&error);
+        }
+    }
+    let Some(cache) = &gateway.cache else {
+        return json_response(StatusCode::OK, &json!({"purged": 0, "cache": "disabled"}));
+    };
+    let purged = cache.purge(model.as_deref()).await;
+    json_response(StatusCode::OK, &json!({"purged": purged, "model": model}))
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(value.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub fn error_response(error: &Error) -> Response<Body> {
+    let mut response = json_response(status::http_status(error), &json!({"error": error.to_string()}));
+    if let Some(seconds) = status::retry_after_seconds(error) {
+        response
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn not_found(path: &str) -> Response<Body> {
+    error_response(&Error::NotFound(format!("no such endpoint: {path}")))
+}
+
+fn method_not_allowed(method: &Method, path: &str) -> Response<Body> {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &json!({"error": format!("{method} is not allowed on {path}")}),
+    )
+}

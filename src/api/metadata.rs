@@ -1,0 +1,41 @@
+//! Server and model metadata in the protocol's terms, built once for both front ends.
+
+use crate::model::Model;
+
+pub const SERVER_NAME: &str = "tollgate";
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// What `/v2` advertises: the binary tensor extension and the schedule-policy parameters.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "schedule_policy"];
+pub const PLATFORM: &str = "onnxruntime_onnx";
+
+pub struct TensorMetadata<'a> {
+    pub name: &'a str,
+    pub datatype: &'static str,
+    pub shape: &'a [i64],
+}
+
+pub fn inputs(model: &Model) -> Vec<TensorMetadata<'_>> {
+    model
+        .spec
+        .inputs
+        .iter()
+        .map(|t| TensorMetadata {
+            name: &t.name,
+            datatype: t.dtype.as_str(),
+            shape: &t.shape,
+        })
+        .collect()
+}
+
+pub fn outputs(model: &Model) -> Vec<TensorMetadata<'_>> {
+    model
+        .spec
+        .outputs
+        .iter()
+        .map(|t| TensorMetadata {
+            name: &t.name,
+            datatype: t.dtype.as_str(),
+            shape: &t.shape,
+        })
+        .collect()
+}

@@ -1,0 +1,8 @@
+//! Front ends: the only code that knows wire types (hyper, JSON bodies, protobuf). Each decodes
+//! into `request::InferRequest`, calls the gateway, and encodes the answer.
+
+pub mod grpc;
+pub mod http;
+mod metadata;
+mod params;
+mod status;

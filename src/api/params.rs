@@ -1,0 +1,107 @@
+//! Request-level parameters shared by both protocols (`priority`, `timeout`, `cache`), read from
+//! a protocol-neutral view so HTTP and gRPC accept exactly the same things.
+
+use crate::error::Error;
+use crate::request::{CacheControl, RequestOptions};
+
+/// A parameter value as either protocol carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue<'a> {
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Double(f64),
+    Str(&'a str),
+}
+
+impl ParamValue<'_> {
+    fn as_u64(&self) -> Option<u64> {
+        match *self {
+            ParamValue::Int(v) => u64::try_from(v).ok(),
+            ParamValue::Uint(v) => Some(v),
+            ParamValue::Double(v) if v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64 => {
+                Some(v as u64)
+            }
+            ParamValue::Str(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+/// Applies the parameters we understand; others (e.g. `binary_data_output`) are left to the
+/// front end, and unknown ones are ignored as the protocol allows.
+pub fn apply<'a>(
+    options: &mut RequestOptions,
+    params: impl IntoIterator<Item = (&'a str, ParamValue<'a>)>,
+) -> Result<(), Error> {
+    for (name, value) in params {
+        match name {
+            "priority" => {
+                let priority = value
+                    .as_u64()
+                    .filter(|p| *p <= u8::MAX as u64)
+                    .ok_or_else(|| bad("priority", "must be a small unsigned integer (1 = highest)"))?;
+                options.priority = Some(priority as u8);
+            }
+            "timeout" => {
+                let timeout = value
+                    .as_u64()
+                    .ok_or_else(|| bad("timeout", "must be an unsigned number of microseconds"))?;
+                options.timeout_us = Some(timeout);
+            }
+            "cache" => {
+                let ParamValue::Str(text) = value else {
+                    return Err(bad("cache", "must be \"default\", \"bypass\" or \"refresh\""));
+                };
+                let control = CacheControl::from_parameter(text)
+                    .ok_or_else(|| bad("cache", "must be \"default\", \"bypass\" or \"refresh\""))?;
+                options.cache = control;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn bad(name: &str, expectation: &str) -> Error {
+    Error::Decode(format!("parameters.{name}: {expectation}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_read_alike_from_either_protocol() {
+        let cases: Vec<(Vec<(&str, ParamValue)>, Result<RequestOptions, &str>)> = vec![
+            (vec![], Ok(RequestOptions::default())),
+            (
+                vec![("priority", ParamValue::Uint(1)), ("timeout", ParamValue::Int(500))],
+                Ok(RequestOptions {
+                    priority: Some(1),
+                    timeout_us: Some(500),
+                    ..Default::default()
+                }),
+            ),
+            (
+                vec![("cache", ParamValue::Str("bypass"))],
+                Ok(RequestOptions {
+                    cache: CacheControl { lookup: false, store: false },
+                    ..Default::default()
+                }),
+            ),
+            (vec![("priority", ParamValue::Int(-1))], Err("parameters.priority")),
+            (vec![("timeout", ParamValue::Bool(true))], Err("parameters.timeout")),
+            (vec![("cache", ParamValue::Str("sometimes"))], Err("parameters.cache")),
+            (vec![("whatever", ParamValue::Bool(true))], Ok(RequestOptions::default())),
+        ];
+        for (params, want) in cases {
+            let mut options = RequestOptions::default();
+            let got = apply(&mut options, params.clone()).map(|_| options);
+            match want {
+                Ok(expected) => assert_eq!(got.unwrap(), expected, "{params:?}"),
+                Err(fragment) => assert!(got.unwrap_err().to_string().contains(fragment)),
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! The one place where failures become wire codes: an HTTP status or a gRPC code per class.
+
+use crate::error::{Error, ErrorClass};
+use hyper::StatusCode;
+
+pub fn http_status(error: &Error) -> StatusCode {
+    match error.class() {
+        ErrorClass::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorClass::NotFound => StatusCode::NOT_FOUND,
+        ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorClass::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+        ErrorClass::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+pub fn grpc_status(error: &Error) -> tonic::Status {
+    let code = match error.class() {
+        ErrorClass::BadRequest => tonic::Code::InvalidArgument,
+        ErrorClass::NotFound => tonic::Code::NotFound,
+        ErrorClass::TooLarge | ErrorClass::Overloaded => tonic::Code::ResourceExhausted,
+        ErrorClass::Timeout => tonic::Code::DeadlineExceeded,
+        ErrorClass::Unavailable => tonic::Code::Unavailable,
+        ErrorClass::Unimplemented => tonic::Code::Unimplemented,
+        ErrorClass::Internal => tonic::Code::Internal,
+    };
+    tonic::Status::new(code, error.to_string())
+}
+
+/// Seconds a refused client should wait before retrying, for `Retry-After`.
+pub fn retry_after_seconds(error: &Error) -> Option<u32> {
+    (error.class() == ErrorClass::Overloaded && !matches!(error, Error::BodyTooLarge { .. }))
+        .then_some(1)
+}

@@ -1,0 +1,224 @@
+//! The ONNX Runtime engine: one `Session` per model instance, owned by that instance's thread.
+//! This is the only module with `unsafe`: inputs are copied straight into ONNX Runtime's own
+//! buffers and outputs read as bytes, so every datatype goes through one untyped path.
+#![allow(unsafe_code)]
+
+use super::{BackendError, BatchInput, Engine};
+use crate::config::Device;
+use crate::model::spec::{ModelSpec, TensorSpec};
+use crate::tensor::{DataType, Tensor};
+use bytes::Bytes;
+use ort::ep;
+use ort::memory::Allocator;
+use ort::session::Session;
+use ort::value::{DynTensor, DynTensorValueType, TensorElementType, ValueType};
+use std::path::PathBuf;
+
+/// What one engine instance is built from; validated config, never raw user input.
+#[derive(Debug, Clone)]
+pub struct OnnxSettings {
+    pub model: String,
+    pub path: PathBuf,
+    pub device: Device,
+    pub cpu_fallback: bool,
+    pub intra_op_threads: usize,
+    /// `runtime.onnxruntime`, used if the process-wide environment is not started yet.
+    pub runtime: String,
+}
+
+pub struct OnnxEngine {
+    session: Session,
+    provider: &'static str,
+}
+
+const CPU_PROVIDER: &str = "CPUExecutionProvider";
+const CUDA_PROVIDER: &str = "CUDAExecutionProvider";
+
+impl OnnxEngine {
+    pub fn load(settings: &OnnxSettings) -> Result<OnnxEngine, BackendError> {
+        let environment = super::runtime::environment(&settings.runtime)?;
+        let load_error = |reason: String| BackendError::Load {
+            model: settings.model.clone(),
+            reason,
+        };
+        let build = |device: Device| -> Result<Session, BackendError> {
+            let mut builder = Session::builder(environment)
+                .map_err(|e| load_error(e.to_string()))?
+                .with_intra_threads(settings.intra_op_threads)
+                .map_err(|e| load_error(e.to_string()))?;
+            if let Device::Cuda(index) = device {
+                builder = builder
+                    .with_execution_providers([ep::CUDA::default()
+                        .with_device_id(index)
+                        .build()
+                        .error_on_failure()])
+                    .map_err(|e| BackendError::Provider {
+                        device: device.to_string(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            builder
+                .commit_from_file(&settings.path)
+                .map_err(|e| load_error(e.to_string()))
+        };
+        match settings.device {
+            Device::Cpu => Ok(OnnxEngine {
+                session: build(Device::Cpu)?,
+                provider: CPU_PROVIDER,
+            }),
+            Device::Cuda(_) => match build(settings.device) {
+                Ok(session) => Ok(OnnxEngine {
+                    session,
+                    provider: CUDA_PROVIDER,
+                }),
+                Err(error @ BackendError::Provider { .. }) if settings.cpu_fallback => {
+                    tracing::warn!(model = %settings.model, %error, "falling back to the CPU as device_fallback = \"cpu\" allows");
+                    Ok(OnnxEngine {
+                        session: build(Device::Cpu)?,
+                        provider: CPU_PROVIDER,
+                    })
+                }
+                Err(error) => Err(error),
+            },
+        }
+    }
+
+    /// Inputs and outputs as the model file declares them.
+    pub fn spec(&self, model: &str) -> Result<ModelSpec, BackendError> {
+        let describe = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>, BackendError> {
+            outlets
+                .iter()
+                .map(|outlet| match outlet.dtype() {
+                    ValueType::Tensor { ty, shape, .. } => {
+                        let dtype = from_element_type(*ty).ok_or_else(|| {
+                            BackendError::Unsupported {
+                                model: model.to_string(),
+                                what: format!("tensor `{}` of element type {ty:?}", outlet.name()),
+                            }
+                        })?;
+                        Ok(TensorSpec {
+                            name: outlet.name().to_string(),
+                            dtype,
+                            shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect(),
+                        })
+                    }
+                    other => Err(BackendError::Unsupported {
+                        model: model.to_string(),
+                        what: format!("non-tensor value `{}` ({other:?})", outlet.name()),
+                    }),
+                })
+                .collect()
+        };
+        Ok(ModelSpec {
+            inputs: describe(self.session.inputs())?,
+            outputs: describe(self.session.outputs())?,
+        })
+    }
+}
+
+impl Engine for OnnxEngine {
+    fn run(&mut self, inputs: &[BatchInput]) -> Result<Vec<Tensor>, BackendError> {
+        let allocator = Allocator::default();
+        let mut values: Vec<(String, DynTensor)> = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            values.push((input.name.clone(), copy_in(&allocator, input)?));
+        }
+        let outputs = self
+            .session
+            .run(values)
+            .map_err(|e| BackendError::Execution(e.to_string()))?;
+        let mut tensors = Vec::with_capacity(outputs.len());
+        for (name, value) in outputs {
+            let tensor = value
+                .downcast::<DynTensorValueType>()
+                .map_err(|e| BackendError::Execution(format!("output `{name}`: {e}")))?;
+            tensors.push(copy_out(name.to_string(), &tensor)?);
+        }
+        Ok(tensors)
+    }
+
+    fn provider(&self) -> &str {
+        self.provider
+    }
+}
+
+fn copy_in(allocator: &Allocator, input: &BatchInput) -> Result<DynTensor, BackendError> {
+    let element_type = to_element_type(input.dtype).ok_or_else(|| {
+        BackendError::Execution(format!("datatype {} is not supported", input.dtype))
+    })?;
+    let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
+    let mut tensor = DynTensor::new(allocator, element_type, shape)
+        .map_err(|e| BackendError::Execution(format!("input `{}`: {e}", input.name)))?;
+    let expected = Tensor::element_count(&input.shape).unwrap_or(usize::MAX)
+        * input.dtype.element_size().unwrap_or(0);
+    let supplied: usize = input.parts.iter().map(Bytes::len).sum();
+    if supplied != expected {
+        return Err(BackendError::Execution(format!(
+            "input `{}` has {supplied} bytes for a shape needing {expected}",
+            input.name
+        )));
+    }
+    let base = tensor.data_ptr_mut().cast::<u8>();
+    let mut offset = 0;
+    for part in &input.parts {
+        // SAFETY: `base` points at ONNX Runtime's CPU buffer of exactly `expected` bytes for
+        // this shape and datatype (checked above), and the parts add up to `expected`, so every
+        // write stays inside it; the source is a distinct Rust allocation.
+        unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), base.add(offset), part.len()) };
+        offset += part.len();
+    }
+    Ok(tensor)
+}
+
+fn copy_out(
+    name: String,
+    tensor: &ort::value::Value<DynTensorValueType>,
+) -> Result<Tensor, BackendError> {
+    let dtype = from_element_type(*tensor.data_type()).ok_or_else(|| {
+        BackendError::Execution(format!(
+            "output `{name}` has element type {:?}, which Tollgate cannot return yet",
+            tensor.data_type()
+        ))
+    })?;
+    let shape: Vec<usize> = tensor.shape().iter().map(|&d| d.max(0) as usize).collect();
+    let len = Tensor::element_count(&shape).unwrap_or(0) * dtype.element_size().unwrap_or(0);
+    let data = if len == 0 {
+        Bytes::new()
+    } else {
+        // SAFETY: outputs of a CPU session live in CPU memory that the value owns for as long as
+        // `tensor` is borrowed; its length follows from its own shape and element type.
+        let slice = unsafe { std::slice::from_raw_parts(tensor.data_ptr().cast::<u8>(), len) };
+        Bytes::copy_from_slice(slice)
+    };
+    Ok(Tensor {
+        name,
+        dtype,
+        shape,
+        data,
+    })
+}
+
+fn to_element_type(dtype: DataType) -> Option<TensorElementType> {
+    Some(match dtype {
+        DataType::Bool => TensorElementType::Bool,
+        DataType::Uint8 => TensorElementType::Uint8,
+        DataType::Uint16 => TensorElementType::Uint16,
+        DataType::Uint32 => TensorElementType::Uint32,
+        DataType::Uint64 => TensorElementType::Uint64,
+        DataType::Int8 => TensorElementType::Int8,
+        DataType::Int16 => TensorElementType::Int16,
+        DataType::Int32 => TensorElementType::Int32,
+        DataType::Int64 => TensorElementType::Int64,
+        DataType::Fp16 => TensorElementType::Float16,
+        DataType::Bf16 => TensorElementType::Bfloat16,
+        DataType::Fp32 => TensorElementType::Float32,
+        DataType::Fp64 => TensorElementType::Float64,
+        DataType::Bytes => return None,
+    })
+}
+
+fn from_element_type(ty: TensorElementType) -> Option<DataType> {
+    DataType::ALL
+        .into_iter()
+        .find(|&d| to_element_type(d) == Some(ty))
+}

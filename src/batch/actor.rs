@@ -1,0 +1,150 @@
+//! The batching loop of one model: keeps the queue in service order, asks `policy` what to do,
+//! and hands whole batches to the workers when one of them can take it.
+
+use super::policy::{self, Candidate, Decision};
+use super::{BatchError, BatcherSettings, Pending};
+use crate::telemetry;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+/// A batch on its way to a worker: members in batch order.
+pub(crate) struct Batch {
+    pub members: Vec<Pending>,
+}
+
+struct Queue {
+    /// Sorted by (priority, sequence): the order requests are served in.
+    pending: Vec<Pending>,
+    next_sequence: u64,
+}
+
+impl Queue {
+    fn push(&mut self, mut pending: Pending) {
+        pending.sequence = self.next_sequence;
+        self.next_sequence += 1;
+        // New arrivals go behind everything of their own or a higher lane.
+        let at = self
+            .pending
+            .partition_point(|p| p.job.priority <= pending.job.priority);
+        self.pending.insert(at, pending);
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        self.pending
+            .iter()
+            .map(|p| Candidate {
+                rows: p.job.rows,
+                group: p.job.group,
+                enqueued: p.enqueued,
+                deadline: p.job.deadline,
+            })
+            .collect()
+    }
+
+    /// Removes the given positions (ascending or not) and returns them in the given order.
+    fn take(&mut self, positions: &[usize]) -> Vec<Pending> {
+        let mut slots: Vec<Option<Pending>> = self.pending.drain(..).map(Some).collect();
+        let taken = positions.iter().filter_map(|&i| slots[i].take()).collect();
+        self.pending = slots.into_iter().flatten().collect();
+        taken
+    }
+}
+
+pub(crate) async fn run(
+    settings: Arc<BatcherSettings>,
+    mut arrivals: mpsc::UnboundedReceiver<Pending>,
+    workers: mpsc::Sender<Batch>,
+    queued: Arc<AtomicUsize>,
+) {
+    let model = settings.model.clone();
+    let depth = metrics::gauge!(telemetry::QUEUE_DEPTH, "model" => model.clone());
+    let mut queue = Queue {
+        pending: Vec::new(),
+        next_sequence: 0,
+    };
+    let mut open = true;
+    loop {
+        let now = Instant::now();
+        reap(&settings, &mut queue, &queued, now);
+        depth.set(queue.pending.len() as f64);
+        if !open && queue.pending.is_empty() {
+            break;
+        }
+        let decision = policy::next_batch(&settings.policy, &queue.candidates(), now);
+        match decision {
+            Decision::Idle => match arrivals.recv().await {
+                Some(pending) => queue.push(pending),
+                None => open = false,
+            },
+            Decision::WaitUntil(at) => {
+                tokio::select! {
+                    arrival = arrivals.recv(), if open => match arrival {
+                        Some(pending) => queue.push(pending),
+                        None => open = false,
+                    },
+                    _ = sleep_until(at) => {}
+                }
+            }
+            Decision::Dispatch(_) => {
+                let next_deadline = queue.pending.iter().filter_map(|p| p.job.deadline).min();
+                tokio::select! {
+                    permit = workers.reserve() => {
+                        let Ok(permit) = permit else { break };
+                        // Decide again: requests may have arrived or expired while we waited.
+                        let now = Instant::now();
+                        reap(&settings, &mut queue, &queued, now);
+                        if let Decision::Dispatch(positions) =
+                            policy::next_batch(&settings.policy, &queue.candidates(), now)
+                        {
+                            let members = queue.take(&positions);
+                            queued.fetch_sub(members.len(), Ordering::AcqRel);
+                            permit.send(Batch { members });
+                        }
+                    }
+                    arrival = arrivals.recv(), if open => match arrival {
+                        Some(pending) => queue.push(pending),
+                        None => open = false,
+                    },
+                    _ = sleep_until(next_deadline.unwrap_or(now + std::time::Duration::from_secs(3600))), if next_deadline.is_some() => {}
+                }
+            }
+        }
+        // Take everything already waiting in one go so the next decision sees it all.
+        while let Ok(pending) = arrivals.try_recv() {
+            queue.push(pending);
+        }
+    }
+    let error = BatchError::Closed {
+        model: model.clone(),
+    };
+    for pending in queue.pending.drain(..) {
+        let _ = pending.reply.send(Err(error.clone()));
+    }
+}
+
+/// Answers expired requests with a timeout and forgets callers who already left, so neither
+/// takes a place in a batch.
+fn reap(settings: &BatcherSettings, queue: &mut Queue, queued: &AtomicUsize, now: Instant) {
+    let before = queue.pending.len();
+    let mut kept = Vec::with_capacity(before);
+    for pending in queue.pending.drain(..) {
+        if pending.reply.is_closed() {
+            metrics::counter!(telemetry::REJECTIONS, "model" => settings.model.clone(), "reason" => "client_gone").increment(1);
+            continue;
+        }
+        if pending.job.deadline.is_some_and(|d| d <= now) {
+            let waited_us = now.duration_since(pending.enqueued).as_micros() as u64;
+            metrics::counter!(telemetry::REJECTIONS, "model" => settings.model.clone(), "reason" => "timeout").increment(1);
+            let _ = pending.reply.send(Err(BatchError::TimedOut {
+                model: settings.model.clone(),
+                waited_us,
+            }));
+            continue;
+        }
+        kept.push(pending);
+    }
+    queued.fetch_sub(before - kept.len(), Ordering::AcqRel);
+    queue.pending = kept;
+}

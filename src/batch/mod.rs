@@ -1,0 +1,167 @@
+//! The dynamic batcher: one actor per model gathers requests into batches (see `policy`) and
+//! hands them to worker threads that each own an engine. Callers talk to it through a cheap,
+//! cloneable `BatchHandle`; admission is bounded so overload is refused at the door.
+
+mod actor;
+pub mod policy;
+mod split;
+mod worker;
+
+use crate::backend::{BackendError, Engine};
+use crate::error::ErrorClass;
+use crate::tensor::Tensor;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+pub use policy::Policy;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
+    #[error("model {model} has {limit} requests queued, its max_queue_size; retry later")]
+    QueueFull { model: String, limit: usize },
+    #[error("request timed out after waiting {waited_us} µs in the queue of model {model}, before it could run")]
+    TimedOut { model: String, waited_us: u64 },
+    #[error("model {model} is shutting down")]
+    Closed { model: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl BatchError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            BatchError::QueueFull { .. } => ErrorClass::Overloaded,
+            BatchError::TimedOut { .. } => ErrorClass::Timeout,
+            BatchError::Closed { .. } => ErrorClass::Unavailable,
+            BatchError::Backend(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+/// One request's share of work, with the model's inputs in the model's order.
+#[derive(Debug)]
+pub struct Job {
+    pub inputs: Vec<Tensor>,
+    /// Rows this request contributes to a batch (its first dimension when batching).
+    pub rows: usize,
+    /// Requests only share a batch when this matches (non-batch dims and datatypes).
+    pub group: u64,
+    /// 1 is the highest lane.
+    pub priority: u8,
+    pub deadline: Option<Instant>,
+}
+
+/// What a request gets back from its batch.
+#[derive(Debug, Clone)]
+pub struct JobOutput {
+    /// Every output of the model, cut down to this request's rows.
+    pub outputs: Vec<Tensor>,
+    pub batch_rows: usize,
+    pub queue_us: u64,
+    pub compute_us: u64,
+}
+
+pub(crate) struct Pending {
+    job: Job,
+    enqueued: Instant,
+    sequence: u64,
+    reply: oneshot::Sender<Result<JobOutput, BatchError>>,
+    span: tracing::Span,
+}
+
+/// Settings of one model's batcher, from validated config.
+#[derive(Debug, Clone)]
+pub struct BatcherSettings {
+    pub model: String,
+    pub policy: Policy,
+    pub max_queue_size: usize,
+    /// When true, the first dimension of every input is the batch dimension.
+    pub batching: bool,
+}
+
+#[derive(Clone)]
+pub struct BatchHandle {
+    sender: mpsc::UnboundedSender<Pending>,
+    queued: Arc<AtomicUsize>,
+    settings: Arc<BatcherSettings>,
+}
+
+impl BatchHandle {
+    /// Queues the job and waits for its batch. The queue is unbounded as a channel but bounded
+    /// by the admission counter, so a refusal is immediate and memory stays bounded.
+    pub async fn submit(&self, job: Job) -> Result<JobOutput, BatchError> {
+        let limit = self.settings.max_queue_size;
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= limit {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!(crate::telemetry::REJECTIONS, "model" => self.settings.model.clone(), "reason" => "queue_full").increment(1);
+            return Err(BatchError::QueueFull {
+                model: self.settings.model.clone(),
+                limit,
+            });
+        }
+        let (reply, receive) = oneshot::channel();
+        let pending = Pending {
+            job,
+            enqueued: Instant::now(),
+            sequence: 0,
+            reply,
+            span: tracing::Span::current(),
+        };
+        if self.sender.send(pending).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.closed());
+        }
+        receive.await.unwrap_or_else(|_| Err(self.closed()))
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn settings(&self) -> &BatcherSettings {
+        &self.settings
+    }
+
+    fn closed(&self) -> BatchError {
+        BatchError::Closed {
+            model: self.settings.model.clone(),
+        }
+    }
+}
+
+/// Starts a model's batcher: one actor task and one thread per engine. Must be called inside a
+/// tokio runtime. The threads end when every handle is dropped and the queue drains.
+pub fn start(settings: BatcherSettings, engines: Vec<Box<dyn Engine>>) -> BatchHandle {
+    let settings = Arc::new(settings);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (sender, receiver) = mpsc::unbounded_channel();
+    // Capacity 1: one batch waits ready while the workers run theirs, so a device never idles
+    // for assembly, and requests that arrive meanwhile can still join the next batch.
+    let (work_sender, work_receiver) = mpsc::channel(1);
+    let work_receiver = Arc::new(std::sync::Mutex::new(work_receiver));
+    for (instance, engine) in engines.into_iter().enumerate() {
+        worker::spawn(
+            settings.clone(),
+            instance,
+            engine,
+            work_receiver.clone(),
+            queued.clone(),
+        );
+    }
+    tokio::spawn(actor::run(
+        settings.clone(),
+        receiver,
+        work_sender,
+        queued.clone(),
+    ));
+    BatchHandle {
+        sender,
+        queued,
+        settings,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,257 @@
+//! The batching decision, as a pure function of the policy, the queue and the clock, so the
+//! rules (Triton's dynamic batcher semantics) are tested as a table without threads or sleeps.
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Largest batch in rows; 1 turns batching off (every request runs alone).
+    pub max_batch_rows: usize,
+    /// How long the oldest request may wait for company before its batch is sent anyway.
+    pub max_queue_delay: Duration,
+    /// Batch sizes worth sending at once, ascending.
+    pub preferred_sizes: Vec<usize>,
+}
+
+/// The part of a queued request the decision needs. Queues hand these over in service order:
+/// highest priority first, then arrival order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub rows: usize,
+    /// Requests batch together only when their group matches (same non-batch dims and dtypes).
+    pub group: u64,
+    pub enqueued: Instant,
+    pub deadline: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Nothing queued.
+    Idle,
+    /// Nothing to send yet; look again at this instant (or when a request arrives).
+    WaitUntil(Instant),
+    /// Send these queue positions as one batch, in this order.
+    Dispatch(Vec<usize>),
+}
+
+/// Positions of requests whose deadline has passed; they must be answered with a timeout and
+/// never run.
+pub fn expired(queue: &[Candidate], now: Instant) -> Vec<usize> {
+    queue
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Decides what to do with the queue now. Expired requests must have been removed first.
+///
+/// The batch is led by the first request in service order and takes the following requests of
+/// its group, in order, while they fit. It is sent at once when it is full or when it reaches a
+/// preferred size; otherwise it waits until the leader has waited `max_queue_delay`.
+pub fn next_batch(policy: &Policy, queue: &[Candidate], now: Instant) -> Decision {
+    let Some(leader) = queue.first() else {
+        return Decision::Idle;
+    };
+    let max_rows = policy.max_batch_rows.max(1);
+    let mut members = Vec::new();
+    let mut rows = 0;
+    // Rows after each member joined, to find the largest preferred prefix.
+    let mut prefix_rows = Vec::new();
+    let mut full = false;
+    for (position, candidate) in queue.iter().enumerate() {
+        if candidate.group != leader.group {
+            continue;
+        }
+        if !members.is_empty() && rows + candidate.rows > max_rows {
+            full = true;
+            break;
+        }
+        members.push(position);
+        rows += candidate.rows;
+        prefix_rows.push(rows);
+        if rows >= max_rows {
+            full = true;
+            break;
+        }
+    }
+    if full {
+        return Decision::Dispatch(members);
+    }
+    if let Some(cut) = largest_preferred_prefix(&policy.preferred_sizes, &prefix_rows) {
+        members.truncate(cut);
+        return Decision::Dispatch(members);
+    }
+    let send_at = leader.enqueued + policy.max_queue_delay;
+    if now >= send_at {
+        return Decision::Dispatch(members);
+    }
+    // Wake early enough to time out whoever expires first rather than let it overstay.
+    let earliest_deadline = queue.iter().filter_map(|c| c.deadline).min();
+    Decision::WaitUntil(earliest_deadline.map_or(send_at, |d| d.min(send_at)))
+}
+
+/// Number of members in the longest prefix whose row count is a preferred size.
+fn largest_preferred_prefix(preferred: &[usize], prefix_rows: &[usize]) -> Option<usize> {
+    prefix_rows
+        .iter()
+        .rposition(|rows| preferred.contains(rows))
+        .map(|index| index + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(max: usize, delay_us: u64, preferred: &[usize]) -> Policy {
+        Policy {
+            max_batch_rows: max,
+            max_queue_delay: Duration::from_micros(delay_us),
+            preferred_sizes: preferred.to_vec(),
+        }
+    }
+
+    /// (rows, group, enqueued µs after t0, deadline µs after t0)
+    type Spec = (usize, u64, u64, Option<u64>);
+
+    fn queue(t0: Instant, specs: &[Spec]) -> Vec<Candidate> {
+        specs
+            .iter()
+            .map(|&(rows, group, at, deadline)| Candidate {
+                rows,
+                group,
+                enqueued: t0 + Duration::from_micros(at),
+                deadline: deadline.map(|d| t0 + Duration::from_micros(d)),
+            })
+            .collect()
+    }
+
+    enum Want {
+        Idle,
+        WaitUntilUs(u64),
+        Dispatch(&'static [usize]),
+    }
+
+    #[test]
+    fn decision_table() {
+        let cases: &[(&str, Policy, &[Spec], u64, Want)] = &[
+            ("empty queue", policy(8, 1000, &[]), &[], 0, Want::Idle),
+            (
+                "batching off sends each request alone",
+                policy(1, 1000, &[]),
+                &[(1, 0, 0, None), (1, 0, 0, None)],
+                0,
+                Want::Dispatch(&[0]),
+            ),
+            (
+                "a lone request waits for the queue delay",
+                policy(8, 1000, &[]),
+                &[(1, 0, 0, None)],
+                10,
+                Want::WaitUntilUs(1000),
+            ),
+            (
+                "the delay is bounded by the oldest request's wait",
+                policy(8, 1000, &[]),
+                &[(1, 0, 0, None), (1, 0, 900, None)],
+                1000,
+                Want::Dispatch(&[0, 1]),
+            ),
+            (
+                "zero delay sends at once",
+                policy(8, 0, &[]),
+                &[(1, 0, 0, None), (1, 0, 0, None)],
+                0,
+                Want::Dispatch(&[0, 1]),
+            ),
+            (
+                "a full batch is sent at once",
+                policy(4, 1000, &[]),
+                &[(1, 0, 0, None), (2, 0, 0, None), (1, 0, 0, None), (1, 0, 0, None)],
+                0,
+                Want::Dispatch(&[0, 1, 2]),
+            ),
+            (
+                "a request that does not fit ends the batch",
+                policy(4, 1000, &[]),
+                &[(3, 0, 0, None), (2, 0, 0, None)],
+                0,
+                Want::Dispatch(&[0]),
+            ),
+            (
+                "an oversize leader still goes alone",
+                policy(4, 1000, &[]),
+                &[(6, 0, 0, None)],
+                0,
+                Want::Dispatch(&[0]),
+            ),
+            (
+                "a preferred size is sent at once",
+                policy(16, 1000, &[2, 4]),
+                &[(1, 0, 0, None), (1, 0, 0, None), (1, 0, 0, None)],
+                0,
+                Want::Dispatch(&[0, 1]),
+            ),
+            (
+                "the largest preferred prefix wins",
+                policy(16, 1000, &[2, 4]),
+                &[(1, 0, 0, None), (1, 0, 0, None), (2, 0, 0, None), (1, 0, 0, None)],
+                0,
+                Want::Dispatch(&[0, 1, 2]),
+            ),
+            (
+                "no preferred prefix waits for the delay",
+                policy(16, 1000, &[4]),
+                &[(1, 0, 0, None), (2, 0, 0, None)],
+                0,
+                Want::WaitUntilUs(1000),
+            ),
+            (
+                "other groups are skipped, not mixed in",
+                policy(8, 0, &[]),
+                &[(1, 7, 0, None), (1, 9, 0, None), (1, 7, 0, None)],
+                0,
+                Want::Dispatch(&[0, 2]),
+            ),
+            (
+                "the leader is the first in service order (priority first)",
+                policy(8, 0, &[]),
+                &[(1, 9, 50, None), (1, 7, 0, None), (1, 9, 60, None)],
+                100,
+                Want::Dispatch(&[0, 2]),
+            ),
+            (
+                "an early deadline shortens the wait",
+                policy(8, 1000, &[]),
+                &[(1, 0, 0, None), (1, 0, 10, Some(300))],
+                20,
+                Want::WaitUntilUs(300),
+            ),
+        ];
+        for (name, policy, specs, now_us, want) in cases {
+            let t0 = Instant::now();
+            let now = t0 + Duration::from_micros(*now_us);
+            let got = next_batch(policy, &queue(t0, specs), now);
+            let expected = match want {
+                Want::Idle => Decision::Idle,
+                Want::WaitUntilUs(us) => Decision::WaitUntil(t0 + Duration::from_micros(*us)),
+                Want::Dispatch(members) => Decision::Dispatch(members.to_vec()),
+            };
+            assert_eq!(got, expected, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn expiry_finds_only_passed_deadlines() {
+        let t0 = Instant::now();
+        let q = queue(
+            t0,
+            &[(1, 0, 0, Some(100)), (1, 0, 0, None), (1, 0, 0, Some(500))],
+        );
+        assert_eq!(expired(&q, t0 + Duration::from_micros(100)), vec![0]);
+        assert_eq!(expired(&q, t0 + Duration::from_micros(600)), vec![0, 2]);
+        assert!(expired(&q, t0).is_empty());
+    }
+}

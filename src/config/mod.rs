@@ -1,0 +1,565 @@
+//! The configuration file: parsed strictly (unknown keys are errors), then validated once into the
+//! `Config` every other layer reads. Nothing downstream re-checks what is validated here.
+
+mod units;
+
+pub use units::ByteSize;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default)]
+    pub pricing: PricingConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    #[serde(default)]
+    pub models: Vec<ModelConfig>,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub max_body_bytes: ByteSize,
+    pub max_concurrent_requests: usize,
+    pub admin_token_blake3: Option<String>,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            max_body_bytes: ByteSize(64 << 20),
+            max_concurrent_requests: 4096,
+            admin_token_blake3: None,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+// Secrets (even hashed ones) stay out of logs.
+impl fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("http_addr", &self.http_addr)
+            .field("grpc_addr", &self.grpc_addr)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field(
+                "admin_token_blake3",
+                &self.admin_token_blake3.as_ref().map(|_| "<redacted>"),
+            )
+            .field("shutdown_grace_ms", &self.shutdown_grace_ms)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Path to `libonnxruntime.so.*`, or "auto".
+    pub onnxruntime: String,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            onnxruntime: "auto".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    Shared,
+    Tenant,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    pub max_bytes: ByteSize,
+    pub ttl_seconds: u64,
+    pub scope: CacheScope,
+    pub redis_url: Option<String>,
+    /// Longest a Redis round trip may add to a request before it counts as a miss.
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            max_bytes: ByteSize(256 << 20),
+            ttl_seconds: 3600,
+            scope: CacheScope::Shared,
+            redis_url: None,
+            redis_timeout_ms: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    pub currency: String,
+    pub device_per_hour: BTreeMap<String, f64>,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        PricingConfig {
+            currency: "USD".into(),
+            device_per_hour: BTreeMap::from([("cpu".to_string(), 0.10)]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    pub path: PathBuf,
+    pub durability: String,
+    pub retention_days: u32,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            path: PathBuf::from("data/ledger.sqlite"),
+            durability: "async".into(),
+            retention_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub name: String,
+    #[serde(default = "default_version")]
+    pub version: String,
+    pub path: Option<PathBuf>,
+    pub upstream: Option<String>,
+    pub upstream_model: Option<String>,
+    pub upstream_version: Option<String>,
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// "cpu" lets a model whose CUDA provider fails to register run on the CPU instead.
+    pub device_fallback: Option<String>,
+    #[serde(default = "one")]
+    pub instances: usize,
+    #[serde(default = "one")]
+    pub intra_op_threads: usize,
+    #[serde(default)]
+    pub max_batch_size: usize,
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
+    #[serde(default = "default_queue_size")]
+    pub max_queue_size: usize,
+    #[serde(default)]
+    pub default_timeout_us: u64,
+    /// Lane for requests that do not name one: 1 realtime, 2 standard, 3 batch.
+    #[serde(default = "default_priority")]
+    pub default_priority: u8,
+    #[serde(default = "yes")]
+    pub cache: bool,
+    pub cache_ttl_seconds: Option<u64>,
+    pub price_per_request: Option<f64>,
+    pub price_per_hour: Option<f64>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    pub api_key_blake3: String,
+    #[serde(default)]
+    pub team: String,
+    #[serde(default)]
+    pub project: String,
+    pub budget_usd: Option<f64>,
+    #[serde(default = "default_budget_period")]
+    pub budget_period: String,
+    #[serde(default = "default_budget_action")]
+    pub budget_action: String,
+}
+
+impl fmt::Debug for TenantConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantConfig")
+            .field("name", &self.name)
+            .field("api_key_blake3", &"<redacted>")
+            .field("team", &self.team)
+            .field("project", &self.project)
+            .field("budget_usd", &self.budget_usd)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub required: bool,
+    pub allowed_tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    pub webhook_url: Option<String>,
+    pub anomaly_k: Option<f64>,
+    pub anomaly_window_minutes: Option<u32>,
+}
+
+fn default_version() -> String {
+    "1".into()
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_queue_size() -> usize {
+    1024
+}
+fn default_priority() -> u8 {
+    2
+}
+fn default_budget_period() -> String {
+    "month".into()
+}
+fn default_budget_action() -> String {
+    "alert".into()
+}
+
+/// Where a model's device lives, as parsed from `device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(i32),
+}
+
+impl Device {
+    pub fn parse(text: &str) -> Option<Device> {
+        if text == "cpu" {
+            return Some(Device::Cpu);
+        }
+        let index = text.strip_prefix("cuda:")?.parse().ok()?;
+        (index >= 0).then_some(Device::Cuda(index))
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Lowest-priority lane; requests may name 1 (highest) up to this.
+pub const PRIORITY_LEVELS: u8 = 3;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate(path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// Checks every value and resolves relative model paths against `base_dir` (the directory
+    /// of the config file), so the gateway can be started from anywhere.
+    pub fn validate(mut self, base_dir: &Path) -> Result<Config, ConfigError> {
+        if self.server.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "server.max_concurrent_requests",
+                "must be at least 1",
+            ));
+        }
+        if self.server.max_body_bytes.0 < 1024 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1KiB"));
+        }
+        if let Some(hex) = &self.server.admin_token_blake3 {
+            check_blake3_hex("server.admin_token_blake3", hex)?;
+        }
+        if self.cache.ttl_seconds == 0 {
+            return Err(invalid(
+                "cache.ttl_seconds",
+                "must be at least 1 (set cache.enabled = false to turn the cache off)",
+            ));
+        }
+        if let Some(url) = &self.cache.redis_url {
+            if !url.starts_with("redis://") {
+                return Err(invalid("cache.redis_url", "must start with redis://"));
+            }
+        }
+        for (device, price) in &self.pricing.device_per_hour {
+            if Device::parse(device).is_none() {
+                return Err(invalid(
+                    format!("pricing.device_per_hour.{device}"),
+                    "device names are \"cpu\" or \"cuda:N\"",
+                ));
+            }
+            if !price.is_finite() || *price < 0.0 {
+                return Err(invalid(
+                    format!("pricing.device_per_hour.{device}"),
+                    "must be a non-negative number",
+                ));
+            }
+        }
+        if !matches!(self.ledger.durability.as_str(), "async" | "sync") {
+            return Err(invalid("ledger.durability", "must be \"async\" or \"sync\""));
+        }
+        if self.models.is_empty() {
+            return Err(invalid("models", "at least one [[models]] entry is needed"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, model) in self.models.iter_mut().enumerate() {
+            model.validate(index, base_dir)?;
+            if !seen.insert((model.name.clone(), model.version.clone())) {
+                return Err(invalid(
+                    format!("models[{index}]"),
+                    format!(
+                        "model `{}` version `{}` is configured twice",
+                        model.name, model.version
+                    ),
+                ));
+            }
+        }
+        for (index, tenant) in self.tenants.iter().enumerate() {
+            let key = format!("tenants[{index}]");
+            if tenant.name.is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            check_blake3_hex(&format!("{key}.api_key_blake3"), &tenant.api_key_blake3)?;
+            if !matches!(tenant.budget_period.as_str(), "day" | "month") {
+                return Err(invalid(
+                    format!("{key}.budget_period"),
+                    "must be \"day\" or \"month\"",
+                ));
+            }
+            if !matches!(tenant.budget_action.as_str(), "alert" | "demote" | "reject") {
+                return Err(invalid(
+                    format!("{key}.budget_action"),
+                    "must be \"alert\", \"demote\" or \"reject\"",
+                ));
+            }
+        }
+        Ok(self)
+    }
+
+    /// Keys the file sets whose feature is not built yet, so `check-config` and start-up can say
+    /// so instead of silently ignoring them.
+    pub fn inactive_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if !self.tenants.is_empty() {
+            keys.push("tenants (budgets and per-tenant metering)");
+        }
+        if self.auth.required {
+            keys.push("auth.required");
+        }
+        if self.alerts.webhook_url.is_some() {
+            keys.push("alerts.webhook_url");
+        }
+        if self.server.admin_token_blake3.is_some() {
+            keys.push("server.admin_token_blake3");
+        }
+        keys.push("ledger (durable usage records)");
+        keys
+    }
+
+    pub fn price_per_hour(&self, device: Device) -> f64 {
+        self.pricing
+            .device_per_hour
+            .get(&device.to_string())
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+impl ModelConfig {
+    fn validate(&mut self, index: usize, base_dir: &Path) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("models[{index}].{field}");
+        if self.name.is_empty() || self.name.contains('/') {
+            return Err(invalid(key("name"), "must be non-empty and contain no '/'"));
+        }
+        if self.version.is_empty() || self.version.contains('/') {
+            return Err(invalid(
+                key("version"),
+                "must be non-empty and contain no '/'",
+            ));
+        }
+        match (&self.path, &self.upstream) {
+            (None, None) => {
+                return Err(invalid(
+                    key("path"),
+                    "each model needs a `path` to an .onnx file (or an `upstream`)",
+                ))
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    key("upstream"),
+                    "a model has either a `path` or an `upstream`, not both",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    key("upstream"),
+                    "upstream model servers are not supported yet; serve a local `path`",
+                ))
+            }
+            (Some(path), None) => {
+                let resolved = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    base_dir.join(path)
+                };
+                if !resolved.is_file() {
+                    return Err(invalid(
+                        key("path"),
+                        format!("no model file at {}", resolved.display()),
+                    ));
+                }
+                self.path = Some(resolved);
+            }
+        }
+        if Device::parse(&self.device).is_none() {
+            return Err(invalid(key("device"), "must be \"cpu\" or \"cuda:N\""));
+        }
+        if let Some(fallback) = &self.device_fallback {
+            if fallback != "cpu" {
+                return Err(invalid(key("device_fallback"), "the only fallback is \"cpu\""));
+            }
+        }
+        if !(1..=64).contains(&self.instances) {
+            return Err(invalid(key("instances"), "must be between 1 and 64"));
+        }
+        if !(1..=256).contains(&self.intra_op_threads) {
+            return Err(invalid(key("intra_op_threads"), "must be between 1 and 256"));
+        }
+        if self.max_batch_size > 1 << 20 {
+            return Err(invalid(key("max_batch_size"), "must be at most 1048576"));
+        }
+        if self.max_queue_delay_us > 10_000_000 {
+            return Err(invalid(
+                key("max_queue_delay_us"),
+                "must be at most 10 s (10000000)",
+            ));
+        }
+        for size in &self.preferred_batch_sizes {
+            if *size == 0 || *size > self.max_batch_size.max(1) {
+                return Err(invalid(
+                    key("preferred_batch_sizes"),
+                    format!(
+                        "{size} must be between 1 and max_batch_size ({})",
+                        self.max_batch_size
+                    ),
+                ));
+            }
+        }
+        if self.max_queue_size == 0 {
+            return Err(invalid(key("max_queue_size"), "must be at least 1"));
+        }
+        if !(1..=PRIORITY_LEVELS).contains(&self.default_priority) {
+            return Err(invalid(
+                key("default_priority"),
+                format!("must be between 1 and {PRIORITY_LEVELS}"),
+            ));
+        }
+        if self.cache_ttl_seconds == Some(0) {
+            return Err(invalid(
+                key("cache_ttl_seconds"),
+                "must be at least 1 (use cache = false to turn caching off)",
+            ));
+        }
+        for (field, price) in [
+            ("price_per_request", self.price_per_request),
+            ("price_per_hour", self.price_per_hour),
+        ] {
+            if price.is_some_and(|p| !p.is_finite() || p < 0.0) {
+                return Err(invalid(key(field), "must be a non-negative number"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn device(&self) -> Device {
+        Device::parse(&self.device).unwrap_or(Device::Cpu)
+    }
+}
+
+fn check_blake3_hex(key: &str, hex: &str) -> Result<(), ConfigError> {
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            "must be the 64 hex digits of a blake3 hash (never the secret itself)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,112 @@
+//! Data-driven checks that bad configuration is refused with the key's name.
+
+use super::*;
+
+fn with_model_file() -> (tempdir::Dir, String) {
+    let dir = tempdir::Dir::new();
+    std::fs::write(dir.path().join("m.onnx"), b"not really onnx").unwrap();
+    (dir, "[[models]]\nname = \"m\"\npath = \"m.onnx\"\n".to_string())
+}
+
+/// A throwaway directory removed on drop; avoids a dependency for two tests.
+mod tempdir {
+    pub struct Dir(std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Dir {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path =
+                std::env::temp_dir().join(format!("tollgate-config-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&path).unwrap();
+            Dir(path)
+        }
+        pub fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn check(extra: &str, expected_fragment: Option<&str>) {
+    let (dir, model) = with_model_file();
+    let text = format!("{extra}\n{model}");
+    let result = Config::parse(&text, &dir.path().join("config.toml"));
+    match (result, expected_fragment) {
+        (Ok(_), None) => {}
+        (Err(e), Some(fragment)) => {
+            let message = e.to_string();
+            assert!(message.contains(fragment), "`{message}` lacks `{fragment}`");
+        }
+        (Ok(_), Some(fragment)) => panic!("config accepted, expected error with `{fragment}`"),
+        (Err(e), None) => panic!("config rejected: {e}"),
+    }
+}
+
+#[test]
+fn the_contract_file_is_accepted() {
+    let (dir, _) = with_model_file();
+    let contract = include_str!("../../config.toml");
+    // The bundled config points at the bundled model; rewrite the path to the temp model.
+    let text = contract.replace("models/digits/1/model.onnx", "m.onnx");
+    let config = Config::parse(&text, &dir.path().join("config.toml")).unwrap();
+    assert_eq!(config.models[0].name, "digits");
+    assert_eq!(config.server.max_body_bytes, ByteSize(64 << 20));
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases: &[(&str, Option<&str>)] = &[
+        ("", None),
+        ("[server]\nmax_body_bytes = \"64MiB\"", None),
+        ("[server]\nbogus = 1", Some("bogus")),
+        ("[server]\nmax_body_bytes = \"64 parsecs\"", Some("size unit")),
+        ("[server]\nmax_concurrent_requests = 0", Some("server.max_concurrent_requests")),
+        ("[server]\nhttp_addr = \"nowhere\"", Some("http_addr")),
+        ("[cache]\nttl_seconds = 0", Some("cache.ttl_seconds")),
+        ("[cache]\nscope = \"global\"", Some("scope")),
+        ("[cache]\nredis_url = \"http://x\"", Some("cache.redis_url")),
+        ("[pricing.device_per_hour]\ntpu = 1.0", Some("pricing.device_per_hour.tpu")),
+        ("[ledger]\ndurability = \"maybe\"", Some("ledger.durability")),
+        ("[auth]\nrequired = \"yes\"", Some("required")),
+    ];
+    for (extra, expected) in cases {
+        check(extra, *expected);
+    }
+}
+
+#[test]
+fn bad_model_entries_name_their_key() {
+    let (dir, _) = with_model_file();
+    let cases: &[(&str, &str)] = &[
+        ("name = \"m\"", "models[0].path"),
+        ("name = \"m\"\npath = \"missing.onnx\"", "no model file"),
+        ("name = \"m\"\npath = \"m.onnx\"\ndevice = \"gpu\"", "models[0].device"),
+        ("name = \"m\"\npath = \"m.onnx\"\ninstances = 0", "models[0].instances"),
+        (
+            "name = \"m\"\npath = \"m.onnx\"\nmax_batch_size = 8\npreferred_batch_sizes = [16]",
+            "models[0].preferred_batch_sizes",
+        ),
+        ("name = \"m\"\npath = \"m.onnx\"\ndefault_priority = 9", "default_priority"),
+        ("name = \"m\"\npath = \"m.onnx\"\nwhatever = 1", "whatever"),
+        ("name = \"m\"\nupstream = \"http://h:1\"", "not supported yet"),
+    ];
+    for (body, fragment) in cases {
+        let text = format!("[[models]]\n{body}\n");
+        let message = Config::parse(&text, &dir.path().join("c.toml"))
+            .expect_err(body)
+            .to_string();
+        assert!(message.contains(fragment), "`{message}` lacks `{fragment}`");
+    }
+}
+
+#[test]
+fn devices_parse() {
+    assert_eq!(Device::parse("cpu"), Some(Device::Cpu));
+    assert_eq!(Device::parse("cuda:1"), Some(Device::Cuda(1)));
+    assert_eq!(Device::parse("cuda:-1"), None);
+    assert_eq!(Device::parse("cuda"), None);
+}

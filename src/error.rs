@@ -1,0 +1,69 @@
+//! The gateway's error, one variant per layer, and the wire-agnostic class each maps to.
+//! Only `api::status` turns a class into an HTTP status or gRPC code, so that mapping exists once.
+
+use crate::backend::BackendError;
+use crate::batch::BatchError;
+use crate::model::RequestError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The request could not be read off the wire (bad JSON, binary framing, sizes).
+    #[error("{0}")]
+    Decode(String),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("server is at its limit of {limit} concurrent requests; retry later")]
+    Overloaded { limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unimplemented(String),
+}
+
+/// What kind of failure this is, independent of any wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    BadRequest,
+    NotFound,
+    TooLarge,
+    Overloaded,
+    Timeout,
+    Unavailable,
+    Unimplemented,
+    Internal,
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Decode(_) => ErrorClass::BadRequest,
+            Error::BodyTooLarge { .. } => ErrorClass::TooLarge,
+            Error::Request(e) => e.class(),
+            Error::Batch(e) => e.class(),
+            Error::Backend(_) => ErrorClass::Internal,
+            Error::Overloaded { .. } => ErrorClass::Overloaded,
+            Error::NotFound(_) => ErrorClass::NotFound,
+            Error::Unimplemented(_) => ErrorClass::Unimplemented,
+        }
+    }
+
+    /// A short label for metrics (`outcome`/`reason`), bounded in cardinality.
+    pub fn metric_label(&self) -> &'static str {
+        match self.class() {
+            ErrorClass::BadRequest => "bad_request",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::TooLarge => "too_large",
+            ErrorClass::Overloaded => "overloaded",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Unavailable => "unavailable",
+            ErrorClass::Unimplemented => "unimplemented",
+            ErrorClass::Internal => "internal",
+        }
+    }
+}

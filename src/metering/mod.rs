@@ -1,0 +1,4 @@
+//! Metering: what each request cost. For now the cost model alone; the ledger, budgets and
+//! exports build on it.
+
+pub mod cost;

@@ -1,0 +1,99 @@
+//! Starting and stopping the whole gateway: bind both ports, load the models, serve HTTP and
+//! gRPC until one shutdown signal, then drain within the grace period.
+
+use crate::backend::BackendError;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::shutdown::{self, ShutdownTrigger};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    trigger: ShutdownTrigger,
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Server {
+    /// Binds the configured addresses (port 0 picks a free port; see `http_addr`/`grpc_addr`)
+    /// and starts serving.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let bind = |key: &'static str, address: SocketAddr| async move {
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| StartError::Bind { key, address, source })
+        };
+        let http_listener = bind("server.http_addr", config.server.http_addr).await?;
+        let grpc_listener = bind("server.grpc_addr", config.server.grpc_addr).await?;
+        let local = |listener: &TcpListener, key, fallback| {
+            listener.local_addr().map_err(|source| StartError::Bind {
+                key,
+                address: fallback,
+                source,
+            })
+        };
+        let http_addr = local(&http_listener, "server.http_addr", config.server.http_addr)?;
+        let grpc_addr = local(&grpc_listener, "server.grpc_addr", config.server.grpc_addr)?;
+        let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+        crate::telemetry::metrics_handle();
+        let gateway = Arc::new(Gateway::start(config)?);
+        let (trigger, shutdown) = shutdown::channel();
+        let tasks = vec![
+            tokio::spawn(crate::api::http::serve(
+                http_listener,
+                gateway.clone(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(crate::api::grpc::serve(
+                grpc_listener,
+                gateway.clone(),
+                shutdown,
+            )),
+        ];
+        tracing::info!(%http_addr, %grpc_addr, "Tollgate is serving KServe V2 over HTTP and gRPC");
+        Ok(Server {
+            http_addr,
+            grpc_addr,
+            gateway,
+            trigger,
+            tasks,
+            grace,
+        })
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), and returns.
+    pub async fn stop(self) {
+        self.trigger.trigger();
+        let all = futures_join(self.tasks);
+        if tokio::time::timeout(self.grace + Duration::from_secs(1), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("servers did not stop within the grace period");
+        }
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}

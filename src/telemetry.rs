@@ -1,0 +1,73 @@
+//! Logs and metrics. Metric names live here, one constant each, so every layer records the same
+//! series; the Prometheus text is rendered on our own HTTP port at `/metrics`.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+pub const REQUESTS: &str = "tollgate_requests_total";
+pub const REQUEST_DURATION: &str = "tollgate_request_duration_seconds";
+pub const EXECUTIONS: &str = "tollgate_executions_total";
+pub const INFERENCE_ROWS: &str = "tollgate_inference_rows_total";
+pub const BATCH_SIZE: &str = "tollgate_batch_size";
+pub const QUEUE_DEPTH: &str = "tollgate_queue_depth";
+pub const QUEUE_DURATION: &str = "tollgate_queue_duration_seconds";
+pub const COMPUTE_DURATION: &str = "tollgate_compute_duration_seconds";
+pub const REJECTIONS: &str = "tollgate_rejections_total";
+pub const DEVICE_BUSY: &str = "tollgate_device_busy_microseconds_total";
+pub const DEVICE_UTILISATION: &str = "tollgate_device_utilization_ratio";
+pub const CACHE_REQUESTS: &str = "tollgate_cache_requests_total";
+pub const CACHE_ENTRIES: &str = "tollgate_cache_entries";
+pub const CACHE_BYTES: &str = "tollgate_cache_bytes";
+pub const CACHE_EVICTIONS: &str = "tollgate_cache_evictions_total";
+pub const CACHE_LOOKUP_DURATION: &str = "tollgate_cache_lookup_duration_seconds";
+pub const CACHE_FILL_DURATION: &str = "tollgate_cache_fill_duration_seconds";
+pub const CACHE_REDIS_ERRORS: &str = "tollgate_cache_redis_errors_total";
+pub const CACHE_REDIS_BREAKER_OPEN: &str = "tollgate_cache_redis_breaker_open";
+pub const MODEL_INFO: &str = "tollgate_model_info";
+
+/// Latency buckets from 50 µs to 30 s: cache hits sit at the bottom, heavy models at the top.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Batch sizes in rows, powers of two up to the largest max_batch_size worth having.
+const ROWS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide metrics recorder once; later calls (tests starting several
+/// servers in one process) share it.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), ROWS_BUCKETS));
+        let recorder = match builder {
+            Ok(builder) => builder.build_recorder(),
+            // Only reachable with an empty bucket list, which the constants above are not.
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+        }
+        handle
+    })
+}
+
+/// Renders the Prometheus text exposition.
+pub fn render() -> String {
+    metrics_handle().render()
+}
+
+/// `RUST_LOG` wins; otherwise info, with ONNX Runtime's chatty logs held at warn.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}

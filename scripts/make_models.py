@@ -7,6 +7,7 @@ Writes, relative to the repository root:
   models/digits/test_rows.json      held-out rows + the labels this exact file predicts
   models/int_scorer/1/model.onnx    tiny linear scorer with an INT64 input
   models/int_scorer/test_rows.json  token rows + the argmax this exact file predicts
+  models/row_sum/1/model.onnx       sums each row of an FP32 [N, M] input (both dims open)
 
 Everything is seeded, so a rerun on the same library versions reproduces the
 same files (see scripts/requirements-models.txt for the pinned versions).
@@ -235,6 +236,40 @@ def make_int_scorer() -> None:
     print(f"  test_rows argmax: {argmax.tolist()}")
 
 
+# --------------------------------------------------------------------------
+# row_sum
+# --------------------------------------------------------------------------
+
+def make_row_sum() -> None:
+    """A model whose input has no fixed dimension at all, so one request body can be sent
+    with several shapes. The cache tests use it to show that equal bytes under a different
+    shape are a different key."""
+    model_path = MODELS_DIR / "row_sum" / "1" / "model.onnx"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    graph = helper.make_graph(
+        nodes=[helper.make_node("ReduceSum", ["x", "axes"], ["sum"], keepdims=0)],
+        name="row_sum",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [BATCH_DIM, "M"])],
+        outputs=[helper.make_tensor_value_info("sum", TensorProto.FLOAT, [BATCH_DIM])],
+        initializer=[numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17)],
+        producer_name="tollgate-make_models",
+        doc_string="ReduceSum over axis 1; regenerate with scripts/make_models.py",
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(model_path))
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    (sums,) = ort_session(model_path).run(["sum"], {"x": x})
+    assert np.array_equal(sums, x.sum(axis=1))
+    print("row_sum:")
+    describe(model_path)
+
+
 if __name__ == "__main__":
     make_digits()
     make_int_scorer()
+    make_row_sum()

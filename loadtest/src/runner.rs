@@ -86,10 +86,10 @@ impl Shared {
         }
     }
 
-    async fn exchange(&self, index: usize, lane: usize) -> Done {
-        self.in_flight.fetch_add(1, Relaxed);
-        let result = tokio::time::timeout(self.timeout, self.client.send(index, lane)).await;
-        self.in_flight.fetch_sub(1, Relaxed);
+    /// The deadline is fixed by the caller from the (intended) send time, so a request that waited for a
+    /// busy client runtime before it even started still times out on schedule.
+    async fn exchange(&self, index: usize, lane: usize, deadline: Instant) -> Done {
+        let result = tokio::time::timeout_at(deadline, self.client.send(index, lane)).await;
         let done = match result {
             Err(_) => Done::Failed {
                 kind: "timeout".into(),
@@ -214,7 +214,9 @@ async fn closed_loop(
                     break;
                 }
                 let index = sh.picker.pick(&mut rng);
-                let done = sh.exchange(index, id).await;
+                sh.in_flight.fetch_add(1, Relaxed);
+                let done = sh.exchange(index, id, sent + sh.timeout).await;
+                sh.in_flight.fetch_sub(1, Relaxed);
                 if measured {
                     sh.record(id, &done, sent.elapsed());
                 }
@@ -273,14 +275,17 @@ async fn open_loop(
                     );
                 }
             } else {
+                // Counted at dispatch, not when the task first runs, so the cap holds even if the runtime lags.
+                sh.in_flight.fetch_add(1, Relaxed);
                 let sh = sh.clone();
                 let due = intended;
                 tokio::spawn(async move {
-                    let done = sh.exchange(index, seq).await;
+                    let done = sh.exchange(index, seq, due + sh.timeout).await;
                     // Latency counts from the intended send time, so queueing behind a slow server is not hidden.
                     if measured {
                         sh.record(seq, &done, due.elapsed());
                     }
+                    sh.in_flight.fetch_sub(1, Relaxed);
                 });
             }
             seq = seq.wrapping_add(1);

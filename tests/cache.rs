@@ -1,0 +1,200 @@
+//! The prediction cache against the real server and model: hits, keys, single flight, errors,
+//! TTL, the byte bound, and purging.
+
+mod common;
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde_json::json;
+
+const CONFIG: &str = r#"
+[cache]
+max_bytes = "64KiB"
+
+[[models]]
+name = "digits"
+path = "models/digits/1/model.onnx"
+max_batch_size = 64
+
+[[models]]
+name = "row_sum"
+path = "models/row_sum/1/model.onnx"
+max_batch_size = 8
+
+# A long queue delay keeps the first request waiting, so identical ones arrive while it is in
+# flight.
+[[models]]
+name = "digits_slow"
+path = "models/digits/1/model.onnx"
+max_batch_size = 64
+max_queue_delay_us = 200000
+
+# The same, for the single-flight test alone: metrics are per process and tests share it.
+[[models]]
+name = "digits_flight"
+path = "models/digits/1/model.onnx"
+max_batch_size = 64
+max_queue_delay_us = 200000
+
+[[models]]
+name = "digits_short_ttl"
+path = "models/digits/1/model.onnx"
+cache_ttl_seconds = 1
+
+[[models]]
+name = "digits_uncached"
+path = "models/digits/1/model.onnx"
+cache = false
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_is_a_hit_with_identical_outputs_and_no_execution() {
+    let gateway = common::start(CONFIG).await;
+    let (rows, _) = common::digits_rows();
+    let body = common::digits_body(&rows[..3]);
+    let first = gateway.infer("digits", &body).await;
+    assert_eq!(first.header("x-tollgate-cache"), "miss");
+    let executions = gateway.metric("tollgate_executions_total", &["model=\"digits\""]).await;
+    let second = gateway.infer("digits", &body).await;
+    assert_eq!(second.header("x-tollgate-cache"), "hit");
+    assert_eq!(second.json()["parameters"]["cache"], "hit");
+    assert_eq!(first.json()["outputs"], second.json()["outputs"], "hits return the same outputs");
+    assert_eq!(
+        gateway.metric("tollgate_executions_total", &["model=\"digits\""]).await,
+        executions,
+        "a hit does not run the model"
+    );
+    // The binary encoding of the same tensor is the same key.
+    let payload: Vec<u8> = rows[..3].iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    let header = json!({"inputs": [{"name": "input", "shape": [3, 64], "datatype": "FP32",
+        "parameters": {"binary_data_size": payload.len()}}]})
+    .to_string();
+    let mut raw = header.clone().into_bytes();
+    raw.extend_from_slice(&payload);
+    let binary = gateway
+        .send(
+            Method::POST,
+            "/v2/models/digits/infer",
+            &[("inference-header-content-length", header.len().to_string())],
+            Bytes::from(raw),
+        )
+        .await;
+    assert_eq!(binary.header("x-tollgate-cache"), "hit", "JSON and binary share a key");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_bytes_with_another_shape_or_dtype_are_not_a_hit() {
+    let gateway = common::start(CONFIG).await;
+    let values: Vec<f32> = (0..8).map(|v| v as f32).collect();
+    let send = |shape: [usize; 2]| json!({"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": values}]});
+    let wide = gateway.infer("row_sum", &send([1, 8])).await;
+    assert_eq!(wide.header("x-tollgate-cache"), "miss");
+    assert_eq!(wide.output("sum")["data"], json!([28.0]));
+    let square = gateway.infer("row_sum", &send([2, 4])).await;
+    assert_eq!(square.header("x-tollgate-cache"), "miss", "another shape is another key");
+    assert_eq!(square.output("sum")["data"], json!([6.0, 22.0]));
+    // The same 32 bytes read as INT32 are refused by the model rather than served from cache.
+    let ints: Vec<i32> = values.iter().map(|v| v.to_bits() as i32).collect();
+    let as_int = gateway
+        .infer("row_sum", &json!({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "INT32", "data": ints}]}))
+        .await;
+    assert_eq!(as_int.status, StatusCode::BAD_REQUEST);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_identical_misses_run_the_model_once() {
+    let gateway = std::sync::Arc::new(common::start(CONFIG).await);
+    let (rows, labels) = common::digits_rows();
+    let body = common::digits_body(&rows[5..6]);
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let gateway = gateway.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move { gateway.infer("digits_flight", &body).await }));
+    }
+    let mut statuses = std::collections::HashMap::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.output("label")["data"][0], labels[5], "every waiter gets the answer");
+        *statuses.entry(reply.header("x-tollgate-cache").to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        gateway.metric("tollgate_executions_total", &["model=\"digits_flight\""]).await,
+        1.0,
+        "one execution for all 100 ({statuses:?})"
+    );
+    assert_eq!(statuses.get("miss"), Some(&1), "{statuses:?}");
+    assert_eq!(statuses.get("coalesced").copied().unwrap_or(0) + statuses.get("hit").copied().unwrap_or(0), 99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_is_not_cached() {
+    let gateway = common::start(CONFIG).await;
+    let (rows, labels) = common::digits_rows();
+    let mut failing = common::digits_body(&rows[7..8]);
+    // One microsecond cannot cover the 200 ms queue delay: the request times out unrun.
+    failing["parameters"] = json!({"timeout": 1});
+    let timed_out = gateway.infer("digits_slow", &failing).await;
+    assert_eq!(timed_out.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", timed_out.body);
+    let retry = gateway.infer("digits_slow", &common::digits_body(&rows[7..8])).await;
+    assert_eq!(retry.status, StatusCode::OK);
+    assert_eq!(retry.header("x-tollgate-cache"), "miss", "the failure left nothing behind");
+    assert_eq!(retry.output("label")["data"][0], labels[7]);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_expire_after_their_model_ttl() {
+    let gateway = common::start(CONFIG).await;
+    let (rows, _) = common::digits_rows();
+    let body = common::digits_body(&rows[..1]);
+    assert_eq!(gateway.infer("digits_short_ttl", &body).await.header("x-tollgate-cache"), "miss");
+    assert_eq!(gateway.infer("digits_short_ttl", &body).await.header("x-tollgate-cache"), "hit");
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    assert_eq!(gateway.infer("digits_short_ttl", &body).await.header("x-tollgate-cache"), "miss");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_controls_from_the_client_and_the_config_are_honoured() {
+    let gateway = common::start(CONFIG).await;
+    let (rows, _) = common::digits_rows();
+    let body = common::digits_body(&rows[2..3]);
+    let mut bypass = body.clone();
+    bypass["parameters"] = json!({"cache": "bypass"});
+    assert_eq!(gateway.infer("digits", &bypass).await.header("x-tollgate-cache"), "bypass");
+    assert_eq!(gateway.infer("digits", &body).await.header("x-tollgate-cache"), "miss", "bypass stored nothing");
+    let no_cache = gateway
+        .send(Method::POST, "/v2/models/digits/infer", &[("cache-control", "no-cache".into())], Bytes::from(body.to_string()))
+        .await;
+    assert_eq!(no_cache.header("x-tollgate-cache"), "miss", "no-cache skips the lookup");
+    let uncached = gateway.infer("digits_uncached", &body).await;
+    assert_eq!(uncached.header("x-tollgate-cache"), "bypass");
+    assert_eq!(gateway.infer("digits_uncached", &body).await.header("x-tollgate-cache"), "bypass");
+    // Purging one model empties its entries.
+    let purge = gateway.send(Method::DELETE, "/v1/cache?model=digits", &[], Bytes::new()).await;
+    assert_eq!(purge.status, StatusCode::OK);
+    assert_eq!(gateway.infer("digits", &body).await.header("x-tollgate-cache"), "miss");
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_tier_stays_within_max_bytes_under_a_flood() {
+    let gateway = common::start(CONFIG).await;
+    // 300 distinct 64-row answers of ~3 KiB each: about 15 times the 64 KiB bound.
+    for seed in 0..300u32 {
+        let rows: Vec<Vec<f32>> = (0..64).map(|r| (0..64).map(|c| seed as f32 * 0.01 + r as f32 + c as f32 / 64.0).collect()).collect();
+        let reply = gateway.infer("digits", &common::digits_body(&rows)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    if let Some(cache) = &gateway.server.gateway.cache {
+        cache.settle().await;
+    }
+    let bytes = gateway.metric("tollgate_cache_bytes", &[]).await;
+    assert!(bytes > 0.0 && bytes <= 64.0 * 1024.0, "cache holds {bytes} bytes");
+    assert!(gateway.metric("tollgate_cache_evictions_total", &[]).await > 0.0);
+    gateway.stop().await;
+}

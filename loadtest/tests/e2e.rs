@@ -37,7 +37,10 @@ fn write_fixtures(tag: &str, wrong: bool) -> (PathBuf, PathBuf) {
         .map(|i| row(i).iter().sum::<f32>() + if wrong && i == 3 { 1.0 } else { 0.0 })
         .collect();
     let verify = serde_json::json!({"output": "sum", "expected": sums});
-    let (npy_path, verify_path) = (scratch(&format!("{tag}.npy")), scratch(&format!("{tag}.json")));
+    let (npy_path, verify_path) = (
+        scratch(&format!("{tag}.npy")),
+        scratch(&format!("{tag}.json")),
+    );
     std::fs::write(&npy_path, npy).unwrap();
     std::fs::write(&verify_path, verify.to_string()).unwrap();
     (npy_path, verify_path)
@@ -68,7 +71,10 @@ async fn load(tag: &str, target: &str, extra: &str, wrong: bool) -> (i32, Value)
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report = std::fs::read_to_string(&json).unwrap_or_else(|_| panic!("{stdout}\n{stderr}"));
     assert!(stdout.contains("latency ms"), "{stdout}");
-    (out.status.code().unwrap_or(-1), serde_json::from_str(&report).unwrap())
+    (
+        out.status.code().unwrap_or(-1),
+        serde_json::from_str(&report).unwrap(),
+    )
 }
 
 fn assert_healthy(r: &Value) {
@@ -77,7 +83,10 @@ fn assert_healthy(r: &Value) {
     assert_eq!(r["errors_total"], 0, "{r:#}");
     assert_eq!(r["verified"].as_u64(), Some(ok));
     let cache = &r["cache"];
-    let (hit, miss) = (cache["hit"].as_u64().unwrap(), cache["miss"].as_u64().unwrap());
+    let (hit, miss) = (
+        cache["hit"].as_u64().unwrap(),
+        cache["miss"].as_u64().unwrap(),
+    );
     assert_eq!(hit + miss, ok);
     // The mock caches exactly, so each distinct body misses at most once.
     assert!(miss <= ROWS as u64, "{cache}");
@@ -96,15 +105,28 @@ async fn http_json_closed_loop_with_metrics() {
     assert_eq!(code, 0);
     assert_healthy(&r);
     let server = &r["server_metrics"];
-    assert_eq!(server["requests_total"].as_f64(), r["ok"].as_f64(), "{server}");
-    assert_eq!(server["cache_requests_by_status"]["hit"], r["cache"]["hit"].as_f64().unwrap());
+    assert_eq!(
+        server["requests_total"].as_f64(),
+        r["ok"].as_f64(),
+        "{server}"
+    );
+    assert_eq!(
+        server["cache_requests_by_status"]["hit"],
+        r["cache"]["hit"].as_f64().unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_binary_stops_after_request_budget() {
     let mock = Arc::new(mock::Mock::default());
     let addr = mock::start_http(mock).await;
-    let (code, r) = load("bin", &addr.to_string(), "--protocol http-binary --concurrency 3 --requests 150", false).await;
+    let (code, r) = load(
+        "bin",
+        &addr.to_string(),
+        "--protocol http-binary --concurrency 3 --requests 150",
+        false,
+    )
+    .await;
     assert_eq!(code, 0);
     assert_healthy(&r);
     assert_eq!(r["ok"], 150);
@@ -126,7 +148,13 @@ async fn grpc_open_loop_keeps_the_schedule() {
 async fn mismatches_are_counted_and_fail_the_run() {
     let mock = Arc::new(mock::Mock::default());
     let addr = mock::start_http(mock).await;
-    let (code, r) = load("bad", &addr.to_string(), "--concurrency 2 --requests 100 --zipf 0", true).await;
+    let (code, r) = load(
+        "bad",
+        &addr.to_string(),
+        "--concurrency 2 --requests 100 --zipf 0",
+        true,
+    )
+    .await;
     assert_eq!(code, 3);
     assert!(r["errors"]["mismatch"].as_u64().unwrap() > 0, "{r:#}");
 }
@@ -145,7 +173,10 @@ async fn generated_inputs_and_json_only_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_for_bad_flags_and_missing_server() {
-    let out = run(args("--target 127.0.0.1:1 --model m --concurrency 1 --protocol soap")).await;
+    let out = run(args(
+        "--target 127.0.0.1:1 --model m --concurrency 1 --protocol soap",
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--protocol"));
     let out = run(args("--help")).await;
@@ -153,7 +184,10 @@ async fn exit_codes_for_bad_flags_and_missing_server() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("--concurrency"));
     let mock = Arc::new(mock::Mock::default());
     let addr = mock::start_http(mock).await;
-    let out = run(args(&format!("--target {addr} --model nope --concurrency 1 --duration 1s"))).await;
+    let out = run(args(&format!(
+        "--target {addr} --model nope --concurrency 1 --duration 1s"
+    )))
+    .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
 }

@@ -176,6 +176,13 @@ impl Cache {
         before.saturating_sub(self.memory.entry_count())
     }
 
+    /// Empties the memory tier alone, leaving the shared tier as it is; lets tests (and an
+    /// operator replacing a replica's memory) see what the shared tier holds.
+    pub async fn clear_memory_tier(&self) {
+        self.memory.invalidate_all();
+        self.memory.run_pending_tasks().await;
+    }
+
     /// Publishes the size gauges; called when metrics are scraped.
     pub fn report(&self) {
         metrics::gauge!(telemetry::CACHE_ENTRIES).set(self.memory.entry_count() as f64);

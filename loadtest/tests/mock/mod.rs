@@ -61,7 +61,9 @@ fn metadata() -> Value {
 }
 
 fn f32s(raw: &[u8]) -> Vec<f32> {
-    raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    raw.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn reply(status: StatusCode, headers: &[(&str, String)], body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -80,13 +82,28 @@ fn http_infer(mock: &Mock, header_len: Option<usize>, body: &[u8]) -> Response<F
     let input = &doc["inputs"][0];
     let values: Vec<f32> = match input["parameters"]["binary_data_size"].as_u64() {
         Some(n) => f32s(&body[split..split + n as usize]),
-        None => input["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect(),
+        None => input["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect(),
     };
     let (sums, hit) = mock.infer(&values);
     let rows = sums.len();
     let mut headers = vec![
-        ("x-tollgate-cache", if hit { "hit" } else { "miss" }.to_string()),
-        (if hit { "x-tollgate-saved-usd" } else { "x-tollgate-cost-usd" }, COST.to_string()),
+        (
+            "x-tollgate-cache",
+            if hit { "hit" } else { "miss" }.to_string(),
+        ),
+        (
+            if hit {
+                "x-tollgate-saved-usd"
+            } else {
+                "x-tollgate-cost-usd"
+            },
+            COST.to_string(),
+        ),
     ];
     let binary_out = doc["outputs"][0]["parameters"]["binary_data"].as_bool() == Some(true);
     if binary_out {
@@ -105,7 +122,10 @@ fn http_infer(mock: &Mock, header_len: Option<usize>, body: &[u8]) -> Response<F
     }
 }
 
-async fn route(mock: Arc<Mock>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn route(
+    mock: Arc<Mock>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let header_len = req
         .headers()
@@ -113,7 +133,11 @@ async fn route(mock: Arc<Mock>, req: Request<Incoming>) -> Result<Response<Full<
         .and_then(|v| v.to_str().ok()?.parse().ok());
     let body = req.into_body().collect().await.unwrap().to_bytes();
     Ok(match path.as_str() {
-        "/v2/models/adder" => reply(StatusCode::OK, &[], serde_json::to_vec(&metadata()).unwrap()),
+        "/v2/models/adder" => reply(
+            StatusCode::OK,
+            &[],
+            serde_json::to_vec(&metadata()).unwrap(),
+        ),
         "/v2/models/adder/infer" => http_infer(&mock, header_len, &body),
         "/metrics" => reply(StatusCode::OK, &[], mock.metrics().into_bytes()),
         _ => reply(StatusCode::NOT_FOUND, &[], b"no such model".to_vec()),
@@ -140,7 +164,9 @@ pub async fn start_http(mock: Arc<Mock>) -> SocketAddr {
 struct Grpc(Arc<Mock>);
 
 fn param(c: ParameterChoice) -> pb::InferParameter {
-    pb::InferParameter { parameter_choice: Some(c) }
+    pb::InferParameter {
+        parameter_choice: Some(c),
+    }
 }
 
 #[tonic::async_trait]
@@ -172,12 +198,23 @@ impl GrpcInferenceService for Grpc {
         }
         let (sums, hit) = self.0.infer(&f32s(&req.raw_input_contents[0]));
         let mut params = HashMap::new();
-        params.insert("cache".into(), param(ParameterChoice::StringParam(if hit { "hit" } else { "miss" }.into())));
+        params.insert(
+            "cache".into(),
+            param(ParameterChoice::StringParam(
+                if hit { "hit" } else { "miss" }.into(),
+            )),
+        );
         // Cost as a string and savings as a double: clients must accept both forms.
         if hit {
-            params.insert("saved_usd".into(), param(ParameterChoice::DoubleParam(COST)));
+            params.insert(
+                "saved_usd".into(),
+                param(ParameterChoice::DoubleParam(COST)),
+            );
         } else {
-            params.insert("cost_usd".into(), param(ParameterChoice::StringParam(COST.to_string())));
+            params.insert(
+                "cost_usd".into(),
+                param(ParameterChoice::StringParam(COST.to_string())),
+            );
         }
         let rows = sums.len() as i64;
         Ok(tonic::Response::new(pb::ModelInferResponse {
@@ -189,14 +226,19 @@ impl GrpcInferenceService for Grpc {
                 shape: vec![rows, 1],
                 ..Default::default()
             }],
-            raw_output_contents: vec![sums.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()],
+            raw_output_contents: vec![sums
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into()],
             ..Default::default()
         }))
     }
 }
 
 pub async fn start_grpc(mock: Arc<Mock>) -> SocketAddr {
-    let incoming = tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let incoming =
+        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = incoming.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()

@@ -30,7 +30,7 @@ fn malformed_bodies_name_the_field() {
         (r#"{"inputs":[{"name":"x","shape":[1000000000000,64],"datatype":"FP32","data":[1]}]}"#, b"", None, "more elements than"),
         (r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}"#, b"", None, "inputs[0].data"),
         (r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32"}]}"#, b"", None, "missing"),
-        (r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#, b"12345678", None, "Inference-Header-Content-Length"),
+        (r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#, b"", None, "Inference-Header-Content-Length"),
         (r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":16}}]}"#, b"12345678", Some(0), "only 8 remain"),
         (r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#, b"12345678", Some(0), "not claimed"),
         (r#"{"inputs":[],"parameters":{"priority":"high"}}"#, b"", None, "parameters.priority"),

@@ -38,7 +38,8 @@ redis:
 # Python clients for the interop tests (tritonclient, onnxruntime, pytest) in a local venv.
 pyenv: $(VENV)/.installed
 $(VENV)/.installed: tests/interop/requirements.txt
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV) || \
+		{ apt-get install -y python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); }
 	$(VENV)/bin/pip install --quiet -r tests/interop/requirements.txt
 	touch $@
 

@@ -62,12 +62,14 @@ pub fn render() -> String {
     metrics_handle().render()
 }
 
-/// `RUST_LOG` wins; otherwise info, with ONNX Runtime's chatty logs held at warn.
+/// Logs go to stderr. `RUST_LOG` wins; otherwise info, with ONNX Runtime's chatty logs held at
+/// warn.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
         .try_init();
 }

@@ -4,7 +4,7 @@
 
 mod actor;
 pub mod policy;
-mod split;
+pub mod split;
 mod worker;
 
 use crate::backend::{BackendError, Engine};

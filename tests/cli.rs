@@ -1,0 +1,94 @@
+//! The `tollgate` command itself: config checking, start-up failures that must be one clear
+//! line (never a panic), and a graceful stop on SIGTERM.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn tollgate() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    command.current_dir(common::repo());
+    command
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let text = text.replace("MODEL", common::model_path("digits").to_str().unwrap());
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn check_config_accepts_the_bundled_config_and_names_bad_keys() {
+    let ok = tollgate().args(["check-config", "--config", "config.toml"]).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("valid (1 model(s))"));
+
+    let bad = write_config("bad.toml", "[[models]]\nname = \"d\"\npath = \"MODEL\"\nmax_batch_size = -3\n");
+    let out = tollgate().args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max_batch_size"), "{stderr}");
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_one_clear_line_not_a_panic() {
+    let config = write_config(
+        "noruntime.toml",
+        "[server]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n[runtime]\nonnxruntime = \"/nonexistent/libonnxruntime.so.1\"\n[[models]]\nname = \"d\"\npath = \"MODEL\"\n",
+    );
+    let out = tollgate().args(["serve", "--config"]).arg(&config).env_remove("ORT_DYLIB_PATH").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("make runtime"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let config = write_config(
+        "serve.toml",
+        "[server]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n[[models]]\nname = \"d\"\npath = \"MODEL\"\n",
+    );
+    let mut child = tollgate()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it is serving: it logs a line naming both addresses.
+    let stderr = child.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = lines.send(line.clone());
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    loop {
+        let line = seen.recv_timeout(Duration::from_secs(60)).expect("the gateway starts serving");
+        if line.contains("serving") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = reader.join().unwrap();
+    assert!(status.success(), "exit {status:?}: {log}");
+    assert!(log.contains("shutting down"), "{log}");
+}

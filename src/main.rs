@@ -99,8 +99,10 @@ fn run() -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {
+                let signals = tollgate::shutdown::OsSignals::install()
+                    .context("cannot install the SIGINT/SIGTERM handlers")?;
                 let server = tollgate::server::Server::start(config).await?;
-                tollgate::shutdown::os_signal().await;
+                signals.wait().await;
                 tracing::info!("shutting down: draining in-flight requests");
                 server.stop().await;
                 Ok::<_, anyhow::Error>(())

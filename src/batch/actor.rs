@@ -92,7 +92,11 @@ pub(crate) async fn run(
                 tokio::select! {
                     permit = workers.reserve() => {
                         let Ok(permit) = permit else { break };
-                        // Decide again: requests may have arrived or expired while we waited.
+                        // Decide again: requests may have arrived or expired while we waited,
+                        // and a late high-priority arrival must get this slot.
+                        while let Ok(pending) = arrivals.try_recv() {
+                            queue.push(pending);
+                        }
                         let now = Instant::now();
                         reap(&settings, &mut queue, &queued, now);
                         if let Decision::Dispatch(positions) =

@@ -152,9 +152,19 @@ async fn infer(
     version: Option<&str>,
     request: Request<Incoming>,
 ) -> Response<Body> {
+    let http1 = request.version() < hyper::Version::HTTP_2;
     match infer_inner(gateway, model, version, request).await {
         Ok(response) => response,
-        Err(error) => error_response(&error),
+        Err(error) => {
+            let mut response = error_response(&error);
+            // An oversize body is left unread; the connection cannot carry another request.
+            if http1 && matches!(error, Error::BodyTooLarge { .. }) {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
     }
 }
 

@@ -1,0 +1,144 @@
+//! The prediction cache's hot paths: computing a key (blake3 over model, version, names,
+//! datatypes, shapes and bytes) next to a bare `blake3::hash` of the same input bytes, which is
+//! the floor a key can reach; and a memory-tier hit through `Cache::serve`.
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate::cache::key::{compute, CacheKey, KeyParts};
+use tollgate::cache::value::CachedValue;
+use tollgate::cache::Cache;
+use tollgate::config::CacheConfig;
+use tollgate::request::CacheControl;
+use tollgate::tensor::{DataType, Tensor};
+
+fn fp32_tensor(bytes: usize) -> Tensor {
+    let data: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
+    Tensor {
+        name: "input".into(),
+        dtype: DataType::Fp32,
+        shape: vec![1, bytes / 4],
+        data: Bytes::from(data),
+    }
+}
+
+fn key_of(inputs: &[Tensor]) -> CacheKey {
+    compute(&KeyParts {
+        model: "digits",
+        version: "1",
+        tenant: None,
+        inputs,
+    })
+}
+
+fn bench_key(c: &mut Criterion) {
+    let mut group = c.benchmark_group("cache_key");
+    for (label, size) in [("4KiB", 4096usize), ("1MiB", 1 << 20)] {
+        let inputs = [fp32_tensor(size)];
+        group.throughput(Throughput::Bytes(size as u64));
+        // Side by side: the full key and a bare hash of the same bytes.
+        group.bench_with_input(BenchmarkId::new("key_compute", label), &inputs, |b, inputs| {
+            b.iter(|| key_of(black_box(inputs)))
+        });
+        group.bench_with_input(BenchmarkId::new("blake3_hash", label), &inputs, |b, inputs| {
+            b.iter(|| blake3::hash(black_box(&inputs[0].data)))
+        });
+    }
+    // A digits row: 256 bytes, where the fixed fields dominate.
+    let row = [fp32_tensor(256)];
+    group.throughput(Throughput::Bytes(256));
+    group.bench_function("key_compute/digits_row_256B", |b| b.iter(|| key_of(black_box(&row))));
+    group.bench_function("blake3_hash/digits_row_256B", |b| {
+        b.iter(|| blake3::hash(black_box(&row[0].data)))
+    });
+    group.finish();
+}
+
+fn digits_value() -> CachedValue {
+    CachedValue {
+        outputs: vec![
+            Tensor {
+                name: "label".into(),
+                dtype: DataType::Int64,
+                shape: vec![1],
+                data: Bytes::from(7i64.to_le_bytes().to_vec()),
+            },
+            Tensor {
+                name: "probabilities".into(),
+                dtype: DataType::Fp32,
+                shape: vec![1, 10],
+                data: Bytes::from(vec![0u8; 40]),
+            },
+        ],
+        cost_usd: 1e-10,
+        compute_us: 20,
+        rows: 1,
+        batch_rows: 1,
+        queue_us: 5,
+        model: Arc::from("digits"),
+        ttl: Duration::from_secs(3600),
+    }
+}
+
+fn bench_serve(c: &mut Criterion) {
+    // The gateway records cache metrics on every lookup; install the same recorder so the
+    // measured hit includes that work.
+    tollgate::telemetry::metrics_handle();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let cache = Cache::new(&CacheConfig::default());
+    let ttl = Duration::from_secs(3600);
+    let row = [fp32_tensor(256)];
+    let key = key_of(&row);
+    runtime.block_on(async {
+        cache
+            .serve(key, "digits", ttl, CacheControl::default(), async { Ok(digits_value()) })
+            .await
+            .expect("first call computes");
+        cache.settle().await;
+    });
+
+    let mut group = c.benchmark_group("cache_serve");
+    group.bench_function("hit", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let (value, status) = cache
+                    .serve(black_box(key), "digits", ttl, CacheControl::default(), async {
+                        Ok(digits_value())
+                    })
+                    .await
+                    .expect("hit");
+                black_box((value, status))
+            })
+        })
+    });
+    // What the gateway does per request: key the digits row, then look it up.
+    group.bench_function("key_and_hit", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                let key = key_of(black_box(&row));
+                cache
+                    .serve(key, "digits", ttl, CacheControl::default(), async { Ok(digits_value()) })
+                    .await
+                    .expect("hit")
+            })
+        })
+    });
+    // The runtime entry alone, to read the two figures above net of it.
+    group.bench_function("block_on_overhead", |b| b.iter(|| runtime.block_on(async { black_box(1) })));
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = bench_key, bench_serve
+}
+criterion_main!(benches);

@@ -1,0 +1,126 @@
+//! The gateway's request path in-process, on the real digits model and ONNX Runtime, without
+//! sockets: a cache hit, a miss that runs the model (`cache: bypass`), and a hit including the
+//! HTTP JSON decode and encode around it. Batching is off (`max_batch_size = 0`) so a lone
+//! request runs at once instead of waiting for the queue delay.
+//!
+//! Needs the ONNX Runtime library (`make runtime`); without it the bench prints why and exits.
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Duration;
+use tollgate::api::http::infer::{decode, encode};
+use tollgate::config::Config;
+use tollgate::gateway::{Gateway, Protocol};
+use tollgate::request::{CacheControl, InferRequest, RequestOptions};
+use tollgate::tensor::{DataType, Tensor};
+
+const CONFIG: &str = r#"
+[cache]
+enabled = true
+max_bytes = "64MiB"
+
+[[models]]
+name = "digits"
+version = "1"
+path = "models/digits/1/model.onnx"
+instances = 1
+intra_op_threads = 1
+max_batch_size = 0
+cache = true
+"#;
+
+fn digits_row() -> Vec<f32> {
+    (0..64).map(|i| ((i * 37) % 1024) as f32 / 64.0).collect()
+}
+
+fn request(cache: CacheControl) -> InferRequest {
+    let data: Vec<u8> = digits_row().iter().flat_map(|v| v.to_le_bytes()).collect();
+    InferRequest {
+        model: "digits".into(),
+        version: None,
+        id: None,
+        inputs: vec![Tensor {
+            name: "input".into(),
+            dtype: DataType::Fp32,
+            shape: vec![1, 64],
+            data: Bytes::from(data),
+        }],
+        outputs: Vec::new(),
+        options: RequestOptions {
+            cache,
+            ..RequestOptions::default()
+        },
+    }
+}
+
+fn json_request_body() -> Bytes {
+    let numbers: Vec<String> = digits_row().iter().map(|v| v.to_string()).collect();
+    Bytes::from(format!(
+        r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[{}]}}]}}"#,
+        numbers.join(",")
+    ))
+}
+
+fn bench_gateway(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = Config::parse(CONFIG, &root.join("bench.toml")).expect("bench config is valid");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    // The server installs this recorder at start; the request path records into it.
+    tollgate::telemetry::metrics_handle();
+    let gateway = match runtime.block_on(async { Gateway::start(config) }) {
+        Ok(gateway) => gateway,
+        Err(error) => {
+            eprintln!("e2e bench skipped: the gateway could not start: {error}");
+            return;
+        }
+    };
+    let hit_request = request(CacheControl::default());
+    let bypass_request = request(CacheControl::from_parameter("bypass").expect("known value"));
+    runtime
+        .block_on(gateway.infer(hit_request.clone(), Protocol::Http))
+        .expect("the first request fills the cache");
+
+    let mut group = c.benchmark_group("e2e_digits");
+    group.bench_function("infer_cache_hit", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(gateway.infer(black_box(hit_request.clone()), Protocol::Http))
+                .expect("hit")
+        })
+    });
+    group.bench_function("infer_miss_bypass", |b| {
+        b.iter(|| {
+            runtime
+                .block_on(gateway.infer(black_box(bypass_request.clone()), Protocol::Http))
+                .expect("model run")
+        })
+    });
+    let body = json_request_body();
+    group.bench_function("http_json_decode_infer_encode_hit", |b| {
+        b.iter(|| {
+            let (request, encoding) = decode("digits", None, black_box(&body), None).expect("valid body");
+            let response = runtime
+                .block_on(gateway.infer(request, Protocol::Http))
+                .expect("hit");
+            encode(&response, &encoding)
+        })
+    });
+    group.bench_function("block_on_overhead", |b| b.iter(|| runtime.block_on(async { black_box(1) })));
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench_gateway
+}
+criterion_main!(benches);

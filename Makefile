@@ -9,7 +9,7 @@ RUNTIME_DIR := .runtime
 ORT_LIB_GLOB := $(RUNTIME_DIR)/onnxruntime/capi/libonnxruntime.so.*
 CARGO ?= cargo
 
-.PHONY: run test runtime redis pyenv build check bench models clean-runtime
+.PHONY: run test runtime redis prometheus pyenv build check bench models clean-runtime
 
 run: runtime build
 	./target/debug/tollgate serve --config config.toml
@@ -17,7 +17,7 @@ run: runtime build
 build:
 	$(CARGO) build --bin tollgate
 
-test: runtime redis pyenv
+test: runtime redis prometheus pyenv
 	scripts/test.sh
 
 # The ONNX Runtime shared library, from the pinned PyPI wheel, into a project-local folder.
@@ -34,6 +34,15 @@ redis:
 		(apt-get install -y redis-server >/dev/null 2>&1 || \
 		 (apt-get update >/dev/null && apt-get install -y redis-server >/dev/null)); }
 	@command -v redis-server >/dev/null
+
+# A real Prometheus for the scrape test; apt may try to start it as a service, which the tests
+# do not use (they start their own on a free port).
+prometheus:
+	@command -v prometheus >/dev/null || { \
+		echo "installing prometheus from apt"; \
+		(apt-get install -y prometheus >/dev/null 2>&1 || \
+		 (apt-get update >/dev/null && apt-get install -y prometheus >/dev/null)); }
+	@command -v prometheus >/dev/null
 
 # Python clients for the interop tests (tritonclient, onnxruntime, pytest) in a local venv.
 pyenv: $(VENV)/.installed

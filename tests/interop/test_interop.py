@@ -523,3 +523,23 @@ def test_bad_request_raises_and_server_survives(gateway, protocol, case):
     ref = reference("digits")
     got = INFER[protocol](gateway, "digits", "", ref.rows, ref.output_names)
     assert_outputs_match("digits", got, ref.expected)
+
+
+# ---------------------------------------------------------------------------
+# Triton's own extensions are not part of the protocol we serve
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda client: client.get_model_config("digits"),
+        lambda client: client.get_inference_statistics("digits"),
+        lambda client: client.get_model_repository_index(),
+    ],
+    ids=["model_config", "statistics", "repository_index"],
+)
+def test_grpc_triton_extensions_answer_unimplemented(gateway, call):
+    with pytest.raises(InferenceServerException) as raised:
+        call(gateway.grpc)
+    assert "UNIMPLEMENTED" in str(raised.value.status())
+    assert gateway.grpc.is_server_live()

@@ -78,9 +78,12 @@ impl Gateway {
         };
         let result = match self.admission.clone().try_acquire_owned() {
             Ok(_permit) => self.infer_admitted(request).await,
-            Err(_) => Err(Error::Overloaded {
-                limit: self.config.server.max_concurrent_requests,
-            }),
+            Err(_) => {
+                metrics::counter!(telemetry::REJECTIONS, "model" => model_label.clone(), "reason" => "server_concurrency").increment(1);
+                Err(Error::Overloaded {
+                    limit: self.config.server.max_concurrent_requests,
+                })
+            }
         };
         let outcome = match &result {
             Ok(_) => "success",

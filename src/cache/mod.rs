@@ -193,3 +193,6 @@ impl Cache {
         self.memory.run_pending_tasks().await;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+//! Single flight through `Cache::serve`: one computation for concurrent callers, failures shared
+//! and not stored, and a caller who gives up cancels nothing.
+
+use super::*;
+use crate::config::CacheConfig;
+use crate::tensor::{DataType, Tensor};
+use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn value() -> CachedValue {
+    CachedValue {
+        outputs: vec![Tensor {
+            name: "y".into(),
+            dtype: DataType::Uint8,
+            shape: vec![1],
+            data: Bytes::from_static(&[7]),
+        }],
+        cost_usd: 1e-9,
+        compute_us: 10,
+        rows: 1,
+        batch_rows: 1,
+        queue_us: 0,
+        model: Arc::from("m"),
+        ttl: Duration::from_secs(60),
+    }
+}
+
+fn key(n: u8) -> CacheKey {
+    CacheKey([n; 32])
+}
+
+const TTL: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_caller_who_gives_up_does_not_cancel_the_computation() {
+    let cache = Arc::new(Cache::new(&CacheConfig::default()));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let leader = {
+        let cache = cache.clone();
+        let runs = runs.clone();
+        tokio::spawn(async move {
+            cache
+                .serve(key(1), "m", TTL, CacheControl::default(), async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    let _ = released.await;
+                    Ok(value())
+                })
+                .await
+        })
+    };
+    // Let the leader start its flight, then have a follower join it.
+    while runs.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let follower = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .serve(key(1), "m", TTL, CacheControl::default(), async { panic!("must not run twice") })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    leader.abort();
+    let _ = leader.await;
+    let _ = release.send(());
+    let (got, status) = follower.await.unwrap().unwrap();
+    assert_eq!(status, CacheStatus::Coalesced);
+    assert_eq!(*got, value());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let (_, status) = cache
+        .serve(key(1), "m", TTL, CacheControl::default(), async { panic!("it is cached") })
+        .await
+        .unwrap();
+    assert_eq!(status, CacheStatus::Hit);
+}
+
+#[tokio::test]
+async fn a_failure_reaches_every_waiter_and_is_not_stored() {
+    let cache = Arc::new(Cache::new(&CacheConfig::default()));
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let failing = async move {
+        let _ = released.await;
+        Err(Error::Decode("boom".into()))
+    };
+    let first = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.serve(key(2), "m", TTL, CacheControl::default(), failing).await })
+    };
+    tokio::task::yield_now().await;
+    let second = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .serve(key(2), "m", TTL, CacheControl::default(), async { Ok(value()) })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let _ = release.send(());
+    assert!(first.await.unwrap().is_err());
+    assert!(second.await.unwrap().is_err(), "the follower shares the leader's failure");
+    let (_, status) = cache
+        .serve(key(2), "m", TTL, CacheControl::default(), async { Ok(value()) })
+        .await
+        .unwrap();
+    assert_eq!(status, CacheStatus::Miss, "the failure was not cached");
+}

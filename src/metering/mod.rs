@@ -2,3 +2,4 @@
 //! exports build on it.
 
 pub mod cost;
+pub mod record;

@@ -1,0 +1,594 @@
+#!/usr/bin/env bash
+# Tollgate's side-by-side benchmarks (see BENCHMARKS.md for what each figure means).
+#
+# Every comparison runs both sides in this one invocation, with the same load generator settings,
+# alternating the order run by run (A B, B A, ...), and reports the median of the runs: on a small
+# shared machine absolute numbers drift, ratios measured side by side drift much less.
+#
+#   a  cache hit over HTTP: gateway (one distinct input) vs a fixed-answer hyper server
+#   b  overhead-bound digits, cache off: gateway vs the fixed server; batching on vs off
+#   c  cache miss overhead: cache on with all-distinct inputs vs cache off
+#   d  compute-bound AlexNet: gateway rows/s vs ONNX Runtime called in-process (criterion bench)
+#   e  Zipf workload: device-seconds per 1,000 requests, cache + batching vs a naive config,
+#      and the load generator's hit ratio against the gateway's /metrics
+#   f  peers (Triton via nvidia-pytriton, MLServer) when installed; skipped otherwise
+#
+# Usage: scripts/bench.sh [--quick] [--runs N] [--only a,b,c,d,e,f] [--criterion] [--no-build]
+#   --quick      shorter runs (about 5 minutes in all instead of about 12)
+#   --runs N     runs per side (default 3; medians are reported)
+#   --only LIST  run only these sections
+#   --criterion  also run the criterion micro-benchmarks and add their key figures
+#   --no-build   use the binaries already in target/release
+# Results: target/bench/*.json (one per load run), target/bench/summary.{json,md}.
+# Everything binds 127.0.0.1 only; every process started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=target/bench
+RUNS=3
+QUICK=0
+ONLY="a,b,c,d,e,f"
+CRITERION=0
+BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --runs) RUNS="${2:?--runs needs a number}"; shift ;;
+        --only) ONLY="${2:?--only needs a list}"; shift ;;
+        --criterion) CRITERION=1 ;;
+        --no-build) BUILD=0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    DURATION=4; WARMUP=1; AX_DURATION=12; AX_WARMUP=4; DISTINCT_ALL=300000
+else
+    DURATION=10; WARMUP=2; AX_DURATION=25; AX_WARMUP=6; DISTINCT_ALL=1000000
+fi
+CONCURRENCY=32          # closed-loop workers for every digits run
+AX_THREADS="${TOLLGATE_BENCH_ORT_THREADS:-2}"   # ONNX Runtime intra-op threads for AlexNet
+TIME_LIMIT="${TOLLGATE_BENCH_TIME_LIMIT:-2700}" # seconds; sections past it are skipped
+STARTED=$SECONDS
+
+GATEWAY=./target/release/tollgate
+LOADTEST=./target/release/tollgate-loadtest
+FIXED=./target/release/tollgate-fixed-server
+ALEXNET=models/generated/alexnet/1/model.onnx
+
+wants() { [[ ",$ONLY," == *",$1,"* ]]; }
+note() { printf '\n== %s\n' "$*"; }
+time_left() {
+    if [ $((SECONDS - STARTED)) -ge "$TIME_LIMIT" ]; then
+        echo "bench.sh: the ${TIME_LIMIT}s limit is reached; skipping $1" | tee -a "$OUT/notes.txt"
+        return 1
+    fi
+}
+
+# ---- processes: every server started here is recorded and stopped on exit -------------------
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop() {
+    local pid=$1 kept=() p
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do [ "$p" != "$pid" ] && kept+=("$p"); done
+    PIDS=("${kept[@]}")
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_http() { # URL SECONDS
+    local deadline=$((SECONDS + $2))
+    until curl -sf -o /dev/null "$1"; do
+        if [ $SECONDS -ge $deadline ]; then echo "bench.sh: $1 did not come up" >&2; return 1; fi
+        sleep 0.2
+    done
+}
+
+# start_gateway VAR CONFIG LOG: starts the gateway on free ports, sets VAR to HOST:PORT (HTTP)
+# and VAR_PID to its pid.
+start_gateway() {
+    local var=$1 config=$2 log=$3 http grpc
+    http=$(free_port); grpc=$(free_port)
+    "$GATEWAY" serve --config "$config" --http-addr "127.0.0.1:$http" --grpc-addr "127.0.0.1:$grpc" >"$log" 2>&1 &
+    PIDS+=($!)
+    printf -v "$var" '%s' "127.0.0.1:$http"
+    printf -v "${var}_PID" '%s' "$!"
+    wait_http "http://127.0.0.1:$http/v2/health/ready" 120 || { tail -20 "$log" >&2; return 1; }
+}
+
+# start_fixed VAR BODY META LOG [--header K:V ...]
+start_fixed() {
+    local var=$1 body=$2 meta=$3 log=$4 port
+    shift 4
+    port=$(free_port)
+    "$FIXED" --addr "127.0.0.1:$port" --body-file "$body" --get-body-file "$meta" "$@" >"$log" 2>&1 &
+    PIDS+=($!)
+    printf -v "$var" '%s' "127.0.0.1:$port"
+    wait_http "http://127.0.0.1:$port/v2/health/ready" 30 || { tail -20 "$log" >&2; return 1; }
+}
+
+# load NAME TARGET MODEL [loadtest flags...]: one load run, its report in $OUT/NAME.json.
+load() {
+    local name=$1 target=$2 model=$3
+    shift 3
+    local limit=$((WARMUP + DURATION + AX_WARMUP + AX_DURATION + 120))
+    if ! timeout "$limit" "$LOADTEST" --target "$target" --model "$model" --no-progress \
+        --timeout 10s --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>&1; then
+        echo "bench.sh: load run $name failed:" >&2
+        tail -5 "$OUT/$name.txt" >&2
+        return 1
+    fi
+    grep -E '^(throughput|latency)' "$OUT/$name.txt" | sed "s/^/  $name: /"
+}
+
+# pair NAME_A ARGS_A -- NAME_B ARGS_B: alternates the two sides RUNS times (A B, B A, ...).
+# Each side's arguments are "TARGET MODEL FLAGS..." as one string (no spaces inside values).
+pair() {
+    local a=$1 a_args=$2 b=$3 b_args=$4 run
+    for run in $(seq 1 "$RUNS"); do
+        if [ $((run % 2)) = 1 ]; then
+            # shellcheck disable=SC2086
+            load "${a}_r$run" $a_args; load "${b}_r$run" $b_args
+        else
+            # shellcheck disable=SC2086
+            load "${b}_r$run" $b_args; load "${a}_r$run" $a_args
+        fi
+    done
+}
+
+purge() { curl -sf -X DELETE "http://$1/v1/cache" >/dev/null || echo "bench.sh: cache purge failed" >&2; }
+
+# Sum of a counter over the series whose labels contain model="MODEL".
+counter_sum() { # HOST:PORT METRIC MODEL
+    curl -sf "http://$1/metrics" | awk -v metric="$2" -v label="model=\"$3\"" '
+        index($1, metric "{") == 1 && index($1, label) { sum += $2 }
+        END { printf "%.0f\n", sum + 0 }'
+}
+
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.log "$OUT"/summary.md
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "nproc: $(nproc)"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "mode: $([ "$QUICK" = 1 ] && echo quick || echo full), runs per side: $RUNS, duration ${DURATION}s, warm-up ${WARMUP}s, concurrency $CONCURRENCY"
+} | tee "$OUT/machine.txt"
+
+# ---- build once ----------------------------------------------------------------------------
+if [ "$BUILD" = 1 ]; then
+    note "building release binaries (once)"
+    timeout 1800 cargo build --release -p tollgate -p tollgate-loadtest --bins
+fi
+for binary in "$GATEWAY" "$LOADTEST" "$FIXED"; do
+    [ -x "$binary" ] || { echo "bench.sh: $binary is missing; run without --no-build" >&2; exit 1; }
+done
+
+# The criterion bench that calls ONNX Runtime directly; built once, run by path.
+ORT_DIRECT=""
+if wants d || [ "$CRITERION" = 1 ]; then
+    note "building the criterion benches"
+    if [ "$BUILD" = 1 ] || [ "$CRITERION" = 1 ]; then
+        benches=(--bench ort_direct)
+        [ "$CRITERION" = 1 ] && benches=(--benches)
+        timeout 1800 cargo bench --no-run "${benches[@]}" 2>&1 | tail -3
+    fi
+    ORT_DIRECT=$(cargo bench --no-run --bench ort_direct --message-format=json 2>/dev/null |
+        python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "ort_direct" and m.get("executable"):
+        print(m["executable"])') || true
+fi
+
+# ---- the digits gateway: one process, one model entry per configuration --------------------
+digits_sections=0
+for s in a b c e; do wants $s && digits_sections=1; done
+if [ "$digits_sections" = 1 ]; then
+    cat >"$OUT/digits.toml" <<'EOF'
+# Written by scripts/bench.sh. One gateway, the digits model under four configurations.
+[server]
+http_addr = "127.0.0.1:0"
+grpc_addr = "127.0.0.1:0"
+max_concurrent_requests = 4096
+
+[cache]
+enabled = true
+max_bytes = "512MiB"
+
+# Cache and batching on (the shipped config.toml's shape).
+[[models]]
+name = "digits_cache"
+path = "../../models/digits/1/model.onnx"
+instances = 1
+intra_op_threads = 1
+max_batch_size = 64
+max_queue_delay_us = 1000
+cache = true
+
+# Batching on, cache off.
+[[models]]
+name = "digits_nocache"
+path = "../../models/digits/1/model.onnx"
+instances = 1
+intra_op_threads = 1
+max_batch_size = 64
+max_queue_delay_us = 1000
+cache = false
+
+# The naive configuration: no cache, no batching.
+[[models]]
+name = "digits_naive"
+path = "../../models/digits/1/model.onnx"
+instances = 1
+intra_op_threads = 1
+max_batch_size = 0
+cache = false
+EOF
+    note "starting the digits gateway and the fixed-answer servers"
+    start_gateway GW "$OUT/digits.toml" "$OUT/gateway_digits.log"
+    echo "gateway: $GW (pid $GW_PID)"
+    # The exact bytes and headers the gateway answers with: a hit (second identical request)
+    # and a bypass (cache off), to be served back verbatim by the fixed servers.
+    python3 -c 'import json
+row = [((i * 37) % 1024) / 64 for i in range(64)]
+print(json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": row}]}))' >"$OUT/digits_request.json"
+    capture() { # MODEL NAME
+        local i
+        for i in 1 2; do
+            curl -sf -D "$OUT/$2.headers" -o "$OUT/$2.body" -H 'content-type: application/json' \
+                --data-binary "@$OUT/digits_request.json" "http://$GW/v2/models/$1/infer"
+        done
+        curl -sf -o "$OUT/$2.meta" "http://$GW/v2/models/$1"
+    }
+    capture digits_cache answer_hit
+    capture digits_nocache answer_bypass
+    header_flags() { # the x-tollgate-* headers of a captured answer, as --header flags
+        tr -d '\r' <"$1" | awk -F': ' 'tolower($1) ~ /^x-tollgate-/ { printf "--header\n%s:%s\n", $1, $2 }'
+    }
+    mapfile -t HIT_HEADERS < <(header_flags "$OUT/answer_hit.headers")
+    mapfile -t BYPASS_HEADERS < <(header_flags "$OUT/answer_bypass.headers")
+    start_fixed FIXED_HIT "$OUT/answer_hit.body" "$OUT/answer_hit.meta" "$OUT/fixed_hit.log" "${HIT_HEADERS[@]}"
+    start_fixed FIXED_BYPASS "$OUT/answer_bypass.body" "$OUT/answer_bypass.meta" "$OUT/fixed_bypass.log" "${BYPASS_HEADERS[@]}"
+    echo "fixed servers: hit $FIXED_HIT, bypass $FIXED_BYPASS; answers of $(wc -c <"$OUT/answer_hit.body") and $(wc -c <"$OUT/answer_bypass.body") bytes"
+fi
+COMMON="--protocol http --concurrency $CONCURRENCY --duration ${DURATION}s --warmup ${WARMUP}s"
+
+if wants a && time_left a; then
+    note "a) cache hit over HTTP: gateway (1 distinct input) vs fixed server, c=$CONCURRENCY"
+    pair a_gateway "$GW digits_cache $COMMON --distinct 1 --seed 1" \
+         a_fixed "$FIXED_HIT digits_cache $COMMON --distinct 1 --seed 1"
+fi
+
+if wants b && time_left b; then
+    note "b) overhead-bound digits, cache off: gateway (batching on / off) vs fixed server, c=$CONCURRENCY"
+    for run in $(seq 1 "$RUNS"); do
+        # Rotating order: each side goes first, second and third once in three runs.
+        case $((run % 3)) in
+            1) order="batch naive fixed" ;;
+            2) order="fixed batch naive" ;;
+            0) order="naive fixed batch" ;;
+        esac
+        for side in $order; do
+            case $side in
+                batch) load "b_gateway_batching_r$run" "$GW" digits_nocache $COMMON --distinct 1000 --seed 2 ;;
+                naive) load "b_gateway_nobatching_r$run" "$GW" digits_naive $COMMON --distinct 1000 --seed 2 ;;
+                fixed) load "b_fixed_r$run" "$FIXED_BYPASS" digits_nocache $COMMON --distinct 1000 --seed 2 ;;
+            esac
+        done
+    done
+fi
+
+if wants c && time_left c; then
+    note "c) cache miss overhead: cache on with $DISTINCT_ALL distinct inputs vs cache off, c=$CONCURRENCY"
+    for run in $(seq 1 "$RUNS"); do
+        purge "$GW"
+        # A fresh seed per run: no input of an earlier run can be in the cache.
+        on="$GW digits_cache $COMMON --distinct $DISTINCT_ALL --seed $((100 + run))"
+        off="$GW digits_nocache $COMMON --distinct $DISTINCT_ALL --seed $((100 + run))"
+        if [ $((run % 2)) = 1 ]; then
+            # shellcheck disable=SC2086
+            load "c_cache_on_r$run" $on; load "c_cache_off_r$run" $off
+        else
+            # shellcheck disable=SC2086
+            load "c_cache_off_r$run" $off; load "c_cache_on_r$run" $on
+        fi
+    done
+    purge "$GW"
+fi
+
+if wants e && time_left e; then
+    note "e) Zipf(1.1) over 10000 inputs: cache + batching vs naive (no cache, no batching), c=$CONCURRENCY"
+    # No warm-up, so the load generator and /metrics count exactly the same requests; every
+    # cached run starts from an empty cache.
+    zipf="--protocol http --concurrency $CONCURRENCY --duration ${DURATION}s --warmup 0s --distinct 10000 --zipf 1.1 --seed 7 --metrics-url http://$GW/metrics"
+    zipf_run() { # NAME MODEL
+        purge "$GW"
+        local before after
+        before=$(counter_sum "$GW" tollgate_device_busy_microseconds_total "$2")
+        # shellcheck disable=SC2086
+        load "$1" "$GW" "$2" $zipf
+        after=$(counter_sum "$GW" tollgate_device_busy_microseconds_total "$2")
+        echo "$((after - before))" >"$OUT/$1.busy_us"
+    }
+    for run in $(seq 1 "$RUNS"); do
+        if [ $((run % 2)) = 1 ]; then
+            zipf_run "e_cached_r$run" digits_cache; zipf_run "e_naive_r$run" digits_naive
+        else
+            zipf_run "e_naive_r$run" digits_naive; zipf_run "e_cached_r$run" digits_cache
+        fi
+    done
+fi
+
+# The digits sections are done: stop their servers before the compute-bound runs.
+[ "$digits_sections" = 1 ] && cleanup
+
+# ---- d: compute-bound AlexNet ---------------------------------------------------------------
+ensure_alexnet() {
+    [ -f "$ALEXNET" ] && return 0
+    note "generating $ALEXNET (git-ignored) with scripts/make_alexnet.py"
+    if ! .venv/bin/python -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+        make pyenv
+        .venv/bin/pip install --quiet onnx==1.23.2
+    fi
+    timeout 600 .venv/bin/python scripts/make_alexnet.py
+}
+
+ort_direct_run() { # RUN: criterion over AlexNet batch sizes, rows/s per size into d_direct_rRUN.json
+    local run=$1 home="$OUT/criterion_ort_direct_r$1"
+    rm -rf "$home"
+    CRITERION_HOME="$home" TOLLGATE_BENCH_ONLY_ALEXNET=1 TOLLGATE_BENCH_ORT_THREADS="$AX_THREADS" \
+        timeout 900 "$ORT_DIRECT" --bench >"$OUT/d_direct_r$run.txt" 2>&1
+    python3 - "$home" "$OUT/d_direct_r$run.json" <<'PY'
+import json, pathlib, sys
+home, out = pathlib.Path(sys.argv[1]), sys.argv[2]
+rows = {}
+for estimates in sorted(home.glob("ort_direct_alexnet/batch/*/new/estimates.json")):
+    batch = int(estimates.parent.parent.name)
+    median_ns = json.loads(estimates.read_text())["median"]["point_estimate"]
+    rows[str(batch)] = batch * 1e9 / median_ns
+json.dump({"rows_per_s_by_batch": rows}, open(out, "w"), indent=1)
+print("  direct rows/s by batch size:", {k: round(v, 2) for k, v in sorted(rows.items(), key=lambda kv: int(kv[0]))})
+PY
+}
+
+if wants d && time_left d; then
+    note "d) compute-bound AlexNet: gateway vs ONNX Runtime in-process, $AX_THREADS intra-op threads"
+    if ! ensure_alexnet; then
+        echo "bench.sh: AlexNet could not be generated; section d skipped" | tee -a "$OUT/notes.txt"
+    elif [ -z "$ORT_DIRECT" ] || [ ! -x "$ORT_DIRECT" ]; then
+        echo "bench.sh: the ort_direct bench binary was not found; section d skipped" | tee -a "$OUT/notes.txt"
+    else
+        ort_direct_run 1
+        # The gateway gets the batch size that served best directly, as an operator would set.
+        best=$(python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))["rows_per_s_by_batch"]
+print(max(r, key=r.get) if r else 8)' "$OUT/d_direct_r1.json")
+        echo "  best direct batch size: $best; gateway max_batch_size = $best, concurrency $((2 * best))"
+        cat >"$OUT/alexnet.toml" <<EOF
+# Written by scripts/bench.sh: AlexNet with batching at the best direct batch size, no cache.
+[server]
+http_addr = "127.0.0.1:0"
+grpc_addr = "127.0.0.1:0"
+
+[cache]
+enabled = false
+
+[[models]]
+name = "alexnet"
+path = "../../$ALEXNET"
+instances = 1
+intra_op_threads = $AX_THREADS
+max_batch_size = $best
+preferred_batch_sizes = [$best]
+max_queue_delay_us = 20000
+max_queue_size = 1024
+cache = false
+EOF
+        start_gateway AX "$OUT/alexnet.toml" "$OUT/gateway_alexnet.log"
+        # Binary tensors: a 3x224x224 image is 600 KB raw, several MB as JSON text.
+        ax_load() {
+            load "$1" "$AX" alexnet --protocol http-binary --concurrency $((2 * best)) \
+                --duration "${AX_DURATION}s" --warmup "${AX_WARMUP}s" --distinct 8 --seed 3 \
+                --metrics-url "http://$AX/metrics"
+        }
+        ax_load d_gateway_r1
+        for run in $(seq 2 "$RUNS"); do
+            if [ $((run % 2)) = 0 ]; then
+                ax_load "d_gateway_r$run"; ort_direct_run "$run"
+            else
+                ort_direct_run "$run"; ax_load "d_gateway_r$run"
+            fi
+        done
+        stop "$AX_PID"
+    fi
+fi
+
+# ---- f: peers --------------------------------------------------------------------------------
+if wants f; then
+    note "f) peers"
+    have_pytriton=0; have_mlserver=0
+    for py in .venv/bin/python python3; do
+        command -v "$py" >/dev/null 2>&1 && "$py" -c 'import pytriton' 2>/dev/null && have_pytriton=1
+        command -v "$py" >/dev/null 2>&1 && "$py" -c 'import mlserver' 2>/dev/null && have_mlserver=1
+    done
+    if [ "$have_pytriton" = 0 ] && [ "$have_mlserver" = 0 ]; then
+        echo "peers skipped: neither nvidia-pytriton nor mlserver is installed (recipe: scripts/peers/README.md)" |
+            tee -a "$OUT/notes.txt"
+    else
+        echo "peers are installed but not run by this script; follow scripts/peers/README.md" |
+            tee -a "$OUT/notes.txt"
+    fi
+fi
+
+# ---- optional: criterion micro-benchmarks ----------------------------------------------------
+if [ "$CRITERION" = 1 ] && time_left criterion; then
+    note "criterion micro-benchmarks (decode, cache, batch, metering, e2e)"
+    CRITERION_HOME="$OUT/criterion" timeout 1500 cargo bench --bench decode --bench cache \
+        --bench batch --bench metering --bench e2e 2>&1 | grep -E '^[a-z_0-9]+/|time:|thrpt:' >"$OUT/criterion.txt" || true
+fi
+
+# ---- summary -------------------------------------------------------------------------------
+note "summary (medians of $RUNS runs per side)"
+python3 - "$OUT" <<'PY'
+import glob, json, os, pathlib, statistics, sys
+
+out = pathlib.Path(sys.argv[1])
+
+def reports(prefix):
+    found = []
+    for path in sorted(glob.glob(str(out / f"{prefix}_r*.json"))):
+        with open(path) as f:
+            found.append(json.load(f))
+    return found
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+def med(prefix, field="requests_per_s"):
+    return median([r.get(field) for r in reports(prefix)])
+
+def p(prefix, q):
+    return median([r["latency_ms"][q] for r in reports(prefix)])
+
+def fmt(value, digits=0):
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+rows, summary = [], {}
+
+def row(figure, a_label, a, b_label, b, r, goal, met, digits=0):
+    rows.append((figure, f"{a_label} {fmt(a, digits)}", f"{b_label} {fmt(b, digits)}",
+                 fmt(r, 3) if r is not None else "n/a", goal,
+                 "n/a" if met is None else ("met" if met else "MISSED")))
+    summary[figure] = {"a": a, "b": b, "ratio": r, "goal": goal, "met": met}
+
+# a
+ga, fa = med("a_gateway"), med("a_fixed")
+if ga or fa:
+    r = ratio(ga, fa)
+    row("a. cache hit req/s, gateway / fixed server", "gateway", ga, "fixed", fa, r, ">= 0.8",
+        None if r is None else r >= 0.8)
+# b
+gb, nb, fb = med("b_gateway_batching"), med("b_gateway_nobatching"), med("b_fixed")
+if gb or nb or fb:
+    best = max([v for v in (gb, nb) if v is not None], default=None)
+    r = ratio(best, fb)
+    row("b. cache off req/s, best gateway config / fixed server", "gateway", best, "fixed", fb, r,
+        ">= 0.5", None if r is None else r >= 0.5)
+    r = ratio(gb, fb)
+    row("b. cache off req/s, gateway batching on / fixed server", "gateway", gb, "fixed", fb, r,
+        ">= 0.5", None if r is None else r >= 0.5)
+    row("b. batching on / off req/s at c=32", "on", gb, "off", nb, ratio(gb, nb), "(info)", None)
+# c
+con, coff = med("c_cache_on"), med("c_cache_off")
+if con or coff:
+    r = ratio(con, coff)
+    slower = None if r is None else (1 - r) * 100
+    row("c. miss path req/s, cache on (all distinct) / cache off", "on", con, "off", coff, r,
+        "<= 3% slower", None if slower is None else slower <= 3.0)
+    hits = median([r.get("cache", {}).get("hit_ratio") for r in reports("c_cache_on")])
+    summary["c. repeated inputs among the all-distinct requests (hit ratio)"] = hits
+# d
+direct_runs = reports("d_direct")
+if direct_runs:
+    sizes = sorted({int(k) for r in direct_runs for k in r["rows_per_s_by_batch"]})
+    per_size = {s: median([r["rows_per_s_by_batch"].get(str(s)) for r in direct_runs]) for s in sizes}
+    summary["d. direct rows/s by batch size"] = per_size
+    best_size = max(per_size, key=lambda s: per_size[s]) if per_size else None
+    direct = per_size.get(best_size)
+    gw = med("d_gateway", "rows_per_s")
+    r = ratio(gw, direct)
+    row(f"d. AlexNet rows/s, gateway / ORT direct (batch {best_size})", "gateway", gw, "direct",
+        direct, r, ">= 0.9", None if r is None else r >= 0.9, 2)
+    batches = median([(r.get("server_metrics") or {}).get("mean_batch_size") for r in reports("d_gateway")])
+    summary["d. gateway mean batch size"] = batches
+# e
+def device_s_per_1000(prefix):
+    values = []
+    for path in sorted(glob.glob(str(out / f"{prefix}_r*.json"))):
+        report = json.load(open(path))
+        busy_path = path[:-len(".json")] + ".busy_us"
+        requests = (report.get("server_metrics") or {}).get("requests_total")
+        if os.path.exists(busy_path) and requests:
+            busy = float(open(busy_path).read().strip() or 0)
+            values.append(busy / 1e6 / requests * 1000)
+    return median(values)
+
+cached, naive = device_s_per_1000("e_cached"), device_s_per_1000("e_naive")
+if cached is not None or naive is not None:
+    r = ratio(naive, cached)
+    row("e. Zipf device-s per 1,000 requests: naive / cache+batching (savings)", "naive", naive,
+        "cached", cached, r, "(info)", None, 4)
+    diffs, client_hits, server_hits = [], [], []
+    for report in reports("e_cached"):
+        client = (report.get("cache") or {}).get("hit_ratio")
+        statuses = (report.get("server_metrics") or {}).get("cache_requests_by_status") or {}
+        total = sum(statuses.values())
+        server = statuses.get("hit", 0) / total if total else None
+        if client is not None and server is not None:
+            client_hits.append(client); server_hits.append(server)
+            diffs.append(abs(client - server) * 100)
+    worst = max(diffs) if diffs else None
+    row("e. hit ratio: load generator vs /metrics (worst run, points)", "client",
+        median(client_hits) and median(client_hits) * 100, "server",
+        median(server_hits) and median(server_hits) * 100, worst, "within 1 point",
+        None if worst is None else worst <= 1.0, 2)
+    summary["e. req/s cached / naive"] = [med("e_cached"), med("e_naive")]
+
+# criterion (when run with --criterion)
+crit = out / "criterion"
+def crit_ns(path):
+    f = crit / path / "new" / "estimates.json"
+    return json.loads(f.read_text())["median"]["point_estimate"] if f.exists() else None
+for size in ("4KiB", "1MiB"):
+    key, raw = crit_ns(f"cache_key/key_compute/{size}"), crit_ns(f"cache_key/blake3_hash/{size}")
+    if key and raw:
+        r = raw / key
+        row(f"criterion: key hashing {size}, blake3 time / key time", "key ns", key, "blake3 ns", raw,
+            r, ">= 0.9", r >= 0.9, 1)
+hit = crit_ns("cache_serve/hit")
+if hit:
+    summary["criterion: cache_serve hit ns"] = hit
+share = crit_ns("metering/share_of_batch")
+if share:
+    row("criterion: share_of_batch", "ns", share, "", None, None, "<< 1 us", share < 100, 2)
+
+lines = ["| figure | side A | side B | ratio | goal | |", "| --- | --- | --- | --- | --- | --- |"]
+lines += ["| " + " | ".join(r) + " |" for r in rows]
+latency = []
+for prefix in ("a_gateway", "a_fixed", "b_gateway_batching", "b_gateway_nobatching", "b_fixed",
+               "c_cache_on", "c_cache_off", "d_gateway", "e_cached", "e_naive"):
+    if reports(prefix):
+        latency.append(f"| {prefix} | {fmt(med(prefix), 1)} | {fmt(p(prefix, 'p50'), 3)} | {fmt(p(prefix, 'p99'), 3)} |")
+if latency:
+    lines += ["", "| run (median of runs) | req/s | p50 ms | p99 ms |", "| --- | --- | --- | --- |"] + latency
+text = "\n".join(lines)
+print(text)
+(out / "summary.md").write_text(text + "\n")
+json.dump(summary, open(out / "summary.json", "w"), indent=1, default=str)
+notes = out / "notes.txt"
+if notes.exists():
+    print("\nnotes:\n" + notes.read_text())
+PY
+echo "reports: $OUT/*.json, $OUT/summary.md; took $((SECONDS - STARTED))s"

@@ -3,6 +3,7 @@
 
 use crate::backend::BackendError;
 use crate::batch::BatchError;
+use crate::metering::identity::IdentityError;
 use crate::model::RequestError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -24,6 +25,17 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Unimplemented(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Over a `reject` budget; the message names the budget and when it resets.
+    #[error("{0}")]
+    BudgetExhausted(String),
+    /// `ledger.durability = "sync"` and the record could not be committed.
+    #[error("usage ledger unavailable: {0}")]
+    LedgerUnavailable(String),
+    /// A malformed admin or cost query.
+    #[error("{0}")]
+    BadQuery(String),
 }
 
 /// What kind of failure this is, independent of any wire protocol.
@@ -36,6 +48,9 @@ pub enum ErrorClass {
     Timeout,
     Unavailable,
     Unimplemented,
+    Unauthenticated,
+    Forbidden,
+    PaymentRequired,
     Internal,
 }
 
@@ -45,11 +60,19 @@ impl Error {
             Error::Decode(_) => ErrorClass::BadRequest,
             Error::BodyTooLarge { .. } => ErrorClass::TooLarge,
             Error::Request(e) => e.class(),
+            // Upstream failures keep their own class wherever they surface.
+            Error::Batch(BatchError::Backend(e)) | Error::Backend(e) => e.class(),
             Error::Batch(e) => e.class(),
-            Error::Backend(_) => ErrorClass::Internal,
             Error::Overloaded { .. } => ErrorClass::Overloaded,
             Error::NotFound(_) => ErrorClass::NotFound,
             Error::Unimplemented(_) => ErrorClass::Unimplemented,
+            Error::Identity(IdentityError::Missing | IdentityError::Unknown) => {
+                ErrorClass::Unauthenticated
+            }
+            Error::Identity(IdentityError::NotAdmin) => ErrorClass::Forbidden,
+            Error::Identity(IdentityError::Tags(_)) | Error::BadQuery(_) => ErrorClass::BadRequest,
+            Error::BudgetExhausted(_) => ErrorClass::PaymentRequired,
+            Error::LedgerUnavailable(_) => ErrorClass::Unavailable,
         }
     }
 
@@ -63,6 +86,9 @@ impl Error {
             ErrorClass::Timeout => "timeout",
             ErrorClass::Unavailable => "unavailable",
             ErrorClass::Unimplemented => "unimplemented",
+            ErrorClass::Unauthenticated => "unauthenticated",
+            ErrorClass::Forbidden => "forbidden",
+            ErrorClass::PaymentRequired => "budget_exhausted",
             ErrorClass::Internal => "internal",
         }
     }

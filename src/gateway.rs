@@ -1,14 +1,23 @@
-//! The request path shared by every front end: admission, model resolution, validation, the
-//! cache with single flight, the batcher, and the per-request cost. Front ends only translate.
+//! The request path shared by every front end: identity and budget admission, concurrency
+//! admission, model resolution, validation, the cache with single flight, the batcher, the
+//! per-request cost, and exactly one usage record per accepted request. Front ends only
+//! translate.
 
+use crate::backend::BackendError;
 use crate::cache::key::{self, KeyParts};
 use crate::cache::value::CachedValue;
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{CacheScope, Config, PRIORITY_LEVELS};
 use crate::error::Error;
+use crate::metering::clock;
 use crate::metering::cost;
+use crate::metering::identity::Caller;
+use crate::metering::ledger::LedgerError;
+use crate::metering::meter::{Admission, Metering};
+use crate::metering::record::UsageRecord;
 use crate::model::{self, Model, Registry};
 use crate::request::{CacheStatus, InferRequest, InferResponse, Served};
+use crate::shutdown::Shutdown;
 use crate::telemetry;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,19 +39,40 @@ impl Protocol {
     }
 }
 
+/// What a front end read off the wire about the caller, before anything is checked.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// The bearer API key, without the `Bearer ` prefix.
+    pub bearer: Option<String>,
+    /// `k=v,...` from the `x-tollgate-tags` header or metadata.
+    pub tags: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("cannot open the usage ledger: {0}")]
+    Ledger(#[from] LedgerError),
+}
+
 pub struct Gateway {
     pub config: Config,
     pub registry: Registry,
     pub cache: Option<Cache>,
+    pub metering: Arc<Metering>,
     admission: Arc<Semaphore>,
     request_prefix: String,
     next_request: AtomicU64,
 }
 
 impl Gateway {
-    /// Loads every model and starts their batchers. Must run inside the tokio runtime.
-    pub fn start(config: Config) -> Result<Gateway, crate::backend::BackendError> {
+    /// Loads every model, opens the ledger and starts the batchers and metering duties. Must
+    /// run inside the tokio runtime.
+    pub fn start(config: Config, shutdown: Shutdown) -> Result<Gateway, StartError> {
+        let metering = Arc::new(Metering::open(&config)?);
         let registry = model::load_models(&config)?;
+        metering.start_background(&registry, shutdown);
         let cache = config.cache.enabled.then(|| Cache::new(&config.cache));
         let admission = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
         // Request ids are unique across restarts without coordination: a per-boot prefix.
@@ -55,6 +85,7 @@ impl Gateway {
             config,
             registry,
             cache,
+            metering,
             admission,
             request_prefix,
             next_request: AtomicU64::new(1),
@@ -65,26 +96,62 @@ impl Gateway {
         Ok(self.registry.resolve(name, version)?)
     }
 
+    /// Who is calling, with their tags; used by inference and by the admin endpoints.
+    pub fn caller(&self, credentials: &Credentials, tag_parameter: Option<&str>) -> Result<Caller, Error> {
+        let identities = &self.metering.identities;
+        let mut caller = identities.caller(credentials.bearer.as_deref())?;
+        let mut tags = Vec::new();
+        for text in [credentials.tags.as_deref(), tag_parameter].into_iter().flatten() {
+            tags.extend(identities.tags(text)?);
+        }
+        tags.sort();
+        tags.dedup_by(|a, b| a.0 == b.0);
+        caller.tags = tags;
+        Ok(caller)
+    }
+
     pub async fn infer(
         &self,
-        request: InferRequest,
+        mut request: InferRequest,
         protocol: Protocol,
+        credentials: &Credentials,
     ) -> Result<InferResponse, Error> {
         let started = Instant::now();
+        let arrived_ms = clock::now_ms();
         // Unknown names never become metric labels.
         let model_label = match self.registry.resolve(&request.model, None) {
             Ok(model) => model.name.clone(),
             Err(_) => "unknown".to_string(),
         };
-        let result = match self.admission.clone().try_acquire_owned() {
-            Ok(_permit) => self.infer_admitted(request).await,
-            Err(_) => {
+        let result = async {
+            let caller = self.caller(credentials, request.options.tags.as_deref())?;
+            let Ok(_permit) = self.admission.clone().try_acquire_owned() else {
                 metrics::counter!(telemetry::REJECTIONS, "model" => model_label.clone(), "reason" => "server_concurrency").increment(1);
-                Err(Error::Overloaded {
+                return Err(Error::Overloaded {
                     limit: self.config.server.max_concurrent_requests,
-                })
-            }
-        };
+                });
+            };
+            // Accepted from here on: whatever happens, one usage record is written.
+            let request_id = format!(
+                "{}-{:08x}",
+                self.request_prefix,
+                self.next_request.fetch_add(1, Ordering::Relaxed)
+            );
+            let usage = UsageGuard::new(self.metering.clone(), &caller, &request, protocol, arrived_ms, &request_id);
+            let outcome = match self.metering.admit(&caller) {
+                Ok(admission) => {
+                    if admission == Admission::Demoted {
+                        request.options.priority = Some(PRIORITY_LEVELS);
+                    }
+                    self.infer_admitted(request, &caller, request_id).await
+                }
+                Err(error) => Err(error),
+            };
+            let record = usage.complete(&outcome, started.elapsed().as_micros() as u64);
+            self.metering.settle(record).await?;
+            outcome
+        }
+        .await;
         let outcome = match &result {
             Ok(_) => "success",
             Err(error) => error.metric_label(),
@@ -100,21 +167,28 @@ impl Gateway {
         result
     }
 
-    async fn infer_admitted(&self, request: InferRequest) -> Result<InferResponse, Error> {
+    async fn infer_admitted(
+        &self,
+        request: InferRequest,
+        caller: &Caller,
+        request_id: String,
+    ) -> Result<InferResponse, Error> {
         let model = self.model(&request.model, request.version.as_deref())?.clone();
         let control = request.options.cache;
         let id = request.id.clone();
         let prepared = model::prepare(&model, request)?;
+        let rows = prepared.job.rows;
         let cache = self
             .cache
             .as_ref()
             .filter(|_| model.cache_enabled && (control.lookup || control.store));
         let (value, status) = match cache {
             Some(cache) => {
+                let tenant = (self.config.cache.scope == CacheScope::Tenant).then_some(caller.tenant.name.as_str());
                 let key = key::compute(&KeyParts {
                     model: &model.name,
                     version: &model.version,
-                    tenant: None,
+                    tenant,
                     inputs: &prepared.job.inputs,
                 });
                 let runner = model.clone();
@@ -137,17 +211,15 @@ impl Gateway {
         };
         let computed_here = matches!(status, CacheStatus::Miss | CacheStatus::Bypass);
         let served = Served {
-            request_id: format!(
-                "{}-{:08x}",
-                self.request_prefix,
-                self.next_request.fetch_add(1, Ordering::Relaxed)
-            ),
+            request_id,
             cache: status,
+            rows,
             batch_rows: if computed_here { value.batch_rows as usize } else { 0 },
             queue_us: if computed_here { value.queue_us } else { 0 },
             compute_us: if computed_here { value.compute_us } else { 0 },
             cost_usd: if computed_here { value.cost_usd } else { 0.0 },
             saved_usd: if computed_here { 0.0 } else { value.cost_usd },
+            device: model.device.to_string(),
         };
         let outputs = prepared
             .outputs
@@ -161,6 +233,90 @@ impl Gateway {
             outputs,
             served,
         })
+    }
+
+    /// Graceful end: idle time and queued usage records reach the ledger.
+    pub async fn finish(&self) {
+        self.metering.finish().await;
+    }
+}
+
+/// Holds the usage record of an accepted request until it completes. If the request future is
+/// dropped first (the client went away), the record is still written, as `cancelled`.
+struct UsageGuard {
+    metering: Arc<Metering>,
+    record: Option<UsageRecord>,
+}
+
+impl UsageGuard {
+    fn new(
+        metering: Arc<Metering>,
+        caller: &Caller,
+        request: &InferRequest,
+        protocol: Protocol,
+        arrived_ms: i64,
+        request_id: &str,
+    ) -> UsageGuard {
+        let record = UsageRecord {
+            request_id: request_id.to_string(),
+            time_ms: arrived_ms,
+            tenant: caller.tenant.name.clone(),
+            team: caller.tenant.team.clone(),
+            project: caller.tenant.project.clone(),
+            tags: caller.tags.clone(),
+            model: request.model.clone(),
+            version: request.version.clone().unwrap_or_default(),
+            protocol: protocol.as_str().into(),
+            cache: "none".into(),
+            rows: 0,
+            batch_size: 0,
+            queue_us: 0,
+            compute_us: 0,
+            latency_us: 0,
+            cost_usd: 0.0,
+            saved_usd: 0.0,
+            outcome: "cancelled".into(),
+            device: String::new(),
+        };
+        UsageGuard {
+            metering,
+            record: Some(record),
+        }
+    }
+
+    fn complete(mut self, outcome: &Result<InferResponse, Error>, latency_us: u64) -> UsageRecord {
+        let Some(mut record) = self.record.take() else {
+            // Only `complete` and `drop` take the record, and `complete` consumes the guard.
+            return UsageRecord::default();
+        };
+        record.latency_us = latency_us;
+        match outcome {
+            Ok(response) => {
+                let served = &response.served;
+                record.version = response.version.clone();
+                record.cache = served.cache.as_str().into();
+                record.rows = served.rows as u32;
+                record.batch_size = served.batch_rows as u32;
+                record.queue_us = served.queue_us;
+                record.compute_us = served.compute_us;
+                record.cost_usd = served.cost_usd;
+                record.saved_usd = served.saved_usd;
+                record.outcome = "success".into();
+                record.device = served.device.clone();
+            }
+            Err(error) => record.outcome = error.metric_label().into(),
+        }
+        record
+    }
+}
+
+impl Drop for UsageGuard {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            metrics::counter!(telemetry::CANCELLED, "model" => record.model.clone()).increment(1);
+            self.metering.account(&record);
+            self.metering.enqueue(record);
+        }
     }
 }
 

@@ -83,17 +83,11 @@ fn run() -> anyhow::Result<()> {
                 arguments.config.display(),
                 config.models.len()
             );
-            for key in config.inactive_keys() {
-                println!("note: `{key}` is accepted but not active yet");
-            }
             Ok(())
         }
         "serve" => {
             let config = load(&arguments)?;
             tollgate::telemetry::init_logging();
-            for key in config.inactive_keys() {
-                tracing::info!("config `{key}` is accepted but not active yet");
-            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

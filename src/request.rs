@@ -21,6 +21,8 @@ pub struct RequestOptions {
     /// May only shorten the model's `default_timeout_us`.
     pub timeout_us: Option<u64>,
     pub cache: CacheControl,
+    /// `k=v,...` tags given as the `tags` parameter.
+    pub tags: Option<String>,
 }
 
 /// What the caller allows the cache to do for this request.
@@ -93,10 +95,14 @@ pub struct InferResponse {
 pub struct Served {
     pub request_id: String,
     pub cache: CacheStatus,
+    /// Rows this request asked for.
+    pub rows: usize,
     /// Rows in the batch that computed this answer (0 for a cache hit).
     pub batch_rows: usize,
     pub queue_us: u64,
     pub compute_us: u64,
     pub cost_usd: f64,
     pub saved_usd: f64,
+    /// The device that computed it ("cpu", "cuda:0").
+    pub device: String,
 }

@@ -1,9 +1,8 @@
 //! Starting and stopping the whole gateway: bind both ports, load the models, serve HTTP and
 //! gRPC until one shutdown signal, then drain within the grace period.
 
-use crate::backend::BackendError;
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::{self, Gateway};
 use crate::shutdown::{self, ShutdownTrigger};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +19,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Backend(#[from] BackendError),
+    Gateway(#[from] gateway::StartError),
 }
 
 pub struct Server {
@@ -54,8 +53,8 @@ impl Server {
         let grpc_addr = local(&grpc_listener, "server.grpc_addr", config.server.grpc_addr)?;
         let grace = Duration::from_millis(config.server.shutdown_grace_ms);
         crate::telemetry::metrics_handle();
-        let gateway = Arc::new(Gateway::start(config)?);
         let (trigger, shutdown) = shutdown::channel();
+        let gateway = Arc::new(Gateway::start(config, shutdown.clone())?);
         let tasks = vec![
             tokio::spawn(crate::api::http::serve(
                 http_listener,
@@ -89,6 +88,8 @@ impl Server {
         {
             tracing::warn!("servers did not stop within the grace period");
         }
+        // After the servers: every answered request's record is queued by now.
+        self.gateway.finish().await;
     }
 }
 

@@ -24,6 +24,24 @@ pub const CACHE_FILL_DURATION: &str = "tollgate_cache_fill_duration_seconds";
 pub const CACHE_REDIS_ERRORS: &str = "tollgate_cache_redis_errors_total";
 pub const CACHE_REDIS_BREAKER_OPEN: &str = "tollgate_cache_redis_breaker_open";
 pub const MODEL_INFO: &str = "tollgate_model_info";
+pub const ALERTS: &str = "tollgate_alerts_total";
+pub const ALERT_DELIVERY_FAILURES: &str = "tollgate_alert_delivery_failures_total";
+pub const COST: &str = "tollgate_cost_usd_total";
+pub const SAVED: &str = "tollgate_saved_usd_total";
+pub const IDLE_COST: &str = "tollgate_idle_cost_usd_total";
+pub const DEVICE_IDLE: &str = "tollgate_device_idle_microseconds_total";
+pub const BUDGET_USED: &str = "tollgate_budget_used_ratio";
+pub const CANCELLED: &str = "tollgate_cancelled_requests_total";
+/// Upstream model servers, labelled by model and upstream URL. Requests count attempts actually
+/// sent (`outcome` is "success" or an error kind); errors also count refusals without a send.
+pub const UPSTREAM_REQUESTS: &str = "tollgate_upstream_requests_total";
+pub const UPSTREAM_ERRORS: &str = "tollgate_upstream_errors_total";
+pub const UPSTREAM_DURATION: &str = "tollgate_upstream_request_duration_seconds";
+pub const UPSTREAM_RETRIES: &str = "tollgate_upstream_retries_total";
+/// 0 closed, 1 half-open, 2 open.
+pub const UPSTREAM_BREAKER_STATE: &str = "tollgate_upstream_breaker_state";
+pub const UPSTREAM_HEALTHY: &str = "tollgate_upstream_healthy";
+pub const UPSTREAM_OUTSTANDING: &str = "tollgate_upstream_outstanding_requests";
 
 /// Latency buckets from 50 µs to 30 s: cache hits sit at the bottom, heavy models at the top.
 const SECONDS_BUCKETS: &[f64] = &[

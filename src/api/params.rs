@@ -57,6 +57,12 @@ pub fn apply<'a>(
                     .ok_or_else(|| bad("cache", "must be \"default\", \"bypass\" or \"refresh\""))?;
                 options.cache = control;
             }
+            "tags" => {
+                let ParamValue::Str(text) = value else {
+                    return Err(bad("tags", "must be a string of key=value pairs separated by commas"));
+                };
+                options.tags = Some(text.to_string());
+            }
             _ => {}
         }
     }

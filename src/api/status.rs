@@ -12,6 +12,9 @@ pub fn http_status(error: &Error) -> StatusCode {
         ErrorClass::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorClass::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorClass::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorClass::Forbidden => StatusCode::FORBIDDEN,
+        ErrorClass::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
         ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -24,6 +27,9 @@ pub fn grpc_status(error: &Error) -> tonic::Status {
         ErrorClass::Timeout => tonic::Code::DeadlineExceeded,
         ErrorClass::Unavailable => tonic::Code::Unavailable,
         ErrorClass::Unimplemented => tonic::Code::Unimplemented,
+        ErrorClass::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorClass::Forbidden => tonic::Code::PermissionDenied,
+        ErrorClass::PaymentRequired => tonic::Code::ResourceExhausted,
         ErrorClass::Internal => tonic::Code::Internal,
     };
     tonic::Status::new(code, error.to_string())

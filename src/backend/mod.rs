@@ -1,9 +1,12 @@
-//! Engines that execute a batch: the ONNX Runtime engine for local models. An engine is owned
-//! by one worker thread and never shared, which is why `run` may take `&mut self`.
+//! Engines that execute a batch: the ONNX Runtime engine for local models and the remote engine
+//! for models served by an upstream KServe V2 server. An engine is owned by one worker thread
+//! and never shared, which is why `run` may take `&mut self`.
 
 pub mod onnx;
+pub mod remote;
 pub mod runtime;
 
+use crate::error::ErrorClass;
 use crate::tensor::{DataType, Tensor};
 use bytes::Bytes;
 
@@ -19,6 +22,19 @@ pub enum BackendError {
     Execution(String),
     #[error("model {model} has {what}, which Tollgate cannot serve yet")]
     Unsupported { model: String, what: String },
+    /// An upstream model server failed or refused; `class` says how the caller should see it
+    /// (its 4xx stay 4xx, its outages become 503 or 504) and `message` carries its own words.
+    #[error("{message}")]
+    Upstream { class: ErrorClass, message: String },
+}
+
+impl BackendError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            BackendError::Upstream { class, .. } => *class,
+            _ => ErrorClass::Internal,
+        }
+    }
 }
 
 /// One input of a batch: the members' tensors, kept as separate parts so the engine copies each

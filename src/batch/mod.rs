@@ -10,7 +10,7 @@ mod worker;
 use crate::backend::{BackendError, Engine};
 use crate::error::ErrorClass;
 use crate::tensor::Tensor;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -86,6 +86,8 @@ pub struct BatchHandle {
     sender: mpsc::UnboundedSender<Pending>,
     queued: Arc<AtomicUsize>,
     settings: Arc<BatcherSettings>,
+    /// Busy microseconds of each instance, for idle-time metering.
+    busy: Arc<Vec<Arc<AtomicU64>>>,
 }
 
 impl BatchHandle {
@@ -124,6 +126,10 @@ impl BatchHandle {
         &self.settings
     }
 
+    pub fn busy_counters(&self) -> &[Arc<AtomicU64>] {
+        &self.busy
+    }
+
     fn closed(&self) -> BatchError {
         BatchError::Closed {
             model: self.settings.model.clone(),
@@ -141,13 +147,16 @@ pub fn start(settings: BatcherSettings, engines: Vec<Box<dyn Engine>>) -> BatchH
     // for assembly, and requests that arrive meanwhile can still join the next batch.
     let (work_sender, work_receiver) = mpsc::channel(1);
     let work_receiver = Arc::new(std::sync::Mutex::new(work_receiver));
+    let mut busy = Vec::with_capacity(engines.len());
     for (instance, engine) in engines.into_iter().enumerate() {
+        let busy_us = Arc::new(AtomicU64::new(0));
+        busy.push(busy_us.clone());
         worker::spawn(
             settings.clone(),
             instance,
             engine,
             work_receiver.clone(),
-            queued.clone(),
+            busy_us,
         );
     }
     tokio::spawn(actor::run(
@@ -160,6 +169,7 @@ pub fn start(settings: BatcherSettings, engines: Vec<Box<dyn Engine>>) -> BatchH
         sender,
         queued,
         settings,
+        busy: Arc::new(busy),
     }
 }
 

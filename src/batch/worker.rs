@@ -5,7 +5,7 @@ use super::actor::Batch;
 use super::{split, BatchError, BatcherSettings, JobOutput};
 use crate::backend::Engine;
 use crate::telemetry;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 use tokio::sync::mpsc;
@@ -19,11 +19,11 @@ pub(crate) fn spawn(
     instance: usize,
     mut engine: Box<dyn Engine>,
     batches: Arc<Mutex<mpsc::Receiver<Batch>>>,
-    _queued: Arc<AtomicUsize>,
+    busy_us: Arc<AtomicU64>,
 ) {
     let name = format!("{}-{instance}", settings.model);
     let spawned = std::thread::Builder::new().name(name.clone()).spawn(move || {
-        let mut meter = BusyMeter::new(&settings.model, instance);
+        let mut meter = BusyMeter::new(&settings.model, instance, busy_us);
         loop {
             // Whoever holds the lock waits for the next batch; the others wait for the lock.
             let next = match batches.lock() {
@@ -95,19 +95,22 @@ fn run_batch(settings: &BatcherSettings, engine: &mut dyn Engine, batch: Batch, 
 /// Device busy time of one instance: a counter of busy seconds and a utilisation gauge.
 struct BusyMeter {
     busy_total: metrics::Counter,
+    /// The same total, readable by the idle meter.
+    busy_us: Arc<AtomicU64>,
     utilisation: metrics::Gauge,
     window_start: StdInstant,
     window_busy: Duration,
 }
 
 impl BusyMeter {
-    fn new(model: &str, instance: usize) -> BusyMeter {
+    fn new(model: &str, instance: usize, busy_us: Arc<AtomicU64>) -> BusyMeter {
         let labels = [
             ("model", model.to_string()),
             ("instance", instance.to_string()),
         ];
         BusyMeter {
             busy_total: metrics::counter!(telemetry::DEVICE_BUSY, &labels),
+            busy_us,
             utilisation: metrics::gauge!(telemetry::DEVICE_UTILISATION, &labels),
             window_start: StdInstant::now(),
             window_busy: Duration::ZERO,
@@ -116,7 +119,9 @@ impl BusyMeter {
 
     fn record(&mut self, busy: Duration) {
         // The counter is kept in whole microseconds so rates stay exact when summed.
-        self.busy_total.increment(busy.as_micros() as u64);
+        let micros = busy.as_micros() as u64;
+        self.busy_total.increment(micros);
+        self.busy_us.fetch_add(micros, Ordering::AcqRel);
         self.window_busy += busy;
         let elapsed = self.window_start.elapsed();
         if elapsed >= UTILISATION_WINDOW {

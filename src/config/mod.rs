@@ -2,6 +2,7 @@
 //! `Config` every other layer reads. Nothing downstream re-checks what is validated here.
 
 mod units;
+mod upstream;
 
 pub use units::ByteSize;
 
@@ -52,6 +53,8 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub metering: MeteringConfig,
 }
 
 #[derive(Clone, Deserialize)]
@@ -184,9 +187,31 @@ pub struct ModelConfig {
     #[serde(default = "default_version")]
     pub version: String,
     pub path: Option<PathBuf>,
+    /// A KServe V2 server that runs this model instead of a local `path` (see upstream.rs).
     pub upstream: Option<String>,
+    /// Several servers of the same model, balanced; validation folds `upstream` in here.
+    #[serde(default)]
+    pub upstreams: Vec<String>,
+    /// The upstream's name for the model; defaults to `name`.
     pub upstream_model: Option<String>,
     pub upstream_version: Option<String>,
+    /// REST upstreams: the binary tensor extension; false sends JSON (MLServer needs that).
+    #[serde(default = "yes")]
+    pub upstream_binary: bool,
+    #[serde(default = "upstream::default_timeout_ms")]
+    pub upstream_timeout_ms: u64,
+    #[serde(default = "upstream::default_connect_timeout_ms")]
+    pub upstream_connect_timeout_ms: u64,
+    #[serde(default = "upstream::default_retries")]
+    pub upstream_retries: u32,
+    #[serde(default = "upstream::default_breaker_failures")]
+    pub upstream_breaker_failures: u32,
+    #[serde(default = "upstream::default_breaker_cooldown_ms")]
+    pub upstream_breaker_cooldown_ms: u64,
+    #[serde(default = "upstream::default_health_interval_ms")]
+    pub upstream_health_interval_ms: u64,
+    #[serde(default = "upstream::default_startup_wait_ms")]
+    pub upstream_startup_wait_ms: u64,
     #[serde(default = "default_device")]
     pub device: String,
     /// "cpu" lets a model whose CUDA provider fails to register run on the CPU instead.
@@ -247,15 +272,47 @@ impl fmt::Debug for TenantConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub required: bool,
-    pub allowed_tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeteringConfig {
+    /// Tag keys requests may carry (`x-tollgate-tags: k=v` or parameter `tags`); others are refused.
+    pub allowed_tags: Vec<String>,
+    /// How often each model instance's idle time is written to the ledger as `__idle__` cost.
+    pub idle_interval_seconds: u64,
+}
+
+impl Default for MeteringConfig {
+    fn default() -> Self {
+        MeteringConfig {
+            allowed_tags: Vec::new(),
+            idle_interval_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     pub webhook_url: Option<String>,
-    pub anomaly_k: Option<f64>,
-    pub anomaly_window_minutes: Option<u32>,
+    /// Spend per minute above mean + k·σ (EWMA) counts as anomalous...
+    pub anomaly_k: f64,
+    /// ...when it stays there for this many consecutive minutes.
+    pub anomaly_window_minutes: u32,
+    /// Weight of the newest minute in the EWMA mean and variance.
+    pub anomaly_alpha: f64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhook_url: None,
+            anomaly_k: 3.0,
+            anomaly_window_minutes: 2,
+            anomaly_alpha: 0.1,
+        }
+    }
 }
 
 fn default_version() -> String {
@@ -369,6 +426,23 @@ impl Config {
                 ));
             }
         }
+        if self.metering.idle_interval_seconds == 0 {
+            return Err(invalid("metering.idle_interval_seconds", "must be at least 1"));
+        }
+        if let Some(url) = &self.alerts.webhook_url {
+            if !url.starts_with("http://") {
+                return Err(invalid("alerts.webhook_url", "must be an http:// URL"));
+            }
+        }
+        if !(self.alerts.anomaly_k.is_finite() && self.alerts.anomaly_k > 0.0) {
+            return Err(invalid("alerts.anomaly_k", "must be a positive number"));
+        }
+        if self.alerts.anomaly_window_minutes == 0 {
+            return Err(invalid("alerts.anomaly_window_minutes", "must be at least 1"));
+        }
+        if !(self.alerts.anomaly_alpha > 0.0 && self.alerts.anomaly_alpha <= 1.0) {
+            return Err(invalid("alerts.anomaly_alpha", "must be in (0, 1]"));
+        }
         if !matches!(self.ledger.durability.as_str(), "async" | "sync") {
             return Err(invalid("ledger.durability", "must be \"async\" or \"sync\""));
         }
@@ -410,26 +484,6 @@ impl Config {
         Ok(self)
     }
 
-    /// Keys the file sets whose feature is not built yet, so `check-config` and start-up can say
-    /// so instead of silently ignoring them.
-    pub fn inactive_keys(&self) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        if !self.tenants.is_empty() {
-            keys.push("tenants (budgets and per-tenant metering)");
-        }
-        if self.auth.required {
-            keys.push("auth.required");
-        }
-        if self.alerts.webhook_url.is_some() {
-            keys.push("alerts.webhook_url");
-        }
-        if self.server.admin_token_blake3.is_some() {
-            keys.push("server.admin_token_blake3");
-        }
-        keys.push("ledger (durable usage records)");
-        keys
-    }
-
     pub fn price_per_hour(&self, device: Device) -> f64 {
         self.pricing
             .device_per_hour
@@ -451,26 +505,23 @@ impl ModelConfig {
                 "must be non-empty and contain no '/'",
             ));
         }
-        match (&self.path, &self.upstream) {
-            (None, None) => {
+        let has_upstream = self.upstream.is_some() || !self.upstreams.is_empty();
+        match (&self.path, has_upstream) {
+            (None, false) => {
                 return Err(invalid(
                     key("path"),
                     "each model needs a `path` to an .onnx file (or an `upstream`)",
                 ))
             }
-            (Some(_), Some(_)) => {
+            (Some(_), true) => {
                 return Err(invalid(
                     key("upstream"),
                     "a model has either a `path` or an `upstream`, not both",
                 ))
             }
-            (None, Some(_)) => {
-                return Err(invalid(
-                    key("upstream"),
-                    "upstream model servers are not supported yet; serve a local `path`",
-                ))
-            }
-            (Some(path), None) => {
+            (None, true) => self.validate_upstream(index)?,
+            (Some(path), false) => {
+                self.refuse_upstream_keys(index)?;
                 let resolved = if path.is_absolute() {
                     path.clone()
                 } else {

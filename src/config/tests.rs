@@ -92,7 +92,7 @@ fn bad_model_entries_name_their_key() {
         ),
         ("name = \"m\"\npath = \"m.onnx\"\ndefault_priority = 9", "default_priority"),
         ("name = \"m\"\npath = \"m.onnx\"\nwhatever = 1", "whatever"),
-        ("name = \"m\"\nupstream = \"http://h:1\"", "not supported yet"),
+        ("name = \"m\"\npath = \"m.onnx\"\nupstream_model = \"x\"", "only applies"),
     ];
     for (body, fragment) in cases {
         let text = format!("[[models]]\n{body}\n");

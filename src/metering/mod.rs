@@ -1,5 +1,13 @@
-//! Metering: what each request cost. For now the cost model alone; the ledger, budgets and
-//! exports build on it.
+//! Metering: who pays for each request and what it cost, the durable ledger of usage records,
+//! budgets, anomaly detection and alerts.
 
+pub mod alerts;
+pub mod anomaly;
+pub mod budget;
+pub mod clock;
 pub mod cost;
+pub mod identity;
+pub mod idle;
+pub mod meter;
+pub mod ledger;
 pub mod record;

@@ -6,7 +6,7 @@ pub const IDLE_TENANT: &str = "__idle__";
 /// Tenant of every request when authentication is off.
 pub const ANONYMOUS_TENANT: &str = "anonymous";
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageRecord {
     pub request_id: String,
     /// When the request arrived, in milliseconds since the Unix epoch (UTC).

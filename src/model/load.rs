@@ -1,100 +1,181 @@
-//! Start-up: one ONNX Runtime engine per configured instance, the spec read from the model, and
-//! the model's batcher started over those engines.
+//! Start-up: the engines of each model (one ONNX Runtime session per instance for a local file,
+//! one remote engine per instance for an upstream server), the spec read from the model or the
+//! upstream's metadata, and the model's batcher started over those engines.
 
+use super::spec::ModelSpec;
 use super::{Model, Registry};
 use crate::backend::onnx::{OnnxEngine, OnnxSettings};
+use crate::backend::remote::{self, Target, Upstream, UpstreamSettings, UpstreamUrl};
 use crate::backend::{BackendError, Engine};
 use crate::batch::{self, BatcherSettings, Policy};
-use crate::config::Config;
+use crate::config::{Config, Device, ModelConfig};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// What either kind of model brings to the common part of loading.
+struct Engines {
+    engines: Vec<Box<dyn Engine>>,
+    spec: ModelSpec,
+    provider: String,
+    device: Device,
+    price_per_hour: f64,
+    upstream: Option<Arc<Upstream>>,
+}
 
 /// Loads every configured model. Must run inside the tokio runtime (batchers are tasks).
 pub fn load_models(config: &Config) -> Result<Registry, BackendError> {
     let mut registry = Registry::default();
     for model_config in &config.models {
-        let Some(path) = model_config.path.clone() else {
-            continue;
+        let loaded = match &model_config.path {
+            Some(path) => load_local(config, model_config, path)?,
+            None => load_upstream(model_config)?,
         };
-        let settings = OnnxSettings {
-            model: model_config.name.clone(),
-            path,
-            device: model_config.device(),
-            cpu_fallback: model_config.device_fallback.as_deref() == Some("cpu"),
-            intra_op_threads: model_config.intra_op_threads,
-            runtime: config.runtime.onnxruntime.clone(),
-        };
-        let mut engines: Vec<OnnxEngine> = Vec::with_capacity(model_config.instances);
-        for _ in 0..model_config.instances {
-            engines.push(OnnxEngine::load(&settings)?);
-        }
-        let Some(first) = engines.first() else {
-            continue;
-        };
-        let spec = first.spec(&model_config.name)?;
-        let provider = first.provider().to_string();
-        let batching = model_config.max_batch_size > 1 && spec.has_batch_dimension();
-        if model_config.max_batch_size > 1 && !batching {
-            tracing::warn!(model = %model_config.name, "max_batch_size is set but the model has no open first dimension on every input and output; batching is off");
-        }
-        let policy = Policy {
-            max_batch_rows: if batching { model_config.max_batch_size } else { 1 },
-            max_queue_delay: Duration::from_micros(model_config.max_queue_delay_us),
-            preferred_sizes: {
-                let mut sizes = model_config.preferred_batch_sizes.clone();
-                sizes.sort_unstable();
-                sizes
-            },
-        };
-        let device = if provider == "CPUExecutionProvider" {
-            crate::config::Device::Cpu
-        } else {
-            model_config.device()
-        };
-        tracing::info!(
-            model = %model_config.name,
-            version = %model_config.version,
-            provider = %provider,
-            instances = model_config.instances,
-            batching,
-            max_batch_size = model_config.max_batch_size,
-            "model loaded"
-        );
-        metrics::gauge!(crate::telemetry::MODEL_INFO,
-            "model" => model_config.name.clone(),
-            "version" => model_config.version.clone(),
-            "provider" => provider.clone())
-        .set(1.0);
-        let batcher = batch::start(
-            BatcherSettings {
-                model: model_config.name.clone(),
-                policy,
-                max_queue_size: model_config.max_queue_size,
-                batching,
-            },
-            engines
-                .into_iter()
-                .map(|e| Box::new(e) as Box<dyn Engine>)
-                .collect(),
-        );
-        registry.insert(Model {
-            name: model_config.name.clone(),
-            version: model_config.version.clone(),
-            spec,
-            provider,
-            device,
-            batching,
-            max_batch_size: model_config.max_batch_size,
-            cache_enabled: config.cache.enabled && model_config.cache,
-            cache_ttl: Duration::from_secs(
-                model_config
-                    .cache_ttl_seconds
-                    .unwrap_or(config.cache.ttl_seconds),
-            ),
-            default_priority: model_config.default_priority,
-            default_timeout_us: model_config.default_timeout_us,
-            price_per_hour: config.price_per_hour(device),
-            batcher,
-        });
+        registry.insert(assemble(config, model_config, loaded));
     }
     Ok(registry)
+}
+
+fn load_local(config: &Config, model_config: &ModelConfig, path: &Path) -> Result<Engines, BackendError> {
+    let settings = OnnxSettings {
+        model: model_config.name.clone(),
+        path: path.to_path_buf(),
+        device: model_config.device(),
+        cpu_fallback: model_config.device_fallback.as_deref() == Some("cpu"),
+        intra_op_threads: model_config.intra_op_threads,
+        runtime: config.runtime.onnxruntime.clone(),
+    };
+    let mut engines: Vec<OnnxEngine> = Vec::with_capacity(model_config.instances);
+    for _ in 0..model_config.instances {
+        engines.push(OnnxEngine::load(&settings)?);
+    }
+    let Some(first) = engines.first() else {
+        return Err(BackendError::Load {
+            model: model_config.name.clone(),
+            reason: "no instances configured".into(),
+        });
+    };
+    let spec = first.spec(&model_config.name)?;
+    let provider = first.provider().to_string();
+    let device = if provider == "CPUExecutionProvider" {
+        Device::Cpu
+    } else {
+        model_config.device()
+    };
+    Ok(Engines {
+        engines: engines
+            .into_iter()
+            .map(|e| Box::new(e) as Box<dyn Engine>)
+            .collect(),
+        spec,
+        provider,
+        device,
+        price_per_hour: model_config
+            .price_per_hour
+            .unwrap_or_else(|| config.price_per_hour(device)),
+        upstream: None,
+    })
+}
+
+fn load_upstream(model_config: &ModelConfig) -> Result<Engines, BackendError> {
+    let urls = model_config
+        .upstreams
+        .iter()
+        .map(|text| {
+            UpstreamUrl::parse(text).map_err(|reason| BackendError::Load {
+                model: model_config.name.clone(),
+                reason,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let millis = Duration::from_millis;
+    let settings = UpstreamSettings {
+        model: model_config.name.clone(),
+        target: Target {
+            model: model_config.upstream_model_name().to_string(),
+            version: model_config.upstream_version.clone(),
+        },
+        urls,
+        binary: model_config.upstream_binary,
+        timeout: millis(model_config.upstream_timeout_ms),
+        connect_timeout: millis(model_config.upstream_connect_timeout_ms),
+        retries: model_config.upstream_retries,
+        breaker_failures: model_config.upstream_breaker_failures,
+        breaker_cooldown: millis(model_config.upstream_breaker_cooldown_ms),
+        health_interval: millis(model_config.upstream_health_interval_ms),
+        startup_wait: millis(model_config.upstream_startup_wait_ms),
+    };
+    let started = remote::start(&settings, model_config.instances)?;
+    let upstream = started.upstream;
+    Ok(Engines {
+        engines: started.engines,
+        spec: upstream.spec().clone(),
+        provider: format!("upstream:{}", upstream.platform()),
+        // The device is the upstream's; nothing runs here, and only the configured prices apply.
+        device: Device::Cpu,
+        price_per_hour: model_config.price_per_hour.unwrap_or(0.0),
+        upstream: Some(upstream),
+    })
+}
+
+/// The part every model shares: batching policy, batcher and the registry entry.
+fn assemble(config: &Config, model_config: &ModelConfig, loaded: Engines) -> Model {
+    let spec = loaded.spec;
+    let batching = model_config.max_batch_size > 1 && spec.has_batch_dimension();
+    if model_config.max_batch_size > 1 && !batching {
+        tracing::warn!(model = %model_config.name, "max_batch_size is set but the model has no open first dimension on every input and output; batching is off");
+    }
+    let policy = Policy {
+        max_batch_rows: if batching { model_config.max_batch_size } else { 1 },
+        max_queue_delay: Duration::from_micros(model_config.max_queue_delay_us),
+        preferred_sizes: {
+            let mut sizes = model_config.preferred_batch_sizes.clone();
+            sizes.sort_unstable();
+            sizes
+        },
+    };
+    tracing::info!(
+        model = %model_config.name,
+        version = %model_config.version,
+        provider = %loaded.provider,
+        instances = model_config.instances,
+        batching,
+        max_batch_size = model_config.max_batch_size,
+        "model loaded"
+    );
+    metrics::gauge!(crate::telemetry::MODEL_INFO,
+        "model" => model_config.name.clone(),
+        "version" => model_config.version.clone(),
+        "provider" => loaded.provider.clone())
+    .set(1.0);
+    let batcher = batch::start(
+        BatcherSettings {
+            model: model_config.name.clone(),
+            policy,
+            max_queue_size: model_config.max_queue_size,
+            batching,
+        },
+        loaded.engines,
+    );
+    Model {
+        name: model_config.name.clone(),
+        version: model_config.version.clone(),
+        spec,
+        provider: loaded.provider,
+        device: loaded.device,
+        batching,
+        max_batch_size: model_config.max_batch_size,
+        cache_enabled: config.cache.enabled && model_config.cache,
+        cache_ttl: Duration::from_secs(
+            model_config
+                .cache_ttl_seconds
+                .unwrap_or(config.cache.ttl_seconds),
+        ),
+        default_priority: model_config.default_priority,
+        default_timeout_us: model_config.default_timeout_us,
+        price_per_hour: loaded.price_per_hour,
+        price_per_request: model_config.price_per_request.unwrap_or(0.0),
+        batcher,
+        upstream: loaded.upstream,
+    }
 }

@@ -63,7 +63,19 @@ pub struct Model {
     pub default_priority: u8,
     pub default_timeout_us: u64,
     pub price_per_hour: f64,
+    /// Price of one execution (for an upstream model, one upstream request), shared by the
+    /// rows of its batch like compute time is.
+    pub price_per_request: f64,
     pub batcher: BatchHandle,
+    /// Set when an upstream model server runs this model; readiness then follows its health.
+    pub upstream: Option<Arc<crate::backend::remote::Upstream>>,
+}
+
+impl Model {
+    /// Local models are ready once loaded; upstream ones while some upstream is.
+    pub fn is_ready(&self) -> bool {
+        self.upstream.as_ref().is_none_or(|upstream| upstream.is_ready())
+    }
 }
 
 /// Models by name, each with its versions, newest last.

@@ -24,7 +24,21 @@ pub fn config(toml: &str) -> Config {
     let mut config = Config::parse(toml, &repo().join("test.toml")).expect("test config is valid");
     config.server.http_addr = "127.0.0.1:0".parse().unwrap();
     config.server.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    // Each gateway gets a ledger of its own, so tests never read each other's records.
+    if config.ledger.path == std::path::Path::new("data/ledger.sqlite") {
+        config.ledger.path = scratch_dir().join("ledger.sqlite");
+    }
     config
+}
+
+/// A fresh folder under the system temp dir, unique per call.
+pub fn scratch_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tollgate-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 pub async fn start(toml: &str) -> Gateway {

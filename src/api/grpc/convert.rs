@@ -106,7 +106,7 @@ fn is_empty(contents: &proto::InferTensorContents) -> bool {
 
 /// Typed contents as little-endian bytes. The protocol widens small integers to 32 bits on
 /// the wire; each value must still fit the declared datatype.
-fn typed_to_bytes(dtype: DataType, contents: &proto::InferTensorContents) -> Result<Bytes, String> {
+pub(crate) fn typed_to_bytes(dtype: DataType, contents: &proto::InferTensorContents) -> Result<Bytes, String> {
     fn narrow<T: TryFrom<W>, W: Copy + std::fmt::Display>(
         values: &[W],
         dtype: DataType,

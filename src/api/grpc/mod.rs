@@ -2,10 +2,10 @@
 //! extensions (model control, shared memory, statistics, ...) are not in our proto, so tonic
 //! answers them UNIMPLEMENTED.
 
-mod convert;
+pub(crate) mod convert;
 
 use crate::api::{metadata, status};
-use crate::gateway::{Gateway, Protocol};
+use crate::gateway::{Credentials, Gateway, Protocol};
 use crate::shutdown::Shutdown;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -68,7 +68,10 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<proto::ModelReadyResponse>, Status> {
         let request = request.into_inner();
         let version = (!request.version.is_empty()).then_some(request.version.as_str());
-        let ready = self.gateway.model(&request.name, version).is_ok();
+        let ready = self
+            .gateway
+            .model(&request.name, version)
+            .is_ok_and(|model| model.is_ready());
         Ok(Response::new(proto::ModelReadyResponse { ready }))
     }
 
@@ -116,7 +119,8 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<proto::ModelInferRequest>,
     ) -> Result<Response<proto::ModelInferResponse>, Status> {
-        infer(&self.gateway, request.into_inner())
+        let credentials = credentials(request.metadata());
+        infer(&self.gateway, request.into_inner(), &credentials)
             .await
             .map(Response::new)
             .map_err(|e| status::grpc_status(&e))
@@ -128,6 +132,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<Streaming<proto::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let credentials = credentials(request.metadata());
         let mut inbound = request.into_inner();
         let gateway = self.gateway.clone();
         let (sender, receiver) = tokio::sync::mpsc::channel(STREAM_CONCURRENCY);
@@ -139,11 +144,12 @@ impl GrpcInferenceService for InferenceService {
                 match message {
                     Ok(message) => {
                         let gateway = gateway.clone();
+                        let credentials = credentials.clone();
                         // Requests of one stream run concurrently so they can share batches;
                         // clients match answers to requests by id.
                         tokio::spawn(async move {
                             let id = message.id.clone();
-                            let reply = match infer(&gateway, message).await {
+                            let reply = match infer(&gateway, message, &credentials).await {
                                 Ok(response) => proto::ModelStreamInferResponse {
                                     error_message: String::new(),
                                     infer_response: Some(response),
@@ -172,11 +178,25 @@ impl GrpcInferenceService for InferenceService {
     }
 }
 
+/// The bearer key from `authorization` metadata and tags from `x-tollgate-tags`.
+fn credentials(metadata: &tonic::metadata::MetadataMap) -> Credentials {
+    let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+    let bearer = text("authorization").and_then(|value| {
+        let (scheme, key) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_string())
+    });
+    Credentials {
+        bearer,
+        tags: text("x-tollgate-tags").map(str::to_string),
+    }
+}
+
 async fn infer(
     gateway: &Gateway,
     message: proto::ModelInferRequest,
+    credentials: &Credentials,
 ) -> Result<proto::ModelInferResponse, crate::error::Error> {
     let request = convert::request(message)?;
-    let response = gateway.infer(request, Protocol::Grpc).await?;
+    let response = gateway.infer(request, Protocol::Grpc, credentials).await?;
     Ok(convert::response(response))
 }

@@ -1,12 +1,13 @@
 //! The KServe V2 REST front end on hyper (HTTP/1.1 keep-alive and h2c on one port), plus
 //! `/metrics` and the admin endpoints under `/v1`.
 
+mod admin;
 mod data;
 pub mod infer;
 
 use crate::api::{metadata, status};
 use crate::error::Error;
-use crate::gateway::{Gateway, Protocol};
+use crate::gateway::{Credentials, Gateway, Protocol};
 use crate::request::InferResponse;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
@@ -23,7 +24,7 @@ use tokio::net::TcpListener;
 
 pub use data::{parse as parse_json_data, write as write_json_data};
 
-type Body = Full<Bytes>;
+pub(super) type Body = Full<Bytes>;
 
 const INFERENCE_HEADER: &str = "inference-header-content-length";
 
@@ -102,10 +103,14 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> Response<Body> 
             );
             response
         }
-        (["v1", "cache"], &Method::DELETE) => purge_cache(gateway, request.uri().query()).await,
-        (["v2", "health", _] | ["v2"] | ["metrics"] | ["v1", "cache"], _) => {
-            method_not_allowed(&method, &path)
+        (["v1", rest @ ..], _) => {
+            let credentials = credentials(request.headers());
+            match admin::route(gateway, &method, rest, request.uri().query(), &credentials).await {
+                Some(response) => response,
+                None => not_found(&path),
+            }
         }
+        (["v2", "health", _] | ["v2"] | ["metrics"], _) => method_not_allowed(&method, &path),
         _ => not_found(&path),
     }
 }
@@ -141,7 +146,14 @@ fn model_metadata(gateway: &Gateway, name: &str, version: Option<&str>) -> Respo
 
 fn model_ready(gateway: &Gateway, name: &str, version: Option<&str>) -> Response<Body> {
     match gateway.model(name, version) {
-        Ok(model) => json_response(StatusCode::OK, &json!({"name": model.name, "ready": true})),
+        Ok(model) if model.is_ready() => {
+            json_response(StatusCode::OK, &json!({"name": model.name, "ready": true}))
+        }
+        // Any non-200 means not ready; 503 says it may come back.
+        Ok(model) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"name": model.name, "ready": false}),
+        ),
         Err(error) => error_response(&error),
     }
 }
@@ -196,6 +208,7 @@ async fn infer_inner(
         ),
     };
     let cache_control = cache_control(headers);
+    let credentials = credentials(headers);
     let body = Limited::new(request.into_body(), limit)
         .collect()
         .await
@@ -212,7 +225,7 @@ async fn infer_inner(
         core_request.options.cache.lookup &= lookup;
         core_request.options.cache.store &= store;
     }
-    let response = gateway.infer(core_request, Protocol::Http).await?;
+    let response = gateway.infer(core_request, Protocol::Http, &credentials).await?;
     let (body, json_length) = infer::encode(&response, &encoding);
     let mut http = Response::new(Body::from(body));
     let headers = http.headers_mut();
@@ -227,6 +240,19 @@ async fn infer_inner(
     }
     served_headers(headers, &response);
     Ok(http)
+}
+
+/// The bearer key (`Authorization: Bearer ...`) and `x-tollgate-tags`; checked by the gateway.
+fn credentials(headers: &hyper::HeaderMap) -> Credentials {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = text("authorization").and_then(|value| {
+        let (scheme, key) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_string())
+    });
+    Credentials {
+        bearer,
+        tags: text("x-tollgate-tags").map(str::to_string),
+    }
 }
 
 /// `Cache-Control: no-cache` skips the lookup, `no-store` the store (as (lookup, store)).
@@ -255,25 +281,7 @@ fn served_headers(headers: &mut hyper::HeaderMap, response: &InferResponse) {
     put("x-tollgate-saved-usd", format!("{:e}", served.saved_usd));
 }
 
-async fn purge_cache(gateway: &Gateway, query: Option<&str>) -> Response<Body> {
-    let model = query.and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("model="))
-            .map(str::to_string)
-    });
-    if let Some(name) = &model {
-        if let Err(error) = gateway.model(name, None) {
-            return error_response(&error);
-        }
-    }
-    let Some(cache) = &gateway.cache else {
-        return json_response(StatusCode::OK, &json!({"purged": 0, "cache": "disabled"}));
-    };
-    let purged = cache.purge(model.as_deref()).await;
-    json_response(StatusCode::OK, &json!({"purged": purged, "model": model}))
-}
-
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Body::from(value.to_string()));
     *response.status_mut() = status;
     response

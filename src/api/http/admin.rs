@@ -1,0 +1,183 @@
+//! The `/v1` endpoints for operators and FinOps: costs (JSON and FOCUS CSV), single usage
+//! records, alerts, and cache purges. All need the admin token, except that a tenant may read
+//! its own costs and usage records.
+
+use super::{error_response, json_response, Body};
+use crate::error::Error;
+use crate::gateway::{Credentials, Gateway};
+use crate::metering::clock;
+use crate::metering::identity::Caller;
+use crate::metering::ledger::{CostQuery, FocusQuery, GroupKey};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Response, StatusCode};
+use serde_json::json;
+
+/// Serves `/v1/...`; `None` when no endpoint matches the path.
+pub async fn route(
+    gateway: &Gateway,
+    method: &Method,
+    segments: &[&str],
+    query: Option<&str>,
+    credentials: &Credentials,
+) -> Option<Response<Body>> {
+    let caller = match gateway.caller(credentials, None) {
+        Ok(caller) => caller,
+        Err(error) => return Some(error_response(&error)),
+    };
+    let identities = &gateway.metering.identities;
+    let admin = identities.require_admin(&caller).map_err(Error::from);
+    let result = match (method, segments) {
+        (&Method::GET, ["costs"]) => costs(gateway, &caller, admin.is_ok(), query).await,
+        (&Method::GET, ["costs", "focus"]) => match admin {
+            Ok(()) => focus(gateway, query).await,
+            Err(error) => Err(error),
+        },
+        (&Method::GET, ["usage", request_id]) => usage(gateway, &caller, admin.is_ok(), request_id).await,
+        (&Method::GET, ["alerts"]) => admin.map(|()| json_response(StatusCode::OK, &json!({"alerts": gateway.metering.alerts.list()}))),
+        (&Method::DELETE, ["cache"]) => match admin {
+            Ok(()) => Ok(purge_cache(gateway, query).await),
+            Err(error) => Err(error),
+        },
+        _ => return None,
+    };
+    Some(result.unwrap_or_else(|error| error_response(&error)))
+}
+
+fn parameter<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then_some(value)
+    })
+}
+
+/// `from` and `to` (Unix seconds, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ`); by default the
+/// current month up to now.
+fn range(query: Option<&str>) -> Result<(i64, i64), Error> {
+    let now = clock::now_ms();
+    let read = |name: &str, default: i64| match parameter(query, name) {
+        None => Ok(default),
+        Some(text) => clock::parse_time(text).ok_or_else(|| {
+            Error::BadQuery(format!(
+                "{name}: `{text}` is not a time (use Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)"
+            ))
+        }),
+    };
+    Ok((read("from", clock::month_start(now))?, read("to", now + 1)?))
+}
+
+async fn costs(gateway: &Gateway, caller: &Caller, admin: bool, query: Option<&str>) -> Result<Response<Body>, Error> {
+    let (from_ms, to_ms) = range(query)?;
+    let mut group_by = match parameter(query, "group_by") {
+        Some(text) => GroupKey::parse_list(text).map_err(|e| Error::BadQuery(format!("group_by: {e}")))?,
+        None => vec![GroupKey::Tenant],
+    };
+    // A tenant reads only its own spend: group by tenant and keep its rows alone.
+    let own_tenant = (!admin).then(|| caller.tenant.name.clone());
+    if own_tenant.is_some() && !group_by.contains(&GroupKey::Tenant) {
+        group_by.insert(0, GroupKey::Tenant);
+    }
+    let cost_query = CostQuery { from_ms, to_ms, group_by };
+    cost_query.validate().map_err(|e| Error::BadQuery(e.to_string()))?;
+    let ledger = gateway.metering.ledger.clone();
+    let rows = tokio::task::spawn_blocking(move || ledger.costs(&cost_query))
+        .await
+        .map_err(|e| Error::LedgerUnavailable(e.to_string()))?
+        .map_err(|e| Error::LedgerUnavailable(e.to_string()))?;
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|row| match &own_tenant {
+            None => true,
+            Some(name) => row.group.iter().any(|(k, v)| k == "tenant" && v == name),
+        })
+        .map(|row| {
+            let group: serde_json::Map<String, serde_json::Value> =
+                row.group.into_iter().map(|(k, v)| (k, v.into())).collect();
+            json!({
+                "group": group,
+                "requests": row.requests,
+                "rows": row.rows,
+                "cost_usd": row.cost_usd,
+                "saved_usd": row.saved_usd,
+                "cache_hits": row.cache_hits,
+                "hit_ratio": row.hit_ratio,
+                "p50_latency_ms": row.p50_latency_ms,
+                "p99_latency_ms": row.p99_latency_ms,
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "from": clock::iso8601(from_ms),
+            "to": clock::iso8601(to_ms),
+            "currency": gateway.metering.currency,
+            "rows": rows,
+        }),
+    ))
+}
+
+async fn focus(gateway: &Gateway, query: Option<&str>) -> Result<Response<Body>, Error> {
+    let (from_ms, to_ms) = range(query)?;
+    let focus_query = FocusQuery {
+        from_ms,
+        to_ms,
+        currency: gateway.metering.currency.clone(),
+        billing_account: "tollgate".into(),
+        provider: "Tollgate".into(),
+    };
+    let ledger = gateway.metering.ledger.clone();
+    let csv = tokio::task::spawn_blocking(move || ledger.focus_csv(&focus_query))
+        .await
+        .map_err(|e| Error::LedgerUnavailable(e.to_string()))?
+        .map_err(|e| match e {
+            crate::metering::ledger::LedgerError::Query(q) => Error::BadQuery(q.to_string()),
+            other => Error::LedgerUnavailable(other.to_string()),
+        })?;
+    let mut response = Response::new(Body::from(csv));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    Ok(response)
+}
+
+async fn usage(gateway: &Gateway, caller: &Caller, admin: bool, request_id: &str) -> Result<Response<Body>, Error> {
+    let ledger = gateway.metering.ledger.clone();
+    let id = request_id.to_string();
+    let record = tokio::task::spawn_blocking(move || ledger.usage(&id))
+        .await
+        .map_err(|e| Error::LedgerUnavailable(e.to_string()))?
+        .map_err(|e| Error::LedgerUnavailable(e.to_string()))?;
+    // Another tenant's record reads as absent rather than forbidden: ids are not secrets, but
+    // their existence need not be confirmed.
+    let record = record.filter(|r| admin || r.tenant == caller.tenant.name);
+    let Some(r) = record else {
+        return Err(Error::NotFound(format!("no usage record `{request_id}`")));
+    };
+    let tags: serde_json::Map<String, serde_json::Value> =
+        r.tags.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "request_id": r.request_id, "time": clock::iso8601(r.time_ms), "tenant": r.tenant,
+            "team": r.team, "project": r.project, "tags": tags, "model": r.model,
+            "version": r.version, "protocol": r.protocol, "cache": r.cache, "rows": r.rows,
+            "batch_size": r.batch_size, "queue_us": r.queue_us, "compute_us": r.compute_us,
+            "latency_us": r.latency_us, "cost_usd": r.cost_usd, "saved_usd": r.saved_usd,
+            "outcome": r.outcome, "device": r.device,
+        }),
+    ))
+}
+
+async fn purge_cache(gateway: &Gateway, query: Option<&str>) -> Response<Body> {
+    let model = parameter(query, "model").map(str::to_string);
+    if let Some(name) = &model {
+        if let Err(error) = gateway.model(name, None) {
+            return error_response(&error);
+        }
+    }
+    let Some(cache) = &gateway.cache else {
+        return json_response(StatusCode::OK, &json!({"purged": 0, "cache": "disabled"}));
+    };
+    let purged = cache.purge(model.as_deref()).await;
+    json_response(StatusCode::OK, &json!({"purged": purged, "model": model}))
+}

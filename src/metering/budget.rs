@@ -1,0 +1,258 @@
+//! Budgets per tenant over a day or a calendar month (UTC). Crossing 50, 80 and 100% raises an
+//! alert once per period; at 100% the tenant's action applies: alert only, demote to the lowest
+//! priority lane (idle capacity only), or reject with 402.
+
+use super::clock;
+use crate::config::TenantConfig;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub const THRESHOLDS: [u8; 3] = [50, 80, 100];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Day,
+    Month,
+}
+
+impl Period {
+    fn start(self, ms: i64) -> i64 {
+        match self {
+            Period::Day => clock::day_start(ms),
+            Period::Month => clock::month_start(ms),
+        }
+    }
+
+    fn end(self, ms: i64) -> i64 {
+        match self {
+            Period::Day => clock::next_day_start(ms),
+            Period::Month => clock::next_month_start(ms),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Period::Day => "daily",
+            Period::Month => "monthly",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Alert,
+    Demote,
+    Reject,
+}
+
+/// What admission does with a tenant's next request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Allow,
+    Demote,
+    Reject(String),
+}
+
+/// A threshold crossed by a charge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Crossing {
+    pub tenant: String,
+    pub percent: u8,
+    pub spent: f64,
+    pub limit: f64,
+    pub message: String,
+}
+
+struct State {
+    limit: f64,
+    period: Period,
+    action: Action,
+    period_start: i64,
+    spent: f64,
+    /// Thresholds already alerted in this period.
+    fired: Vec<u8>,
+}
+
+impl State {
+    fn roll(&mut self, now_ms: i64) {
+        let start = self.period.start(now_ms);
+        if start != self.period_start {
+            self.period_start = start;
+            self.spent = 0.0;
+            self.fired.clear();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Budgets {
+    states: HashMap<String, Mutex<State>>,
+}
+
+impl Budgets {
+    pub fn new(tenants: &[TenantConfig], now_ms: i64) -> Budgets {
+        let states = tenants
+            .iter()
+            .filter_map(|t| {
+                let limit = t.budget_usd?;
+                let period = if t.budget_period == "day" { Period::Day } else { Period::Month };
+                let action = match t.budget_action.as_str() {
+                    "demote" => Action::Demote,
+                    "reject" => Action::Reject,
+                    _ => Action::Alert,
+                };
+                let state = State {
+                    limit,
+                    period,
+                    action,
+                    period_start: period.start(now_ms),
+                    spent: 0.0,
+                    fired: Vec::new(),
+                };
+                Some((t.name.clone(), Mutex::new(state)))
+            })
+            .collect();
+        Budgets { states }
+    }
+
+    /// Tenants with a budget and the start of their current period, to rebuild spend from the
+    /// ledger after a restart.
+    pub fn periods(&self, now_ms: i64) -> Vec<(String, i64)> {
+        self.states
+            .iter()
+            .filter_map(|(tenant, state)| {
+                let state = state.lock().ok()?;
+                Some((tenant.clone(), state.period.start(now_ms)))
+            })
+            .collect()
+    }
+
+    /// Sets what was already spent this period (from the ledger); thresholds already passed
+    /// do not alert again.
+    pub fn restore(&self, tenant: &str, spent: f64, now_ms: i64) {
+        if let Some(Ok(mut state)) = self.states.get(tenant).map(Mutex::lock) {
+            state.roll(now_ms);
+            state.spent = spent;
+            let ratio = if state.limit > 0.0 { spent / state.limit * 100.0 } else { f64::INFINITY };
+            state.fired = THRESHOLDS.iter().copied().filter(|&t| ratio >= t as f64).collect();
+        }
+    }
+
+    pub fn check(&self, tenant: &str, now_ms: i64) -> Verdict {
+        let Some(Ok(mut state)) = self.states.get(tenant).map(Mutex::lock) else {
+            return Verdict::Allow;
+        };
+        state.roll(now_ms);
+        if state.spent < state.limit {
+            return Verdict::Allow;
+        }
+        match state.action {
+            Action::Alert => Verdict::Allow,
+            Action::Demote => Verdict::Demote,
+            Action::Reject => Verdict::Reject(format!(
+                "tenant `{tenant}` has spent ${:.6} of its {} budget of ${:.6}; it resets at {}",
+                state.spent,
+                state.period.name(),
+                state.limit,
+                clock::iso8601(state.period.end(now_ms))
+            )),
+        }
+    }
+
+    /// Adds a request's cost and returns the thresholds it crossed.
+    pub fn charge(&self, tenant: &str, cost: f64, now_ms: i64) -> Vec<Crossing> {
+        let Some(Ok(mut state)) = self.states.get(tenant).map(Mutex::lock) else {
+            return Vec::new();
+        };
+        state.roll(now_ms);
+        state.spent += cost;
+        let ratio = if state.limit > 0.0 { state.spent / state.limit * 100.0 } else { f64::INFINITY };
+        let mut crossed = Vec::new();
+        for threshold in THRESHOLDS {
+            if ratio >= threshold as f64 && !state.fired.contains(&threshold) {
+                state.fired.push(threshold);
+                crossed.push(Crossing {
+                    tenant: tenant.to_string(),
+                    percent: threshold,
+                    spent: state.spent,
+                    limit: state.limit,
+                    message: format!(
+                        "tenant `{tenant}` reached {threshold}% of its {} budget (${:.6} of ${:.6}; resets at {})",
+                        state.period.name(),
+                        state.spent,
+                        state.limit,
+                        clock::iso8601(state.period.end(now_ms))
+                    ),
+                });
+            }
+        }
+        crossed
+    }
+
+    /// Spent ÷ limit per tenant, for the budget gauge.
+    pub fn used_ratio(&self, tenant: &str) -> Option<f64> {
+        let state = self.states.get(tenant)?.lock().ok()?;
+        Some(if state.limit > 0.0 { state.spent / state.limit } else { 1.0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(name: &str, budget: f64, period: &str, action: &str) -> TenantConfig {
+        TenantConfig {
+            name: name.into(),
+            api_key_blake3: String::new(),
+            team: String::new(),
+            project: String::new(),
+            budget_usd: Some(budget),
+            budget_period: period.into(),
+            budget_action: action.into(),
+        }
+    }
+
+    const NOW: i64 = 1_795_000_000_000;
+
+    #[test]
+    fn thresholds_fire_once_and_the_action_applies_at_100_percent() {
+        let budgets = Budgets::new(
+            &[tenant("a", 1.0, "month", "reject"), tenant("d", 1.0, "day", "demote"), tenant("q", 1.0, "day", "alert")],
+            NOW,
+        );
+        let crossed: Vec<u8> = budgets.charge("a", 0.6, NOW).iter().map(|c| c.percent).collect();
+        assert_eq!(crossed, vec![50]);
+        assert_eq!(budgets.charge("a", 0.1, NOW).len(), 0);
+        let crossed: Vec<u8> = budgets.charge("a", 0.4, NOW).iter().map(|c| c.percent).collect();
+        assert_eq!(crossed, vec![80, 100]);
+        match budgets.check("a", NOW) {
+            Verdict::Reject(message) => {
+                assert!(message.contains("tenant `a`") && message.contains("resets at"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+        budgets.charge("d", 2.0, NOW);
+        assert_eq!(budgets.check("d", NOW), Verdict::Demote);
+        budgets.charge("q", 2.0, NOW);
+        assert_eq!(budgets.check("q", NOW), Verdict::Allow);
+        assert_eq!(budgets.check("nobody", NOW), Verdict::Allow);
+    }
+
+    #[test]
+    fn a_new_period_starts_from_zero() {
+        let budgets = Budgets::new(&[tenant("d", 1.0, "day", "reject")], NOW);
+        budgets.charge("d", 5.0, NOW);
+        assert!(matches!(budgets.check("d", NOW), Verdict::Reject(_)));
+        let tomorrow = clock::next_day_start(NOW) + 1;
+        assert_eq!(budgets.check("d", tomorrow), Verdict::Allow);
+        assert_eq!(budgets.charge("d", 0.6, tomorrow).len(), 1, "the 50% alert fires again");
+    }
+
+    #[test]
+    fn restored_spend_counts_and_does_not_realert() {
+        let budgets = Budgets::new(&[tenant("a", 1.0, "month", "reject")], NOW);
+        budgets.restore("a", 0.9, NOW);
+        let crossed: Vec<u8> = budgets.charge("a", 0.2, NOW).iter().map(|c| c.percent).collect();
+        assert_eq!(crossed, vec![100]);
+    }
+}

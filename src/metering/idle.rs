@@ -1,0 +1,86 @@
+//! Idle device time: each model instance's wall time since start minus its busy time. Written
+//! to the ledger as `__idle__` cost of the model (never of a tenant), so that per-request costs
+//! plus idle cost add up to every instance's whole time at the device's price.
+
+use super::record::{UsageRecord, IDLE_TENANT};
+use crate::model::Registry;
+use crate::telemetry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::time::Instant;
+
+struct Instance {
+    model: String,
+    version: String,
+    device: String,
+    index: usize,
+    price_per_hour: f64,
+    busy_us: Arc<AtomicU64>,
+    recorded_idle_us: u64,
+}
+
+pub struct IdleMeter {
+    started: Instant,
+    instances: Vec<Instance>,
+}
+
+impl IdleMeter {
+    pub fn new(registry: &Registry, started: Instant) -> IdleMeter {
+        let mut instances = Vec::new();
+        for model in registry.all() {
+            for (index, busy_us) in model.batcher.busy_counters().iter().enumerate() {
+                instances.push(Instance {
+                    model: model.name.clone(),
+                    version: model.version.clone(),
+                    device: model.device.to_string(),
+                    index,
+                    price_per_hour: model.price_per_hour,
+                    busy_us: busy_us.clone(),
+                    recorded_idle_us: 0,
+                });
+            }
+        }
+        IdleMeter { started, instances }
+    }
+
+    /// Idle time accrued since the last tick, one record per instance that had any.
+    pub fn tick(&mut self, now: Instant, now_ms: i64) -> Vec<UsageRecord> {
+        let wall_us = now.saturating_duration_since(self.started).as_micros() as u64;
+        let mut records = Vec::new();
+        for instance in &mut self.instances {
+            // Cumulative, so a batch that straddles a tick is settled at the next one.
+            let idle_total = wall_us.saturating_sub(instance.busy_us.load(Ordering::Acquire));
+            let idle_us = idle_total.saturating_sub(instance.recorded_idle_us);
+            if idle_us == 0 {
+                continue;
+            }
+            instance.recorded_idle_us += idle_us;
+            let cost = idle_us as f64 / 3_600_000_000.0 * instance.price_per_hour;
+            metrics::counter!(telemetry::DEVICE_IDLE, "model" => instance.model.clone(), "instance" => instance.index.to_string())
+                .increment(idle_us);
+            metrics::gauge!(telemetry::IDLE_COST, "model" => instance.model.clone()).increment(cost);
+            records.push(UsageRecord {
+                request_id: format!("idle-{}-{}-{}-{now_ms}", instance.model, instance.version, instance.index),
+                time_ms: now_ms,
+                tenant: IDLE_TENANT.into(),
+                team: String::new(),
+                project: String::new(),
+                tags: Vec::new(),
+                model: instance.model.clone(),
+                version: instance.version.clone(),
+                protocol: "internal".into(),
+                cache: "none".into(),
+                rows: 0,
+                batch_size: 0,
+                queue_us: 0,
+                compute_us: idle_us,
+                latency_us: 0,
+                cost_usd: cost,
+                saved_usd: 0.0,
+                outcome: "idle".into(),
+                device: instance.device.clone(),
+            });
+        }
+        records
+    }
+}

@@ -1,0 +1,347 @@
+//! The durable usage ledger: every `UsageRecord` in an embedded SQLite file, written by one
+//! background thread in group commits, read through separate read-only connections.
+//!
+//! # Durability
+//!
+//! The file is always in WAL mode: a commit appends to the `-wal` file and readers keep reading
+//! while the writer commits.
+//!
+//! - **async** (`sync: false`): `synchronous=NORMAL`. A commit is a `write()` into the WAL
+//!   without an fsync; the WAL is fsynced only at checkpoints. The operating system holds
+//!   written data for a process that dies, so a `kill -9` or a panic of the gateway loses no
+//!   committed record. A power loss or kernel crash may lose the last transactions (never
+//!   corrupt the file). Records still queued (at most `GROUP_WINDOW`, 50 ms, of traffic when
+//!   healthy) are lost with the process: callers of `record` are never made to wait.
+//! - **sync** (`sync: true`): `synchronous=FULL`. Every commit fsyncs the WAL before it returns,
+//!   so a committed record survives a power loss too. `record_committed` resolves only after
+//!   that commit; group commit shares one fsync among up to `GROUP_RECORDS` records.
+//!
+//! In both modes a record is committed when `record_committed` or `flush` returns `Ok`.
+//!
+//! # Failures
+//!
+//! A group that fails to commit (disk full, file unwritable) is tried `COMMIT_TRIES` times.
+//! Its asynchronous records are then kept in memory (at most `max_pending`, beyond that counted
+//! as dropped) and retried with each later group, backing off while failures continue; the
+//! failure shows in `stats()` and the `tollgate_ledger_*` metrics. Synchronous waiters get
+//! `LedgerError::CommitFailed` and their records are not kept.
+//!
+//! Reads (`costs`, `focus_csv`, `usage`, `spend*`) and `purge_older_than` block on SQLite: call
+//! them from `tokio::task::spawn_blocking`. They see committed records only.
+
+mod error;
+mod focus;
+mod query;
+mod store;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+pub use error::{LedgerError, QueryError};
+pub use focus::FocusQuery;
+pub use query::{CostQuery, CostRow, GroupKey};
+
+use crate::config::LedgerConfig;
+use crate::metering::record::UsageRecord;
+use writer::{Command, Shared, Writer};
+
+/// Metric names; all start with `tollgate_ledger_` and end in their unit.
+pub mod metric {
+    /// Records committed (new rows).
+    pub const RECORDS: &str = "tollgate_ledger_records_total";
+    /// Time to commit one group.
+    pub const COMMIT_DURATION: &str = "tollgate_ledger_commit_duration_seconds";
+    /// Records accepted and not yet committed (channel, in-memory backlog, current group).
+    pub const PENDING: &str = "tollgate_ledger_pending_records";
+    /// Records that found the channel full (kept in the backlog if there was room).
+    pub const OVERFLOW: &str = "tollgate_ledger_overflow_records_total";
+    /// Records given up: backlog full, or the writer gone.
+    pub const DROPPED: &str = "tollgate_ledger_dropped_records_total";
+    /// Failed commit attempts.
+    pub const WRITE_ERRORS: &str = "tollgate_ledger_write_errors_total";
+    /// Records ignored because their request id was already in the ledger.
+    pub const DUPLICATES: &str = "tollgate_ledger_duplicate_records_total";
+}
+
+/// Default capacity of the channel to the writer.
+pub const DEFAULT_CHANNEL_CAPACITY: usize = 65_536;
+/// Default bound on records held in memory beyond the channel.
+pub const DEFAULT_MAX_PENDING: usize = 65_536;
+/// How long `flush` waits between attempts to enqueue itself into a full channel.
+const FLUSH_ENQUEUE_PAUSE: Duration = Duration::from_millis(2);
+const DAY_MS: i64 = 86_400_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerSettings {
+    pub path: PathBuf,
+    /// `synchronous=FULL` (true) or `NORMAL` (false); see the module comment.
+    pub sync: bool,
+    /// Records older than this many days go in `purge_expired`; 0 keeps them forever.
+    pub retention_days: u32,
+    pub channel_capacity: usize,
+    pub max_pending: usize,
+}
+
+impl LedgerSettings {
+    pub fn new(path: impl Into<PathBuf>) -> LedgerSettings {
+        LedgerSettings {
+            path: path.into(),
+            sync: false,
+            retention_days: 90,
+            channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+
+    pub fn from_config(config: &LedgerConfig) -> Result<LedgerSettings, LedgerError> {
+        let sync = match config.durability.as_str() {
+            "sync" => true,
+            "async" => false,
+            other => return Err(LedgerError::Durability(other.to_string())),
+        };
+        Ok(LedgerSettings {
+            sync,
+            retention_days: config.retention_days,
+            ..LedgerSettings::new(config.path.clone())
+        })
+    }
+}
+
+/// What became of a record handed to `Ledger::record`.
+#[must_use]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// On its way to the writer.
+    Queued,
+    /// The channel was full; the record waits in the in-memory backlog.
+    Held,
+    /// Neither the channel nor the backlog had room (or the writer is gone). It is counted as
+    /// dropped and given back so the caller can log it.
+    Dropped(Box<UsageRecord>),
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LedgerStats {
+    /// Rows committed since open.
+    pub committed: u64,
+    /// Accepted and not yet committed or given up.
+    pub pending: u64,
+    /// Records that found the channel full.
+    pub overflowed: u64,
+    /// Records given up without being committed.
+    pub dropped: u64,
+    /// Records ignored because their request id was already present.
+    pub duplicates: u64,
+    /// Failed commit attempts.
+    pub write_failures: u64,
+    /// True while the latest commit attempt failed: the signal to alert on.
+    pub failing: bool,
+    pub last_error: Option<String>,
+}
+
+/// A handle to the ledger; clones share one writer. The last one dropped closes the channel
+/// and waits for the writer to commit what was queued.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+// Field order matters: `tx` drops first, which lets the writer finish, and then `_writer`
+// (held only for its `Drop`) joins it.
+struct Inner {
+    tx: SyncSender<Command>,
+    shared: Arc<Shared>,
+    readers: store::Readers,
+    settings: LedgerSettings,
+    _writer: WriterThread,
+}
+
+struct WriterThread(Option<JoinHandle<()>>);
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Ledger {
+    /// Opens or creates the ledger (and the file's directory) and starts the writer thread.
+    pub fn open(settings: LedgerSettings) -> Result<Ledger, LedgerError> {
+        let conn = store::open_writer(&settings.path, settings.sync)?;
+        let shared = Arc::new(Shared::new(settings.max_pending));
+        let (tx, rx) = std::sync::mpsc::sync_channel(settings.channel_capacity.max(1));
+        let writer = Writer::new(conn, rx, shared.clone());
+        let handle = std::thread::Builder::new()
+            .name("tollgate-ledger".into())
+            .spawn(move || writer.run())
+            .map_err(|e| LedgerError::Spawn(Arc::new(e)))?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                readers: store::Readers::new(settings.path.clone()),
+                settings,
+                _writer: WriterThread(Some(handle)),
+            }),
+        })
+    }
+
+    pub fn settings(&self) -> &LedgerSettings {
+        &self.inner.settings
+    }
+
+    /// Queues a record for the next group commit without ever blocking (async durability).
+    pub fn record(&self, record: UsageRecord) -> Submitted {
+        let shared = &self.inner.shared;
+        // Counted before sending so the writer's decrement can never come first.
+        shared.pending.fetch_add(1, Ordering::Relaxed);
+        let (cmd, full) = match self.inner.tx.try_send(Command::Record {
+            record,
+            reply: None,
+        }) {
+            Ok(()) => return Submitted::Queued,
+            Err(TrySendError::Full(cmd)) => (cmd, true),
+            Err(TrySendError::Disconnected(cmd)) => (cmd, false),
+        };
+        let Command::Record { record, .. } = cmd else {
+            unreachable!("try_send gives back the command it was given")
+        };
+        let record = if full {
+            shared.overflowed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(metric::OVERFLOW).increment(1);
+            match shared.hold(record) {
+                Ok(()) => return Submitted::Held,
+                Err(record) => record,
+            }
+        } else {
+            shared.set_error(LedgerError::Closed.to_string());
+            record
+        };
+        shared.count_dropped(1);
+        Submitted::Dropped(Box::new(record))
+    }
+
+    /// Queues a record and resolves once its group has committed (sync durability). A full
+    /// channel is refused at once with `Overloaded` rather than making the request wait.
+    pub async fn record_committed(&self, record: UsageRecord) -> Result<(), LedgerError> {
+        let shared = &self.inner.shared;
+        let (reply, committed) = oneshot::channel();
+        shared.pending.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.inner.tx.try_send(Command::Record {
+            record,
+            reply: Some(reply),
+        }) {
+            shared.pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(match e {
+                TrySendError::Full(_) => {
+                    shared.overflowed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(metric::OVERFLOW).increment(1);
+                    LedgerError::Overloaded
+                }
+                TrySendError::Disconnected(_) => LedgerError::Closed,
+            });
+        }
+        committed.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Commits everything queued before the call (and the in-memory backlog) and returns when
+    /// that is done, or with the commit's error.
+    pub async fn flush(&self) -> Result<(), LedgerError> {
+        let (reply, done) = oneshot::channel();
+        let mut cmd = Command::Flush(reply);
+        loop {
+            match self.inner.tx.try_send(cmd) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) => {
+                    cmd = back;
+                    tokio::time::sleep(FLUSH_ENQUEUE_PAUSE).await;
+                }
+                Err(TrySendError::Disconnected(_)) => return Err(LedgerError::Closed),
+            }
+        }
+        done.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    pub fn stats(&self) -> LedgerStats {
+        let s = &self.inner.shared;
+        LedgerStats {
+            committed: s.committed.load(Ordering::Relaxed),
+            pending: s.pending.load(Ordering::Relaxed),
+            overflowed: s.overflowed.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            duplicates: s.duplicates.load(Ordering::Relaxed),
+            write_failures: s.write_failures.load(Ordering::Relaxed),
+            failing: s.failing.load(Ordering::Relaxed),
+            last_error: s.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// Cost per group over a range (blocking: see the module comment).
+    pub fn costs(&self, query: &CostQuery) -> Result<Vec<CostRow>, LedgerError> {
+        query.validate()?;
+        self.inner.readers.with(|conn| query::costs(conn, query))
+    }
+
+    /// The range as a FOCUS 1.x CSV (blocking).
+    pub fn focus_csv(&self, query: &FocusQuery) -> Result<String, LedgerError> {
+        query.validate()?;
+        self.inner.readers.with(|conn| focus::csv(conn, query))
+    }
+
+    /// One committed record by request id (blocking).
+    pub fn usage(&self, request_id: &str) -> Result<Option<UsageRecord>, LedgerError> {
+        self.inner
+            .readers
+            .with(|conn| query::usage(conn, request_id))
+    }
+
+    /// A tenant's committed cost since `since_ms` (blocking); rebuilds budgets at start-up.
+    pub fn spend(&self, tenant: &str, since_ms: i64) -> Result<f64, LedgerError> {
+        self.inner
+            .readers
+            .with(|conn| query::spend_of_tenant(conn, tenant, since_ms))
+    }
+
+    /// A team's committed cost since `since_ms`, idle time excluded (blocking).
+    pub fn spend_by_team(&self, team: &str, since_ms: i64) -> Result<f64, LedgerError> {
+        self.inner
+            .readers
+            .with(|conn| query::spend_of_team(conn, team, since_ms))
+    }
+
+    /// Deletes records that arrived before `cutoff_ms`; returns how many (blocking: it runs on
+    /// the writer thread after the records queued before it).
+    pub fn purge_older_than(&self, cutoff_ms: i64) -> Result<u64, LedgerError> {
+        let (reply, done) = std::sync::mpsc::channel();
+        self.inner
+            .tx
+            .send(Command::Purge { cutoff_ms, reply })
+            .map_err(|_| LedgerError::Closed)?;
+        done.recv().map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Applies `retention_days` as of `now_ms`; does nothing when retention is 0 (blocking).
+    pub fn purge_expired(&self, now_ms: i64) -> Result<u64, LedgerError> {
+        match self.inner.settings.retention_days {
+            0 => Ok(0),
+            days => self.purge_older_than(now_ms.saturating_sub(i64::from(days) * DAY_MS)),
+        }
+    }
+
+    #[cfg(test)]
+    fn exec(&self, f: impl FnOnce(&rusqlite::Connection) + Send + 'static) {
+        let _ = self.inner.tx.send(Command::Exec(Box::new(f)));
+    }
+}

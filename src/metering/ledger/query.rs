@@ -1,0 +1,362 @@
+//! Reads: the cost API's grouped sums and latency percentiles, single records, and the spend
+//! totals budgets are rebuilt from. Everything is computed in SQL over the time index so a
+//! long range streams through SQLite instead of into memory.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use rusqlite::types::Value;
+use rusqlite::Connection;
+
+use super::{store, LedgerError, QueryError};
+use crate::metering::record::{UsageRecord, IDLE_TENANT};
+
+/// Longest range a cost or export query may span.
+pub const MAX_RANGE_DAYS: i64 = 366;
+/// Most keys one `group_by` may name.
+pub const MAX_GROUP_KEYS: usize = 8;
+const MAX_TAG_KEY_LEN: usize = 64;
+
+/// One dimension of a cost breakdown.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GroupKey {
+    Tenant,
+    Team,
+    Project,
+    Model,
+    Version,
+    Device,
+    Outcome,
+    Cache,
+    /// The value of one request tag; requests without it group under "".
+    Tag(String),
+}
+
+impl GroupKey {
+    /// Parses `tenant,team,tag:env`; an empty string means no grouping (one total row).
+    pub fn parse_list(text: &str) -> Result<Vec<GroupKey>, QueryError> {
+        if text.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = text
+            .split(',')
+            .map(|k| k.trim().parse())
+            .collect::<Result<Vec<GroupKey>, _>>()?;
+        check_keys(&keys)?;
+        Ok(keys)
+    }
+
+    /// The table column, or `None` for a tag.
+    fn column(&self) -> Option<&'static str> {
+        Some(match self {
+            GroupKey::Tenant => "tenant",
+            GroupKey::Team => "team",
+            GroupKey::Project => "project",
+            GroupKey::Model => "model",
+            GroupKey::Version => "version",
+            GroupKey::Device => "device",
+            GroupKey::Outcome => "outcome",
+            GroupKey::Cache => "cache",
+            GroupKey::Tag(_) => return None,
+        })
+    }
+}
+
+impl FromStr for GroupKey {
+    type Err = QueryError;
+
+    fn from_str(s: &str) -> Result<GroupKey, QueryError> {
+        let key = match s {
+            "tenant" => GroupKey::Tenant,
+            "team" => GroupKey::Team,
+            "project" => GroupKey::Project,
+            "model" => GroupKey::Model,
+            "version" => GroupKey::Version,
+            "device" => GroupKey::Device,
+            "outcome" => GroupKey::Outcome,
+            "cache" => GroupKey::Cache,
+            _ => match s.strip_prefix("tag:") {
+                Some(tag) => GroupKey::Tag(tag.to_string()),
+                None => return Err(QueryError::UnknownGroupKey(s.to_string())),
+            },
+        };
+        check_tag_key(&key)?;
+        Ok(key)
+    }
+}
+
+impl fmt::Display for GroupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.column(), self) {
+            (Some(column), _) => f.write_str(column),
+            (None, GroupKey::Tag(tag)) => write!(f, "tag:{tag}"),
+            (None, _) => Ok(()),
+        }
+    }
+}
+
+/// Tag keys end up inside a JSON path (`$."key"`), which has no escape for `"`; a narrow
+/// alphabet keeps every allowed key expressible.
+fn check_tag_key(key: &GroupKey) -> Result<(), QueryError> {
+    if let GroupKey::Tag(tag) = key {
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/');
+        if tag.is_empty() || tag.len() > MAX_TAG_KEY_LEN || !tag.chars().all(ok) {
+            return Err(QueryError::BadTagKey(tag.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn check_keys(keys: &[GroupKey]) -> Result<(), QueryError> {
+    if keys.len() > MAX_GROUP_KEYS {
+        return Err(QueryError::TooManyGroupKeys(keys.len()));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        check_tag_key(key)?;
+        if keys[..i].contains(key) {
+            return Err(QueryError::DuplicateGroupKey(key.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// `from_ms <= to_ms`, at most `MAX_RANGE_DAYS` apart. Ranges are half-open: [from, to).
+pub(super) fn check_range(from_ms: i64, to_ms: i64) -> Result<(), QueryError> {
+    if from_ms > to_ms {
+        return Err(QueryError::FromAfterTo { from_ms, to_ms });
+    }
+    let span = i128::from(to_ms) - i128::from(from_ms);
+    let day = 86_400_000i128;
+    if span > i128::from(MAX_RANGE_DAYS) * day {
+        let days = i64::try_from((span + day - 1) / day).unwrap_or(i64::MAX);
+        return Err(QueryError::RangeTooLong { days });
+    }
+    Ok(())
+}
+
+/// Cost of the records that arrived in [from_ms, to_ms), per group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CostQuery {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub group_by: Vec<GroupKey>,
+}
+
+impl CostQuery {
+    pub fn validate(&self) -> Result<(), QueryError> {
+        check_range(self.from_ms, self.to_ms)?;
+        check_keys(&self.group_by)
+    }
+}
+
+/// One group of a cost breakdown. Idle time (tenant `__idle__`) always forms rows of its own,
+/// labelled `("tenant", "__idle__")` even when tenant is not a grouping key; it counts in cost
+/// and rows but not in requests, hits or latency.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostRow {
+    /// (key, value) in `group_by` order, e.g. `[("tenant", "acme"), ("tag:env", "prod")]`.
+    pub group: Vec<(String, String)>,
+    pub requests: u64,
+    pub rows: u64,
+    pub cost_usd: f64,
+    pub saved_usd: f64,
+    /// Requests answered from the cache or a coalesced computation ("hit", "coalesced").
+    pub cache_hits: u64,
+    /// `cache_hits` over requests that consulted the cache (hit, coalesced, miss); 0 if none.
+    pub hit_ratio: f64,
+    /// Nearest-rank percentiles of request latency; `None` for rows without requests.
+    pub p50_latency_ms: Option<f64>,
+    pub p99_latency_ms: Option<f64>,
+}
+
+/// The SQL pieces shared by both cost queries: `g0 .. gN` expressions and their parameters.
+struct Groups {
+    select: String,
+    columns: Vec<String>,
+    params: Vec<Value>,
+}
+
+fn groups(query: &CostQuery) -> Groups {
+    // ?1 from, ?2 to, ?3 the idle tenant, then one path per tag key.
+    let mut params = vec![
+        Value::Integer(query.from_ms),
+        Value::Integer(query.to_ms),
+        Value::Text(IDLE_TENANT.into()),
+    ];
+    let mut select = String::new();
+    let mut columns = Vec::new();
+    for (i, key) in query.group_by.iter().enumerate() {
+        let expr = match (key.column(), key) {
+            (Some(column), _) => column.to_string(),
+            (None, GroupKey::Tag(tag)) => {
+                params.push(Value::Text(format!("$.\"{tag}\"")));
+                format!(
+                    "COALESCE(CAST(json_extract(tags, ?{}) AS TEXT), '')",
+                    params.len()
+                )
+            }
+            (None, _) => "''".to_string(),
+        };
+        select.push_str(&format!("{expr} AS g{i}, "));
+        columns.push(format!("g{i}"));
+    }
+    Groups {
+        select,
+        columns,
+        params,
+    }
+}
+
+pub(super) fn costs(conn: &Connection, query: &CostQuery) -> Result<Vec<CostRow>, LedgerError> {
+    let g = groups(query);
+    let n = g.columns.len();
+    let lead = g
+        .columns
+        .iter()
+        .map(|c| format!("{c}, "))
+        .collect::<String>();
+    let sums = format!(
+        "WITH base AS (SELECT {sel}tenant = ?3 AS idle, row_count, cost_usd, saved_usd, cache \
+             FROM usage WHERE time_ms >= ?1 AND time_ms < ?2) \
+         SELECT {lead}idle, SUM(NOT idle), SUM(row_count), SUM(cost_usd), SUM(saved_usd), \
+             SUM(NOT idle AND cache IN ('hit', 'coalesced')), \
+             SUM(NOT idle AND cache IN ('hit', 'coalesced', 'miss')) \
+         FROM base GROUP BY {lead}idle ORDER BY {lead}idle",
+        sel = g.select,
+    );
+    let percentiles = latency_percentiles(conn, &g)?;
+    let mut stmt = conn.prepare(&sums)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(g.params.iter()))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
+            values.push(row.get::<_, String>(i)?);
+        }
+        let idle: bool = row.get(n)?;
+        let count = |i: usize| -> rusqlite::Result<u64> {
+            Ok(u64::try_from(row.get::<_, i64>(n + i)?).unwrap_or(0))
+        };
+        let (requests, cache_hits, lookups) = (count(1)?, count(5)?, count(6)?);
+        let (p50, p99) = if idle {
+            (None, None)
+        } else {
+            percentiles.get(&values).copied().unwrap_or((None, None))
+        };
+        let mut group: Vec<(String, String)> = query
+            .group_by
+            .iter()
+            .map(|k| k.to_string())
+            .zip(values)
+            .collect();
+        if idle && !query.group_by.contains(&GroupKey::Tenant) {
+            group.push(("tenant".into(), IDLE_TENANT.into()));
+        }
+        out.push(CostRow {
+            group,
+            requests,
+            rows: count(2)?,
+            cost_usd: row.get(n + 3)?,
+            saved_usd: row.get(n + 4)?,
+            cache_hits,
+            hit_ratio: if lookups == 0 {
+                0.0
+            } else {
+                cache_hits as f64 / lookups as f64
+            },
+            p50_latency_ms: p50,
+            p99_latency_ms: p99,
+        });
+    }
+    Ok(out)
+}
+
+type Percentiles = HashMap<Vec<String>, (Option<f64>, Option<f64>)>;
+
+/// p50 and p99 (nearest rank: the value at rank ceil(p × n)) of non-idle latency per group,
+/// found by SQLite's window functions so only two rows per group come back.
+fn latency_percentiles(conn: &Connection, g: &Groups) -> Result<Percentiles, LedgerError> {
+    let n = g.columns.len();
+    let list = g.columns.join(", ");
+    let lead = g
+        .columns
+        .iter()
+        .map(|c| format!("{c}, "))
+        .collect::<String>();
+    let partition = if n == 0 {
+        String::new()
+    } else {
+        format!("PARTITION BY {list}")
+    };
+    let sql = format!(
+        "WITH base AS (SELECT {sel}latency_us FROM usage \
+             WHERE time_ms >= ?1 AND time_ms < ?2 AND tenant <> ?3), \
+         ranked AS (SELECT {lead}latency_us, \
+             ROW_NUMBER() OVER ({partition} ORDER BY latency_us) AS rn, \
+             COUNT(*) OVER ({partition}) AS n FROM base) \
+         SELECT {lead}n, rn, latency_us FROM ranked \
+         WHERE rn = (n * 50 + 99) / 100 OR rn = (n * 99 + 99) / 100",
+        sel = g.select,
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(g.params.iter()))?;
+    let mut out = Percentiles::new();
+    while let Some(row) = rows.next()? {
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
+            values.push(row.get::<_, String>(i)?);
+        }
+        let (count, rank, latency_us): (i64, i64, i64) =
+            (row.get(n)?, row.get(n + 1)?, row.get(n + 2)?);
+        let ms = latency_us as f64 / 1000.0;
+        let entry = out.entry(values).or_insert((None, None));
+        if rank == (count * 50 + 99) / 100 {
+            entry.0 = Some(ms);
+        }
+        if rank == (count * 99 + 99) / 100 {
+            entry.1 = Some(ms);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn usage(
+    conn: &Connection,
+    request_id: &str,
+) -> Result<Option<UsageRecord>, LedgerError> {
+    let sql = format!(
+        "SELECT {} FROM usage WHERE request_id = ?1",
+        store::RECORD_COLUMNS
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([request_id])?;
+    match rows.next()? {
+        Some(row) => Ok(Some(store::record_from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+pub(super) fn spend_of_tenant(
+    conn: &Connection,
+    tenant: &str,
+    since_ms: i64,
+) -> Result<f64, LedgerError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(SUM(cost_usd), 0.0) FROM usage WHERE tenant = ?1 AND time_ms >= ?2",
+    )?;
+    Ok(stmt.query_row(rusqlite::params![tenant, since_ms], |r| r.get(0))?)
+}
+
+/// Idle records carry no real team; they never count towards one.
+pub(super) fn spend_of_team(
+    conn: &Connection,
+    team: &str,
+    since_ms: i64,
+) -> Result<f64, LedgerError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT COALESCE(SUM(cost_usd), 0.0) FROM usage \
+         WHERE team = ?1 AND time_ms >= ?2 AND tenant <> ?3",
+    )?;
+    Ok(stmt.query_row(rusqlite::params![team, since_ms, IDLE_TENANT], |r| r.get(0))?)
+}

@@ -1,0 +1,381 @@
+//! The writer thread: the only owner of the write connection. It gathers what arrives on the
+//! channel into groups (closed after `GROUP_WINDOW` or `GROUP_RECORDS`, or at once by a flush)
+//! and commits each group as one transaction, so one fsync serves many records. A group that
+//! cannot be committed is retried; its asynchronous records are then held in memory (up to
+//! `max_pending`) and tried again with each later group, while synchronous waiters get the error.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::{metric, store, LedgerError};
+use crate::metering::record::UsageRecord;
+
+/// A group closes this long after its first record arrived...
+pub(super) const GROUP_WINDOW: Duration = Duration::from_millis(50);
+/// ...or once it holds this many records from the channel, whichever comes first.
+pub(super) const GROUP_RECORDS: usize = 1_000;
+/// Attempts at one group before its waiters are told it failed.
+pub(super) const COMMIT_TRIES: u32 = 3;
+/// Pause before the second attempt; doubled before each further one.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// While commits keep failing, held records are retried at most this often even when nothing
+/// new arrives, backing off from `GROUP_WINDOW` to this.
+const MAX_IDLE_RETRY: Duration = Duration::from_secs(5);
+/// Rows deleted per transaction by a purge, so a large purge never holds one huge transaction.
+const PURGE_CHUNK: usize = 5_000;
+
+pub(super) type Reply = oneshot::Sender<Result<(), LedgerError>>;
+
+pub(super) enum Command {
+    Record {
+        record: UsageRecord,
+        reply: Option<Reply>,
+    },
+    Flush(Reply),
+    Purge {
+        cutoff_ms: i64,
+        reply: std::sync::mpsc::Sender<Result<u64, LedgerError>>,
+    },
+    /// Runs code on the write connection between groups (tests use it to fill the disk).
+    #[cfg(test)]
+    Exec(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+/// Counters and the in-memory backlog, shared by the handles and the writer.
+pub(super) struct Shared {
+    pub(super) committed: AtomicU64,
+    /// Accepted and neither committed nor given up yet (channel, backlog, current group).
+    pub(super) pending: AtomicU64,
+    pub(super) overflowed: AtomicU64,
+    pub(super) dropped: AtomicU64,
+    pub(super) duplicates: AtomicU64,
+    pub(super) write_failures: AtomicU64,
+    pub(super) failing: AtomicBool,
+    pub(super) last_error: Mutex<Option<String>>,
+    /// Records the channel had no room for, and records of groups that failed to commit.
+    backlog: Mutex<VecDeque<UsageRecord>>,
+    max_pending: usize,
+}
+
+impl Shared {
+    pub(super) fn new(max_pending: usize) -> Shared {
+        Shared {
+            committed: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            overflowed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            write_failures: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            backlog: Mutex::new(VecDeque::new()),
+            max_pending,
+        }
+    }
+
+    pub(super) fn backlog_len(&self) -> usize {
+        self.backlog.lock().map(|b| b.len()).unwrap_or(0)
+    }
+
+    /// Holds a record for the writer; gives it back when the backlog is full.
+    pub(super) fn hold(&self, record: UsageRecord) -> Result<(), UsageRecord> {
+        match self.backlog.lock() {
+            Ok(mut backlog) if backlog.len() < self.max_pending => {
+                backlog.push_back(record);
+                Ok(())
+            }
+            _ => Err(record),
+        }
+    }
+
+    fn take_backlog(&self) -> Vec<UsageRecord> {
+        self.backlog
+            .lock()
+            .map(|mut b| b.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    /// Puts records of a failed group back in front; those beyond `max_pending` are dropped.
+    fn hold_again(&self, records: Vec<UsageRecord>) {
+        let mut dropped = 0u64;
+        if let Ok(mut backlog) = self.backlog.lock() {
+            let room = self.max_pending.saturating_sub(backlog.len());
+            for (i, record) in records.into_iter().enumerate().rev() {
+                if i < room {
+                    backlog.push_front(record);
+                } else {
+                    dropped += 1;
+                }
+            }
+        }
+        if dropped > 0 {
+            self.count_dropped(dropped);
+            tracing::error!(dropped, "ledger backlog full: usage records dropped");
+        }
+    }
+
+    pub(super) fn count_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.pending.fetch_sub(n, Ordering::Relaxed);
+        metrics::counter!(metric::DROPPED).increment(n);
+    }
+
+    pub(super) fn set_error(&self, message: String) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(message);
+        }
+    }
+}
+
+/// What a group must do once its records are committed.
+enum After {
+    Nothing,
+    Flush(Reply),
+    Purge {
+        cutoff_ms: i64,
+        reply: std::sync::mpsc::Sender<Result<u64, LedgerError>>,
+    },
+    #[cfg(test)]
+    Exec(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+struct Group {
+    held: Vec<UsageRecord>,
+    waiting: Vec<(UsageRecord, Reply)>,
+    after: After,
+}
+
+impl Group {
+    fn new() -> Group {
+        Group {
+            held: Vec::new(),
+            waiting: Vec::new(),
+            after: After::Nothing,
+        }
+    }
+}
+
+pub(super) struct Writer {
+    conn: Connection,
+    rx: Receiver<Command>,
+    shared: std::sync::Arc<Shared>,
+    idle_retry: Duration,
+}
+
+impl Writer {
+    pub(super) fn new(
+        conn: Connection,
+        rx: Receiver<Command>,
+        shared: std::sync::Arc<Shared>,
+    ) -> Writer {
+        Writer {
+            conn,
+            rx,
+            shared,
+            idle_retry: GROUP_WINDOW,
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let mut open = true;
+        while open {
+            let mut group = Group::new();
+            let first = if self.shared.backlog_len() > 0 {
+                self.rx.recv_timeout(self.idle_retry)
+            } else {
+                self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            };
+            match first {
+                Ok(cmd) => open = self.gather(cmd, &mut group),
+                Err(RecvTimeoutError::Timeout) => {}
+                // Senders are gone and the channel is drained; the backlog gets a last group.
+                Err(RecvTimeoutError::Disconnected) => open = false,
+            }
+            self.process(group);
+        }
+    }
+
+    /// Fills `group` starting with `first`; false once the channel is closed.
+    fn gather(&mut self, first: Command, group: &mut Group) -> bool {
+        let deadline = Instant::now() + GROUP_WINDOW;
+        let mut closed = absorb(first, group);
+        while !closed && group.held.len() + group.waiting.len() < GROUP_RECORDS {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(cmd) => closed = absorb(cmd, group),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return false,
+            }
+        }
+        true
+    }
+
+    fn process(&mut self, mut group: Group) {
+        let mut held = self.shared.take_backlog();
+        held.append(&mut group.held);
+        let mut result = self.commit(held, group.waiting);
+        match group.after {
+            After::Nothing => {}
+            After::Flush(reply) => {
+                // Records spilled while this group was committing were queued before the flush
+                // returns; commit them too.
+                while result.is_ok() && self.shared.backlog_len() > 0 {
+                    result = self.commit(self.shared.take_backlog(), Vec::new());
+                }
+                let _ = reply.send(result);
+            }
+            After::Purge { cutoff_ms, reply } => {
+                let _ = reply.send(self.purge(cutoff_ms));
+            }
+            #[cfg(test)]
+            After::Exec(f) => f(&self.conn),
+        }
+        metrics::gauge!(metric::PENDING).set(self.shared.pending.load(Ordering::Relaxed) as f64);
+    }
+
+    /// Commits one group with retries and settles its records either way.
+    fn commit(
+        &mut self,
+        held: Vec<UsageRecord>,
+        waiting: Vec<(UsageRecord, Reply)>,
+    ) -> Result<(), LedgerError> {
+        let total = (held.len() + waiting.len()) as u64;
+        if total == 0 {
+            return Ok(());
+        }
+        let mut pause = RETRY_PAUSE;
+        let mut tries = 0;
+        let error = loop {
+            tries += 1;
+            let started = Instant::now();
+            match write_group(&mut self.conn, &held, &waiting) {
+                Ok(inserted) => {
+                    metrics::histogram!(metric::COMMIT_DURATION)
+                        .record(started.elapsed().as_secs_f64());
+                    self.settle_success(inserted, total);
+                    for (_, reply) in waiting {
+                        let _ = reply.send(Ok(()));
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    self.shared.write_failures.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(metric::WRITE_ERRORS).increment(1);
+                    if !self.shared.failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %e, "ledger commit failed; holding records and retrying");
+                    }
+                    self.shared.set_error(e.to_string());
+                    if tries >= COMMIT_TRIES {
+                        break e;
+                    }
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+            }
+        };
+        let failed = LedgerError::CommitFailed {
+            tries,
+            message: error.to_string(),
+        };
+        self.shared
+            .pending
+            .fetch_sub(waiting.len() as u64, Ordering::Relaxed);
+        for (_, reply) in waiting {
+            let _ = reply.send(Err(failed.clone()));
+        }
+        self.shared.hold_again(held);
+        self.idle_retry = (self.idle_retry * 2).min(MAX_IDLE_RETRY);
+        Err(failed)
+    }
+
+    fn settle_success(&mut self, inserted: u64, total: u64) {
+        let duplicates = total - inserted;
+        self.shared.committed.fetch_add(inserted, Ordering::Relaxed);
+        self.shared.pending.fetch_sub(total, Ordering::Relaxed);
+        metrics::counter!(metric::RECORDS).increment(inserted);
+        if duplicates > 0 {
+            self.shared
+                .duplicates
+                .fetch_add(duplicates, Ordering::Relaxed);
+            metrics::counter!(metric::DUPLICATES).increment(duplicates);
+            tracing::warn!(
+                duplicates,
+                "ledger ignored records whose request id it already had"
+            );
+        }
+        if self.shared.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("ledger commits succeed again");
+        }
+        self.idle_retry = GROUP_WINDOW;
+    }
+
+    fn purge(&mut self, cutoff_ms: i64) -> Result<u64, LedgerError> {
+        let mut stmt = self.conn.prepare_cached(
+            "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE time_ms < ?1 LIMIT ?2)",
+        )?;
+        let mut total = 0u64;
+        loop {
+            let n = stmt.execute(rusqlite::params![cutoff_ms, PURGE_CHUNK as i64])?;
+            total += n as u64;
+            if n < PURGE_CHUNK {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Adds a command to the group; true when it closes the group.
+fn absorb(cmd: Command, group: &mut Group) -> bool {
+    match cmd {
+        Command::Record {
+            record,
+            reply: None,
+        } => group.held.push(record),
+        Command::Record {
+            record,
+            reply: Some(reply),
+        } => group.waiting.push((record, reply)),
+        Command::Flush(reply) => {
+            group.after = After::Flush(reply);
+            return true;
+        }
+        Command::Purge { cutoff_ms, reply } => {
+            group.after = After::Purge { cutoff_ms, reply };
+            return true;
+        }
+        #[cfg(test)]
+        Command::Exec(f) => {
+            group.after = After::Exec(f);
+            return true;
+        }
+    }
+    false
+}
+
+/// One transaction for the whole group; returns how many rows were new.
+fn write_group(
+    conn: &mut Connection,
+    held: &[UsageRecord],
+    waiting: &[(UsageRecord, Reply)],
+) -> rusqlite::Result<u64> {
+    // IMMEDIATE takes the write lock up front, so a busy database fails here, not half-way.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut inserted = 0u64;
+    {
+        let mut stmt = tx.prepare_cached(store::INSERT)?;
+        for record in held.iter().chain(waiting.iter().map(|(r, _)| r)) {
+            inserted += store::insert(&mut stmt, record)? as u64;
+        }
+    }
+    tx.commit()?;
+    Ok(inserted)
+}

@@ -1,0 +1,247 @@
+//! The metering service the request path talks to: who pays (identity), may they (budgets),
+//! what happened (one usage record per accepted request, with alerts and metrics), plus the
+//! background work: idle time, anomaly minutes, retention and ledger health.
+
+use super::alerts::{Alerts, Kind};
+use super::anomaly::{self, Detector};
+use super::budget::{Budgets, Verdict};
+use super::clock;
+use super::identity::{Caller, Identities};
+use super::idle::IdleMeter;
+use super::ledger::{Ledger, LedgerError, LedgerSettings};
+use super::record::UsageRecord;
+use crate::config::Config;
+use crate::error::Error;
+use crate::model::Registry;
+use crate::shutdown::Shutdown;
+use crate::telemetry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often retention is applied to the ledger.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+/// How often the ledger's health is looked at for alerts.
+const LEDGER_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+pub struct Metering {
+    pub identities: Identities,
+    pub alerts: Alerts,
+    pub ledger: Ledger,
+    pub currency: String,
+    budgets: Budgets,
+    anomalies: Mutex<Detector>,
+    idle: Mutex<Option<IdleMeter>>,
+    sync: bool,
+    idle_interval: Duration,
+    retention_days: u32,
+    ledger_alarm: AtomicBool,
+}
+
+/// What admission decided for a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Normal,
+    /// Over a `demote` budget: the request goes to the lowest priority lane.
+    Demoted,
+}
+
+impl Metering {
+    /// Opens the ledger and rebuilds this period's budget spend from it.
+    pub fn open(config: &Config) -> Result<Metering, LedgerError> {
+        let ledger = Ledger::open(LedgerSettings {
+            path: config.ledger.path.clone(),
+            sync: config.ledger.durability == "sync",
+            retention_days: config.ledger.retention_days,
+            channel_capacity: 65_536,
+            max_pending: 1_000_000,
+        })?;
+        let now_ms = clock::now_ms();
+        let budgets = Budgets::new(&config.tenants, now_ms);
+        for (tenant, since) in budgets.periods(now_ms) {
+            let spent = ledger.spend(&tenant, since)?;
+            budgets.restore(&tenant, spent, now_ms);
+        }
+        let alerts = &config.alerts;
+        Ok(Metering {
+            identities: Identities::new(config),
+            alerts: Alerts::new(alerts.webhook_url.as_deref()),
+            ledger,
+            currency: config.pricing.currency.clone(),
+            budgets,
+            anomalies: Mutex::new(Detector::new(
+                anomaly::Settings {
+                    k: alerts.anomaly_k,
+                    window: alerts.anomaly_window_minutes,
+                    alpha: alerts.anomaly_alpha,
+                },
+                Instant::now(),
+            )),
+            idle: Mutex::new(None),
+            sync: config.ledger.durability == "sync",
+            idle_interval: Duration::from_secs(config.metering.idle_interval_seconds),
+            retention_days: config.ledger.retention_days,
+            ledger_alarm: AtomicBool::new(false),
+        })
+    }
+
+    /// Budget admission for a caller's next request.
+    pub fn admit(&self, caller: &Caller) -> Result<Admission, Error> {
+        match self.budgets.check(&caller.tenant.name, clock::now_ms()) {
+            Verdict::Allow => Ok(Admission::Normal),
+            Verdict::Demote => Ok(Admission::Demoted),
+            Verdict::Reject(message) => Err(Error::BudgetExhausted(message)),
+        }
+    }
+
+    /// Accounts one finished request: budgets, anomalies, metrics, and its ledger record. With
+    /// `ledger.durability = "sync"` this returns only once the record is committed.
+    pub async fn settle(&self, record: UsageRecord) -> Result<(), Error> {
+        self.account(&record);
+        if self.sync {
+            self.ledger
+                .record_committed(record)
+                .await
+                .map_err(|e| Error::LedgerUnavailable(e.to_string()))
+        } else {
+            self.enqueue(record);
+            Ok(())
+        }
+    }
+
+    /// Hands a record to the ledger without waiting. One it cannot hold is counted there and
+    /// logged here with its id, so no record disappears without a trace.
+    pub fn enqueue(&self, record: UsageRecord) {
+        use super::ledger::Submitted;
+        if let Submitted::Dropped(record) = self.ledger.record(record) {
+            tracing::error!(request_id = %record.request_id, tenant = %record.tenant, cost_usd = record.cost_usd, "usage record dropped: the ledger's queue and backlog are full");
+        }
+    }
+
+    /// The in-memory part of settling, kept separate so its cost can be measured alone.
+    pub fn account(&self, record: &UsageRecord) {
+        if record.cost_usd > 0.0 {
+            let now_ms = clock::now_ms();
+            for crossing in self.budgets.charge(&record.tenant, record.cost_usd, now_ms) {
+                self.alerts.raise(
+                    Kind::Budget,
+                    Some(&crossing.tenant),
+                    None,
+                    Some(crossing.percent),
+                    crossing.message,
+                );
+            }
+            if let Some(ratio) = self.budgets.used_ratio(&record.tenant) {
+                metrics::gauge!(telemetry::BUDGET_USED, "tenant" => record.tenant.clone()).set(ratio);
+            }
+            let anomalies = match self.anomalies.lock() {
+                Ok(mut detector) => detector.observe(&record.tenant, &record.model, record.cost_usd, Instant::now()),
+                Err(_) => Vec::new(),
+            };
+            for found in anomalies {
+                self.alerts.raise(Kind::Anomaly, Some(&found.tenant), Some(&found.model), None, found.message);
+            }
+        }
+        let labels = [
+            ("tenant", record.tenant.clone()),
+            ("team", record.team.clone()),
+            ("model", record.model.clone()),
+        ];
+        metrics::gauge!(telemetry::COST, &labels).increment(record.cost_usd);
+        if record.saved_usd > 0.0 {
+            metrics::gauge!(telemetry::SAVED, &labels).increment(record.saved_usd);
+        }
+    }
+
+    /// Writes the idle time accrued so far (also called on shutdown and by tests).
+    pub fn record_idle(&self) {
+        let now = Instant::now();
+        let records = match self.idle.lock() {
+            Ok(mut idle) => match idle.as_mut() {
+                Some(meter) => meter.tick(now, clock::now_ms()),
+                None => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        };
+        for record in records {
+            self.enqueue(record);
+        }
+    }
+
+    /// Starts the background duties over the loaded models; they end with `shutdown`.
+    pub fn start_background(self: &Arc<Self>, registry: &Registry, shutdown: Shutdown) {
+        if let Ok(mut idle) = self.idle.lock() {
+            *idle = Some(IdleMeter::new(registry, Instant::now()));
+        }
+        let metering = self.clone();
+        tokio::spawn(async move {
+            let stop = shutdown.wait();
+            tokio::pin!(stop);
+            let mut idle = tokio::time::interval(metering.idle_interval);
+            let mut minutes = tokio::time::interval(anomaly::TICK);
+            let mut retention = tokio::time::interval(RETENTION_EVERY);
+            let mut health = tokio::time::interval(LEDGER_CHECK_EVERY);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    _ = idle.tick() => metering.record_idle(),
+                    _ = minutes.tick() => metering.close_minutes(),
+                    _ = retention.tick() => metering.apply_retention().await,
+                    _ = health.tick() => metering.check_ledger(),
+                }
+            }
+        });
+    }
+
+    fn close_minutes(&self) {
+        let anomalies = match self.anomalies.lock() {
+            Ok(mut detector) => detector.tick(Instant::now()),
+            Err(_) => Vec::new(),
+        };
+        for found in anomalies {
+            self.alerts.raise(Kind::Anomaly, Some(&found.tenant), Some(&found.model), None, found.message);
+        }
+    }
+
+    async fn apply_retention(&self) {
+        let cutoff = clock::now_ms() - i64::from(self.retention_days) * 86_400_000;
+        let ledger = self.ledger.clone();
+        let purged = tokio::task::spawn_blocking(move || ledger.purge_older_than(cutoff)).await;
+        if let Ok(Err(error)) = purged {
+            tracing::warn!(%error, "ledger retention failed");
+        }
+    }
+
+    /// Raises an alert when the ledger starts failing or overflowing, and once more when it
+    /// recovers, instead of once per record.
+    fn check_ledger(&self) {
+        let stats = self.ledger.stats();
+        let troubled = stats.failing || stats.dropped > 0 || stats.overflowed > 0;
+        let was = self.ledger_alarm.swap(troubled, Ordering::AcqRel);
+        if troubled && !was {
+            self.alerts.raise(
+                Kind::Ledger,
+                None,
+                None,
+                None,
+                format!(
+                    "the usage ledger is not keeping up: {} records waiting in memory, {} dropped, last error: {}",
+                    stats.pending,
+                    stats.dropped,
+                    stats.last_error.as_deref().unwrap_or("none")
+                ),
+            );
+        } else if !troubled && was {
+            self.alerts.raise(Kind::Ledger, None, None, None, "the usage ledger has caught up".into());
+        }
+    }
+
+    /// Final idle records and a flush of everything queued, on graceful shutdown.
+    pub async fn finish(&self) {
+        self.record_idle();
+        if let Err(error) = self.ledger.flush().await {
+            tracing::error!(%error, "could not flush the usage ledger at shutdown");
+        }
+    }
+}

@@ -129,11 +129,13 @@ fn response(outputs: Vec<Tensor>) -> InferResponse {
         served: Served {
             request_id: "0123abcd-00000001".into(),
             cache: CacheStatus::Miss,
+            rows: 64,
             batch_rows: 64,
             queue_us: 812,
             compute_us: 95,
             cost_usd: 4.1e-11,
             saved_usd: 0.0,
+            device: "cpu".into(),
         },
     }
 }

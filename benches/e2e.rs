@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 use tollgate::api::http::infer::{decode, encode};
 use tollgate::config::Config;
-use tollgate::gateway::{Gateway, Protocol};
+use tollgate::gateway::{Credentials, Gateway, Protocol};
 use tollgate::request::{CacheControl, InferRequest, RequestOptions};
 use tollgate::tensor::{DataType, Tensor};
 
@@ -65,7 +65,11 @@ fn json_request_body() -> Bytes {
 
 fn bench_gateway(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let config = Config::parse(CONFIG, &root.join("bench.toml")).expect("bench config is valid");
+    let mut config = Config::parse(CONFIG, &root.join("bench.toml")).expect("bench config is valid");
+    // Every request is written to the usage ledger; keep this bench's ledger out of the way.
+    let ledger_dir = std::env::temp_dir().join(format!("tollgate-bench-e2e-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&ledger_dir);
+    config.ledger.path = ledger_dir.join("ledger.sqlite");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -73,31 +77,33 @@ fn bench_gateway(c: &mut Criterion) {
         .expect("tokio runtime");
     // The server installs this recorder at start; the request path records into it.
     tollgate::telemetry::metrics_handle();
-    let gateway = match runtime.block_on(async { Gateway::start(config) }) {
+    let (_stop, shutdown) = tollgate::shutdown::channel();
+    let gateway = match runtime.block_on(async { Gateway::start(config, shutdown) }) {
         Ok(gateway) => gateway,
         Err(error) => {
             eprintln!("e2e bench skipped: the gateway could not start: {error}");
             return;
         }
     };
+    let anonymous = Credentials::default();
     let hit_request = request(CacheControl::default());
     let bypass_request = request(CacheControl::from_parameter("bypass").expect("known value"));
     runtime
-        .block_on(gateway.infer(hit_request.clone(), Protocol::Http))
+        .block_on(gateway.infer(hit_request.clone(), Protocol::Http, &anonymous))
         .expect("the first request fills the cache");
 
     let mut group = c.benchmark_group("e2e_digits");
     group.bench_function("infer_cache_hit", |b| {
         b.iter(|| {
             runtime
-                .block_on(gateway.infer(black_box(hit_request.clone()), Protocol::Http))
+                .block_on(gateway.infer(black_box(hit_request.clone()), Protocol::Http, &anonymous))
                 .expect("hit")
         })
     });
     group.bench_function("infer_miss_bypass", |b| {
         b.iter(|| {
             runtime
-                .block_on(gateway.infer(black_box(bypass_request.clone()), Protocol::Http))
+                .block_on(gateway.infer(black_box(bypass_request.clone()), Protocol::Http, &anonymous))
                 .expect("model run")
         })
     });
@@ -106,13 +112,15 @@ fn bench_gateway(c: &mut Criterion) {
         b.iter(|| {
             let (request, encoding) = decode("digits", None, black_box(&body), None).expect("valid body");
             let response = runtime
-                .block_on(gateway.infer(request, Protocol::Http))
+                .block_on(gateway.infer(request, Protocol::Http, &anonymous))
                 .expect("hit");
             encode(&response, &encoding)
         })
     });
     group.bench_function("block_on_overhead", |b| b.iter(|| runtime.block_on(async { black_box(1) })));
     group.finish();
+    drop(gateway);
+    let _ = std::fs::remove_dir_all(&ledger_dir);
 }
 
 criterion_group! {

@@ -231,7 +231,7 @@ if wants d || [ "$CRITERION" = 1 ]; then
     if [ "$BUILD" = 1 ] || [ "$CRITERION" = 1 ]; then
         note "building the criterion benches"
         benches=(--bench ort_direct)
-        [ "$CRITERION" = 1 ] && benches=(--benches)
+        [ "$CRITERION" = 1 ] && benches=(--bench decode --bench cache --bench batch --bench metering --bench e2e --bench ort_direct)
         timeout 1800 cargo bench --no-run "${benches[@]}" 2>&1 | tail -3
         ORT_DIRECT=$(cargo bench --no-run --bench ort_direct --message-format=json 2>/dev/null |
             python3 -c 'import json, sys
@@ -291,6 +291,9 @@ intra_op_threads = 1
 max_batch_size = 0
 cache = false
 EOF
+    # Every request is written to the usage ledger: give this run a fresh one of its own.
+    rm -f "$OUT"/ledger-digits.sqlite*
+    printf '\n[ledger]\npath = "%s"\n' "$PWD/$OUT/ledger-digits.sqlite" >>"$OUT/digits.toml"
     note "starting the digits gateway and the fixed-answer servers"
     start_gateway GW "$OUT/digits.toml" "$OUT/gateway_digits.log"
     echo "gateway: $GW (pid $GW_PID)"
@@ -458,6 +461,8 @@ max_queue_delay_us = 100000
 max_queue_size = 1024
 cache = false
 EOF
+        rm -f "$OUT"/ledger-alexnet.sqlite*
+        printf '\n[ledger]\npath = "%s"\n' "$PWD/$OUT/ledger-alexnet.sqlite" >>"$OUT/alexnet.toml"
         start_gateway AX "$OUT/alexnet.toml" "$OUT/gateway_alexnet.log"
         # Binary tensors: a 3x224x224 image is 600 KB raw, several MB as JSON text.
         ax_load() {

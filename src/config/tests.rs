@@ -110,3 +110,18 @@ fn devices_parse() {
     assert_eq!(Device::parse("cuda:-1"), None);
     assert_eq!(Device::parse("cuda"), None);
 }
+
+#[test]
+fn every_key_of_the_shared_configuration_contract_is_accepted() {
+    let contract = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/ref/config-contract.toml");
+    let text = std::fs::read_to_string(&contract)
+        .unwrap_or_else(|e| panic!("the configuration contract should sit beside the checkout ({e})"));
+    let (dir, _) = with_model_file();
+    // The contract's placeholders are not valid values; everything else is taken as written.
+    let text = text
+        .replace("hex of blake3(api key)", &blake3::hash(b"key").to_hex().to_string())
+        .replace("models/digits/1/model.onnx", "m.onnx");
+    let config = Config::parse(&text, &dir.path().join("config.toml")).unwrap();
+    assert_eq!(config.tenants[0].budget_action, "reject");
+    assert_eq!(config.models[0].max_queue_size, 1024);
+}

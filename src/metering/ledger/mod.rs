@@ -208,7 +208,7 @@ impl Ledger {
         // Counted before sending so the writer's decrement can never come first.
         shared.pending.fetch_add(1, Ordering::Relaxed);
         let (cmd, full) = match self.inner.tx.try_send(Command::Record {
-            record,
+            record: Box::new(record),
             reply: None,
         }) {
             Ok(()) => return Submitted::Queued,
@@ -230,7 +230,7 @@ impl Ledger {
             record
         };
         shared.count_dropped(1);
-        Submitted::Dropped(Box::new(record))
+        Submitted::Dropped(record)
     }
 
     /// Queues a record and resolves once its group has committed (sync durability). A full
@@ -240,7 +240,7 @@ impl Ledger {
         let (reply, committed) = oneshot::channel();
         shared.pending.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.inner.tx.try_send(Command::Record {
-            record,
+            record: Box::new(record),
             reply: Some(reply),
         }) {
             shared.pending.fetch_sub(1, Ordering::Relaxed);

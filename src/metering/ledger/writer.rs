@@ -34,7 +34,8 @@ pub(super) type Reply = oneshot::Sender<Result<(), LedgerError>>;
 
 pub(super) enum Command {
     Record {
-        record: UsageRecord,
+        // Boxed: the channel allocates all its slots up front, at the size of the largest command.
+        record: Box<UsageRecord>,
         reply: Option<Reply>,
     },
     Flush(Reply),
@@ -59,7 +60,7 @@ pub(super) struct Shared {
     pub(super) failing: AtomicBool,
     pub(super) last_error: Mutex<Option<String>>,
     /// Records the channel had no room for, and records of groups that failed to commit.
-    backlog: Mutex<VecDeque<UsageRecord>>,
+    backlog: Mutex<VecDeque<Box<UsageRecord>>>,
     max_pending: usize,
 }
 
@@ -84,7 +85,7 @@ impl Shared {
     }
 
     /// Holds a record for the writer; gives it back when the backlog is full.
-    pub(super) fn hold(&self, record: UsageRecord) -> Result<(), UsageRecord> {
+    pub(super) fn hold(&self, record: Box<UsageRecord>) -> Result<(), Box<UsageRecord>> {
         match self.backlog.lock() {
             Ok(mut backlog) if backlog.len() < self.max_pending => {
                 backlog.push_back(record);
@@ -94,7 +95,7 @@ impl Shared {
         }
     }
 
-    fn take_backlog(&self) -> Vec<UsageRecord> {
+    fn take_backlog(&self) -> Vec<Box<UsageRecord>> {
         self.backlog
             .lock()
             .map(|mut b| b.drain(..).collect())
@@ -102,7 +103,7 @@ impl Shared {
     }
 
     /// Puts records of a failed group back in front; those beyond `max_pending` are dropped.
-    fn hold_again(&self, records: Vec<UsageRecord>) {
+    fn hold_again(&self, records: Vec<Box<UsageRecord>>) {
         let mut dropped = 0u64;
         if let Ok(mut backlog) = self.backlog.lock() {
             let room = self.max_pending.saturating_sub(backlog.len());
@@ -146,8 +147,8 @@ enum After {
 }
 
 struct Group {
-    held: Vec<UsageRecord>,
-    waiting: Vec<(UsageRecord, Reply)>,
+    held: Vec<Box<UsageRecord>>,
+    waiting: Vec<(Box<UsageRecord>, Reply)>,
     after: After,
 }
 
@@ -245,8 +246,8 @@ impl Writer {
     /// Commits one group with retries and settles its records either way.
     fn commit(
         &mut self,
-        held: Vec<UsageRecord>,
-        waiting: Vec<(UsageRecord, Reply)>,
+        held: Vec<Box<UsageRecord>>,
+        waiting: Vec<(Box<UsageRecord>, Reply)>,
     ) -> Result<(), LedgerError> {
         let total = (held.len() + waiting.len()) as u64;
         if total == 0 {
@@ -364,8 +365,8 @@ fn absorb(cmd: Command, group: &mut Group) -> bool {
 /// One transaction for the whole group; returns how many rows were new.
 fn write_group(
     conn: &mut Connection,
-    held: &[UsageRecord],
-    waiting: &[(UsageRecord, Reply)],
+    held: &[Box<UsageRecord>],
+    waiting: &[(Box<UsageRecord>, Reply)],
 ) -> rusqlite::Result<u64> {
     // IMMEDIATE takes the write lock up front, so a busy database fails here, not half-way.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -348,8 +348,10 @@ fn a_newer_schema_is_refused() {
 
 #[test]
 fn settings_follow_the_config() {
-    let mut config = crate::config::LedgerConfig::default();
-    config.durability = "sync".into();
+    let mut config = crate::config::LedgerConfig {
+        durability: "sync".into(),
+        ..Default::default()
+    };
     let settings = LedgerSettings::from_config(&config).expect("valid");
     assert!(settings.sync);
     assert_eq!(settings.channel_capacity, DEFAULT_CHANNEL_CAPACITY);

@@ -54,6 +54,8 @@ async fn sample_ledger(dir: &TempDir) -> Ledger {
 }
 
 type Expected<'a> = (&'a [(&'a str, &'a str)], u64, u64, f64);
+/// (group, requests, rows, cost) of one row.
+type Summary = (Vec<(String, String)>, u64, u64, f64);
 
 fn check(ledger: &Ledger, group_by: &str, expected: &[Expected<'_>]) {
     let query = CostQuery {
@@ -62,11 +64,11 @@ fn check(ledger: &Ledger, group_by: &str, expected: &[Expected<'_>]) {
         group_by: GroupKey::parse_list(group_by).expect("keys"),
     };
     let rows = ledger.costs(&query).expect("costs");
-    let got: Vec<(Vec<(String, String)>, u64, u64, f64)> = rows
+    let got: Vec<Summary> = rows
         .iter()
         .map(|r| (r.group.clone(), r.requests, r.rows, r.cost_usd))
         .collect();
-    let want: Vec<(Vec<(String, String)>, u64, u64, f64)> = expected
+    let want: Vec<Summary> = expected
         .iter()
         .map(|(g, req, rows, cost)| {
             (

@@ -8,6 +8,7 @@ Writes, relative to the repository root:
   models/int_scorer/1/model.onnx    tiny linear scorer with an INT64 input
   models/int_scorer/test_rows.json  token rows + the argmax this exact file predicts
   models/row_sum/1/model.onnx       sums each row of an FP32 [N, M] input (both dims open)
+  models/slow/1/model.onnx          deliberately compute-heavy: ~400 MFLOP per row from a 256-float input
 
 Everything is seeded, so a rerun on the same library versions reproduces the
 same files (see scripts/requirements-models.txt for the pinned versions).
@@ -269,7 +270,58 @@ def make_row_sum() -> None:
     describe(model_path)
 
 
+# --------------------------------------------------------------------------
+# slow
+# --------------------------------------------------------------------------
+
+def make_slow() -> None:
+    """A model that is slow on purpose (about 400 MFLOP per row), so load tests can drive a
+    gateway past its capacity on a small machine. The row's outer product with itself makes a
+    256 x 256 matrix that twelve shared-weight layers multiply; the file stays small."""
+    model_path = MODELS_DIR / "slow" / "1" / "model.onnx"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    weight = (rng.standard_normal((256, 256)) / 16.0).astype(np.float32)
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "axis2"], ["column"]),
+        helper.make_node("Unsqueeze", ["x", "axis1"], ["row"]),
+        helper.make_node("MatMul", ["column", "row"], ["h0"]),
+    ]
+    previous = "h0"
+    for layer in range(12):
+        nodes.append(helper.make_node("MatMul", [previous, "w"], [f"m{layer}"]))
+        nodes.append(helper.make_node("Tanh", [f"m{layer}"], [f"t{layer}"]))
+        previous = f"t{layer}"
+    nodes.append(helper.make_node("ReduceSum", [previous, "axes"], ["score"], keepdims=0))
+    graph = helper.make_graph(
+        nodes=nodes,
+        name="slow",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [BATCH_DIM, 256])],
+        outputs=[helper.make_tensor_value_info("score", TensorProto.FLOAT, [BATCH_DIM])],
+        initializer=[
+            numpy_helper.from_array(weight, "w"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
+            numpy_helper.from_array(np.array([1, 2], dtype=np.int64), "axes"),
+        ],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17)],
+        producer_name="tollgate-make_models",
+        doc_string="outer product, 12 x (MatMul 256x256 + Tanh), ReduceSum; regenerate with scripts/make_models.py",
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(model_path))
+    (scores,) = ort_session(model_path).run(["score"], {"x": np.ones((2, 256), dtype=np.float32)})
+    assert scores.shape == (2,)
+    print("slow:")
+    describe(model_path)
+
+
 if __name__ == "__main__":
     make_digits()
     make_int_scorer()
     make_row_sum()
+    make_slow()

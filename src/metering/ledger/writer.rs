@@ -60,7 +60,7 @@ pub(super) struct Shared {
     pub(super) failing: AtomicBool,
     pub(super) last_error: Mutex<Option<String>>,
     /// Records the channel had no room for, and records of groups that failed to commit.
-    backlog: Mutex<VecDeque<Box<UsageRecord>>>,
+    backlog: Mutex<VecDeque<UsageRecord>>,
     max_pending: usize,
 }
 
@@ -88,14 +88,14 @@ impl Shared {
     pub(super) fn hold(&self, record: Box<UsageRecord>) -> Result<(), Box<UsageRecord>> {
         match self.backlog.lock() {
             Ok(mut backlog) if backlog.len() < self.max_pending => {
-                backlog.push_back(record);
+                backlog.push_back(*record);
                 Ok(())
             }
             _ => Err(record),
         }
     }
 
-    fn take_backlog(&self) -> Vec<Box<UsageRecord>> {
+    fn take_backlog(&self) -> Vec<UsageRecord> {
         self.backlog
             .lock()
             .map(|mut b| b.drain(..).collect())
@@ -103,7 +103,7 @@ impl Shared {
     }
 
     /// Puts records of a failed group back in front; those beyond `max_pending` are dropped.
-    fn hold_again(&self, records: Vec<Box<UsageRecord>>) {
+    fn hold_again(&self, records: Vec<UsageRecord>) {
         let mut dropped = 0u64;
         if let Ok(mut backlog) = self.backlog.lock() {
             let room = self.max_pending.saturating_sub(backlog.len());
@@ -147,8 +147,8 @@ enum After {
 }
 
 struct Group {
-    held: Vec<Box<UsageRecord>>,
-    waiting: Vec<(Box<UsageRecord>, Reply)>,
+    held: Vec<UsageRecord>,
+    waiting: Vec<(UsageRecord, Reply)>,
     after: After,
 }
 
@@ -246,8 +246,8 @@ impl Writer {
     /// Commits one group with retries and settles its records either way.
     fn commit(
         &mut self,
-        held: Vec<Box<UsageRecord>>,
-        waiting: Vec<(Box<UsageRecord>, Reply)>,
+        held: Vec<UsageRecord>,
+        waiting: Vec<(UsageRecord, Reply)>,
     ) -> Result<(), LedgerError> {
         let total = (held.len() + waiting.len()) as u64;
         if total == 0 {
@@ -340,11 +340,11 @@ fn absorb(cmd: Command, group: &mut Group) -> bool {
         Command::Record {
             record,
             reply: None,
-        } => group.held.push(record),
+        } => group.held.push(*record),
         Command::Record {
             record,
             reply: Some(reply),
-        } => group.waiting.push((record, reply)),
+        } => group.waiting.push((*record, reply)),
         Command::Flush(reply) => {
             group.after = After::Flush(reply);
             return true;
@@ -365,8 +365,8 @@ fn absorb(cmd: Command, group: &mut Group) -> bool {
 /// One transaction for the whole group; returns how many rows were new.
 fn write_group(
     conn: &mut Connection,
-    held: &[Box<UsageRecord>],
-    waiting: &[(Box<UsageRecord>, Reply)],
+    held: &[UsageRecord],
+    waiting: &[(UsageRecord, Reply)],
 ) -> rusqlite::Result<u64> {
     // IMMEDIATE takes the write lock up front, so a busy database fails here, not half-way.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

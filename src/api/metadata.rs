@@ -1,5 +1,6 @@
 //! Server and model metadata in the protocol's terms, built once for both front ends.
 
+use crate::model::spec::TensorSpec;
 use crate::model::Model;
 
 pub const SERVER_NAME: &str = "tollgate";
@@ -15,22 +16,15 @@ pub struct TensorMetadata<'a> {
 }
 
 pub fn inputs(model: &Model) -> Vec<TensorMetadata<'_>> {
-    model
-        .spec
-        .inputs
-        .iter()
-        .map(|t| TensorMetadata {
-            name: &t.name,
-            datatype: t.dtype.as_str(),
-            shape: &t.shape,
-        })
-        .collect()
+    describe(&model.spec.inputs)
 }
 
 pub fn outputs(model: &Model) -> Vec<TensorMetadata<'_>> {
-    model
-        .spec
-        .outputs
+    describe(&model.spec.outputs)
+}
+
+fn describe(specs: &[TensorSpec]) -> Vec<TensorMetadata<'_>> {
+    specs
         .iter()
         .map(|t| TensorMetadata {
             name: &t.name,

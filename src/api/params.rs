@@ -2,7 +2,21 @@
 //! a protocol-neutral view so HTTP and gRPC accept exactly the same things.
 
 use crate::error::Error;
+use crate::gateway::Credentials;
 use crate::request::{CacheControl, RequestOptions};
+
+/// The caller's credentials from the `authorization` header or metadata (`Bearer <key>`) and
+/// `x-tollgate-tags`, read alike from both protocols; the gateway checks them.
+pub fn credentials(authorization: Option<&str>, tags: Option<&str>) -> Credentials {
+    let bearer = authorization.and_then(|value| {
+        let (scheme, key) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_string())
+    });
+    Credentials {
+        bearer,
+        tags: tags.map(str::to_string),
+    }
+}
 
 /// A parameter value as either protocol carries it.
 #[derive(Debug, Clone, PartialEq)]

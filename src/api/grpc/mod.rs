@@ -178,17 +178,9 @@ impl GrpcInferenceService for InferenceService {
     }
 }
 
-/// The bearer key from `authorization` metadata and tags from `x-tollgate-tags`.
 fn credentials(metadata: &tonic::metadata::MetadataMap) -> Credentials {
     let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-    let bearer = text("authorization").and_then(|value| {
-        let (scheme, key) = value.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_string())
-    });
-    Credentials {
-        bearer,
-        tags: text("x-tollgate-tags").map(str::to_string),
-    }
+    crate::api::params::credentials(text("authorization"), text("x-tollgate-tags"))
 }
 
 async fn infer(

@@ -242,17 +242,9 @@ async fn infer_inner(
     Ok(http)
 }
 
-/// The bearer key (`Authorization: Bearer ...`) and `x-tollgate-tags`; checked by the gateway.
 fn credentials(headers: &hyper::HeaderMap) -> Credentials {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let bearer = text("authorization").and_then(|value| {
-        let (scheme, key) = value.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_string())
-    });
-    Credentials {
-        bearer,
-        tags: text("x-tollgate-tags").map(str::to_string),
-    }
+    crate::api::params::credentials(text("authorization"), text("x-tollgate-tags"))
 }
 
 /// `Cache-Control: no-cache` skips the lookup, `no-store` the store (as (lookup, store)).

@@ -122,6 +122,38 @@ mod tests {
     }
 
     #[test]
+    fn civil_dates_round_trip_over_centuries() {
+        // Every day from 1600 to 2400: the leap rules for 4, 100 and 400 years all occur.
+        let (first, last) = (days_from_civil(1600, 1, 1), days_from_civil(2400, 12, 31));
+        let mut previous = civil_from_days(first - 1);
+        for days in first..=last {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+            assert!((1..=12).contains(&m) && (1..=31).contains(&d));
+            if d != 1 {
+                assert_eq!((y, m, d - 1), previous, "day {days}");
+            }
+            previous = (y, m, d);
+        }
+        assert_eq!(civil_from_days(days_from_civil(1900, 3, 1) - 1), (1900, 2, 28));
+        assert_eq!(civil_from_days(days_from_civil(2000, 3, 1) - 1), (2000, 2, 29));
+    }
+
+    #[test]
+    fn iso8601_formats_known_instants() {
+        let cases: &[(i64, &str)] = &[
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400_000, "2000-02-29T00:00:00Z"),
+            (1_795_906_859_999, "2026-11-28T23:00:59Z"),
+            (-1, "1969-12-31T23:59:59Z"),
+            (4_107_542_400_000, "2100-03-01T00:00:00Z"),
+        ];
+        for &(ms, want) in cases {
+            assert_eq!(iso8601(ms), want, "{ms}");
+        }
+    }
+
+    #[test]
     fn query_times_parse_in_the_forms_users_write() {
         assert_eq!(parse_time("0"), Some(0));
         assert_eq!(parse_time("1970-01-02"), Some(DAY_MS));

@@ -35,7 +35,6 @@ pub struct Metering {
     idle: Mutex<Option<IdleMeter>>,
     sync: bool,
     idle_interval: Duration,
-    retention_days: u32,
     ledger_alarm: AtomicBool,
 }
 
@@ -50,13 +49,7 @@ pub enum Admission {
 impl Metering {
     /// Opens the ledger and rebuilds this period's budget spend from it.
     pub fn open(config: &Config) -> Result<Metering, LedgerError> {
-        let ledger = Ledger::open(LedgerSettings {
-            path: config.ledger.path.clone(),
-            sync: config.ledger.durability == "sync",
-            retention_days: config.ledger.retention_days,
-            channel_capacity: 65_536,
-            max_pending: 1_000_000,
-        })?;
+        let ledger = Ledger::open(LedgerSettings::from_config(&config.ledger)?)?;
         let now_ms = clock::now_ms();
         let budgets = Budgets::new(&config.tenants, now_ms);
         for (tenant, since) in budgets.periods(now_ms) {
@@ -81,7 +74,6 @@ impl Metering {
             idle: Mutex::new(None),
             sync: config.ledger.durability == "sync",
             idle_interval: Duration::from_secs(config.metering.idle_interval_seconds),
-            retention_days: config.ledger.retention_days,
             ledger_alarm: AtomicBool::new(false),
         })
     }
@@ -205,9 +197,9 @@ impl Metering {
     }
 
     async fn apply_retention(&self) {
-        let cutoff = clock::now_ms() - i64::from(self.retention_days) * 86_400_000;
         let ledger = self.ledger.clone();
-        let purged = tokio::task::spawn_blocking(move || ledger.purge_older_than(cutoff)).await;
+        let now = clock::now_ms();
+        let purged = tokio::task::spawn_blocking(move || ledger.purge_expired(now)).await;
         if let Ok(Err(error)) = purged {
             tracing::warn!(%error, "ledger retention failed");
         }

@@ -17,6 +17,7 @@
 //! - `Tags` holds the request tags plus `tollgate/team` and `tollgate/project` (provider tags
 //!   carry a prefix so they cannot collide with the user's keys).
 
+use crate::metering::clock::{iso8601, month_start, next_month_start};
 use rusqlite::Connection;
 
 use super::query::check_range;
@@ -24,7 +25,6 @@ use super::{store, LedgerError, QueryError};
 use crate::metering::record::IDLE_TENANT;
 
 const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 86_400_000;
 const SERVICE_CATEGORY: &str = "AI and Machine Learning";
 const SERVICE_NAME: &str = "Model Inference";
 
@@ -206,119 +206,9 @@ fn push_line(out: &mut String, fields: impl Iterator<Item = String>) {
     out.push_str("\r\n");
 }
 
-/// (year, month, day) of a day counted from 1970-01-01, in the proleptic Gregorian calendar.
-/// Counting from March 1 puts the leap day last in the year; eras of 400 years repeat exactly.
-pub(super) fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let shifted = days + 719_468; // days from 0000-03-01
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-/// The inverse of `civil_from_days`.
-pub(super) fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year.rem_euclid(400);
-    let month_from_march = if month > 2 { month - 3 } else { month + 9 };
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// `2026-11-28T23:00:00Z` (whole seconds; FOCUS timestamps need no more).
-pub(super) fn iso8601(ms: i64) -> String {
-    let (days, ms_of_day) = (ms.div_euclid(DAY_MS), ms.rem_euclid(DAY_MS));
-    let (year, month, day) = civil_from_days(days);
-    let secs = ms_of_day / 1000;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-pub(super) fn month_start(ms: i64) -> i64 {
-    let (year, month, _) = civil_from_days(ms.div_euclid(DAY_MS));
-    days_from_civil(year, month, 1) * DAY_MS
-}
-
-pub(super) fn next_month_start(ms: i64) -> i64 {
-    let (year, month, _) = civil_from_days(ms.div_euclid(DAY_MS));
-    let (year, month) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
-    days_from_civil(year, month, 1) * DAY_MS
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn iso8601_formats_known_instants() {
-        let cases: &[(i64, &str)] = &[
-            (0, "1970-01-01T00:00:00Z"),
-            (951_782_400_000, "2000-02-29T00:00:00Z"),
-            (1_709_164_800_000, "2024-02-29T00:00:00Z"),
-            (1_798_758_000_000, "2026-12-31T23:00:00Z"),
-            (1_795_906_800_000, "2026-11-28T23:00:00Z"),
-            (1_795_906_859_999, "2026-11-28T23:00:59Z"),
-            (-1, "1969-12-31T23:59:59Z"),
-            (4_107_542_400_000, "2100-03-01T00:00:00Z"),
-        ];
-        for &(ms, want) in cases {
-            assert_eq!(iso8601(ms), want, "{ms}");
-        }
-    }
-
-    #[test]
-    fn civil_dates_round_trip_over_centuries() {
-        // Every day from 1600 to 2400 (leap rules for 4, 100 and 400 years all occur).
-        let (first, last) = (days_from_civil(1600, 1, 1), days_from_civil(2400, 12, 31));
-        let mut previous = civil_from_days(first - 1);
-        for days in first..=last {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
-            assert!((1..=12).contains(&m) && (1..=31).contains(&d));
-            if d != 1 {
-                assert_eq!((y, m, d - 1), previous, "day {days}");
-            }
-            previous = (y, m, d);
-        }
-        assert_eq!(
-            civil_from_days(days_from_civil(1900, 3, 1) - 1),
-            (1900, 2, 28)
-        );
-        assert_eq!(
-            civil_from_days(days_from_civil(2000, 3, 1) - 1),
-            (2000, 2, 29)
-        );
-    }
-
-    #[test]
-    fn billing_periods_are_calendar_months() {
-        let ms = 1_795_906_800_000; // 2026-11-28T23:00:00Z
-        assert_eq!(iso8601(month_start(ms)), "2026-11-01T00:00:00Z");
-        assert_eq!(iso8601(next_month_start(ms)), "2026-12-01T00:00:00Z");
-        let december = 1_798_758_000_000; // 2026-12-31T23:00:00Z
-        assert_eq!(iso8601(next_month_start(december)), "2027-01-01T00:00:00Z");
-        assert_eq!(month_start(month_start(ms)), month_start(ms));
-    }
 
     #[test]
     fn csv_fields_are_quoted_only_when_needed() {

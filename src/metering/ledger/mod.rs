@@ -14,7 +14,8 @@
 //!   healthy) are lost with the process: callers of `record` are never made to wait.
 //! - **sync** (`sync: true`): `synchronous=FULL`. Every commit fsyncs the WAL before it returns,
 //!   so a committed record survives a power loss too. `record_committed` resolves only after
-//!   that commit; group commit shares one fsync among up to `GROUP_RECORDS` records.
+//!   that commit. A group with a waiter closes as soon as the queue is momentarily empty, so a
+//!   waiter pays about one commit, and whatever arrives during that fsync shares the next one.
 //!
 //! In both modes a record is committed when `record_committed` or `flush` returns `Ok`.
 //!
@@ -150,7 +151,8 @@ pub struct LedgerStats {
 }
 
 /// A handle to the ledger; clones share one writer. The last one dropped closes the channel
-/// and waits for the writer to commit what was queued.
+/// and blocks until the writer has committed what was queued (call `flush` first where
+/// blocking a runtime thread matters).
 #[derive(Clone)]
 pub struct Ledger {
     inner: Arc<Inner>,

@@ -225,8 +225,10 @@ pub(super) fn costs(conn: &Connection, query: &CostQuery) -> Result<Vec<CostRow>
          FROM base GROUP BY {lead}idle ORDER BY {lead}idle",
         sel = g.select,
     );
-    let percentiles = latency_percentiles(conn, &g)?;
-    let mut stmt = conn.prepare(&sums)?;
+    // One read transaction, so the sums and the percentiles see the same commits.
+    let snapshot = conn.unchecked_transaction()?;
+    let percentiles = latency_percentiles(&snapshot, &g)?;
+    let mut stmt = snapshot.prepare(&sums)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(g.params.iter()))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {

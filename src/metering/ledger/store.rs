@@ -17,6 +17,8 @@ pub(super) const SCHEMA_VERSION: i64 = 1;
 /// second process opening the same file) before reporting SQLITE_BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// Idle read connections kept for reuse; more may be open at once under concurrent reads.
 const MAX_IDLE_READERS: usize = 4;
 
@@ -84,6 +86,8 @@ pub(super) fn open_writer(path: &Path, sync: bool) -> Result<Connection, LedgerE
     }
     // See the module comment of `ledger` for why these two levels.
     conn.pragma_update(None, "synchronous", if sync { "FULL" } else { "NORMAL" })?;
+    // After a checkpoint the WAL is cut back to this size instead of keeping its high-water mark.
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     migrate(&conn)?;
     Ok(conn)
 }

@@ -1,12 +1,13 @@
 //! The writer thread: the only owner of the write connection. It gathers what arrives on the
-//! channel into groups (closed after `GROUP_WINDOW` or `GROUP_RECORDS`, or at once by a flush)
-//! and commits each group as one transaction, so one fsync serves many records. A group that
+//! channel into groups and commits each group as one transaction, so one fsync serves many
+//! records. A group closes after `GROUP_WINDOW` or `GROUP_RECORDS`, at a flush, or, when a
+//! synchronous caller waits on it, as soon as the channel is momentarily empty. A group that
 //! cannot be committed is retried; its asynchronous records are then held in memory (up to
 //! `max_pending`) and tried again with each later group, while synchronous waiters get the error.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -207,11 +208,23 @@ impl Writer {
         let deadline = Instant::now() + GROUP_WINDOW;
         let mut closed = absorb(first, group);
         while !closed && group.held.len() + group.waiting.len() < GROUP_RECORDS {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match self.rx.recv_timeout(left) {
+            // Someone waits on this commit: take what is already queued but wait for nothing
+            // more. Under load the next group forms while this one commits (fsyncs), so sync
+            // latency is about one commit, not the window.
+            let left = if group.waiting.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let next = if left.is_zero() {
+                self.rx.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                })
+            } else {
+                self.rx.recv_timeout(left)
+            };
+            match next {
                 Ok(cmd) => closed = absorb(cmd, group),
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => return false,
@@ -227,8 +240,8 @@ impl Writer {
         match group.after {
             After::Nothing => {}
             After::Flush(reply) => {
-                // Records spilled while this group was committing were queued before the flush
-                // returns; commit them too.
+                // Records that spilled to the backlog while this group committed were queued
+                // before the flush answers, so they are committed too.
                 while result.is_ok() && self.shared.backlog_len() > 0 {
                     result = self.commit(self.shared.take_backlog(), Vec::new());
                 }

@@ -4,7 +4,7 @@
 mod common;
 
 use hyper::StatusCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn config(redis_url: &str) -> String {
     format!(
@@ -64,7 +64,7 @@ async fn requests_keep_succeeding_when_redis_dies() {
         assert_eq!(reply.output("label")["data"][0], labels[index]);
     }
     redis.kill();
-    let started = Instant::now();
+    let errors_before = gateway.metric("tollgate_cache_redis_errors_total", &[]).await;
     for round in 0..3 {
         for (index, row) in rows.iter().enumerate() {
             let mut row = row.clone();
@@ -73,9 +73,10 @@ async fn requests_keep_succeeding_when_redis_dies() {
             assert_eq!(reply.status, StatusCode::OK, "request {index} failed with Redis down");
         }
     }
-    // 48 misses with Redis gone: the breaker keeps them from each paying the Redis timeout.
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
-    assert!(gateway.metric("tollgate_cache_redis_errors_total", &[]).await >= 1.0);
+    // 48 misses with Redis gone, yet only the few calls before the breaker opened (and its
+    // occasional probe) went to Redis and waited for a timeout.
+    let failed_calls = gateway.metric("tollgate_cache_redis_errors_total", &[]).await - errors_before;
+    assert!((1.0..=8.0).contains(&failed_calls), "{failed_calls} calls reached the dead Redis");
     assert_eq!(gateway.metric("tollgate_cache_redis_breaker_open", &[]).await, 1.0);
     gateway.stop().await;
 }

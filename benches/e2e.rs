@@ -19,7 +19,7 @@ use tollgate::tensor::{DataType, Tensor};
 const CONFIG: &str = r#"
 [cache]
 enabled = true
-max_bytes = "64MiB"
+max_bytes = "256MiB"
 
 [[models]]
 name = "digits"
@@ -104,6 +104,39 @@ fn bench_gateway(c: &mut Criterion) {
         b.iter(|| {
             runtime
                 .block_on(gateway.infer(black_box(bypass_request.clone()), Protocol::Http, &anonymous))
+                .expect("model run")
+        })
+    });
+    // A miss through the cache: every iteration sends an input never seen before, so it pays
+    // for the key, the lookup, the single-flight entry and the insert on top of the model run.
+    // Side by side with the bypass above, the difference is what the cache costs a miss.
+    let cache_request = request(CacheControl::default());
+    let mut counter = 0u64;
+    group.bench_function("infer_miss_cache_on", |b| {
+        b.iter(|| {
+            counter += 1;
+            let mut unique = cache_request.clone();
+            let mut data = unique.inputs[0].data.to_vec();
+            // A different (finite) value in the first element each time: 16 + counter / 2^20.
+            let value = 16.0f32 + (counter % (1 << 22)) as f32 / (1u64 << 20) as f32;
+            data[..4].copy_from_slice(&value.to_le_bytes());
+            unique.inputs[0].data = Bytes::from(data);
+            runtime
+                .block_on(gateway.infer(unique, Protocol::Http, &anonymous))
+                .expect("model run")
+        })
+    });
+    // The same input preparation, sent with the cache bypassed, so both differ only in the cache.
+    group.bench_function("infer_miss_bypass_fresh_input", |b| {
+        b.iter(|| {
+            counter += 1;
+            let mut unique = bypass_request.clone();
+            let mut data = unique.inputs[0].data.to_vec();
+            let value = 16.0f32 + (counter % (1 << 22)) as f32 / (1u64 << 20) as f32;
+            data[..4].copy_from_slice(&value.to_le_bytes());
+            unique.inputs[0].data = Bytes::from(data);
+            runtime
+                .block_on(gateway.infer(unique, Protocol::Http, &anonymous))
                 .expect("model run")
         })
     });

@@ -147,9 +147,31 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 declare -A SERVER_PID=()   # HOST:PORT -> pid of the server listening there
 
-# load NAME TARGET MODEL [loadtest flags...]: one load run, its report in $OUT/NAME.json. The
-# server's CPU time over the measured period (from the end of the warm-up) goes to NAME.cpu_us.
+# Busy and total CPU ticks of the whole machine (all CPUs).
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
+FOREIGN_MAX="${TOLLGATE_BENCH_FOREIGN_MAX:-15}" # % of the machine used by others before a rerun
+
+# Set around a call of `load` when a run needs more than the load generator's report:
+LOAD_PURGE=""        # HOST:PORT of a gateway whose cache is emptied before the run
+LOAD_BUSY_AT=""      # HOST:PORT and model whose device busy time over the run is recorded
+LOAD_BUSY_MODEL=""
+
+# load NAME TARGET MODEL [loadtest flags...]: one load run, its report in $OUT/NAME.json. Also
+# written: NAME.cpu_us (the server's CPU time over the measured period, from the end of the
+# warm-up), NAME.foreign (share of the machine's CPU used by processes other than this server
+# and the load generator during the run). A run disturbed by others beyond FOREIGN_MAX percent
+# is run once more and the second result kept.
 load() {
+    load_once "$@" || return 1
+    local foreign
+    foreign=$(cat "$OUT/$1.foreign" 2>/dev/null || echo 0)
+    if [ "$foreign" -gt "$FOREIGN_MAX" ]; then
+        echo "  ($1: other processes used ${foreign}% of the CPUs; running it again)"
+        load_once "$@" || return 1
+    fi
+}
+
+load_once() {
     local name=$1 target=$2 model=$3
     shift 3
     local limit=$((WARMUP + DURATION + AX_WARMUP + AX_DURATION + 120))
@@ -158,26 +180,41 @@ load() {
         [ "$prev" = --warmup ] && warm=${arg%s}
         prev=$arg
     done
+    [ -n "$LOAD_PURGE" ] && purge "$LOAD_PURGE"
     settle "$name"
+    local busy0=0 m0 s0=0
+    [ -n "$LOAD_BUSY_AT" ] && busy0=$(counter_sum "$LOAD_BUSY_AT" tollgate_device_busy_microseconds_total "$LOAD_BUSY_MODEL")
+    m0=$(machine_ticks)
     if [ -n "$pid" ]; then
+        s0=$(cpu_ticks "$pid")
         rm -f "$OUT/$name.cpu0"
         (sleep "$warm"; cpu_ticks "$pid" >"$OUT/$name.cpu0") &
         sampler=$!
     fi
-    if ! timeout "$limit" "$LOADTEST" --target "$target" --model "$model" --no-progress \
+    if ! timeout "$limit" /usr/bin/time -f '%U %S' -o "$OUT/$name.client_cpu" \
+        "$LOADTEST" --target "$target" --model "$model" --no-progress \
         --timeout 10s --json "$OUT/$name.json" "$@" >"$OUT/$name.txt" 2>&1; then
         echo "bench.sh: load run $name failed:" >&2
         tail -5 "$OUT/$name.txt" >&2
         [ -n "$sampler" ] && wait "$sampler" 2>/dev/null
         return 1
     fi
+    local m1 s1=0
+    m1=$(machine_ticks)
     if [ -n "$sampler" ]; then
-        local end
-        end=$(cpu_ticks "$pid")
+        s1=$(cpu_ticks "$pid")
         wait "$sampler" 2>/dev/null || true
-        [ -s "$OUT/$name.cpu0" ] && echo $(( (end - $(cat "$OUT/$name.cpu0")) * TICK_US )) >"$OUT/$name.cpu_us"
+        [ -s "$OUT/$name.cpu0" ] && echo $(( (s1 - $(cat "$OUT/$name.cpu0")) * TICK_US )) >"$OUT/$name.cpu_us"
         rm -f "$OUT/$name.cpu0"
     fi
+    if [ -n "$LOAD_BUSY_AT" ]; then
+        echo $(( $(counter_sum "$LOAD_BUSY_AT" tollgate_device_busy_microseconds_total "$LOAD_BUSY_MODEL") - busy0 )) >"$OUT/$name.busy_us"
+    fi
+    # Everything the machine did during the run, less this server and the load generator.
+    echo "$m0 $m1 $((s1 - s0)) $(cat "$OUT/$name.client_cpu" 2>/dev/null | tail -1) $(getconf CLK_TCK)" | awk '{
+        busy = $3 - $1; total = $4 - $2; ours = $5 + ($6 + $7) * $8
+        share = total > 0 ? 100 * (busy - ours) / total : 0
+        printf "%d\n", (share < 0 ? 0 : share) }' >"$OUT/$name.foreign"
     grep -E '^(throughput|latency)' "$OUT/$name.txt" | sed "s/^/  $name: /"
 }
 
@@ -206,13 +243,14 @@ counter_sum() { # HOST:PORT METRIC MODEL
 }
 
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.log "$OUT"/*.cpu_us "$OUT"/*.busy_us "$OUT"/*.idle "$OUT"/*.metrics "$OUT"/summary.md
+rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.log "$OUT"/d_gateway_batch.txt "$OUT"/*.cpu_us "$OUT"/*.busy_us "$OUT"/*.idle "$OUT"/*.metrics "$OUT"/*.foreign "$OUT"/*.client_cpu "$OUT"/summary.md
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "nproc: $(nproc)"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
     echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "source: $(git describe --always --dirty 2>/dev/null || echo unknown)"
     echo "mode: $([ "$QUICK" = 1 ] && echo quick || echo full), runs per side: $RUNS, duration ${DURATION}s, warm-up ${WARMUP}s, concurrency $CONCURRENCY"
 } | tee "$OUT/machine.txt"
 
@@ -325,7 +363,7 @@ COMMON="--protocol http --concurrency $CONCURRENCY --duration ${DURATION}s --war
 
 if wants a && time_left a; then
     note "a) cache hit over HTTP: gateway (1 distinct input) vs fixed server, c=$CONCURRENCY"
-    pair a_gateway "$GW digits_cache $COMMON --distinct 1 --seed 1" \
+    pair a_gateway "$GW digits_cache $COMMON --distinct 1 --seed 1 --metrics-url http://$GW/metrics" \
          a_fixed "$FIXED_HIT digits_cache $COMMON --distinct 1 --seed 1"
 fi
 
@@ -340,8 +378,8 @@ if wants b && time_left b; then
         esac
         for side in $order; do
             case $side in
-                batch) load "b_gateway_batching_r$run" "$GW" digits_nocache $COMMON --distinct 1000 --seed 2 ;;
-                naive) load "b_gateway_nobatching_r$run" "$GW" digits_naive $COMMON --distinct 1000 --seed 2 ;;
+                batch) load "b_gateway_batching_r$run" "$GW" digits_nocache $COMMON --distinct 1000 --seed 2 --metrics-url "http://$GW/metrics" ;;
+                naive) load "b_gateway_nobatching_r$run" "$GW" digits_naive $COMMON --distinct 1000 --seed 2 --metrics-url "http://$GW/metrics" ;;
                 fixed) load "b_fixed_r$run" "$FIXED_BYPASS" digits_nocache $COMMON --distinct 1000 --seed 2 ;;
             esac
         done
@@ -350,11 +388,11 @@ fi
 
 if wants c && time_left c; then
     note "c) cache miss overhead: cache on with $DISTINCT_ALL distinct inputs vs cache off, c=$CONCURRENCY"
+    LOAD_PURGE=$GW
     for run in $(seq 1 "$RUNS"); do
-        purge "$GW"
         # A fresh seed per run: no input of an earlier run can be in the cache.
-        on="$GW digits_cache $COMMON --distinct $DISTINCT_ALL --seed $((100 + run))"
-        off="$GW digits_nocache $COMMON --distinct $DISTINCT_ALL --seed $((100 + run))"
+        on="$GW digits_cache $COMMON --distinct $DISTINCT_ALL --seed $((100 + run)) --metrics-url http://$GW/metrics"
+        off="$GW digits_nocache $COMMON --distinct $DISTINCT_ALL --seed $((100 + run)) --metrics-url http://$GW/metrics"
         if [ $((run % 2)) = 1 ]; then
             # shellcheck disable=SC2086
             load "c_cache_on_r$run" $on; load "c_cache_off_r$run" $off
@@ -363,7 +401,7 @@ if wants c && time_left c; then
             load "c_cache_off_r$run" $off; load "c_cache_on_r$run" $on
         fi
     done
-    purge "$GW"
+    LOAD_PURGE=""
 fi
 
 if wants e && time_left e; then
@@ -372,13 +410,10 @@ if wants e && time_left e; then
     # cached run starts from an empty cache.
     zipf="--protocol http --concurrency $CONCURRENCY --duration ${DURATION}s --warmup 0s --distinct 10000 --zipf 1.1 --seed 7 --metrics-url http://$GW/metrics"
     zipf_run() { # NAME MODEL
-        purge "$GW"
-        local before after
-        before=$(counter_sum "$GW" tollgate_device_busy_microseconds_total "$2")
+        LOAD_PURGE=$GW LOAD_BUSY_AT=$GW LOAD_BUSY_MODEL=$2
         # shellcheck disable=SC2086
         load "$1" "$GW" "$2" $zipf
-        after=$(counter_sum "$GW" tollgate_device_busy_microseconds_total "$2")
-        echo "$((after - before))" >"$OUT/$1.busy_us"
+        LOAD_PURGE="" LOAD_BUSY_AT="" LOAD_BUSY_MODEL=""
     }
     for run in $(seq 1 "$RUNS"); do
         if [ $((run % 2)) = 1 ]; then
@@ -438,6 +473,7 @@ if wants d && time_left d; then
 r = json.load(open(sys.argv[1]))["rows_per_s_by_batch"]
 print(max(r, key=r.get) if r else 8)' "$OUT/d_direct_r1.json")
         echo "  best direct batch size: $best; gateway max_batch_size = $best, concurrency $((3 * best))"
+        echo "$best" >"$OUT/d_gateway_batch.txt"
         cat >"$OUT/alexnet.toml" <<EOF
 # Written by scripts/bench.sh: AlexNet with batching at the best direct batch size, no cache.
 # The queue delay is well under one batch's run time: with the next batch prefetched, waiting
@@ -466,13 +502,11 @@ EOF
         start_gateway AX "$OUT/alexnet.toml" "$OUT/gateway_alexnet.log"
         # Binary tensors: a 3x224x224 image is 600 KB raw, several MB as JSON text.
         ax_load() {
-            local before after
-            before=$(counter_sum "$AX" tollgate_device_busy_microseconds_total alexnet)
+            LOAD_BUSY_AT=$AX LOAD_BUSY_MODEL=alexnet
             load "$1" "$AX" alexnet --protocol http-binary --concurrency $((3 * best)) \
                 --duration "${AX_DURATION}s" --warmup "${AX_WARMUP}s" --distinct 8 --seed 3 \
                 --metrics-url "http://$AX/metrics"
-            after=$(counter_sum "$AX" tollgate_device_busy_microseconds_total alexnet)
-            echo "$((after - before))" >"$OUT/$1.busy_us"
+            LOAD_BUSY_AT="" LOAD_BUSY_MODEL=""
         }
         ax_load d_gateway_r1
         for run in $(seq 2 "$RUNS"); do
@@ -633,8 +667,26 @@ if direct_runs:
     direct = per_size.get(best)
     gw = med("d_gateway", "rows_per_s")
     r = ratio(gw, direct)
-    row(f"d. AlexNet rows/s: gateway / ORT direct at batch {best}", "gateway", gw, "direct", direct,
-        r, ">= 0.9", None if r is None else r >= 0.9, 2)
+    row(f"d. AlexNet rows/s: gateway / ORT direct at its best batch ({best})", "gateway", gw,
+        "direct", direct, r, ">= 0.9", None if r is None else r >= 0.9, 2)
+    # The same, pairing each gateway run with the direct run next to it (drift cancels), at the
+    # best size of that direct run.
+    paired = []
+    for (g, _), (d, _) in zip(runs("d_gateway"), runs("d_direct")):
+        by_size = d["rows_per_s_by_batch"]
+        if by_size and g.get("rows_per_s"):
+            paired.append(g["rows_per_s"] / max(by_size.values()))
+    r = median(paired)
+    row("d. AlexNet rows/s: gateway / ORT direct, paired run by run (median)", "runs", len(paired),
+        "", None, r, ">= 0.9", None if r is None else r >= 0.9)
+    try:
+        configured = open(out / "d_gateway_batch.txt").read().strip()
+    except OSError:
+        configured = None
+    if configured and configured != str(best):
+        r = ratio(gw, per_size.get(int(configured)))
+        row(f"d. AlexNet rows/s: gateway / ORT direct at the gateway's batch ({configured})", "gateway",
+            gw, "direct", per_size.get(int(configured)), r, "(info)", None, 2)
     summary["d. gateway mean batch size"] = median(
         [(r.get("server_metrics") or {}).get("mean_batch_size") for r in reports("d_gateway")])
     busy_share, per_batch_ms = [], []
@@ -707,12 +759,12 @@ detail = []
 for prefix in ("a_gateway", "a_fixed", "b_gateway_batching", "b_gateway_nobatching", "b_fixed",
                "c_cache_on", "c_cache_off", "d_gateway", "e_cached", "e_naive"):
     if reports(prefix):
-        idle = median([read_number(stem + ".idle") for _, stem in runs(prefix)])
+        idle = median([read_number(stem + ".foreign") for _, stem in runs(prefix)])
         detail.append(f"| {prefix} | {len(reports(prefix))} | {fmt(med(prefix), 1)} | "
                       f"{fmt(latency(prefix, 'p50'), 3)} | {fmt(latency(prefix, 'p99'), 3)} | "
                       f"{fmt(cpu_us_per_request(prefix), 1)} | {fmt(idle)} |")
 if detail:
-    lines += ["", "| side | runs | req/s | p50 ms | p99 ms | server CPU us/request | CPU idle % before |",
+    lines += ["", "| side | runs | req/s | p50 ms | p99 ms | server CPU us/request | others' CPU % during |",
               "| --- | --- | --- | --- | --- | --- | --- |"] + detail
 text = "\n".join(lines)
 print(text)

@@ -49,15 +49,27 @@ async fn the_front_answers_like_the_upstream_and_serves_repeats_from_its_cache()
         let metadata = front.get(&format!("/v2/models/{front_name}")).await.json();
         let upstream_metadata = upstream.get(&format!("/v2/models/{up_name}")).await.json();
         assert_eq!(metadata["inputs"], upstream_metadata["inputs"], "{variant}");
-        assert_eq!(metadata["outputs"], upstream_metadata["outputs"], "{variant}");
+        assert_eq!(
+            metadata["outputs"], upstream_metadata["outputs"],
+            "{variant}"
+        );
         let ready = front.get(&format!("/v2/models/{front_name}/ready")).await;
         assert_eq!(ready.status, StatusCode::OK, "{variant}");
 
         let body = common::digits_body(&rows);
         let direct = upstream.infer(&up_name, &body).await;
         let through = front.infer(&front_name, &body).await;
-        assert_eq!(through.status, StatusCode::OK, "{variant}: {:?}", through.body);
-        assert_eq!(outputs(&through), outputs(&direct), "{variant}: answers differ");
+        assert_eq!(
+            through.status,
+            StatusCode::OK,
+            "{variant}: {:?}",
+            through.body
+        );
+        assert_eq!(
+            outputs(&through),
+            outputs(&direct),
+            "{variant}: answers differ"
+        );
         assert_eq!(through.output("label")["data"], json!(labels), "{variant}");
         assert_eq!(through.header("x-tollgate-cache"), "miss", "{variant}");
 
@@ -65,7 +77,11 @@ async fn the_front_answers_like_the_upstream_and_serves_repeats_from_its_cache()
         let again = front.infer(&front_name, &body).await;
         assert_eq!(again.header("x-tollgate-cache"), "hit", "{variant}");
         assert_eq!(outputs(&again), outputs(&direct), "{variant}");
-        assert_eq!(requests_to(&front, &up_name).await, before, "{variant}: a hit reached the upstream");
+        assert_eq!(
+            requests_to(&front, &up_name).await,
+            before,
+            "{variant}: a hit reached the upstream"
+        );
         front.stop().await;
         upstream.stop().await;
     }
@@ -74,17 +90,33 @@ async fn the_front_answers_like_the_upstream_and_serves_repeats_from_its_cache()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_single_rows_reach_the_upstream_as_fewer_larger_requests() {
     let upstream = common::start(&upstream_config(&[
-        ("digits_up_batch", "max_batch_size = 64\nmax_queue_delay_us = 1000"),
+        (
+            "digits_up_batch",
+            "max_batch_size = 64\nmax_queue_delay_us = 1000",
+        ),
         ("digits_up_reference", ""),
     ]))
     .await;
     let url = format!("upstream = \"http://{}\"", upstream.server.http_addr);
     let extra = "max_batch_size = 64\nmax_queue_delay_us = 20000\ninstances = 2\ncache = false";
-    let front = Arc::new(common::start(&front_config("digits_front_batch", "digits_up_batch", &url, extra)).await);
+    let front = Arc::new(
+        common::start(&front_config(
+            "digits_front_batch",
+            "digits_up_batch",
+            &url,
+            extra,
+        ))
+        .await,
+    );
     let rows = peers::rows(64, 0.0);
     let mut expected = Vec::new();
     for row in &rows {
-        let reply = upstream.infer("digits_up_reference", &common::digits_body(std::slice::from_ref(row))).await;
+        let reply = upstream
+            .infer(
+                "digits_up_reference",
+                &common::digits_body(std::slice::from_ref(row)),
+            )
+            .await;
         expected.push(reply.output("label")["data"].clone());
     }
     let tasks: Vec<_> = rows
@@ -92,22 +124,46 @@ async fn concurrent_single_rows_reach_the_upstream_as_fewer_larger_requests() {
         .cloned()
         .map(|row| {
             let front = front.clone();
-            tokio::spawn(async move { front.infer("digits_front_batch", &common::digits_body(&[row])).await })
+            tokio::spawn(async move {
+                front
+                    .infer("digits_front_batch", &common::digits_body(&[row]))
+                    .await
+            })
         })
         .collect();
     let mut largest = 0;
     for (index, task) in tasks.into_iter().enumerate() {
         let reply = task.await.unwrap();
-        assert_eq!(reply.status, StatusCode::OK, "row {index}: {:?}", reply.body);
-        assert_eq!(reply.output("label")["data"], expected[index], "row {index}");
-        largest = largest.max(reply.header("x-tollgate-batch-size").parse::<usize>().unwrap());
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "row {index}: {:?}",
+            reply.body
+        );
+        assert_eq!(
+            reply.output("label")["data"],
+            expected[index],
+            "row {index}"
+        );
+        largest = largest.max(
+            reply
+                .header("x-tollgate-batch-size")
+                .parse::<usize>()
+                .unwrap(),
+        );
     }
     assert!(largest > 1, "no two rows shared an upstream request");
     let sent = requests_to(&upstream, "digits_up_batch").await;
     let rows_seen = upstream
-        .metric("tollgate_inference_rows_total", &["model=\"digits_up_batch\""])
+        .metric(
+            "tollgate_inference_rows_total",
+            &["model=\"digits_up_batch\""],
+        )
         .await;
-    assert_eq!(rows_seen, 64.0, "every row reached the upstream exactly once");
+    assert_eq!(
+        rows_seen, 64.0,
+        "every row reached the upstream exactly once"
+    );
     assert!(sent < 64.0, "{sent} upstream requests for 64 rows");
     let counted = front
         .metric(
@@ -115,7 +171,10 @@ async fn concurrent_single_rows_reach_the_upstream_as_fewer_larger_requests() {
             &["model=\"digits_front_batch\"", "outcome=\"success\""],
         )
         .await;
-    assert_eq!(counted, sent, "the front's upstream metrics count what the upstream saw");
+    assert_eq!(
+        counted, sent,
+        "the front's upstream metrics count what the upstream saw"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -126,30 +185,64 @@ async fn an_upstream_outage_is_a_fast_503_and_service_returns_with_the_upstream(
         let upstream_toml = upstream_config(&[(&up_name, "")]);
         let ports = Ports::pick();
         let upstream = peers::start_at(ports, &upstream_toml).await;
-        let address = if scheme == "grpc" { ports.grpc } else { ports.http };
+        let address = if scheme == "grpc" {
+            ports.grpc
+        } else {
+            ports.http
+        };
         let url = format!("upstream = \"{scheme}://{address}\"");
-        let front = common::start(&front_config(&front_name, &up_name, &url, "upstream_breaker_failures = 2")).await;
+        let front = common::start(&front_config(
+            &front_name,
+            &up_name,
+            &url,
+            "upstream_breaker_failures = 2",
+        ))
+        .await;
         let ready_path = format!("/v2/models/{front_name}/ready");
         let rows = peers::rows(40, 0.25);
         let ask = |index: usize| common::digits_body(&rows[index..=index]);
-        assert_eq!(front.infer(&front_name, &ask(0)).await.status, StatusCode::OK);
+        assert_eq!(
+            front.infer(&front_name, &ask(0)).await.status,
+            StatusCode::OK
+        );
 
         upstream.stop().await;
         for index in 1..4 {
             let started = Instant::now();
             let reply = front.infer(&front_name, &ask(index)).await;
-            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{scheme}: {:?}", reply.body);
-            assert!(started.elapsed() < Duration::from_secs(2), "{scheme}: a 503 took {:?}", started.elapsed());
-            let error = reply.json()["error"].as_str().unwrap_or_default().to_string();
+            assert_eq!(
+                reply.status,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{scheme}: {:?}",
+                reply.body
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{scheme}: a 503 took {:?}",
+                started.elapsed()
+            );
+            let error = reply.json()["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             assert!(error.contains("upstream"), "{scheme}: {error}");
         }
         let not_ready = eventually(Duration::from_secs(5), || async {
             front.get(&ready_path).await.status == StatusCode::SERVICE_UNAVAILABLE
         })
         .await;
-        assert!(not_ready, "{scheme}: the front still says ready with its upstream gone");
+        assert!(
+            not_ready,
+            "{scheme}: the front still says ready with its upstream gone"
+        );
         // The answer cached before the outage is still served.
-        assert_eq!(front.infer(&front_name, &ask(0)).await.header("x-tollgate-cache"), "hit");
+        assert_eq!(
+            front
+                .infer(&front_name, &ask(0))
+                .await
+                .header("x-tollgate-cache"),
+            "hit"
+        );
 
         let upstream = peers::start_at(ports, &upstream_toml).await;
         let mut next = 10;
@@ -161,12 +254,30 @@ async fn an_upstream_outage_is_a_fast_503_and_service_returns_with_the_upstream(
             async move { front.infer(name, &body).await.status == StatusCode::OK }
         })
         .await;
-        assert!(recovered, "{scheme}: no recovery after the upstream came back");
-        assert_eq!(front.get(&ready_path).await.status, StatusCode::OK, "{scheme}");
+        assert!(
+            recovered,
+            "{scheme}: no recovery after the upstream came back"
+        );
+        assert_eq!(
+            front.get(&ready_path).await.status,
+            StatusCode::OK,
+            "{scheme}"
+        );
         let errors = front
-            .metric("tollgate_upstream_errors_total", &[&format!("model=\"{front_name}\"")])
+            .metric(
+                "tollgate_upstream_errors_total",
+                &[&format!("model=\"{front_name}\"")],
+            )
             .await;
         assert!(errors >= 3.0, "{scheme}: {errors} upstream errors counted");
+        // Once the breaker or the health check gave up on it, requests were refused unsent.
+        let refused = front
+            .metric(
+                "tollgate_upstream_errors_total",
+                &[&format!("model=\"{front_name}\""), "kind=\"refused\""],
+            )
+            .await;
+        assert!(refused >= 1.0, "{scheme}: every request during the outage tried to connect");
         front.stop().await;
         upstream.stop().await;
     }
@@ -181,16 +292,41 @@ async fn a_slow_upstream_answers_504_within_the_upstream_timeout() {
     )]))
     .await;
     let url = format!("upstream = \"http://{}\"", upstream.server.http_addr);
-    let front = common::start(&front_config("digits_front_slow", "digits_up_slow", &url, "upstream_timeout_ms = 300")).await;
+    let front = common::start(&front_config(
+        "digits_front_slow",
+        "digits_up_slow",
+        &url,
+        "upstream_timeout_ms = 300",
+    ))
+    .await;
     let started = Instant::now();
-    let reply = front.infer("digits_front_slow", &common::digits_body(&peers::rows(1, 0.0))).await;
+    let reply = front
+        .infer(
+            "digits_front_slow",
+            &common::digits_body(&peers::rows(1, 0.0)),
+        )
+        .await;
     let took = started.elapsed();
-    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", reply.body);
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "took {took:?}");
-    let error = reply.json()["error"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{:?}",
+        reply.body
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "took {took:?}"
+    );
+    let error = reply.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(error.contains("did not answer within 300 ms"), "{error}");
     let timeouts = front
-        .metric("tollgate_upstream_errors_total", &["model=\"digits_front_slow\"", "kind=\"timeout\""])
+        .metric(
+            "tollgate_upstream_errors_total",
+            &["model=\"digits_front_slow\"", "kind=\"timeout\""],
+        )
         .await;
     assert_eq!(timeouts, 1.0);
 }
@@ -202,17 +338,42 @@ async fn the_upstreams_4xx_reaches_the_caller_with_its_message_and_is_not_cached
         let front_name = format!("digits_front_4xx_{scheme}");
         // The front accepts 8 rows; the upstream takes at most 4.
         let upstream = common::start(&upstream_config(&[(&up_name, "max_batch_size = 4")])).await;
-        let address = if scheme == "grpc" { upstream.server.grpc_addr } else { upstream.server.http_addr };
+        let address = if scheme == "grpc" {
+            upstream.server.grpc_addr
+        } else {
+            upstream.server.http_addr
+        };
         let url = format!("upstream = \"{scheme}://{address}\"");
-        let front = common::start(&front_config(&front_name, &up_name, &url, "max_batch_size = 8")).await;
+        let front = common::start(&front_config(
+            &front_name,
+            &up_name,
+            &url,
+            "max_batch_size = 8",
+        ))
+        .await;
         let body = common::digits_body(&peers::rows(8, 0.0));
         for _ in 0..2 {
             let reply = front.infer(&front_name, &body).await;
-            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{scheme}: {:?}", reply.body);
-            let error = reply.json()["error"].as_str().unwrap_or_default().to_string();
-            assert!(error.contains("exceed the model's max_batch_size of 4"), "{scheme}: {error}");
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{scheme}: {:?}",
+                reply.body
+            );
+            let error = reply.json()["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                error.contains("exceed the model's max_batch_size of 4"),
+                "{scheme}: {error}"
+            );
         }
-        assert_eq!(requests_to(&upstream, &up_name).await, 2.0, "{scheme}: a failure was cached");
+        assert_eq!(
+            requests_to(&upstream, &up_name).await,
+            2.0,
+            "{scheme}: a failure was cached"
+        );
         // The upstream judged the request, so it is healthy: the breaker stays closed.
         let ready = front.get(&format!("/v2/models/{front_name}/ready")).await;
         assert_eq!(ready.status, StatusCode::OK, "{scheme}");
@@ -232,36 +393,64 @@ async fn requests_spread_over_live_upstreams_and_avoid_a_dead_one() {
     ];
     // The dead one first: start-up must look past it, and so must the first requests.
     let list = format!("upstreams = [\"{dead}\", \"{}\", \"{}\"]", live[0], live[1]);
-    let front = common::start(&front_config("digits_front_lb", "digits_up_lb", &list, "cache = false")).await;
+    let front = common::start(&front_config(
+        "digits_front_lb",
+        "digits_up_lb",
+        &list,
+        "cache = false",
+    ))
+    .await;
     for row in peers::rows(12, 0.75) {
-        let reply = front.infer("digits_front_lb", &common::digits_body(&[row])).await;
+        let reply = front
+            .infer("digits_front_lb", &common::digits_body(&[row]))
+            .await;
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     }
     for url in &live {
         let label = format!("upstream=\"{url}\"");
         let served = front
-            .metric("tollgate_upstream_requests_total", &["model=\"digits_front_lb\"", &label, "outcome=\"success\""])
+            .metric(
+                "tollgate_upstream_requests_total",
+                &["model=\"digits_front_lb\"", &label, "outcome=\"success\""],
+            )
             .await;
         assert!(served >= 3.0, "{url} served only {served} of 12");
     }
     let dead_label = format!("upstream=\"{dead}\"");
     let marked = eventually(Duration::from_secs(3), || async {
-        front.metric("tollgate_upstream_healthy", &["model=\"digits_front_lb\"", &dead_label]).await == 0.0
+        front
+            .metric(
+                "tollgate_upstream_healthy",
+                &["model=\"digits_front_lb\"", &dead_label],
+            )
+            .await
+            == 0.0
     })
     .await;
     assert!(marked, "the dead upstream was never marked unhealthy");
-    assert_eq!(front.get("/v2/models/digits_front_lb/ready").await.status, StatusCode::OK);
+    assert_eq!(
+        front.get("/v2/models/digits_front_lb/ready").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_fails_clearly_when_no_upstream_describes_the_model() {
     let url = format!("upstream = \"http://127.0.0.1:{}\"", peers::free_port());
-    let toml = front_config("digits_front_nobody", "digits", &url, "upstream_startup_wait_ms = 0");
+    let toml = front_config(
+        "digits_front_nobody",
+        "digits",
+        &url,
+        "upstream_startup_wait_ms = 0",
+    );
     let started = Instant::now();
     let error = match tollgate::server::Server::start(common::config(&toml)).await {
         Ok(_) => panic!("a gateway started without its upstream"),
         Err(error) => error.to_string(),
     };
-    assert!(error.contains("no upstream described model `digits`"), "{error}");
+    assert!(
+        error.contains("no upstream described model `digits`"),
+        "{error}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
 }

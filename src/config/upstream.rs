@@ -39,7 +39,10 @@ impl ModelConfig {
         let key = |field: &str| format!("models[{index}].{field}");
         if let Some(single) = &self.upstream {
             if !self.upstreams.is_empty() {
-                return Err(invalid(key("upstreams"), "give `upstream` or `upstreams`, not both"));
+                return Err(invalid(
+                    key("upstreams"),
+                    "give `upstream` or `upstreams`, not both",
+                ));
             }
             let parsed = UpstreamUrl::parse(single).map_err(|why| invalid(key("upstream"), why))?;
             self.upstreams = vec![parsed.label];
@@ -49,7 +52,10 @@ impl ModelConfig {
                 let field = key(&format!("upstreams[{position}]"));
                 let parsed = UpstreamUrl::parse(text).map_err(|why| invalid(&field, why))?;
                 if seen.contains(&parsed.label) {
-                    return Err(invalid(field, format!("`{}` is listed twice", parsed.label)));
+                    return Err(invalid(
+                        field,
+                        format!("`{}` is listed twice", parsed.label),
+                    ));
                 }
                 seen.push(parsed.label);
             }
@@ -60,20 +66,51 @@ impl ModelConfig {
             return Err(invalid(key("upstream_model"), "must not be empty"));
         }
         if self.upstream_version.as_deref() == Some("") {
-            return Err(invalid(key("upstream_version"), "must not be empty (leave it out for the upstream's default)"));
+            return Err(invalid(
+                key("upstream_version"),
+                "must not be empty (leave it out for the upstream's default)",
+            ));
         }
         let ranges: [(&str, u64, u64, u64); 7] = [
             ("upstream_timeout_ms", self.upstream_timeout_ms, 1, HOUR_MS),
-            ("upstream_connect_timeout_ms", self.upstream_connect_timeout_ms, 1, 60_000),
+            (
+                "upstream_connect_timeout_ms",
+                self.upstream_connect_timeout_ms,
+                1,
+                60_000,
+            ),
             ("upstream_retries", self.upstream_retries.into(), 0, 10),
-            ("upstream_breaker_failures", self.upstream_breaker_failures.into(), 1, 1_000),
-            ("upstream_breaker_cooldown_ms", self.upstream_breaker_cooldown_ms, 1, HOUR_MS),
-            ("upstream_health_interval_ms", self.upstream_health_interval_ms, 10, HOUR_MS),
-            ("upstream_startup_wait_ms", self.upstream_startup_wait_ms, 0, HOUR_MS),
+            (
+                "upstream_breaker_failures",
+                self.upstream_breaker_failures.into(),
+                1,
+                1_000,
+            ),
+            (
+                "upstream_breaker_cooldown_ms",
+                self.upstream_breaker_cooldown_ms,
+                1,
+                HOUR_MS,
+            ),
+            (
+                "upstream_health_interval_ms",
+                self.upstream_health_interval_ms,
+                10,
+                HOUR_MS,
+            ),
+            (
+                "upstream_startup_wait_ms",
+                self.upstream_startup_wait_ms,
+                0,
+                HOUR_MS,
+            ),
         ];
         for (field, value, low, high) in ranges {
             if !(low..=high).contains(&value) {
-                return Err(invalid(key(field), format!("must be between {low} and {high}")));
+                return Err(invalid(
+                    key(field),
+                    format!("must be between {low} and {high}"),
+                ));
             }
         }
         Ok(())
@@ -113,7 +150,8 @@ mod tests {
         assert_eq!(model.upstreams, vec!["http://a:8000".to_string()]);
         assert_eq!(model.upstream_model_name(), "m");
         assert!(model.upstream_binary);
-        let config = parse("upstreams = [\"grpc://a:1\", \"h2c://b:2\"]\nupstream_model = \"d\"").unwrap();
+        let config =
+            parse("upstreams = [\"grpc://a:1\", \"h2c://b:2\"]\nupstream_model = \"d\"").unwrap();
         assert_eq!(config.models[0].upstreams.len(), 2);
         assert_eq!(config.models[0].upstream_model_name(), "d");
     }
@@ -123,21 +161,54 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("upstream = \"tcp://a:1\"", "models[0].upstream"),
             ("upstream = \"http://a\"", "explicit port"),
-            ("upstreams = [\"http://a:1\", \"http://a:1/\"]", "listed twice"),
-            ("upstreams = [\"http://a:1\", \"nope\"]", "models[0].upstreams[1]"),
-            ("upstream = \"http://a:1\"\nupstreams = [\"http://b:1\"]", "not both"),
-            ("upstream = \"http://a:1\"\nupstream_model = \"\"", "upstream_model"),
-            ("upstream = \"http://a:1\"\nupstream_version = \"\"", "upstream_version"),
-            ("upstream = \"http://a:1\"\nupstream_timeout_ms = 0", "upstream_timeout_ms"),
-            ("upstream = \"http://a:1\"\nupstream_retries = 50", "upstream_retries"),
-            ("upstream = \"http://a:1\"\nupstream_breaker_failures = 0", "upstream_breaker_failures"),
-            ("upstream = \"http://a:1\"\nupstream_health_interval_ms = 1", "upstream_health_interval_ms"),
-            ("upstream = \"http://a:1\"\nupstream_bogus = 1", "upstream_bogus"),
+            (
+                "upstreams = [\"http://a:1\", \"http://a:1/\"]",
+                "listed twice",
+            ),
+            (
+                "upstreams = [\"http://a:1\", \"nope\"]",
+                "models[0].upstreams[1]",
+            ),
+            (
+                "upstream = \"http://a:1\"\nupstreams = [\"http://b:1\"]",
+                "not both",
+            ),
+            (
+                "upstream = \"http://a:1\"\nupstream_model = \"\"",
+                "upstream_model",
+            ),
+            (
+                "upstream = \"http://a:1\"\nupstream_version = \"\"",
+                "upstream_version",
+            ),
+            (
+                "upstream = \"http://a:1\"\nupstream_timeout_ms = 0",
+                "upstream_timeout_ms",
+            ),
+            (
+                "upstream = \"http://a:1\"\nupstream_retries = 50",
+                "upstream_retries",
+            ),
+            (
+                "upstream = \"http://a:1\"\nupstream_breaker_failures = 0",
+                "upstream_breaker_failures",
+            ),
+            (
+                "upstream = \"http://a:1\"\nupstream_health_interval_ms = 1",
+                "upstream_health_interval_ms",
+            ),
+            (
+                "upstream = \"http://a:1\"\nupstream_bogus = 1",
+                "upstream_bogus",
+            ),
             ("path = \"x.onnx\"\nupstream = \"http://a:1\"", "not both"),
         ];
         for (body, fragment) in cases {
             let message = parse(body).expect_err(body);
-            assert!(message.contains(fragment), "{body}: `{message}` lacks `{fragment}`");
+            assert!(
+                message.contains(fragment),
+                "{body}: `{message}` lacks `{fragment}`"
+            );
         }
     }
 }

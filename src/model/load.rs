@@ -36,7 +36,11 @@ pub fn load_models(config: &Config) -> Result<Registry, BackendError> {
     Ok(registry)
 }
 
-fn load_local(config: &Config, model_config: &ModelConfig, path: &Path) -> Result<Engines, BackendError> {
+fn load_local(
+    config: &Config,
+    model_config: &ModelConfig,
+    path: &Path,
+) -> Result<Engines, BackendError> {
     let settings = OnnxSettings {
         model: model_config.name.clone(),
         path: path.to_path_buf(),
@@ -126,7 +130,11 @@ fn assemble(config: &Config, model_config: &ModelConfig, loaded: Engines) -> Mod
         tracing::warn!(model = %model_config.name, "max_batch_size is set but the model has no open first dimension on every input and output; batching is off");
     }
     let policy = Policy {
-        max_batch_rows: if batching { model_config.max_batch_size } else { 1 },
+        max_batch_rows: if batching {
+            model_config.max_batch_size
+        } else {
+            1
+        },
         max_queue_delay: Duration::from_micros(model_config.max_queue_delay_us),
         preferred_sizes: {
             let mut sizes = model_config.preferred_batch_sizes.clone();

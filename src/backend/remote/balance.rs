@@ -40,16 +40,40 @@ mod tests {
     fn fewest_outstanding_first_untried_before_tried_unavailable_never() {
         let cases: &[(&[Candidate], usize, &[usize])] = &[
             (&[], 0, &[]),
-            (&[candidate(true, false, 3), candidate(true, false, 1)], 0, &[1, 0]),
-            (&[candidate(true, true, 0), candidate(true, false, 5)], 0, &[1, 0]),
-            (&[candidate(false, false, 0), candidate(true, false, 9)], 0, &[1]),
+            (
+                &[candidate(true, false, 3), candidate(true, false, 1)],
+                0,
+                &[1, 0],
+            ),
+            (
+                &[candidate(true, true, 0), candidate(true, false, 5)],
+                0,
+                &[1, 0],
+            ),
+            (
+                &[candidate(false, false, 0), candidate(true, false, 9)],
+                0,
+                &[1],
+            ),
             // Equal endpoints: the rotation decides who goes first.
-            (&[candidate(true, false, 0), candidate(true, false, 0)], 0, &[0, 1]),
-            (&[candidate(true, false, 0), candidate(true, false, 0)], 1, &[1, 0]),
+            (
+                &[candidate(true, false, 0), candidate(true, false, 0)],
+                0,
+                &[0, 1],
+            ),
+            (
+                &[candidate(true, false, 0), candidate(true, false, 0)],
+                1,
+                &[1, 0],
+            ),
             (&[candidate(true, false, 0); 3], 5, &[2, 0, 1]),
         ];
         for (candidates, rotation, expected) in cases {
-            assert_eq!(preference(candidates, *rotation), expected.to_vec(), "{candidates:?} rotation {rotation}");
+            assert_eq!(
+                preference(candidates, *rotation),
+                expected.to_vec(),
+                "{candidates:?} rotation {rotation}"
+            );
         }
     }
 }

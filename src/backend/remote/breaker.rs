@@ -131,10 +131,16 @@ mod tests {
             breaker.record(Ticket::Normal, false, now());
         }
         assert_eq!(breaker.state(now()), State::Closed);
-        assert_eq!(breaker.record(Ticket::Normal, false, now()), Some(State::Open));
+        assert_eq!(
+            breaker.record(Ticket::Normal, false, now()),
+            Some(State::Open)
+        );
         assert_eq!(breaker.try_acquire(now()), None);
         tokio::time::advance(cooldown - Duration::from_millis(1)).await;
-        assert!(!breaker.admits(now()), "still open just before the cooldown ends");
+        assert!(
+            !breaker.admits(now()),
+            "still open just before the cooldown ends"
+        );
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(breaker.state(now()), State::HalfOpen);
     }
@@ -151,7 +157,10 @@ mod tests {
         assert_eq!(breaker.try_acquire(now()), None, "only one probe at a time");
         assert!(!breaker.admits(now()));
         // The probe fails: open again for a whole cooldown.
-        assert_eq!(breaker.record(Ticket::Probe, false, now()), Some(State::Open));
+        assert_eq!(
+            breaker.record(Ticket::Probe, false, now()),
+            Some(State::Open)
+        );
         tokio::time::advance(cooldown / 2).await;
         assert_eq!(breaker.try_acquire(now()), None);
         tokio::time::advance(cooldown / 2).await;

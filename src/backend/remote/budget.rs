@@ -82,7 +82,10 @@ mod tests {
         while budget.withdraw() {
             granted += 1;
         }
-        assert_eq!(granted, FLOOR_PER_SECOND as usize, "the floor funds the first retries");
+        assert_eq!(
+            granted, FLOOR_PER_SECOND as usize,
+            "the floor funds the first retries"
+        );
         for _ in 0..10 {
             budget.deposit();
         }
@@ -90,7 +93,10 @@ mod tests {
         assert!(budget.withdraw());
         assert!(!budget.withdraw());
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert!(budget.withdraw(), "a tenth of a second refills one retry of the floor");
+        assert!(
+            budget.withdraw(),
+            "a tenth of a second refills one retry of the floor"
+        );
         assert!(!budget.withdraw());
     }
 }

@@ -29,7 +29,10 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn new(model: &str, url: UpstreamUrl, transport: Transport, breaker: Breaker) -> Endpoint {
-        let labels = [("model", model.to_string()), ("upstream", url.label.clone())];
+        let labels = [
+            ("model", model.to_string()),
+            ("upstream", url.label.clone()),
+        ];
         let endpoint = Endpoint {
             breaker_gauge: metrics::gauge!(telemetry::UPSTREAM_BREAKER_STATE, &labels),
             healthy_gauge: metrics::gauge!(telemetry::UPSTREAM_HEALTHY, &labels),
@@ -85,7 +88,11 @@ impl Endpoint {
     }
 
     /// Sends one attempt with a ticket from `try_acquire`, within the call's timeout.
-    pub async fn attempt(&self, ticket: Ticket, call: &Call<'_>) -> Result<Vec<Tensor>, UpstreamError> {
+    pub async fn attempt(
+        &self,
+        ticket: Ticket,
+        call: &Call<'_>,
+    ) -> Result<Vec<Tensor>, UpstreamError> {
         let _in_flight = InFlight::enter(self);
         let started = Instant::now();
         let result = match tokio::time::timeout(call.timeout, self.transport.infer(call)).await {
@@ -96,20 +103,30 @@ impl Endpoint {
         let outcome = match &result {
             Ok(_) => "success",
             Err(error) => {
-                metrics::counter!(telemetry::UPSTREAM_ERRORS, &self.labels_with("kind", error.kind()))
-                    .increment(1);
+                metrics::counter!(
+                    telemetry::UPSTREAM_ERRORS,
+                    &self.labels_with("kind", error.kind())
+                )
+                .increment(1);
                 error.kind()
             }
         };
-        metrics::counter!(telemetry::UPSTREAM_REQUESTS, &self.labels_with("outcome", outcome))
-            .increment(1);
+        metrics::counter!(
+            telemetry::UPSTREAM_REQUESTS,
+            &self.labels_with("outcome", outcome)
+        )
+        .increment(1);
         let healthy_answer = result.as_ref().err().is_none_or(|e| !e.is_outage());
-        let changed = self.breaker().record(ticket, healthy_answer, Instant::now());
+        let changed = self
+            .breaker()
+            .record(ticket, healthy_answer, Instant::now());
         if let Some(state) = changed {
             self.breaker_gauge.set(state.gauge());
             match state {
-                State::Open => tracing::warn!(upstream = %self.url.label, model = %self.labels[0].1,
-                    "upstream circuit opened; refusing requests to it until the cooldown ends"),
+                State::Open => {
+                    tracing::warn!(upstream = %self.url.label, model = %self.labels[0].1,
+                    "upstream circuit opened; refusing requests to it until the cooldown ends")
+                }
                 _ => tracing::info!(upstream = %self.url.label, model = %self.labels[0].1,
                     state = state.as_str(), "upstream circuit changed"),
             }
@@ -127,7 +144,9 @@ impl Endpoint {
 
     fn breaker(&self) -> MutexGuard<'_, Breaker> {
         // The breaker holds plain counters; a panic elsewhere cannot leave it inconsistent.
-        self.breaker.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.breaker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

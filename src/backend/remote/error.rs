@@ -118,7 +118,8 @@ pub fn never_reached(error: &(dyn StdError + 'static)) -> bool {
         if let Some(h2) = error.downcast_ref::<h2::Error>() {
             // Streams above a GOAWAY's last processed id fail with a remote GOAWAY; the server
             // promises it never started them. REFUSED_STREAM makes the same promise.
-            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) || (h2.is_go_away() && h2.is_remote())
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote())
             {
                 return true;
             }
@@ -167,8 +168,14 @@ mod tests {
         for (status, class) in cases {
             assert_eq!(http_status_class(*status), *class, "{status}");
         }
-        assert_eq!(grpc_code_class(tonic::Code::InvalidArgument), ErrorClass::BadRequest);
-        assert_eq!(grpc_code_class(tonic::Code::Internal), ErrorClass::Unavailable);
+        assert_eq!(
+            grpc_code_class(tonic::Code::InvalidArgument),
+            ErrorClass::BadRequest
+        );
+        assert_eq!(
+            grpc_code_class(tonic::Code::Internal),
+            ErrorClass::Unavailable
+        );
     }
 
     #[test]
@@ -179,12 +186,32 @@ mod tests {
             message: "m".into(),
         };
         let cases: Vec<(UpstreamError, bool, bool, &str)> = vec![
-            (UpstreamError::NotSent("refused".into()), true, true, "connect"),
-            (UpstreamError::Timeout(Duration::from_millis(5)), false, true, "timeout"),
-            (UpstreamError::Transport("reset".into()), false, true, "transport"),
+            (
+                UpstreamError::NotSent("refused".into()),
+                true,
+                true,
+                "connect",
+            ),
+            (
+                UpstreamError::Timeout(Duration::from_millis(5)),
+                false,
+                true,
+                "timeout",
+            ),
+            (
+                UpstreamError::Transport("reset".into()),
+                false,
+                true,
+                "transport",
+            ),
             (status(ErrorClass::BadRequest), false, false, "client_error"),
             (status(ErrorClass::Unavailable), false, true, "server_error"),
-            (UpstreamError::Refused("open".into()), false, false, "refused"),
+            (
+                UpstreamError::Refused("open".into()),
+                false,
+                false,
+                "refused",
+            ),
         ];
         for (error, retry, outage, kind) in cases {
             assert_eq!(error.retryable(), retry, "{error}");

@@ -87,7 +87,12 @@ impl GrpcTransport {
             name: target.model.clone(),
             version: target.version.clone().unwrap_or_default(),
         };
-        let response = self.client.clone().model_ready(request).await.map_err(classify)?;
+        let response = self
+            .client
+            .clone()
+            .model_ready(request)
+            .await
+            .map_err(classify)?;
         Ok(response.into_inner().ready)
     }
 
@@ -165,13 +170,16 @@ fn decode_response(response: proto::ModelInferResponse) -> Result<Vec<Tensor>, S
         let name = output.name;
         let dtype = DataType::parse(&output.datatype)
             .ok_or_else(|| format!("output `{name}` has unknown datatype `{}`", output.datatype))?;
-        let element_size = dtype
-            .element_size()
-            .ok_or_else(|| format!("output `{name}` is {dtype}, which Tollgate cannot return yet"))?;
+        let element_size = dtype.element_size().ok_or_else(|| {
+            format!("output `{name}` is {dtype}, which Tollgate cannot return yet")
+        })?;
         let shape = output
             .shape
             .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| format!("output `{name}` has negative dimension {d}")))
+            .map(|&d| {
+                usize::try_from(d)
+                    .map_err(|_| format!("output `{name}` has negative dimension {d}"))
+            })
             .collect::<Result<Vec<usize>, String>>()?;
         let data = match (raw.next(), &output.contents) {
             (Some(bytes), _) => bytes,
@@ -210,7 +218,11 @@ mod tests {
             parameters: HashMap::new(),
             contents,
         };
-        let bytes: Bytes = [7i64, -2].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into();
+        let bytes: Bytes = [7i64, -2]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into();
         let raw = proto::ModelInferResponse {
             outputs: vec![output(None)],
             raw_output_contents: vec![bytes.clone()],

@@ -57,7 +57,9 @@ async fn check(upstream: &Upstream, index: usize) {
     tracing::info!(model = %upstream.model, upstream = %endpoint.url.label, "upstream is ready again");
     // A restarted upstream may serve a different model; requests are still checked against the
     // start-up spec, so say so loudly rather than fail them one by one.
-    if let Ok(Ok(metadata)) = tokio::time::timeout(timeout, endpoint.transport.metadata(target)).await {
+    if let Ok(Ok(metadata)) =
+        tokio::time::timeout(timeout, endpoint.transport.metadata(target)).await
+    {
         if metadata.spec != upstream.spec {
             tracing::warn!(model = %upstream.model, upstream = %endpoint.url.label,
                 "the upstream's model metadata changed since start-up; restart Tollgate to serve the new inputs and outputs");

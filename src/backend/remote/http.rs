@@ -58,13 +58,17 @@ impl HttpTransport {
         outputs: &[String],
         binary: bool,
     ) -> Result<Vec<Tensor>, UpstreamError> {
-        let body = http_codec::encode_request(inputs, outputs, binary).map_err(UpstreamError::Protocol)?;
+        let body =
+            http_codec::encode_request(inputs, outputs, binary).map_err(UpstreamError::Protocol)?;
         let request = Request::builder()
             .method(Method::POST)
             .uri(self.model_path(target, Some("infer")));
         let request = match body.header_length {
             Some(length) => request
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                )
                 .header(HEADER_LENGTH, length),
             None => request.header(CONTENT_TYPE, HeaderValue::from_static("application/json")),
         };
@@ -79,7 +83,9 @@ impl HttpTransport {
                     .to_str()
                     .ok()
                     .and_then(|v| v.trim().parse::<usize>().ok())
-                    .ok_or_else(|| UpstreamError::Protocol(format!("{HEADER_LENGTH} is not a byte count")))?,
+                    .ok_or_else(|| {
+                        UpstreamError::Protocol(format!("{HEADER_LENGTH} is not a byte count"))
+                    })?,
             ),
         };
         http_codec::decode_response(&answer.body, header_length).map_err(UpstreamError::Protocol)
@@ -113,7 +119,11 @@ impl HttpTransport {
         path
     }
 
-    async fn send(&self, request: hyper::http::request::Builder, body: Bytes) -> Result<Answer, UpstreamError> {
+    async fn send(
+        &self,
+        request: hyper::http::request::Builder,
+        body: Bytes,
+    ) -> Result<Answer, UpstreamError> {
         let request = request
             .body(Full::new(body))
             .map_err(|e| UpstreamError::Protocol(format!("cannot build the request: {e}")))?;
@@ -128,7 +138,9 @@ impl HttpTransport {
         let body = Limited::new(body, MAX_RESPONSE_BYTES)
             .collect()
             .await
-            .map_err(|e| UpstreamError::Transport(format!("reading the answer: {}", describe(&*e))))?
+            .map_err(|e| {
+                UpstreamError::Transport(format!("reading the answer: {}", describe(&*e)))
+            })?
             .to_bytes();
         Ok(Answer {
             status: parts.status,

@@ -58,7 +58,11 @@ struct BinaryFlag {
 /// Encodes a batch. With `binary`, every input travels as raw bytes after the JSON and every
 /// output of `outputs` is asked for in binary; without it, everything is JSON and no outputs
 /// are named, so the upstream returns all of them (some servers reject output parameters).
-pub fn encode_request(inputs: &[BatchInput], outputs: &[String], binary: bool) -> Result<Body, String> {
+pub fn encode_request(
+    inputs: &[BatchInput],
+    outputs: &[String],
+    binary: bool,
+) -> Result<Body, String> {
     let mut entries = Vec::with_capacity(inputs.len());
     for input in inputs {
         let size: usize = input.parts.iter().map(Bytes::len).sum();
@@ -75,7 +79,9 @@ pub fn encode_request(inputs: &[BatchInput], outputs: &[String], binary: bool) -
             name: &input.name,
             shape: &input.shape,
             datatype: input.dtype.as_str(),
-            parameters: binary.then_some(BinarySize { binary_data_size: size }),
+            parameters: binary.then_some(BinarySize {
+                binary_data_size: size,
+            }),
             data,
         });
     }
@@ -133,7 +139,10 @@ struct OutputHeader<'a> {
 pub fn decode_response(body: &Bytes, header_length: Option<usize>) -> Result<Vec<Tensor>, String> {
     let json_end = header_length.unwrap_or(body.len());
     if json_end > body.len() {
-        return Err(format!("{HEADER_LENGTH} {json_end} is beyond the {}-byte body", body.len()));
+        return Err(format!(
+            "{HEADER_LENGTH} {json_end} is beyond the {}-byte body",
+            body.len()
+        ));
     }
     let header: ResponseHeader = serde_json::from_slice(&body[..json_end])
         .map_err(|e| format!("not a KServe V2 infer response: {e}"))?;
@@ -143,13 +152,16 @@ pub fn decode_response(body: &Bytes, header_length: Option<usize>) -> Result<Vec
         let name = &output.name;
         let dtype = DataType::parse(&output.datatype)
             .ok_or_else(|| format!("output `{name}` has unknown datatype `{}`", output.datatype))?;
-        let element_size = dtype
-            .element_size()
-            .ok_or_else(|| format!("output `{name}` is {dtype}, which Tollgate cannot return yet"))?;
+        let element_size = dtype.element_size().ok_or_else(|| {
+            format!("output `{name}` is {dtype}, which Tollgate cannot return yet")
+        })?;
         let shape = output
             .shape
             .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| format!("output `{name}` has negative dimension {d}")))
+            .map(|&d| {
+                usize::try_from(d)
+                    .map_err(|_| format!("output `{name}` has negative dimension {d}"))
+            })
             .collect::<Result<Vec<usize>, String>>()?;
         // Every element takes at least one byte of the body, so nothing larger is allocated.
         let elements = Tensor::element_count(&shape)
@@ -161,7 +173,9 @@ pub fn decode_response(body: &Bytes, header_length: Option<usize>) -> Result<Vec
             .and_then(|p| p.get("binary_data_size"))
             .map(|v| v.as_u64().and_then(|n| usize::try_from(n).ok()));
         let data = match (binary_size, output.data) {
-            (Some(None), _) => return Err(format!("output `{name}`: binary_data_size is not a size")),
+            (Some(None), _) => {
+                return Err(format!("output `{name}`: binary_data_size is not a size"))
+            }
             (Some(Some(size)), _) => {
                 if size != elements * element_size || binary_at + size > body.len() {
                     return Err(format!(
@@ -172,7 +186,8 @@ pub fn decode_response(body: &Bytes, header_length: Option<usize>) -> Result<Vec
                 body.slice(binary_at - size..binary_at)
             }
             (None, Some(json)) => Bytes::from(
-                parse_json_data(json.get(), dtype, elements).map_err(|e| format!("output `{name}`: {e}"))?,
+                parse_json_data(json.get(), dtype, elements)
+                    .map_err(|e| format!("output `{name}`: {e}"))?,
             ),
             (None, None) => return Err(format!("output `{name}` carries no data")),
         };
@@ -184,7 +199,10 @@ pub fn decode_response(body: &Bytes, header_length: Option<usize>) -> Result<Vec
         });
     }
     if binary_at != body.len() {
-        return Err(format!("{} bytes after the outputs are unaccounted for", body.len() - binary_at));
+        return Err(format!(
+            "{} bytes after the outputs are unaccounted for",
+            body.len() - binary_at
+        ));
     }
     Ok(outputs)
 }

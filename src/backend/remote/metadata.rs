@@ -14,8 +14,9 @@ pub struct Metadata {
 
 /// One tensor of the upstream's metadata; any negative dimension is an open one.
 pub fn tensor_spec(name: &str, datatype: &str, shape: &[i64]) -> Result<TensorSpec, String> {
-    let dtype = DataType::parse(datatype)
-        .ok_or_else(|| format!("tensor `{name}` has datatype `{datatype}`, which is not a KServe V2 datatype"))?;
+    let dtype = DataType::parse(datatype).ok_or_else(|| {
+        format!("tensor `{name}` has datatype `{datatype}`, which is not a KServe V2 datatype")
+    })?;
     Ok(TensorSpec {
         name: name.to_string(),
         dtype,

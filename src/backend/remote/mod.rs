@@ -121,9 +121,15 @@ impl Upstream {
         };
         let mut tried = vec![false; self.endpoints.len()];
         let mut attempts = 0;
+        let mut last_failure: Option<(usize, UpstreamError)> = None;
         loop {
             let Some((index, ticket)) = self.choose(&tried) else {
-                return Err(self.refusal());
+                // After a failed attempt (whose failure may have just opened the breaker), the
+                // caller learns what actually went wrong rather than that nothing is left.
+                return Err(match &last_failure {
+                    Some((index, error)) => self.failure(&self.endpoints[*index], error),
+                    None => self.refusal(),
+                });
             };
             let endpoint = &self.endpoints[index];
             if tried[index] {
@@ -143,7 +149,8 @@ impl Upstream {
                 return Err(self.failure(endpoint, &error));
             }
             endpoint.count_retry();
-            tracing::debug!(model = %self.model, upstream = %endpoint.url.label, %error, "retrying elsewhere");
+            tracing::debug!(model = %self.model, upstream = %endpoint.url.label, %error, "retrying");
+            last_failure = Some((index, error));
         }
     }
 
@@ -169,9 +176,12 @@ impl Upstream {
     fn conform(&self, mut outputs: Vec<Tensor>) -> Result<Vec<Tensor>, UpstreamError> {
         let mut ordered = Vec::with_capacity(self.spec.outputs.len());
         for wanted in &self.spec.outputs {
-            let at = outputs.iter().position(|t| t.name == wanted.name).ok_or_else(|| {
-                UpstreamError::Protocol(format!("the answer lacks output `{}`", wanted.name))
-            })?;
+            let at = outputs
+                .iter()
+                .position(|t| t.name == wanted.name)
+                .ok_or_else(|| {
+                    UpstreamError::Protocol(format!("the answer lacks output `{}`", wanted.name))
+                })?;
             let tensor = outputs.swap_remove(at);
             if tensor.dtype != wanted.dtype {
                 return Err(UpstreamError::Protocol(format!(

@@ -34,20 +34,31 @@ pub fn start(settings: &UpstreamSettings, instances: usize) -> Result<Started, B
         model: settings.model.clone(),
         reason,
     };
-    let runtime = Handle::try_current()
-        .map_err(|_| load_error("upstream models must be started inside the tokio runtime".into()))?;
+    let runtime = Handle::try_current().map_err(|_| {
+        load_error("upstream models must be started inside the tokio runtime".into())
+    })?;
     let metadata = fetch_metadata(settings).map_err(load_error)?;
     let mut endpoints = Vec::with_capacity(settings.urls.len());
     for url in &settings.urls {
         let transport = Transport::new(url, settings.connect_timeout).map_err(load_error)?;
         let breaker = Breaker::new(settings.breaker_failures, settings.breaker_cooldown);
-        endpoints.push(Endpoint::new(&settings.model, url.clone(), transport, breaker));
+        endpoints.push(Endpoint::new(
+            &settings.model,
+            url.clone(),
+            transport,
+            breaker,
+        ));
     }
     let upstream = Arc::new(Upstream {
         model: settings.model.clone(),
         target: settings.target.clone(),
         endpoints,
-        outputs: metadata.spec.outputs.iter().map(|o| o.name.clone()).collect(),
+        outputs: metadata
+            .spec
+            .outputs
+            .iter()
+            .map(|o| o.name.clone())
+            .collect(),
         spec: metadata.spec,
         platform: metadata.platform,
         binary: settings.binary,
@@ -89,14 +100,20 @@ async fn first_description(settings: &UpstreamSettings) -> Result<Metadata, Stri
     let transports = settings
         .urls
         .iter()
-        .map(|url| Ok((url.label.as_str(), Transport::new(url, settings.connect_timeout)?)))
+        .map(|url| {
+            Ok((
+                url.label.as_str(),
+                Transport::new(url, settings.connect_timeout)?,
+            ))
+        })
         .collect::<Result<Vec<_>, String>>()?;
     let deadline = Instant::now() + settings.startup_wait;
     let mut announced = false;
     loop {
         let mut failures = Vec::with_capacity(transports.len());
         for (label, transport) in &transports {
-            match tokio::time::timeout(settings.timeout, transport.metadata(&settings.target)).await {
+            match tokio::time::timeout(settings.timeout, transport.metadata(&settings.target)).await
+            {
                 Ok(Ok(description)) => {
                     return metadata::check(description).map_err(|why| {
                         format!("upstream {label} model `{}`: {why}", settings.target.model)

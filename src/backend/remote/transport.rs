@@ -29,8 +29,14 @@ impl Transport {
     /// enforces it either way.
     pub async fn infer(&self, call: &Call<'_>) -> Result<Vec<Tensor>, UpstreamError> {
         match self {
-            Transport::Http(http) => http.infer(call.target, call.inputs, call.outputs, call.binary).await,
-            Transport::Grpc(grpc) => grpc.infer(call.target, call.inputs, call.outputs, call.timeout).await,
+            Transport::Http(http) => {
+                http.infer(call.target, call.inputs, call.outputs, call.binary)
+                    .await
+            }
+            Transport::Grpc(grpc) => {
+                grpc.infer(call.target, call.inputs, call.outputs, call.timeout)
+                    .await
+            }
         }
     }
 

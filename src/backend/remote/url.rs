@@ -48,7 +48,9 @@ impl UpstreamUrl {
         };
         let (authority, path) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
         if authority.contains('@') {
-            return Err(format!("`{text}`: credentials in the URL are not supported"));
+            return Err(format!(
+                "`{text}`: credentials in the URL are not supported"
+            ));
         }
         if path.contains(['?', '#']) {
             return Err(format!("`{text}`: a query or fragment makes no sense here"));
@@ -93,14 +95,29 @@ pub fn path_segment(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The wire and base a URL parses to, or a fragment of the error.
+    type Expected = Result<(Wire, &'static str), &'static str>;
+
     #[test]
     fn urls_parse_or_say_what_is_wrong() {
-        let cases: &[(&str, Result<(Wire, &str), &str>)] = &[
-            ("http://127.0.0.1:8000", Ok((Wire::Http1, "http://127.0.0.1:8000"))),
-            ("http://triton:8000/", Ok((Wire::Http1, "http://triton:8000"))),
-            ("http://gw:80/serving/x", Ok((Wire::Http1, "http://gw:80/serving/x"))),
+        let cases: &[(&str, Expected)] = &[
+            (
+                "http://127.0.0.1:8000",
+                Ok((Wire::Http1, "http://127.0.0.1:8000")),
+            ),
+            (
+                "http://triton:8000/",
+                Ok((Wire::Http1, "http://triton:8000")),
+            ),
+            (
+                "http://gw:80/serving/x",
+                Ok((Wire::Http1, "http://gw:80/serving/x")),
+            ),
             ("h2c://[::1]:9000", Ok((Wire::H2c, "http://[::1]:9000"))),
-            ("grpc://localhost:8001", Ok((Wire::Grpc, "http://localhost:8001"))),
+            (
+                "grpc://localhost:8001",
+                Ok((Wire::Grpc, "http://localhost:8001")),
+            ),
             ("grpc://localhost:8001/x", Err("takes no path")),
             ("https://x:443", Err("TLS")),
             ("ftp://x:1", Err("must start with")),
@@ -115,7 +132,10 @@ mod tests {
                     assert_eq!((url.wire, url.base.as_str()), (*wire, *base), "{text}")
                 }
                 (Err(message), Err(fragment)) => {
-                    assert!(message.contains(fragment), "{text}: `{message}` lacks `{fragment}`")
+                    assert!(
+                        message.contains(fragment),
+                        "{text}: `{message}` lacks `{fragment}`"
+                    )
                 }
                 (got, _) => panic!("{text}: unexpected {got:?}"),
             }

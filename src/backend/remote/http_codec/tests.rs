@@ -6,7 +6,11 @@ use crate::api::http::infer;
 use crate::request::{CacheStatus, InferResponse, Served};
 
 fn floats(values: &[f32]) -> Bytes {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()
+    values
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// A batch of two members (one row each) of a [N, 3] FP32 input.
@@ -45,7 +49,11 @@ fn outputs() -> Vec<Tensor> {
             name: "label".into(),
             dtype: DataType::Int64,
             shape: vec![2],
-            data: [3i64, -1].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
+            data: [3i64, -1]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>()
+                .into(),
         },
         Tensor {
             name: "p".into(),
@@ -65,7 +73,11 @@ fn requests_read_back_as_the_batch_in_either_form() {
         let (request, _) = infer::decode("m", None, &body.bytes, body.header_length).unwrap();
         let input = &request.inputs[0];
         assert_eq!(input.shape, vec![2, 3], "binary={binary}");
-        assert_eq!(input.data, Bytes::from(batch()[0].concatenated()), "binary={binary}");
+        assert_eq!(
+            input.data,
+            Bytes::from(batch()[0].concatenated()),
+            "binary={binary}"
+        );
         let named = if binary { wanted.clone() } else { Vec::new() };
         assert_eq!(request.outputs, named, "binary={binary}");
     }
@@ -76,24 +88,50 @@ fn responses_read_back_as_the_outputs_in_either_form() {
     // JSON outputs: the server's default encoding.
     let (body, length) = infer::encode(&response(outputs()), &Default::default());
     assert_eq!(length, None);
-    assert_eq!(decode_response(&Bytes::from(body), None).unwrap(), outputs());
+    assert_eq!(
+        decode_response(&Bytes::from(body), None).unwrap(),
+        outputs()
+    );
     // Binary outputs: the encoding a binary request of ours asks for.
     let request = encode_request(&batch(), &["label".into(), "p".into()], true).unwrap();
     let (_, encoding) = infer::decode("m", None, &request.bytes, request.header_length).unwrap();
     let (body, length) = infer::encode(&response(outputs()), &encoding);
     assert!(length.is_some());
-    assert_eq!(decode_response(&Bytes::from(body), length).unwrap(), outputs());
+    assert_eq!(
+        decode_response(&Bytes::from(body), length).unwrap(),
+        outputs()
+    );
 }
 
 #[test]
 fn malformed_responses_are_refused_with_a_reason() {
     let cases: &[(&str, Option<usize>, &str)] = &[
         ("{}", None, "not a KServe V2"),
-        (r#"{"outputs":[{"name":"a","datatype":"FP32","shape":[2],"data":[1]}]}"#, None, "1 elements"),
-        (r#"{"outputs":[{"name":"a","datatype":"FLOAT","shape":[1],"data":[1]}]}"#, None, "unknown datatype"),
-        (r#"{"outputs":[{"name":"a","datatype":"FP32","shape":[-1],"data":[1]}]}"#, None, "negative"),
-        (r#"{"outputs":[{"name":"a","datatype":"FP32","shape":[1]}]}"#, None, "no data"),
-        (r#"{"outputs":[{"name":"a","datatype":"BYTES","shape":[1],"data":["x"]}]}"#, None, "BYTES"),
+        (
+            r#"{"outputs":[{"name":"a","datatype":"FP32","shape":[2],"data":[1]}]}"#,
+            None,
+            "1 elements",
+        ),
+        (
+            r#"{"outputs":[{"name":"a","datatype":"FLOAT","shape":[1],"data":[1]}]}"#,
+            None,
+            "unknown datatype",
+        ),
+        (
+            r#"{"outputs":[{"name":"a","datatype":"FP32","shape":[-1],"data":[1]}]}"#,
+            None,
+            "negative",
+        ),
+        (
+            r#"{"outputs":[{"name":"a","datatype":"FP32","shape":[1]}]}"#,
+            None,
+            "no data",
+        ),
+        (
+            r#"{"outputs":[{"name":"a","datatype":"BYTES","shape":[1],"data":["x"]}]}"#,
+            None,
+            "BYTES",
+        ),
         (
             r#"{"outputs":[{"name":"a","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":8}}]}"#,
             None,
@@ -103,14 +141,20 @@ fn malformed_responses_are_refused_with_a_reason() {
     ];
     for (json, length, fragment) in cases {
         let message = decode_response(&Bytes::from(json.to_string()), *length).unwrap_err();
-        assert!(message.contains(fragment), "{json}: `{message}` lacks `{fragment}`");
+        assert!(
+            message.contains(fragment),
+            "{json}: `{message}` lacks `{fragment}`"
+        );
     }
 }
 
 #[test]
 fn error_bodies_and_metadata_decode() {
     assert_eq!(error_message(br#"{"error":"bad input"}"#), "bad input");
-    assert_eq!(error_message(b"  upstream exploded \n"), "upstream exploded");
+    assert_eq!(
+        error_message(b"  upstream exploded \n"),
+        "upstream exploded"
+    );
     assert_eq!(error_message(b""), "(empty body)");
     let long = "x".repeat(1000);
     assert!(error_message(long.as_bytes()).chars().count() < 400);

@@ -326,12 +326,14 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
     let output = model.batcher.submit(job).await?;
     Ok(CachedValue {
         outputs: output.outputs,
+        // Device (or upstream) time shared by rows, plus an upstream's per-request price,
+        // shared the same way since one upstream request carried the whole batch.
         cost_usd: cost::share_of_batch(
             output.compute_us,
             rows,
             output.batch_rows,
             model.price_per_hour,
-        ),
+        ) + model.price_per_request * rows as f64 / output.batch_rows.max(1) as f64,
         compute_us: output.compute_us,
         rows: rows as u32,
         batch_rows: output.batch_rows as u32,

@@ -1,9 +1,11 @@
 //! The configuration file: parsed strictly (unknown keys are errors), then validated once into the
 //! `Config` every other layer reads. Nothing downstream re-checks what is validated here.
 
+mod device;
 mod units;
 mod upstream;
 
+pub use device::Device;
 pub use units::ByteSize;
 
 use serde::Deserialize;
@@ -338,32 +340,6 @@ fn default_budget_period() -> String {
 }
 fn default_budget_action() -> String {
     "alert".into()
-}
-
-/// Where a model's device lives, as parsed from `device`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Cuda(i32),
-}
-
-impl Device {
-    pub fn parse(text: &str) -> Option<Device> {
-        if text == "cpu" {
-            return Some(Device::Cpu);
-        }
-        let index = text.strip_prefix("cuda:")?.parse().ok()?;
-        (index >= 0).then_some(Device::Cuda(index))
-    }
-}
-
-impl fmt::Display for Device {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Device::Cpu => f.write_str("cpu"),
-            Device::Cuda(n) => write!(f, "cuda:{n}"),
-        }
-    }
 }
 
 /// Lowest-priority lane; requests may name 1 (highest) up to this.

@@ -27,7 +27,9 @@ pub struct IdleMeter {
 impl IdleMeter {
     pub fn new(registry: &Registry, started: Instant) -> IdleMeter {
         let mut instances = Vec::new();
-        for model in registry.all() {
+        // An upstream model's instance threads wait on someone else's server; their idle time
+        // is not a device of ours standing still.
+        for model in registry.all().filter(|m| m.upstream.is_none()) {
             for (index, busy_us) in model.batcher.busy_counters().iter().enumerate() {
                 instances.push(Instance {
                     model: model.name.clone(),

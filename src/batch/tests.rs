@@ -218,24 +218,18 @@ async fn a_full_queue_refuses_at_once_and_admitted_requests_still_finish() {
 async fn callers_who_left_cost_no_device_time() {
     let (fake, open) = gated();
     let handle = start(settings(1, Duration::ZERO, 16), vec![Box::new(fake.clone())]);
-    let submit = |value: f32| {
-        let handle = handle.clone();
-        tokio::spawn(async move { handle.submit(job(&[value], 1, 2, None)).await })
-    };
-    let running = submit(0.0);
-    let buffered = submit(1.0);
+    let running = enqueue(&handle, job(&[0.0], 1, 2, None)).await;
+    let handed_over = enqueue(&handle, job(&[1.0], 1, 2, None)).await;
     settle(|| handle.queued() == 0).await;
-    let queued = submit(2.0);
-    settle(|| handle.queued() == 1).await;
-    buffered.abort();
-    queued.abort();
-    let _ = buffered.await;
-    let _ = queued.await;
+    let queued = enqueue(&handle, job(&[2.0], 1, 2, None)).await;
+    // Both leave: one waits in the hand-over slot, one in the queue.
+    drop(handed_over);
+    drop(queued);
     open.send(()).unwrap();
-    running.await.unwrap().unwrap();
-    let last = submit(3.0);
+    running.await.unwrap();
+    let last = enqueue(&handle, job(&[3.0], 1, 2, None)).await;
     open.send(()).unwrap();
-    last.await.unwrap().unwrap();
+    last.await.unwrap();
     let seen: Vec<f32> = fake.runs.lock().unwrap().iter().map(|r| r.0).collect();
     assert_eq!(seen, vec![0.0, 3.0], "the two abandoned requests never ran");
 }

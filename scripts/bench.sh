@@ -14,12 +14,14 @@
 #   f  peers (Triton via nvidia-pytriton, MLServer) when installed; skipped otherwise
 #
 # Usage: scripts/bench.sh [--quick] [--runs N] [--only a,b,c,d,e,f] [--criterion] [--no-build]
-#   --quick      shorter runs (about 5 minutes in all instead of about 12)
+#   --quick      shorter runs (about 6 minutes on an idle machine instead of about 11)
 #   --runs N     runs per side (default 3; medians are reported)
 #   --only LIST  run only these sections
 #   --criterion  also run the criterion micro-benchmarks and add their key figures
 #   --no-build   use the binaries already in target/release
 # Results: target/bench/*.json (one per load run), target/bench/summary.{json,md}.
+# The machine may be shared: each run waits (bounded) for idle CPUs, records how much CPU other
+# processes used during it, and is run once more if that was over 15 %.
 # Everything binds 127.0.0.1 only; every process started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +39,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY="${2:?--only needs a list}"; shift ;;
         --criterion) CRITERION=1 ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift

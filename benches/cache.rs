@@ -33,26 +33,6 @@ fn key_of(inputs: &[Tensor]) -> CacheKey {
     })
 }
 
-/// Not the gateway's key: a sketch of an alternative layout for comparison. Each tensor's bytes
-/// are hashed on their own with the one-shot `blake3::hash` (which starts on a chunk boundary
-/// and so keeps blake3's wide SIMD path) and only the 32-byte digest goes into the outer hash with
-/// the other fields. It shows what the key could cost, not what it costs today.
-fn nested_digest_sketch(inputs: &[Tensor]) -> [u8; 32] {
-    let mut outer = blake3::Hasher::new();
-    outer.update(b"sketch");
-    outer.update(b"digits\x001\x00");
-    for tensor in inputs {
-        outer.update(tensor.name.as_bytes());
-        outer.update(&[tensor.dtype.tag()]);
-        for dim in &tensor.shape {
-            outer.update(&(*dim as u64).to_le_bytes());
-        }
-        outer.update(&(tensor.data.len() as u64).to_le_bytes());
-        outer.update(blake3::hash(&tensor.data).as_bytes());
-    }
-    *outer.finalize().as_bytes()
-}
-
 fn bench_key(c: &mut Criterion) {
     let mut group = c.benchmark_group("cache_key");
     for (label, size) in [("4KiB", 4096usize), ("1MiB", 1 << 20)] {
@@ -64,9 +44,6 @@ fn bench_key(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("blake3_hash", label), &inputs, |b, inputs| {
             b.iter(|| blake3::hash(black_box(&inputs[0].data)))
-        });
-        group.bench_with_input(BenchmarkId::new("nested_digest_sketch", label), &inputs, |b, inputs| {
-            b.iter(|| nested_digest_sketch(black_box(inputs)))
         });
     }
     // A digits row: 256 bytes, where the fixed fields dominate.

@@ -42,7 +42,8 @@ struct Series {
 pub struct Detector {
     settings: Settings,
     origin: Instant,
-    series: HashMap<(String, String), Series>,
+    /// Tenant, then model: nested so a lookup borrows the names instead of allocating a key.
+    series: HashMap<String, HashMap<String, Series>>,
 }
 
 impl Detector {
@@ -61,14 +62,19 @@ impl Detector {
     /// Adds spend at `now`; closes any minutes that ended before it.
     pub fn observe(&mut self, tenant: &str, model: &str, cost: f64, now: Instant) -> Vec<Anomaly> {
         let minute = self.minute(now);
-        let settings = self.settings.clone();
-        let key = (tenant.to_string(), model.to_string());
-        let series = self.series.entry(key).or_insert_with(|| Series {
-            minute,
-            ..Series::default()
-        });
+        let models = match self.series.get_mut(tenant) {
+            Some(models) => models,
+            None => self.series.entry(tenant.to_string()).or_default(),
+        };
+        let series = match models.get_mut(model) {
+            Some(series) => series,
+            None => models.entry(model.to_string()).or_insert_with(|| Series {
+                minute,
+                ..Series::default()
+            }),
+        };
         let mut found = Vec::new();
-        close_minutes(series, minute, &settings, tenant, model, &mut found);
+        close_minutes(series, minute, &self.settings, tenant, model, &mut found);
         series.current += cost;
         found
     }
@@ -76,10 +82,11 @@ impl Detector {
     /// Closes finished minutes of every series, so silence after a spike is noticed too.
     pub fn tick(&mut self, now: Instant) -> Vec<Anomaly> {
         let minute = self.minute(now);
-        let settings = self.settings.clone();
         let mut found = Vec::new();
-        for ((tenant, model), series) in &mut self.series {
-            close_minutes(series, minute, &settings, tenant, model, &mut found);
+        for (tenant, models) in &mut self.series {
+            for (model, series) in models {
+                close_minutes(series, minute, &self.settings, tenant, model, &mut found);
+            }
         }
         found
     }

@@ -16,7 +16,8 @@ use crate::model::Registry;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -33,6 +34,7 @@ pub struct Metering {
     budgets: Budgets,
     anomalies: Mutex<Detector>,
     idle: Mutex<Option<IdleMeter>>,
+    gauges: RwLock<HashMap<String, HashMap<String, (metrics::Gauge, metrics::Gauge)>>>,
     sync: bool,
     idle_interval: Duration,
     ledger_alarm: AtomicBool,
@@ -72,6 +74,7 @@ impl Metering {
                 Instant::now(),
             )),
             idle: Mutex::new(None),
+            gauges: RwLock::new(HashMap::new()),
             sync: config.ledger.durability == "sync",
             idle_interval: Duration::from_secs(config.metering.idle_interval_seconds),
             ledger_alarm: AtomicBool::new(false),
@@ -135,15 +138,37 @@ impl Metering {
                 self.alerts.raise(Kind::Anomaly, Some(&found.tenant), Some(&found.model), None, found.message);
             }
         }
+        if record.cost_usd > 0.0 || record.saved_usd > 0.0 {
+            let (cost, saved) = self.money_gauges(record);
+            cost.increment(record.cost_usd);
+            saved.increment(record.saved_usd);
+        }
+    }
+
+    /// The cost and saved series of a tenant × model, registered once: label strings are built
+    /// on first use only, keeping the per-request path free of allocations.
+    fn money_gauges(&self, record: &UsageRecord) -> (metrics::Gauge, metrics::Gauge) {
+        if let Ok(gauges) = self.gauges.read() {
+            if let Some(pair) = gauges.get(&record.tenant).and_then(|m| m.get(&record.model)) {
+                return pair.clone();
+            }
+        }
         let labels = [
             ("tenant", record.tenant.clone()),
             ("team", record.team.clone()),
             ("model", record.model.clone()),
         ];
-        metrics::gauge!(telemetry::COST, &labels).increment(record.cost_usd);
-        if record.saved_usd > 0.0 {
-            metrics::gauge!(telemetry::SAVED, &labels).increment(record.saved_usd);
+        let pair = (
+            metrics::gauge!(telemetry::COST, &labels),
+            metrics::gauge!(telemetry::SAVED, &labels),
+        );
+        if let Ok(mut gauges) = self.gauges.write() {
+            gauges
+                .entry(record.tenant.clone())
+                .or_default()
+                .insert(record.model.clone(), pair.clone());
         }
+        pair
     }
 
     /// Writes the idle time accrued so far (also called on shutdown and by tests).

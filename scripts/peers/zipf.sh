@@ -131,6 +131,15 @@ wait_http() { # URL SECONDS PID LOG
     done
 }
 
+fetch() { # URL FILE [CURL ARGS...]
+    local url=$1 file=$2
+    shift 2
+    curl -sSf --max-time 10 "$@" -o "$file" "$url" || {
+        echo "zipf.sh: could not read $url" >&2
+        return 1
+    }
+}
+
 descendants() { # ROOT_PID... -> the pids of every process below them
     awk -v roots="$*" '
         { pid = FILENAME; sub(/^\/proc\//, "", pid); sub(/\/stat$/, "", pid)
@@ -174,23 +183,30 @@ settle() { # wait (bounded) until the CPUs are mostly idle
 # ---- Triton ----------------------------------------------------------------------------------
 model="$PWD/models/digits/1/model.onnx"
 triton_http=$(free_port); triton_grpc=$(free_port); triton_metrics=$(free_port)
-# triton_digits.py leaves the listen addresses at Triton's default (all interfaces); this wraps
-# its TritonConfig so that HTTP, gRPC and metrics listen on 127.0.0.1 only.
+# triton_digits.py leaves the listen addresses at Triton's default (all interfaces) and lets
+# pytriton pick a random token for Triton's restricted APIs (the statistics API among them). This
+# wraps it so that HTTP, gRPC and metrics listen on 127.0.0.1 only and the token is one this
+# script knows (passed in the environment, never written to disk).
 launcher='
-import functools, sys
+import functools, os, sys
 sys.path.insert(0, "scripts/peers")
 import triton_digits
+from pytriton.triton import TritonSecurityConfig
 local = "127.0.0.1"
 triton_digits.TritonConfig = functools.partial(
     triton_digits.TritonConfig, http_address=local, grpc_address=local, metrics_address=local)
+triton_digits.Triton = functools.partial(
+    triton_digits.Triton,
+    security_config=TritonSecurityConfig(access_token=os.environ.pop("ZIPF_TRITON_TOKEN")))
 sys.argv = ["triton_digits.py", *sys.argv[1:]]
 triton_digits.main()
 '
+triton_token=$("$python" -c 'import secrets; print(secrets.token_urlsafe(24))')
 prefix=$("$triton_python" -c 'import sys; print(sys.base_prefix)')
 echo "starting Triton (pytriton) on 127.0.0.1: http $triton_http, grpc $triton_grpc, metrics $triton_metrics"
 # Its own process group (setsid), so stopping it reaches what it started. The Python backend's
 # stub links the system libpython unless pointed at this interpreter's library folder.
-LD_LIBRARY_PATH="$prefix/lib:${LD_LIBRARY_PATH:-}" setsid "$triton_python" -c "$launcher" \
+ZIPF_TRITON_TOKEN="$triton_token" LD_LIBRARY_PATH="$prefix/lib:${LD_LIBRARY_PATH:-}" setsid "$triton_python" -c "$launcher" \
     "$model" "$triton_http" "$triton_grpc" "$triton_metrics" >"$tmp/triton.log" 2>&1 &
 triton_pid=$!
 wait_http "http://127.0.0.1:$triton_http/v2/models/digits/ready" 180 "$triton_pid" "$tmp/triton.log"
@@ -240,14 +256,15 @@ run_once() { # SIDE ROUND -> appends one line to the manifest
     else
         target="127.0.0.1:$front_http"
         extra=(--metrics-url "http://127.0.0.1:$front_http/metrics")
-        curl -sf -X DELETE -o /dev/null "http://127.0.0.1:$front_http/v1/cache"
+        fetch "http://127.0.0.1:$front_http/v1/cache" /dev/null -X DELETE
     fi
     name="peers_zipf_${side}_r${round}"
     tag="$tmp/$name"
     settle
-    curl -sf "http://127.0.0.1:$triton_metrics/metrics" >"$tag.triton_before"
-    curl -sf "http://127.0.0.1:$triton_http/v2/models/digits/stats" >"$tag.stats_before"
-    curl -sf "http://127.0.0.1:$front_http/metrics" >"$tag.front_before"
+    fetch "http://127.0.0.1:$triton_metrics/metrics" "$tag.triton_before"
+    fetch "http://127.0.0.1:$triton_http/v2/models/digits/stats" "$tag.stats_before" \
+        -H "triton-access-token: $triton_token"
+    fetch "http://127.0.0.1:$front_http/metrics" "$tag.front_before"
     local ours0 machine0 ours1 machine1
     ours0=$(tree_cpu_ticks "$triton_pid" "$front_pid"); machine0=$(machine_ticks)
     timeout $((WARMUP + DURATION + 60)) /usr/bin/time -f '%U %S' -o "$tag.loadtest_cpu" \
@@ -261,9 +278,10 @@ run_once() { # SIDE ROUND -> appends one line to the manifest
     }
     ours1=$(tree_cpu_ticks "$triton_pid" "$front_pid"); machine1=$(machine_ticks)
     sleep 0.5   # let the last responses' statistics land before the second scrape
-    curl -sf "http://127.0.0.1:$triton_metrics/metrics" >"$tag.triton_after"
-    curl -sf "http://127.0.0.1:$triton_http/v2/models/digits/stats" >"$tag.stats_after"
-    curl -sf "http://127.0.0.1:$front_http/metrics" >"$tag.front_after"
+    fetch "http://127.0.0.1:$triton_metrics/metrics" "$tag.triton_after"
+    fetch "http://127.0.0.1:$triton_http/v2/models/digits/stats" "$tag.stats_after" \
+        -H "triton-access-token: $triton_token"
+    fetch "http://127.0.0.1:$front_http/metrics" "$tag.front_after"
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$side" "$round" "$seed" "$OUT/$name.json" "$tag" \
         "$((ours1 - ours0))" "$(echo "$machine0 $machine1" | awk '{ print $3 - $1, $4 - $2 }')" \
         >>"$tag.row"

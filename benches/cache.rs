@@ -39,17 +39,23 @@ fn bench_key(c: &mut Criterion) {
         let inputs = [fp32_tensor(size)];
         group.throughput(Throughput::Bytes(size as u64));
         // Side by side: the full key and a bare hash of the same bytes.
-        group.bench_with_input(BenchmarkId::new("key_compute", label), &inputs, |b, inputs| {
-            b.iter(|| key_of(black_box(inputs)))
-        });
-        group.bench_with_input(BenchmarkId::new("blake3_hash", label), &inputs, |b, inputs| {
-            b.iter(|| blake3::hash(black_box(&inputs[0].data)))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("key_compute", label),
+            &inputs,
+            |b, inputs| b.iter(|| key_of(black_box(inputs))),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("blake3_hash", label),
+            &inputs,
+            |b, inputs| b.iter(|| blake3::hash(black_box(&inputs[0].data))),
+        );
     }
     // A digits row: 256 bytes, where the fixed fields dominate.
     let row = [fp32_tensor(256)];
     group.throughput(Throughput::Bytes(256));
-    group.bench_function("key_compute/digits_row_256B", |b| b.iter(|| key_of(black_box(&row))));
+    group.bench_function("key_compute/digits_row_256B", |b| {
+        b.iter(|| key_of(black_box(&row)))
+    });
     group.bench_function("blake3_hash/digits_row_256B", |b| {
         b.iter(|| blake3::hash(black_box(&row[0].data)))
     });
@@ -96,7 +102,9 @@ fn bench_serve(c: &mut Criterion) {
     let key = key_of(&row);
     runtime.block_on(async {
         cache
-            .serve(key, "digits", ttl, CacheControl::default(), async { Ok(digits_value()) })
+            .serve(key, "digits", ttl, CacheControl::default(), async {
+                Ok(digits_value())
+            })
             .await
             .expect("first call computes");
         cache.settle().await;
@@ -107,9 +115,13 @@ fn bench_serve(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let (value, status) = cache
-                    .serve(black_box(key), "digits", ttl, CacheControl::default(), async {
-                        Ok(digits_value())
-                    })
+                    .serve(
+                        black_box(key),
+                        "digits",
+                        ttl,
+                        CacheControl::default(),
+                        async { Ok(digits_value()) },
+                    )
                     .await
                     .expect("hit");
                 black_box((value, status))
@@ -122,14 +134,18 @@ fn bench_serve(c: &mut Criterion) {
             runtime.block_on(async {
                 let key = key_of(black_box(&row));
                 cache
-                    .serve(key, "digits", ttl, CacheControl::default(), async { Ok(digits_value()) })
+                    .serve(key, "digits", ttl, CacheControl::default(), async {
+                        Ok(digits_value())
+                    })
                     .await
                     .expect("hit")
             })
         })
     });
     // The runtime entry alone, to read the two figures above net of it.
-    group.bench_function("block_on_overhead", |b| b.iter(|| runtime.block_on(async { black_box(1) })));
+    group.bench_function("block_on_overhead", |b| {
+        b.iter(|| runtime.block_on(async { black_box(1) }))
+    });
     group.finish();
 }
 

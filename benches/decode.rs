@@ -15,10 +15,14 @@ use tollgate::tensor::{DataType, Tensor};
 /// Deterministic pseudo-random FP32 inputs: multiples of 1/64 in [0, 16), as the load
 /// generator sends, so JSON text has the realistic length of such numbers.
 fn input_values(count: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..count)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 33) % 1024) as f32 / 64.0
         })
         .collect()
@@ -104,18 +108,30 @@ fn bench_decode(c: &mut Criterion) {
 
         let (binary, header_length) = binary_body("input", &case.shape, &case.values);
         group.throughput(Throughput::Bytes(binary.len() as u64));
-        group.bench_with_input(BenchmarkId::new("binary", case.label), &binary, |b, body| {
-            b.iter(|| {
-                decode("digits", None, black_box(body), Some(header_length)).expect("valid binary body")
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("binary", case.label),
+            &binary,
+            |b, body| {
+                b.iter(|| {
+                    decode("digits", None, black_box(body), Some(header_length))
+                        .expect("valid binary body")
+                })
+            },
+        );
 
         // The tensor-data parser alone, without the surrounding serde pass over the body.
         let text = json_numbers(&case.values);
         group.throughput(Throughput::Bytes(text.len() as u64));
-        group.bench_with_input(BenchmarkId::new("json_data_only", case.label), &text, |b, text| {
-            b.iter(|| parse_json_data(black_box(text), DataType::Fp32, case.values.len()).expect("numbers"))
-        });
+        group.bench_with_input(
+            BenchmarkId::new("json_data_only", case.label),
+            &text,
+            |b, text| {
+                b.iter(|| {
+                    parse_json_data(black_box(text), DataType::Fp32, case.values.len())
+                        .expect("numbers")
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -65,9 +65,11 @@ fn json_request_body() -> Bytes {
 
 fn bench_gateway(c: &mut Criterion) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut config = Config::parse(CONFIG, &root.join("bench.toml")).expect("bench config is valid");
+    let mut config =
+        Config::parse(CONFIG, &root.join("bench.toml")).expect("bench config is valid");
     // Every request is written to the usage ledger; keep this bench's ledger out of the way.
-    let ledger_dir = std::env::temp_dir().join(format!("tollgate-bench-e2e-{}", std::process::id()));
+    let ledger_dir =
+        std::env::temp_dir().join(format!("tollgate-bench-e2e-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&ledger_dir);
     config.ledger.path = ledger_dir.join("ledger.sqlite");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -103,7 +105,11 @@ fn bench_gateway(c: &mut Criterion) {
     group.bench_function("infer_miss_bypass", |b| {
         b.iter(|| {
             runtime
-                .block_on(gateway.infer(black_box(bypass_request.clone()), Protocol::Http, &anonymous))
+                .block_on(gateway.infer(
+                    black_box(bypass_request.clone()),
+                    Protocol::Http,
+                    &anonymous,
+                ))
                 .expect("model run")
         })
     });
@@ -143,14 +149,17 @@ fn bench_gateway(c: &mut Criterion) {
     let body = json_request_body();
     group.bench_function("http_json_decode_infer_encode_hit", |b| {
         b.iter(|| {
-            let (request, encoding) = decode("digits", None, black_box(&body), None).expect("valid body");
+            let (request, encoding) =
+                decode("digits", None, black_box(&body), None).expect("valid body");
             let response = runtime
                 .block_on(gateway.infer(request, Protocol::Http, &anonymous))
                 .expect("hit");
             encode(&response, &encoding)
         })
     });
-    group.bench_function("block_on_overhead", |b| b.iter(|| runtime.block_on(async { black_box(1) })));
+    group.bench_function("block_on_overhead", |b| {
+        b.iter(|| runtime.block_on(async { black_box(1) }))
+    });
     group.finish();
     drop(gateway);
     let _ = std::fs::remove_dir_all(&ledger_dir);

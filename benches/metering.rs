@@ -13,7 +13,14 @@ use tollgate::metering::record::UsageRecord;
 fn bench_share(c: &mut Criterion) {
     let mut group = c.benchmark_group("metering");
     group.bench_function("share_of_batch", |b| {
-        b.iter(|| share_of_batch(black_box(1_234), black_box(3), black_box(64), black_box(0.10)))
+        b.iter(|| {
+            share_of_batch(
+                black_box(1_234),
+                black_box(3),
+                black_box(64),
+                black_box(0.10),
+            )
+        })
     });
     // A whole batch's worth of shares, as a worker replying to 64 members would compute.
     group.bench_function("share_of_batch_x64", |b| {
@@ -57,7 +64,9 @@ fn bench_settle(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("tollgate-bench-metering-{}", std::process::id()));
     let mut config = Config::default();
     config.ledger.path = dir.join("ledger.sqlite");
-    let metering = runtime.block_on(async { Metering::open(&config) }).expect("metering opens");
+    let metering = runtime
+        .block_on(async { Metering::open(&config) })
+        .expect("metering opens");
     let mut group = c.benchmark_group("metering");
     // The record is prepared outside the timing; building it is the gateway's part.
     let mut n = 0u64;
@@ -81,7 +90,9 @@ fn bench_settle(c: &mut Criterion) {
             criterion::BatchSize::SmallInput,
         )
     });
-    group.bench_function("build_record", |b| b.iter(|| black_box(record(black_box(7)))));
+    group.bench_function("build_record", |b| {
+        b.iter(|| black_box(record(black_box(7))))
+    });
     group.finish();
     let _ = runtime.block_on(metering.ledger.flush());
     drop(metering);

@@ -11,7 +11,9 @@
 //!     per-call floor of the overhead-bound model.
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
+use criterion::{
+    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
+};
 use std::path::Path;
 use std::time::Duration;
 use tollgate::backend::onnx::{OnnxEngine, OnnxSettings};
@@ -48,7 +50,10 @@ fn batch_sizes(default: &[usize]) -> Vec<usize> {
 fn load(model: &str, relative: &str, threads: usize) -> Option<OnnxEngine> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
     if !path.is_file() {
-        eprintln!("ort_direct: {} is missing; skipping {model}", path.display());
+        eprintln!(
+            "ort_direct: {} is missing; skipping {model}",
+            path.display()
+        );
         return None;
     }
     let settings = OnnxSettings {
@@ -120,13 +125,32 @@ fn bench_model(
 fn bench_ort(c: &mut Criterion) {
     let threads = env_number("TOLLGATE_BENCH_ORT_THREADS", 2);
     if let Some(engine) = load("alexnet", "models/generated/alexnet/1/model.onnx", threads) {
-        eprintln!("ort_direct: alexnet with {threads} intra-op thread(s) on {}", engine.provider());
+        eprintln!(
+            "ort_direct: alexnet with {threads} intra-op thread(s) on {}",
+            engine.provider()
+        );
         let sizes = batch_sizes(&[1, 4, 8, 16]);
-        bench_model(c, "ort_direct_alexnet", engine, "data_0", &[3, 224, 224], &sizes, true);
+        bench_model(
+            c,
+            "ort_direct_alexnet",
+            engine,
+            "data_0",
+            &[3, 224, 224],
+            &sizes,
+            true,
+        );
     }
     if std::env::var_os("TOLLGATE_BENCH_ONLY_ALEXNET").is_none() {
         if let Some(engine) = load("digits", "models/digits/1/model.onnx", 1) {
-            bench_model(c, "ort_direct_digits", engine, "input", &[64], &[1, 64], false);
+            bench_model(
+                c,
+                "ort_direct_digits",
+                engine,
+                "input",
+                &[64],
+                &[1, 64],
+                false,
+            );
         }
     }
 }

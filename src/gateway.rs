@@ -97,11 +97,18 @@ impl Gateway {
     }
 
     /// Who is calling, with their tags; used by inference and by the admin endpoints.
-    pub fn caller(&self, credentials: &Credentials, tag_parameter: Option<&str>) -> Result<Caller, Error> {
+    pub fn caller(
+        &self,
+        credentials: &Credentials,
+        tag_parameter: Option<&str>,
+    ) -> Result<Caller, Error> {
         let identities = &self.metering.identities;
         let mut caller = identities.caller(credentials.bearer.as_deref())?;
         let mut tags = Vec::new();
-        for text in [credentials.tags.as_deref(), tag_parameter].into_iter().flatten() {
+        for text in [credentials.tags.as_deref(), tag_parameter]
+            .into_iter()
+            .flatten()
+        {
             tags.extend(identities.tags(text)?);
         }
         tags.sort();
@@ -173,7 +180,9 @@ impl Gateway {
         caller: &Caller,
         request_id: String,
     ) -> Result<InferResponse, Error> {
-        let model = self.model(&request.model, request.version.as_deref())?.clone();
+        let model = self
+            .model(&request.model, request.version.as_deref())?
+            .clone();
         let control = request.options.cache;
         let id = request.id.clone();
         let prepared = model::prepare(&model, request)?;
@@ -184,7 +193,8 @@ impl Gateway {
             .filter(|_| model.cache_enabled && (control.lookup || control.store));
         let (value, status) = match cache {
             Some(cache) => {
-                let tenant = (self.config.cache.scope == CacheScope::Tenant).then_some(caller.tenant.name.as_str());
+                let tenant = (self.config.cache.scope == CacheScope::Tenant)
+                    .then_some(caller.tenant.name.as_str());
                 let key = key::compute(&KeyParts {
                     model: &model.name,
                     version: &model.version,
@@ -214,7 +224,11 @@ impl Gateway {
             request_id,
             cache: status,
             rows,
-            batch_rows: if computed_here { value.batch_rows as usize } else { 0 },
+            batch_rows: if computed_here {
+                value.batch_rows as usize
+            } else {
+                0
+            },
             queue_us: if computed_here { value.queue_us } else { 0 },
             compute_us: if computed_here { value.compute_us } else { 0 },
             cost_usd: if computed_here { value.cost_usd } else { 0.0 },

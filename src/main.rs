@@ -44,10 +44,18 @@ fn parse_arguments() -> anyhow::Result<Arguments> {
         match flag.as_str() {
             "--config" => arguments.config = PathBuf::from(value()?),
             "--http-addr" => {
-                arguments.http_addr = Some(value()?.parse().context("--http-addr: expected HOST:PORT")?)
+                arguments.http_addr = Some(
+                    value()?
+                        .parse()
+                        .context("--http-addr: expected HOST:PORT")?,
+                )
             }
             "--grpc-addr" => {
-                arguments.grpc_addr = Some(value()?.parse().context("--grpc-addr: expected HOST:PORT")?)
+                arguments.grpc_addr = Some(
+                    value()?
+                        .parse()
+                        .context("--grpc-addr: expected HOST:PORT")?,
+                )
             }
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }

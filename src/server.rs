@@ -38,7 +38,11 @@ impl Server {
         let bind = |key: &'static str, address: SocketAddr| async move {
             TcpListener::bind(address)
                 .await
-                .map_err(|source| StartError::Bind { key, address, source })
+                .map_err(|source| StartError::Bind {
+                    key,
+                    address,
+                    source,
+                })
         };
         let http_listener = bind("server.http_addr", config.server.http_addr).await?;
         let grpc_listener = bind("server.grpc_addr", config.server.grpc_addr).await?;

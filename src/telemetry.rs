@@ -45,8 +45,8 @@ pub const UPSTREAM_OUTSTANDING: &str = "tollgate_upstream_outstanding_requests";
 
 /// Latency buckets from 50 µs to 30 s: cache hits sit at the bottom, heavy models at the top.
 const SECONDS_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0,
 ];
 /// Batch sizes in rows, powers of two up to the largest max_batch_size worth having.
 const ROWS_BUCKETS: &[f64] = &[

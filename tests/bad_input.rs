@@ -17,7 +17,14 @@ max_batch_size = 8
 "#;
 
 /// (case, path, extra headers, body, expected status, fragment of the error)
-type Case = (&'static str, &'static str, Vec<(&'static str, String)>, Vec<u8>, StatusCode, &'static str);
+type Case = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, String)>,
+    Vec<u8>,
+    StatusCode,
+    &'static str,
+);
 
 fn row_json(values: usize) -> String {
     vec!["0.5"; values].join(",")
@@ -26,7 +33,10 @@ fn row_json(values: usize) -> String {
 fn binary(header: &str, payload: &[u8]) -> (Vec<(&'static str, String)>, Vec<u8>) {
     let mut body = header.as_bytes().to_vec();
     body.extend_from_slice(payload);
-    (vec![("inference-header-content-length", header.len().to_string())], body)
+    (
+        vec![("inference-header-content-length", header.len().to_string())],
+        body,
+    )
 }
 
 fn cases() -> Vec<Case> {
@@ -41,29 +51,210 @@ fn cases() -> Vec<Case> {
         r#"{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","parameters":{"binary_data_size":128}}]}"#,
         &[0u8; 128],
     );
-    let header_too_long = (vec![("inference-header-content-length", "100000".to_string())], b"{}".to_vec());
+    let header_too_long = (
+        vec![("inference-header-content-length", "100000".to_string())],
+        b"{}".to_vec(),
+    );
     vec![
-        ("broken JSON", infer, vec![], json("{\"inputs\": [".into()), StatusCode::BAD_REQUEST, "not a valid KServe V2 inference request"),
-        ("unknown model", "/v2/models/nope/infer", vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[{good_row}]}}]}}"#)), StatusCode::NOT_FOUND, "unknown model `nope`"),
-        ("unknown version", "/v2/models/digits/versions/9/infer", vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[{good_row}]}}]}}"#)), StatusCode::NOT_FOUND, "no version `9`"),
-        ("unknown input", infer, vec![], json(format!(r#"{{"inputs":[{{"name":"pixels","shape":[1,64],"datatype":"FP32","data":[{good_row}]}}]}}"#)), StatusCode::BAD_REQUEST, "inputs[0].name"),
-        ("missing input", infer, vec![], json(r#"{"inputs":[]}"#.into()), StatusCode::BAD_REQUEST, "missing input `input`"),
-        ("wrong datatype", infer, vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP64","data":[{good_row}]}}]}}"#)), StatusCode::BAD_REQUEST, "got FP64, the model expects FP32"),
-        ("unknown datatype", infer, vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FLOAT","data":[{good_row}]}}]}}"#)), StatusCode::BAD_REQUEST, "inputs[0].datatype"),
-        ("shape does not match the model", infer, vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[1,63],"datatype":"FP32","data":[{}]}}]}}"#, row_json(63))), StatusCode::BAD_REQUEST, "dimension 1 must be 64"),
-        ("wrong rank", infer, vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[64],"datatype":"FP32","data":[{good_row}]}}]}}"#)), StatusCode::BAD_REQUEST, "expected 2 dimensions"),
-        ("data length differs from the shape", infer, vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[2,64],"datatype":"FP32","data":[{good_row}]}}]}}"#)), StatusCode::BAD_REQUEST, "64 elements for a shape that holds 128"),
-        ("a string where numbers belong", infer, vec![], json(r#"{"inputs":[{"name":"input","shape":[1,1],"datatype":"FP32","data":["x"]}]}"#.into()), StatusCode::BAD_REQUEST, "is a string"),
-        ("negative dimension", infer, vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[-1,64],"datatype":"FP32","data":[{good_row}]}}]}}"#)), StatusCode::BAD_REQUEST, "dimension -1 is negative"),
-        ("absurd dimension", infer, vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[1000000000000,64],"datatype":"FP32","data":[{good_row}]}}]}}"#)), StatusCode::BAD_REQUEST, "more elements than"),
-        ("more rows than max_batch_size", infer, vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[9,64],"datatype":"FP32","data":[{}]}}]}}"#, row_json(9 * 64))), StatusCode::BAD_REQUEST, "exceed the model's max_batch_size of 8"),
-        ("unknown output", infer, vec![], json(format!(r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[{good_row}]}}],"outputs":[{{"name":"logits"}}]}}"#)), StatusCode::BAD_REQUEST, "outputs[0].name"),
-        ("bad priority", infer, vec![], json(format!(r#"{{"parameters":{{"priority":7}},"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[{good_row}]}}]}}"#)), StatusCode::BAD_REQUEST, "parameters.priority"),
-        ("binary_data_size beyond the bytes present", infer, bad_binary_size.0, bad_binary_size.1, StatusCode::BAD_REQUEST, "300 bytes declared but only 256 remain"),
-        ("binary_data_size short of the shape", infer, short_binary.0, short_binary.1, StatusCode::BAD_REQUEST, "needs 256 bytes, got 128"),
-        ("Inference-Header-Content-Length beyond the body", infer, header_too_long.0, header_too_long.1, StatusCode::BAD_REQUEST, "beyond the 2-byte body"),
-        ("body over max_body_bytes", infer, vec![], vec![b' '; 70 * 1024], StatusCode::PAYLOAD_TOO_LARGE, "exceeds the limit of 65536 bytes"),
-        ("unknown endpoint", "/v2/nothing", vec![], vec![], StatusCode::NOT_FOUND, "no such endpoint"),
+        (
+            "broken JSON",
+            infer,
+            vec![],
+            json("{\"inputs\": [".into()),
+            StatusCode::BAD_REQUEST,
+            "not a valid KServe V2 inference request",
+        ),
+        (
+            "unknown model",
+            "/v2/models/nope/infer",
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[{good_row}]}}]}}"#
+            )),
+            StatusCode::NOT_FOUND,
+            "unknown model `nope`",
+        ),
+        (
+            "unknown version",
+            "/v2/models/digits/versions/9/infer",
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[{good_row}]}}]}}"#
+            )),
+            StatusCode::NOT_FOUND,
+            "no version `9`",
+        ),
+        (
+            "unknown input",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"pixels","shape":[1,64],"datatype":"FP32","data":[{good_row}]}}]}}"#
+            )),
+            StatusCode::BAD_REQUEST,
+            "inputs[0].name",
+        ),
+        (
+            "missing input",
+            infer,
+            vec![],
+            json(r#"{"inputs":[]}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "missing input `input`",
+        ),
+        (
+            "wrong datatype",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP64","data":[{good_row}]}}]}}"#
+            )),
+            StatusCode::BAD_REQUEST,
+            "got FP64, the model expects FP32",
+        ),
+        (
+            "unknown datatype",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FLOAT","data":[{good_row}]}}]}}"#
+            )),
+            StatusCode::BAD_REQUEST,
+            "inputs[0].datatype",
+        ),
+        (
+            "shape does not match the model",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[1,63],"datatype":"FP32","data":[{}]}}]}}"#,
+                row_json(63)
+            )),
+            StatusCode::BAD_REQUEST,
+            "dimension 1 must be 64",
+        ),
+        (
+            "wrong rank",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[64],"datatype":"FP32","data":[{good_row}]}}]}}"#
+            )),
+            StatusCode::BAD_REQUEST,
+            "expected 2 dimensions",
+        ),
+        (
+            "data length differs from the shape",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[2,64],"datatype":"FP32","data":[{good_row}]}}]}}"#
+            )),
+            StatusCode::BAD_REQUEST,
+            "64 elements for a shape that holds 128",
+        ),
+        (
+            "a string where numbers belong",
+            infer,
+            vec![],
+            json(
+                r#"{"inputs":[{"name":"input","shape":[1,1],"datatype":"FP32","data":["x"]}]}"#
+                    .into(),
+            ),
+            StatusCode::BAD_REQUEST,
+            "is a string",
+        ),
+        (
+            "negative dimension",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[-1,64],"datatype":"FP32","data":[{good_row}]}}]}}"#
+            )),
+            StatusCode::BAD_REQUEST,
+            "dimension -1 is negative",
+        ),
+        (
+            "absurd dimension",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[1000000000000,64],"datatype":"FP32","data":[{good_row}]}}]}}"#
+            )),
+            StatusCode::BAD_REQUEST,
+            "more elements than",
+        ),
+        (
+            "more rows than max_batch_size",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[9,64],"datatype":"FP32","data":[{}]}}]}}"#,
+                row_json(9 * 64)
+            )),
+            StatusCode::BAD_REQUEST,
+            "exceed the model's max_batch_size of 8",
+        ),
+        (
+            "unknown output",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[{good_row}]}}],"outputs":[{{"name":"logits"}}]}}"#
+            )),
+            StatusCode::BAD_REQUEST,
+            "outputs[0].name",
+        ),
+        (
+            "bad priority",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"parameters":{{"priority":7}},"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[{good_row}]}}]}}"#
+            )),
+            StatusCode::BAD_REQUEST,
+            "parameters.priority",
+        ),
+        (
+            "binary_data_size beyond the bytes present",
+            infer,
+            bad_binary_size.0,
+            bad_binary_size.1,
+            StatusCode::BAD_REQUEST,
+            "300 bytes declared but only 256 remain",
+        ),
+        (
+            "binary_data_size short of the shape",
+            infer,
+            short_binary.0,
+            short_binary.1,
+            StatusCode::BAD_REQUEST,
+            "needs 256 bytes, got 128",
+        ),
+        (
+            "Inference-Header-Content-Length beyond the body",
+            infer,
+            header_too_long.0,
+            header_too_long.1,
+            StatusCode::BAD_REQUEST,
+            "beyond the 2-byte body",
+        ),
+        (
+            "body over max_body_bytes",
+            infer,
+            vec![],
+            vec![b' '; 70 * 1024],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "exceeds the limit of 65536 bytes",
+        ),
+        (
+            "unknown endpoint",
+            "/v2/nothing",
+            vec![],
+            vec![],
+            StatusCode::NOT_FOUND,
+            "no such endpoint",
+        ),
     ]
 }
 
@@ -72,13 +263,32 @@ async fn malformed_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
     let gateway = common::start(CONFIG).await;
     let (rows, labels) = common::digits_rows();
     for (case, path, headers, body, status, fragment) in cases() {
-        let reply = gateway.send(Method::POST, path, &headers, Bytes::from(body)).await;
-        assert_eq!(reply.status, status, "{case}: {}", String::from_utf8_lossy(&reply.body));
-        let error = reply.json()["error"].as_str().unwrap_or_default().to_string();
-        assert!(error.contains(fragment), "{case}: error `{error}` lacks `{fragment}`");
+        let reply = gateway
+            .send(Method::POST, path, &headers, Bytes::from(body))
+            .await;
+        assert_eq!(
+            reply.status,
+            status,
+            "{case}: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        let error = reply.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            error.contains(fragment),
+            "{case}: error `{error}` lacks `{fragment}`"
+        );
         // Nothing is lost: a good request right after still gets the right answer.
-        let good = gateway.infer("digits", &common::digits_body(&rows[..1])).await;
-        assert_eq!(good.status, StatusCode::OK, "{case}: the server stopped serving");
+        let good = gateway
+            .infer("digits", &common::digits_body(&rows[..1]))
+            .await;
+        assert_eq!(
+            good.status,
+            StatusCode::OK,
+            "{case}: the server stopped serving"
+        );
         assert_eq!(good.output("label")["data"][0], labels[0], "{case}");
     }
     gateway.stop().await;

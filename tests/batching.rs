@@ -37,7 +37,12 @@ max_queue_size = 4
 fn rows() -> Vec<Vec<f32>> {
     let (base, _) = common::digits_rows();
     (0..64)
-        .map(|i| base[i % base.len()].iter().map(|v| v + (i / base.len()) as f32 * 0.5).collect())
+        .map(|i| {
+            base[i % base.len()]
+                .iter()
+                .map(|v| v + (i / base.len()) as f32 * 0.5)
+                .collect()
+        })
         .collect()
 }
 
@@ -47,7 +52,12 @@ async fn concurrent_single_rows_share_batches_and_each_gets_its_own_answer() {
     let rows = rows();
     let mut expected = Vec::new();
     for row in &rows {
-        let reply = gateway.infer("digits_direct", &common::digits_body(std::slice::from_ref(row))).await;
+        let reply = gateway
+            .infer(
+                "digits_direct",
+                &common::digits_body(std::slice::from_ref(row)),
+            )
+            .await;
         assert_eq!(reply.header("x-tollgate-batch-size"), "1");
         expected.push(reply.json()["outputs"].clone());
     }
@@ -64,19 +74,35 @@ async fn concurrent_single_rows_share_batches_and_each_gets_its_own_answer() {
         let reply = task.await.unwrap();
         assert_eq!(reply.status, StatusCode::OK);
         let outputs = reply.json()["outputs"].clone();
-        assert_eq!(outputs[0], expected[index][0], "row {index}: label differs from its direct run");
+        assert_eq!(
+            outputs[0], expected[index][0],
+            "row {index}: label differs from its direct run"
+        );
         let (got, want) = (&outputs[1]["data"], &expected[index][1]["data"]);
         for (g, w) in got.as_array().unwrap().iter().zip(want.as_array().unwrap()) {
-            assert!((g.as_f64().unwrap() - w.as_f64().unwrap()).abs() <= 1e-5, "row {index}: {g} vs {w}");
+            assert!(
+                (g.as_f64().unwrap() - w.as_f64().unwrap()).abs() <= 1e-5,
+                "row {index}: {g} vs {w}"
+            );
         }
         let batch: usize = reply.header("x-tollgate-batch-size").parse().unwrap();
         assert_eq!(reply.json()["parameters"]["batch_size"], batch);
         largest_batch = largest_batch.max(batch);
     }
-    assert!(largest_batch > 1, "64 concurrent requests never shared a batch");
-    let executions = gateway.metric("tollgate_executions_total", &["model=\"digits\""]).await;
+    assert!(
+        largest_batch > 1,
+        "64 concurrent requests never shared a batch"
+    );
+    let executions = gateway
+        .metric("tollgate_executions_total", &["model=\"digits\""])
+        .await;
     assert!(executions < 64.0, "{executions} executions for 64 requests");
-    assert!(gateway.metric("tollgate_batch_size_count", &["model=\"digits\""]).await >= 1.0);
+    assert!(
+        gateway
+            .metric("tollgate_batch_size_count", &["model=\"digits\""])
+            .await
+            >= 1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +139,9 @@ async fn a_flood_beyond_the_queue_gets_fast_429s_while_admitted_requests_succeed
             let gateway = gateway.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
-                let reply = gateway.infer("digits_tight", &common::digits_body(&[row])).await;
+                let reply = gateway
+                    .infer("digits_tight", &common::digits_body(&[row]))
+                    .await;
                 (reply, started.elapsed())
             })
         })
@@ -126,7 +154,10 @@ async fn a_flood_beyond_the_queue_gets_fast_429s_while_admitted_requests_succeed
             StatusCode::TOO_MANY_REQUESTS => {
                 refused += 1;
                 assert_eq!(reply.header("retry-after"), "1");
-                assert!(reply.json()["error"].as_str().unwrap().contains("max_queue_size"));
+                assert!(reply.json()["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("max_queue_size"));
                 // Refused at the door, not after sitting out the one-second queue delay.
                 assert!(took < Duration::from_secs(1), "a 429 took {took:?}");
             }
@@ -135,5 +166,10 @@ async fn a_flood_beyond_the_queue_gets_fast_429s_while_admitted_requests_succeed
     }
     assert!(refused > 0, "nothing was refused");
     assert!(ok >= 4, "only {ok} admitted requests succeeded");
-    assert!(gateway.metric("tollgate_rejections_total", &["reason=\"queue_full\""]).await >= refused as f64);
+    assert!(
+        gateway
+            .metric("tollgate_rejections_total", &["reason=\"queue_full\""])
+            .await
+            >= refused as f64
+    );
 }

@@ -54,18 +54,30 @@ async fn a_repeat_is_a_hit_with_identical_outputs_and_no_execution() {
     let body = common::digits_body(&rows[..3]);
     let first = gateway.infer("digits", &body).await;
     assert_eq!(first.header("x-tollgate-cache"), "miss");
-    let executions = gateway.metric("tollgate_executions_total", &["model=\"digits\""]).await;
+    let executions = gateway
+        .metric("tollgate_executions_total", &["model=\"digits\""])
+        .await;
     let second = gateway.infer("digits", &body).await;
     assert_eq!(second.header("x-tollgate-cache"), "hit");
     assert_eq!(second.json()["parameters"]["cache"], "hit");
-    assert_eq!(first.json()["outputs"], second.json()["outputs"], "hits return the same outputs");
     assert_eq!(
-        gateway.metric("tollgate_executions_total", &["model=\"digits\""]).await,
+        first.json()["outputs"],
+        second.json()["outputs"],
+        "hits return the same outputs"
+    );
+    assert_eq!(
+        gateway
+            .metric("tollgate_executions_total", &["model=\"digits\""])
+            .await,
         executions,
         "a hit does not run the model"
     );
     // The binary encoding of the same tensor is the same key.
-    let payload: Vec<u8> = rows[..3].iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    let payload: Vec<u8> = rows[..3]
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let header = json!({"inputs": [{"name": "input", "shape": [3, 64], "datatype": "FP32",
         "parameters": {"binary_data_size": payload.len()}}]})
     .to_string();
@@ -79,7 +91,11 @@ async fn a_repeat_is_a_hit_with_identical_outputs_and_no_execution() {
             Bytes::from(raw),
         )
         .await;
-    assert_eq!(binary.header("x-tollgate-cache"), "hit", "JSON and binary share a key");
+    assert_eq!(
+        binary.header("x-tollgate-cache"),
+        "hit",
+        "JSON and binary share a key"
+    );
     gateway.stop().await;
 }
 
@@ -92,12 +108,19 @@ async fn equal_bytes_with_another_shape_or_dtype_are_not_a_hit() {
     assert_eq!(wide.header("x-tollgate-cache"), "miss");
     assert_eq!(wide.output("sum")["data"], json!([28.0]));
     let square = gateway.infer("row_sum", &send([2, 4])).await;
-    assert_eq!(square.header("x-tollgate-cache"), "miss", "another shape is another key");
+    assert_eq!(
+        square.header("x-tollgate-cache"),
+        "miss",
+        "another shape is another key"
+    );
     assert_eq!(square.output("sum")["data"], json!([6.0, 22.0]));
     // The same 32 bytes read as INT32 are refused by the model rather than served from cache.
     let ints: Vec<i32> = values.iter().map(|v| v.to_bits() as i32).collect();
     let as_int = gateway
-        .infer("row_sum", &json!({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "INT32", "data": ints}]}))
+        .infer(
+            "row_sum",
+            &json!({"inputs": [{"name": "x", "shape": [1, 8], "datatype": "INT32", "data": ints}]}),
+        )
         .await;
     assert_eq!(as_int.status, StatusCode::BAD_REQUEST);
     gateway.stop().await;
@@ -112,22 +135,35 @@ async fn a_hundred_identical_misses_run_the_model_once() {
     for _ in 0..100 {
         let gateway = gateway.clone();
         let body = body.clone();
-        tasks.push(tokio::spawn(async move { gateway.infer("digits_flight", &body).await }));
+        tasks.push(tokio::spawn(async move {
+            gateway.infer("digits_flight", &body).await
+        }));
     }
     let mut statuses = std::collections::HashMap::new();
     for task in tasks {
         let reply = task.await.unwrap();
         assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(reply.output("label")["data"][0], labels[5], "every waiter gets the answer");
-        *statuses.entry(reply.header("x-tollgate-cache").to_string()).or_insert(0) += 1;
+        assert_eq!(
+            reply.output("label")["data"][0],
+            labels[5],
+            "every waiter gets the answer"
+        );
+        *statuses
+            .entry(reply.header("x-tollgate-cache").to_string())
+            .or_insert(0) += 1;
     }
     assert_eq!(
-        gateway.metric("tollgate_executions_total", &["model=\"digits_flight\""]).await,
+        gateway
+            .metric("tollgate_executions_total", &["model=\"digits_flight\""])
+            .await,
         1.0,
         "one execution for all 100 ({statuses:?})"
     );
     assert_eq!(statuses.get("miss"), Some(&1), "{statuses:?}");
-    assert_eq!(statuses.get("coalesced").copied().unwrap_or(0) + statuses.get("hit").copied().unwrap_or(0), 99);
+    assert_eq!(
+        statuses.get("coalesced").copied().unwrap_or(0) + statuses.get("hit").copied().unwrap_or(0),
+        99
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,10 +174,21 @@ async fn an_error_is_not_cached() {
     // One microsecond cannot cover the 200 ms queue delay: the request times out unrun.
     failing["parameters"] = json!({"timeout": 1});
     let timed_out = gateway.infer("digits_slow", &failing).await;
-    assert_eq!(timed_out.status, StatusCode::GATEWAY_TIMEOUT, "{:?}", timed_out.body);
-    let retry = gateway.infer("digits_slow", &common::digits_body(&rows[7..8])).await;
+    assert_eq!(
+        timed_out.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{:?}",
+        timed_out.body
+    );
+    let retry = gateway
+        .infer("digits_slow", &common::digits_body(&rows[7..8]))
+        .await;
     assert_eq!(retry.status, StatusCode::OK);
-    assert_eq!(retry.header("x-tollgate-cache"), "miss", "the failure left nothing behind");
+    assert_eq!(
+        retry.header("x-tollgate-cache"),
+        "miss",
+        "the failure left nothing behind"
+    );
     assert_eq!(retry.output("label")["data"][0], labels[7]);
     gateway.stop().await;
 }
@@ -151,10 +198,28 @@ async fn entries_expire_after_their_model_ttl() {
     let gateway = common::start(CONFIG).await;
     let (rows, _) = common::digits_rows();
     let body = common::digits_body(&rows[..1]);
-    assert_eq!(gateway.infer("digits_short_ttl", &body).await.header("x-tollgate-cache"), "miss");
-    assert_eq!(gateway.infer("digits_short_ttl", &body).await.header("x-tollgate-cache"), "hit");
+    assert_eq!(
+        gateway
+            .infer("digits_short_ttl", &body)
+            .await
+            .header("x-tollgate-cache"),
+        "miss"
+    );
+    assert_eq!(
+        gateway
+            .infer("digits_short_ttl", &body)
+            .await
+            .header("x-tollgate-cache"),
+        "hit"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
-    assert_eq!(gateway.infer("digits_short_ttl", &body).await.header("x-tollgate-cache"), "miss");
+    assert_eq!(
+        gateway
+            .infer("digits_short_ttl", &body)
+            .await
+            .header("x-tollgate-cache"),
+        "miss"
+    );
     gateway.stop().await;
 }
 
@@ -165,19 +230,55 @@ async fn cache_controls_from_the_client_and_the_config_are_honoured() {
     let body = common::digits_body(&rows[2..3]);
     let mut bypass = body.clone();
     bypass["parameters"] = json!({"cache": "bypass"});
-    assert_eq!(gateway.infer("digits", &bypass).await.header("x-tollgate-cache"), "bypass");
-    assert_eq!(gateway.infer("digits", &body).await.header("x-tollgate-cache"), "miss", "bypass stored nothing");
+    assert_eq!(
+        gateway
+            .infer("digits", &bypass)
+            .await
+            .header("x-tollgate-cache"),
+        "bypass"
+    );
+    assert_eq!(
+        gateway
+            .infer("digits", &body)
+            .await
+            .header("x-tollgate-cache"),
+        "miss",
+        "bypass stored nothing"
+    );
     let no_cache = gateway
-        .send(Method::POST, "/v2/models/digits/infer", &[("cache-control", "no-cache".into())], Bytes::from(body.to_string()))
+        .send(
+            Method::POST,
+            "/v2/models/digits/infer",
+            &[("cache-control", "no-cache".into())],
+            Bytes::from(body.to_string()),
+        )
         .await;
-    assert_eq!(no_cache.header("x-tollgate-cache"), "miss", "no-cache skips the lookup");
+    assert_eq!(
+        no_cache.header("x-tollgate-cache"),
+        "miss",
+        "no-cache skips the lookup"
+    );
     let uncached = gateway.infer("digits_uncached", &body).await;
     assert_eq!(uncached.header("x-tollgate-cache"), "bypass");
-    assert_eq!(gateway.infer("digits_uncached", &body).await.header("x-tollgate-cache"), "bypass");
+    assert_eq!(
+        gateway
+            .infer("digits_uncached", &body)
+            .await
+            .header("x-tollgate-cache"),
+        "bypass"
+    );
     // Purging one model empties its entries.
-    let purge = gateway.send(Method::DELETE, "/v1/cache?model=digits", &[], Bytes::new()).await;
+    let purge = gateway
+        .send(Method::DELETE, "/v1/cache?model=digits", &[], Bytes::new())
+        .await;
     assert_eq!(purge.status, StatusCode::OK);
-    assert_eq!(gateway.infer("digits", &body).await.header("x-tollgate-cache"), "miss");
+    assert_eq!(
+        gateway
+            .infer("digits", &body)
+            .await
+            .header("x-tollgate-cache"),
+        "miss"
+    );
     gateway.stop().await;
 }
 
@@ -186,7 +287,13 @@ async fn the_memory_tier_stays_within_max_bytes_under_a_flood() {
     let gateway = common::start(CONFIG).await;
     // 300 distinct 64-row answers of ~3 KiB each: about 15 times the 64 KiB bound.
     for seed in 0..300u32 {
-        let rows: Vec<Vec<f32>> = (0..64).map(|r| (0..64).map(|c| seed as f32 * 0.01 + r as f32 + c as f32 / 64.0).collect()).collect();
+        let rows: Vec<Vec<f32>> = (0..64)
+            .map(|r| {
+                (0..64)
+                    .map(|c| seed as f32 * 0.01 + r as f32 + c as f32 / 64.0)
+                    .collect()
+            })
+            .collect();
         let reply = gateway.infer("digits", &common::digits_body(&rows)).await;
         assert_eq!(reply.status, StatusCode::OK);
     }
@@ -194,7 +301,10 @@ async fn the_memory_tier_stays_within_max_bytes_under_a_flood() {
         cache.settle().await;
     }
     let bytes = gateway.metric("tollgate_cache_bytes", &[]).await;
-    assert!(bytes > 0.0 && bytes <= 64.0 * 1024.0, "cache holds {bytes} bytes");
+    assert!(
+        bytes > 0.0 && bytes <= 64.0 * 1024.0,
+        "cache holds {bytes} bytes"
+    );
     assert!(gateway.metric("tollgate_cache_evictions_total", &[]).await > 0.0);
     gateway.stop().await;
 }

@@ -23,12 +23,26 @@ fn write_config(name: &str, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn check_config_accepts_the_bundled_config_and_names_bad_keys() {
-    let ok = tollgate().args(["check-config", "--config", "config.toml"]).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = tollgate()
+        .args(["check-config", "--config", "config.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     assert!(String::from_utf8_lossy(&ok.stdout).contains("valid (1 model(s))"));
 
-    let bad = write_config("bad.toml", "[[models]]\nname = \"d\"\npath = \"MODEL\"\nmax_batch_size = -3\n");
-    let out = tollgate().args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    let bad = write_config(
+        "bad.toml",
+        "[[models]]\nname = \"d\"\npath = \"MODEL\"\nmax_batch_size = -3\n",
+    );
+    let out = tollgate()
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("max_batch_size"), "{stderr}");
@@ -40,7 +54,12 @@ fn a_missing_onnx_runtime_is_one_clear_line_not_a_panic() {
         "noruntime.toml",
         "[server]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n[runtime]\nonnxruntime = \"/nonexistent/libonnxruntime.so.1\"\n[[models]]\nname = \"d\"\npath = \"MODEL\"\n",
     );
-    let out = tollgate().args(["serve", "--config"]).arg(&config).env_remove("ORT_DYLIB_PATH").output().unwrap();
+    let out = tollgate()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("ORT_DYLIB_PATH")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("make runtime"), "{stderr}");
@@ -73,19 +92,28 @@ fn sigterm_drains_and_exits_cleanly() {
         log
     });
     loop {
-        let line = seen.recv_timeout(Duration::from_secs(60)).expect("the gateway starts serving");
+        let line = seen
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the gateway starts serving");
         if line.contains("serving") {
             break;
         }
     }
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "no exit after SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let log = reader.join().unwrap();

@@ -2,10 +2,10 @@
 
 mod common;
 
-use tollgate::api::grpc::proto;
 use proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use proto::infer_parameter::ParameterChoice;
 use proto::model_infer_request::InferInputTensor;
+use tollgate::api::grpc::proto;
 
 const CONFIG: &str = r#"
 [[models]]
@@ -34,38 +34,76 @@ fn request(model: &str, shape: Vec<i64>, values: Vec<f32>) -> proto::ModelInferR
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_codes_and_parameters_follow_the_protocol() {
     let gateway = common::start(CONFIG).await;
-    let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", gateway.server.grpc_addr))
-        .await
-        .unwrap();
+    let mut client =
+        GrpcInferenceServiceClient::connect(format!("http://{}", gateway.server.grpc_addr))
+            .await
+            .unwrap();
     let (rows, labels) = common::digits_rows();
     let good = request("digits", vec![1, 64], rows[0].clone());
     let reply = client.model_infer(good.clone()).await.unwrap().into_inner();
     let label = i64::from_le_bytes(reply.raw_output_contents[0][..8].try_into().unwrap());
     assert_eq!(label, labels[0]);
-    let cache = |r: &proto::ModelInferResponse| match r.parameters.get("cache").and_then(|p| p.parameter_choice.clone()) {
+    let cache = |r: &proto::ModelInferResponse| match r
+        .parameters
+        .get("cache")
+        .and_then(|p| p.parameter_choice.clone())
+    {
         Some(ParameterChoice::StringParam(s)) => s,
         other => panic!("no cache parameter: {other:?}"),
     };
     assert_eq!(cache(&reply), "miss");
-    assert!(matches!(reply.parameters["cost_usd"].parameter_choice, Some(ParameterChoice::DoubleParam(c)) if c > 0.0));
+    assert!(
+        matches!(reply.parameters["cost_usd"].parameter_choice, Some(ParameterChoice::DoubleParam(c)) if c > 0.0)
+    );
     let again = client.model_infer(good).await.unwrap().into_inner();
     assert_eq!(cache(&again), "hit");
     assert_eq!(again.raw_output_contents, reply.raw_output_contents);
 
     let cases: Vec<(proto::ModelInferRequest, tonic::Code, &str)> = vec![
-        (request("nope", vec![1, 64], rows[0].clone()), tonic::Code::NotFound, "unknown model"),
-        (request("digits", vec![1, 63], rows[0][..63].to_vec()), tonic::Code::InvalidArgument, "dimension 1 must be 64"),
-        (request("digits", vec![2, 64], rows[0].clone()), tonic::Code::InvalidArgument, "needs 512 bytes, got 256"),
-        (request("digits", vec![-2, 64], rows[0].clone()), tonic::Code::InvalidArgument, "negative"),
-        (request("digits", vec![9, 64], rows.iter().take(9).flatten().copied().collect()), tonic::Code::InvalidArgument, "max_batch_size"),
+        (
+            request("nope", vec![1, 64], rows[0].clone()),
+            tonic::Code::NotFound,
+            "unknown model",
+        ),
+        (
+            request("digits", vec![1, 63], rows[0][..63].to_vec()),
+            tonic::Code::InvalidArgument,
+            "dimension 1 must be 64",
+        ),
+        (
+            request("digits", vec![2, 64], rows[0].clone()),
+            tonic::Code::InvalidArgument,
+            "needs 512 bytes, got 256",
+        ),
+        (
+            request("digits", vec![-2, 64], rows[0].clone()),
+            tonic::Code::InvalidArgument,
+            "negative",
+        ),
+        (
+            request(
+                "digits",
+                vec![9, 64],
+                rows.iter().take(9).flatten().copied().collect(),
+            ),
+            tonic::Code::InvalidArgument,
+            "max_batch_size",
+        ),
     ];
     for (message, code, fragment) in cases {
         let status = client.model_infer(message).await.unwrap_err();
         assert_eq!(status.code(), code, "{}", status.message());
-        assert!(status.message().contains(fragment), "`{}` lacks `{fragment}`", status.message());
+        assert!(
+            status.message().contains(fragment),
+            "`{}` lacks `{fragment}`",
+            status.message()
+        );
     }
     let ready = client
-        .model_ready(proto::ModelReadyRequest { name: "nope".into(), version: String::new() })
+        .model_ready(proto::ModelReadyRequest {
+            name: "nope".into(),
+            version: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();

@@ -10,8 +10,12 @@ use hyper_util::rt::TokioExecutor;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_clients_are_served_on_the_http_port() {
-    let gateway = common::start("[[models]]\nname = \"digits\"\npath = \"models/digits/1/model.onnx\"\n").await;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).http2_only(true).build_http();
+    let gateway =
+        common::start("[[models]]\nname = \"digits\"\npath = \"models/digits/1/model.onnx\"\n")
+            .await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
     let (rows, labels) = common::digits_rows();
     let body = common::digits_body(&rows[..2]).to_string();
     let request = Request::post(format!("{}/v2/models/digits/infer", gateway.base))
@@ -22,7 +26,12 @@ async fn h2c_clients_are_served_on_the_http_port() {
     assert_eq!(response.status(), StatusCode::OK);
     let body: serde_json::Value =
         serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    let label = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "label").unwrap();
+    let label = body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "label")
+        .unwrap();
     assert_eq!(label["data"], serde_json::json!(labels[..2]));
     gateway.stop().await;
 }

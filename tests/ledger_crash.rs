@@ -19,7 +19,11 @@ struct Running {
 }
 
 fn start(durability: &str, ledger: &std::path::Path) -> Running {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = common::scratch_dir();
     let config = dir.join("config.toml");
     std::fs::write(
@@ -48,33 +52,52 @@ fn start(durability: &str, ledger: &std::path::Path) -> Running {
             }
         }
     });
-    seen.recv_timeout(Duration::from_secs(60)).expect("the gateway starts");
-    Running { child, base: format!("http://127.0.0.1:{port}") }
+    seen.recv_timeout(Duration::from_secs(60))
+        .expect("the gateway starts");
+    Running {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 /// Sends requests from 8 concurrent clients until stopped; returns the request ids of every
 /// response received, with when it was received.
-async fn load(base: String, stop: Arc<std::sync::atomic::AtomicBool>) -> Vec<(String, std::time::Instant)> {
+async fn load(
+    base: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<(String, std::time::Instant)> {
     let received = Arc::new(Mutex::new(Vec::new()));
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut tasks = Vec::new();
     for worker in 0..8usize {
-        let (client, base, stop, received) = (client.clone(), base.clone(), stop.clone(), received.clone());
+        let (client, base, stop, received) =
+            (client.clone(), base.clone(), stop.clone(), received.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 n += 1;
-                let row: Vec<f32> = (0..64).map(|i| ((worker * 31 + n * 7 + i) % 16) as f32).collect();
+                let row: Vec<f32> = (0..64)
+                    .map(|i| ((worker * 31 + n * 7 + i) % 16) as f32)
+                    .collect();
                 let body = common::digits_body(&[row]).to_string();
                 let request = hyper::Request::post(format!("{base}/v2/models/digits/infer"))
                     .body(Full::new(Bytes::from(body)))
                     .unwrap();
-                let Ok(response) = client.request(request).await else { break };
-                let id = response.headers().get("x-tollgate-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+                let Ok(response) = client.request(request).await else {
+                    break;
+                };
+                let id = response
+                    .headers()
+                    .get("x-tollgate-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
                 let ok = response.status().is_success();
                 let _ = response.into_body().collect().await;
                 if let (true, Some(id)) = (ok, id) {
-                    received.lock().unwrap().push((id, std::time::Instant::now()));
+                    received
+                        .lock()
+                        .unwrap()
+                        .push((id, std::time::Instant::now()));
                 }
             }
         }));
@@ -86,7 +109,13 @@ async fn load(base: String, stop: Arc<std::sync::atomic::AtomicBool>) -> Vec<(St
     received
 }
 
-async fn crash_under_load(durability: &str) -> (Vec<(String, std::time::Instant)>, std::time::Instant, Ledger) {
+async fn crash_under_load(
+    durability: &str,
+) -> (
+    Vec<(String, std::time::Instant)>,
+    std::time::Instant,
+    Ledger,
+) {
     let ledger_path = common::scratch_dir().join("ledger.sqlite");
     let mut running = start(durability, &ledger_path);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -98,7 +127,11 @@ async fn crash_under_load(durability: &str) -> (Vec<(String, std::time::Instant)
     running.child.wait().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let received = loader.await.unwrap();
-    assert!(received.len() > 20, "too little load to mean anything: {}", received.len());
+    assert!(
+        received.len() > 20,
+        "too little load to mean anything: {}",
+        received.len()
+    );
     let ledger = Ledger::open(LedgerSettings::new(&ledger_path)).unwrap();
     (received, killed_at, ledger)
 }
@@ -111,7 +144,12 @@ async fn sync_durability_keeps_the_record_of_every_answered_request() {
         .map(|(id, _)| id)
         .filter(|id| ledger.usage(id).unwrap().is_none())
         .collect();
-    assert!(missing.is_empty(), "{} of {} answered requests have no record: {missing:?}", missing.len(), received.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered requests have no record: {missing:?}",
+        missing.len(),
+        received.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,6 +162,13 @@ async fn async_durability_loses_at_most_the_last_commit_window() {
         .map(|(id, _)| id)
         .collect();
     assert!(!settled.is_empty());
-    let missing: Vec<&&String> = settled.iter().filter(|id| ledger.usage(id).unwrap().is_none()).collect();
-    assert!(missing.is_empty(), "{} settled records lost: {missing:?}", missing.len());
+    let missing: Vec<&&String> = settled
+        .iter()
+        .filter(|id| ledger.usage(id).unwrap().is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} settled records lost: {missing:?}",
+        missing.len()
+    );
 }

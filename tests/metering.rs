@@ -66,18 +66,31 @@ fn bearer(key: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {key}"))
 }
 
-async fn infer_as(gateway: &common::Gateway, key: &str, body: &Value, tags: Option<&str>) -> common::Reply {
+async fn infer_as(
+    gateway: &common::Gateway,
+    key: &str,
+    body: &Value,
+    tags: Option<&str>,
+) -> common::Reply {
     let mut headers = vec![bearer(key)];
     if let Some(tags) = tags {
         headers.push(("x-tollgate-tags", tags.to_string()));
     }
     gateway
-        .send(Method::POST, "/v2/models/digits/infer", &headers, Bytes::from(body.to_string()))
+        .send(
+            Method::POST,
+            "/v2/models/digits/infer",
+            &headers,
+            Bytes::from(body.to_string()),
+        )
         .await
 }
 
 fn header_f64(reply: &common::Reply, name: &str) -> f64 {
-    reply.header(name).parse().unwrap_or_else(|_| panic!("{name}: `{}`", reply.header(name)))
+    reply
+        .header(name)
+        .parse()
+        .unwrap_or_else(|_| panic!("{name}: `{}`", reply.header(name)))
 }
 
 fn row(seed: usize) -> Vec<f32> {
@@ -94,14 +107,23 @@ async fn costs_follow_device_time_and_hits_save_the_original_cost() {
     let batch: f64 = header_f64(&miss, "x-tollgate-batch-size");
     let cost = header_f64(&miss, "x-tollgate-cost-usd");
     let expected = compute_us / 3.6e9 * PRICE_PER_HOUR * 2.0 / batch;
-    assert!(cost > 0.0 && ((cost - expected) / expected).abs() < 1e-9, "{cost} vs {expected}");
-    assert_eq!(miss.json()["parameters"]["cost_usd"].as_f64().unwrap(), cost);
+    assert!(
+        cost > 0.0 && ((cost - expected) / expected).abs() < 1e-9,
+        "{cost} vs {expected}"
+    );
+    assert_eq!(
+        miss.json()["parameters"]["cost_usd"].as_f64().unwrap(),
+        cost
+    );
     let hit = infer_as(&gateway, "search-key", &body, None).await;
     assert_eq!(hit.header("x-tollgate-cache"), "hit");
     assert_eq!(header_f64(&hit, "x-tollgate-cost-usd"), 0.0);
     assert_eq!(header_f64(&hit, "x-tollgate-saved-usd"), cost);
     assert!(!hit.header("x-tollgate-request-id").is_empty());
-    assert_ne!(hit.header("x-tollgate-request-id"), miss.header("x-tollgate-request-id"));
+    assert_ne!(
+        hit.header("x-tollgate-request-id"),
+        miss.header("x-tollgate-request-id")
+    );
     gateway.stop().await;
 }
 
@@ -110,14 +132,38 @@ async fn identity_tags_and_admin_access_are_enforced() {
     let gateway = common::start(&config("[auth]\nrequired = true\n")).await;
     let body = common::digits_body(&[row(3)]);
     let cases: Vec<(Vec<(&str, String)>, StatusCode, &str)> = vec![
-        (vec![], StatusCode::UNAUTHORIZED, "bearer API key is required"),
-        (vec![bearer("wrong")], StatusCode::UNAUTHORIZED, "not recognised"),
-        (vec![bearer("search-key"), ("x-tollgate-tags", "owner=bob".into())], StatusCode::BAD_REQUEST, "`owner` is not allowed"),
-        (vec![bearer("search-key"), ("x-tollgate-tags", "env=prod".into())], StatusCode::OK, ""),
+        (
+            vec![],
+            StatusCode::UNAUTHORIZED,
+            "bearer API key is required",
+        ),
+        (
+            vec![bearer("wrong")],
+            StatusCode::UNAUTHORIZED,
+            "not recognised",
+        ),
+        (
+            vec![
+                bearer("search-key"),
+                ("x-tollgate-tags", "owner=bob".into()),
+            ],
+            StatusCode::BAD_REQUEST,
+            "`owner` is not allowed",
+        ),
+        (
+            vec![bearer("search-key"), ("x-tollgate-tags", "env=prod".into())],
+            StatusCode::OK,
+            "",
+        ),
     ];
     for (headers, status, fragment) in cases {
         let reply = gateway
-            .send(Method::POST, "/v2/models/digits/infer", &headers, Bytes::from(body.to_string()))
+            .send(
+                Method::POST,
+                "/v2/models/digits/infer",
+                &headers,
+                Bytes::from(body.to_string()),
+            )
             .await;
         assert_eq!(reply.status, status, "{headers:?}: {:?}", reply.body);
         if !fragment.is_empty() {
@@ -125,9 +171,23 @@ async fn identity_tags_and_admin_access_are_enforced() {
             assert!(error.contains(fragment), "{error}");
         }
     }
-    let alerts = gateway.send(Method::GET, "/v1/alerts", &[bearer("search-key")], Bytes::new()).await;
+    let alerts = gateway
+        .send(
+            Method::GET,
+            "/v1/alerts",
+            &[bearer("search-key")],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(alerts.status, StatusCode::FORBIDDEN);
-    let alerts = gateway.send(Method::GET, "/v1/alerts", &[bearer("root-token")], Bytes::new()).await;
+    let alerts = gateway
+        .send(
+            Method::GET,
+            "/v1/alerts",
+            &[bearer("root-token")],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(alerts.status, StatusCode::OK);
     // The gRPC front end asks for the same key in `authorization` metadata.
     let mut client = tollgate::api::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient::connect(
@@ -137,19 +197,26 @@ async fn identity_tags_and_admin_access_are_enforced() {
     .unwrap();
     let request = tollgate::api::grpc::proto::ModelInferRequest {
         model_name: "digits".into(),
-        inputs: vec![tollgate::api::grpc::proto::model_infer_request::InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 64],
-            contents: Some(tollgate::api::grpc::proto::InferTensorContents { fp32_contents: row(3), ..Default::default() }),
-            ..Default::default()
-        }],
+        inputs: vec![
+            tollgate::api::grpc::proto::model_infer_request::InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 64],
+                contents: Some(tollgate::api::grpc::proto::InferTensorContents {
+                    fp32_contents: row(3),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     };
     let refused = client.model_infer(request.clone()).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     let mut with_key = tonic::Request::new(request);
-    with_key.metadata_mut().insert("authorization", "Bearer mail-key".parse().unwrap());
+    with_key
+        .metadata_mut()
+        .insert("authorization", "Bearer mail-key".parse().unwrap());
     assert!(client.model_infer(with_key).await.is_ok());
     gateway.stop().await;
 }
@@ -159,34 +226,75 @@ async fn team_totals_from_the_cost_api_equal_the_sum_of_response_headers() {
     let gateway = common::start(&config("")).await;
     let mut by_team: std::collections::HashMap<&str, f64> = Default::default();
     for i in 0..24 {
-        let (key, team) = [("search-key", "discovery"), ("ads-key", "discovery"), ("mail-key", "comms")][i % 3];
+        let (key, team) = [
+            ("search-key", "discovery"),
+            ("ads-key", "discovery"),
+            ("mail-key", "comms"),
+        ][i % 3];
         // Every fourth request repeats an earlier one: hits belong in the totals too (as 0).
         let body = common::digits_body(&[row(if i % 4 == 3 { i - 3 } else { i })]);
         let reply = infer_as(&gateway, key, &body, Some("env=test")).await;
         assert_eq!(reply.status, StatusCode::OK);
         *by_team.entry(team).or_default() += header_f64(&reply, "x-tollgate-cost-usd");
     }
-    gateway.server.gateway.metering.ledger.flush().await.unwrap();
+    gateway
+        .server
+        .gateway
+        .metering
+        .ledger
+        .flush()
+        .await
+        .unwrap();
     let reply = gateway
-        .send(Method::GET, "/v1/costs?group_by=team", &[bearer("root-token")], Bytes::new())
+        .send(
+            Method::GET,
+            "/v1/costs?group_by=team",
+            &[bearer("root-token")],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     let rows = reply.json()["rows"].as_array().unwrap().clone();
     for (team, total) in by_team {
-        let row = rows.iter().find(|r| r["group"]["team"] == team).unwrap_or_else(|| panic!("no row for {team}: {rows:?}"));
+        let row = rows
+            .iter()
+            .find(|r| r["group"]["team"] == team)
+            .unwrap_or_else(|| panic!("no row for {team}: {rows:?}"));
         let reported = row["cost_usd"].as_f64().unwrap();
-        assert!(((reported - total) / total).abs() < 1e-9, "{team}: {reported} vs {total}");
+        assert!(
+            ((reported - total) / total).abs() < 1e-9,
+            "{team}: {reported} vs {total}"
+        );
     }
     // A tenant sees its own spend only.
-    let own = gateway.send(Method::GET, "/v1/costs?group_by=model", &[bearer("mail-key")], Bytes::new()).await;
+    let own = gateway
+        .send(
+            Method::GET,
+            "/v1/costs?group_by=model",
+            &[bearer("mail-key")],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(own.status, StatusCode::OK);
     for row in own.json()["rows"].as_array().unwrap() {
         assert_eq!(row["group"]["tenant"], "mail");
     }
-    let bad = gateway.send(Method::GET, "/v1/costs?group_by=colour", &[bearer("root-token")], Bytes::new()).await;
+    let bad = gateway
+        .send(
+            Method::GET,
+            "/v1/costs?group_by=colour",
+            &[bearer("root-token")],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     let backwards = gateway
-        .send(Method::GET, "/v1/costs?from=2026-02-01&to=2026-01-01", &[bearer("root-token")], Bytes::new())
+        .send(
+            Method::GET,
+            "/v1/costs?from=2026-02-01&to=2026-01-01",
+            &[bearer("root-token")],
+            Bytes::new(),
+        )
         .await;
     assert_eq!(backwards.status, StatusCode::BAD_REQUEST);
     gateway.stop().await;
@@ -196,34 +304,98 @@ async fn team_totals_from_the_cost_api_equal_the_sum_of_response_headers() {
 async fn the_focus_export_has_every_mandatory_column() {
     let gateway = common::start(&config("")).await;
     for i in 0..4 {
-        let reply = infer_as(&gateway, "search-key", &common::digits_body(&[row(100 + i)]), None).await;
+        let reply = infer_as(
+            &gateway,
+            "search-key",
+            &common::digits_body(&[row(100 + i)]),
+            None,
+        )
+        .await;
         assert_eq!(reply.status, StatusCode::OK);
     }
-    let one = infer_as(&gateway, "mail-key", &common::digits_body(&[row(200)]), None).await;
+    let one = infer_as(
+        &gateway,
+        "mail-key",
+        &common::digits_body(&[row(200)]),
+        None,
+    )
+    .await;
     let request_id = one.header("x-tollgate-request-id").to_string();
-    gateway.server.gateway.metering.ledger.flush().await.unwrap();
-    let reply = gateway.send(Method::GET, "/v1/costs/focus", &[bearer("root-token")], Bytes::new()).await;
+    gateway
+        .server
+        .gateway
+        .metering
+        .ledger
+        .flush()
+        .await
+        .unwrap();
+    let reply = gateway
+        .send(
+            Method::GET,
+            "/v1/costs/focus",
+            &[bearer("root-token")],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.header("content-type").starts_with("text/csv"));
     let text = String::from_utf8(reply.body.to_vec()).unwrap();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     for column in [
-        "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency", "BillingPeriodStart",
-        "BillingPeriodEnd", "ChargeCategory", "ChargeClass", "ChargeDescription", "ChargePeriodStart",
-        "ChargePeriodEnd", "ContractedCost", "EffectiveCost", "InvoiceIssuerName", "ListCost",
-        "PricingQuantity", "PricingUnit", "ProviderName", "PublisherName", "ServiceCategory", "ServiceName",
+        "BilledCost",
+        "BillingAccountId",
+        "BillingAccountName",
+        "BillingCurrency",
+        "BillingPeriodStart",
+        "BillingPeriodEnd",
+        "ChargeCategory",
+        "ChargeClass",
+        "ChargeDescription",
+        "ChargePeriodStart",
+        "ChargePeriodEnd",
+        "ContractedCost",
+        "EffectiveCost",
+        "InvoiceIssuerName",
+        "ListCost",
+        "PricingQuantity",
+        "PricingUnit",
+        "ProviderName",
+        "PublisherName",
+        "ServiceCategory",
+        "ServiceName",
     ] {
         assert!(header.contains(&column), "missing {column} in {header:?}");
     }
     let rows: Vec<&str> = lines.collect();
     assert!(rows.iter().any(|r| r.contains("search")), "{text}");
-    assert!(rows.iter().all(|r| r.contains("AI and Machine Learning")), "{text}");
-    let usage = gateway.send(Method::GET, &format!("/v1/usage/{request_id}"), &[bearer("mail-key")], Bytes::new()).await;
+    assert!(
+        rows.iter().all(|r| r.contains("AI and Machine Learning")),
+        "{text}"
+    );
+    let usage = gateway
+        .send(
+            Method::GET,
+            &format!("/v1/usage/{request_id}"),
+            &[bearer("mail-key")],
+            Bytes::new(),
+        )
+        .await;
     assert_eq!(usage.status, StatusCode::OK);
     assert_eq!(usage.json()["tenant"], "mail");
-    let other = gateway.send(Method::GET, &format!("/v1/usage/{request_id}"), &[bearer("search-key")], Bytes::new()).await;
-    assert_eq!(other.status, StatusCode::NOT_FOUND, "another tenant's record stays hidden");
+    let other = gateway
+        .send(
+            Method::GET,
+            &format!("/v1/usage/{request_id}"),
+            &[bearer("search-key")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(
+        other.status,
+        StatusCode::NOT_FOUND,
+        "another tenant's record stays hidden"
+    );
     gateway.stop().await;
 }
 
@@ -237,16 +409,20 @@ async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
         while let Ok((stream, _)) = listener.accept().await {
             let store = store.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let store = store.clone();
-                    async move {
-                        let body = request.into_body().collect().await.unwrap().to_bytes();
-                        if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-                            store.lock().unwrap().push(value);
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let store = store.clone();
+                        async move {
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                                store.lock().unwrap().push(value);
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
                         }
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
-                    }
-                });
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -265,39 +441,91 @@ async fn a_reject_budget_blocks_a_demote_budget_only_slows_and_the_webhook_hears
         key_hash("slow-key"),
     );
     let gateway = common::start(&config(&budgets)).await;
-    let first = infer_as(&gateway, "tiny-key", &common::digits_body(&[row(300)]), None).await;
+    let first = infer_as(
+        &gateway,
+        "tiny-key",
+        &common::digits_body(&[row(300)]),
+        None,
+    )
+    .await;
     assert_eq!(first.status, StatusCode::OK, "under budget at first");
-    let blocked = infer_as(&gateway, "tiny-key", &common::digits_body(&[row(301)]), None).await;
+    let blocked = infer_as(
+        &gateway,
+        "tiny-key",
+        &common::digits_body(&[row(301)]),
+        None,
+    )
+    .await;
     assert_eq!(blocked.status, StatusCode::PAYMENT_REQUIRED);
     let error = blocked.json()["error"].as_str().unwrap().to_string();
-    assert!(error.contains("tenant `tiny`") && error.contains("daily budget") && error.contains("resets at"), "{error}");
+    assert!(
+        error.contains("tenant `tiny`")
+            && error.contains("daily budget")
+            && error.contains("resets at"),
+        "{error}"
+    );
     for i in 0..3 {
-        let demoted = infer_as(&gateway, "slow-key", &common::digits_body(&[row(400 + i)]), None).await;
-        assert_eq!(demoted.status, StatusCode::OK, "a demote budget never refuses");
+        let demoted = infer_as(
+            &gateway,
+            "slow-key",
+            &common::digits_body(&[row(400 + i)]),
+            None,
+        )
+        .await;
+        assert_eq!(
+            demoted.status,
+            StatusCode::OK,
+            "a demote budget never refuses"
+        );
     }
     let mut kinds = Vec::new();
     for _ in 0..100 {
-        kinds = received.lock().unwrap().iter().map(|a| (a["tenant"].clone(), a["threshold_percent"].clone())).collect();
-        if kinds.contains(&(json!("tiny"), json!(100))) && kinds.contains(&(json!("slow"), json!(100))) {
+        kinds = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| (a["tenant"].clone(), a["threshold_percent"].clone()))
+            .collect();
+        if kinds.contains(&(json!("tiny"), json!(100)))
+            && kinds.contains(&(json!("slow"), json!(100)))
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(kinds.contains(&(json!("tiny"), json!(100))), "{kinds:?}");
     assert!(kinds.contains(&(json!("slow"), json!(100))), "{kinds:?}");
-    let listed = gateway.send(Method::GET, "/v1/alerts", &[bearer("root-token")], Bytes::new()).await;
-    assert!(listed.json()["alerts"].as_array().unwrap().iter().any(|a| a["kind"] == "budget"));
+    let listed = gateway
+        .send(
+            Method::GET,
+            "/v1/alerts",
+            &[bearer("root-token")],
+            Bytes::new(),
+        )
+        .await;
+    assert!(listed.json()["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["kind"] == "budget"));
     gateway.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_and_idle_cost_add_up_to_device_time() {
     // A model name of its own: device-time metrics are per process, shared with other tests.
-    let gateway = common::start(&config("").replace("name = \"digits\"", "name = \"digits_reconcile\"")).await;
+    let gateway =
+        common::start(&config("").replace("name = \"digits\"", "name = \"digits_reconcile\""))
+            .await;
     for i in 0..20 {
         let body = common::digits_body(&[row(500 + i % 15)]);
         let reply = gateway
-            .send(Method::POST, "/v2/models/digits_reconcile/infer", &[bearer(["search-key", "mail-key"][i % 2])], Bytes::from(body.to_string()))
+            .send(
+                Method::POST,
+                "/v2/models/digits_reconcile/infer",
+                &[bearer(["search-key", "mail-key"][i % 2])],
+                Bytes::from(body.to_string()),
+            )
             .await;
         assert_eq!(reply.status, StatusCode::OK);
     }
@@ -305,14 +533,47 @@ async fn request_and_idle_cost_add_up_to_device_time() {
     metering.record_idle();
     metering.ledger.flush().await.unwrap();
     let reply = gateway
-        .send(Method::GET, "/v1/costs?group_by=tenant,model", &[bearer("root-token")], Bytes::new())
+        .send(
+            Method::GET,
+            "/v1/costs?group_by=tenant,model",
+            &[bearer("root-token")],
+            Bytes::new(),
+        )
         .await;
-    let total: f64 = reply.json()["rows"].as_array().unwrap().iter().map(|r| r["cost_usd"].as_f64().unwrap()).sum();
-    let idle_rows: Vec<Value> = reply.json()["rows"].as_array().unwrap().iter().filter(|r| r["group"]["tenant"] == "__idle__").cloned().collect();
-    assert_eq!(idle_rows.len(), 1, "idle time is charged to the model's __idle__ row");
-    let busy_us = gateway.metric("tollgate_device_busy_microseconds_total", &["model=\"digits_reconcile\""]).await;
-    let idle_us = gateway.metric("tollgate_device_idle_microseconds_total", &["model=\"digits_reconcile\""]).await;
+    let total: f64 = reply.json()["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["cost_usd"].as_f64().unwrap())
+        .sum();
+    let idle_rows: Vec<Value> = reply.json()["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["group"]["tenant"] == "__idle__")
+        .cloned()
+        .collect();
+    assert_eq!(
+        idle_rows.len(),
+        1,
+        "idle time is charged to the model's __idle__ row"
+    );
+    let busy_us = gateway
+        .metric(
+            "tollgate_device_busy_microseconds_total",
+            &["model=\"digits_reconcile\""],
+        )
+        .await;
+    let idle_us = gateway
+        .metric(
+            "tollgate_device_idle_microseconds_total",
+            &["model=\"digits_reconcile\""],
+        )
+        .await;
     let device_cost = (busy_us + idle_us) / 3.6e9 * PRICE_PER_HOUR;
-    assert!(((total - device_cost) / device_cost).abs() < 1e-9, "Σ costs {total} vs device time {device_cost}");
+    assert!(
+        ((total - device_cost) / device_cost).abs() < 1e-9,
+        "Σ costs {total} vs device time {device_cost}"
+    );
     gateway.stop().await;
 }

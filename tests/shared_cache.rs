@@ -37,7 +37,10 @@ async fn a_fill_on_one_replica_is_a_hit_on_the_other() {
         assert_eq!(reply.status, StatusCode::OK);
         status = reply.header("x-tollgate-cache").to_string();
         if status == "hit" {
-            assert_eq!(reply.output("label")["data"], serde_json::json!(labels[3..5]));
+            assert_eq!(
+                reply.output("label")["data"],
+                serde_json::json!(labels[3..5])
+            );
             assert_eq!(reply.json()["outputs"], filled.json()["outputs"]);
             break;
         }
@@ -47,8 +50,19 @@ async fn a_fill_on_one_replica_is_a_hit_on_the_other() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(status, "hit", "the second replica never saw the first one's fill");
-    assert!(second.metric("tollgate_cache_requests_total", &["tier=\"redis\"", "status=\"hit\""]).await >= 1.0);
+    assert_eq!(
+        status, "hit",
+        "the second replica never saw the first one's fill"
+    );
+    assert!(
+        second
+            .metric(
+                "tollgate_cache_requests_total",
+                &["tier=\"redis\"", "status=\"hit\""]
+            )
+            .await
+            >= 1.0
+    );
     first.stop().await;
     second.stop().await;
 }
@@ -59,24 +73,43 @@ async fn requests_keep_succeeding_when_redis_dies() {
     let gateway = common::start(&config(&redis.url())).await;
     let (rows, labels) = common::digits_rows();
     for (index, row) in rows.iter().enumerate().take(4) {
-        let reply = gateway.infer("digits", &common::digits_body(std::slice::from_ref(row))).await;
+        let reply = gateway
+            .infer("digits", &common::digits_body(std::slice::from_ref(row)))
+            .await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.output("label")["data"][0], labels[index]);
     }
     redis.kill();
-    let errors_before = gateway.metric("tollgate_cache_redis_errors_total", &[]).await;
+    let errors_before = gateway
+        .metric("tollgate_cache_redis_errors_total", &[])
+        .await;
     for round in 0..3 {
         for (index, row) in rows.iter().enumerate() {
             let mut row = row.clone();
             row[0] += round as f32 + 100.0; // new keys: every one goes past memory to Redis
             let reply = gateway.infer("digits", &common::digits_body(&[row])).await;
-            assert_eq!(reply.status, StatusCode::OK, "request {index} failed with Redis down");
+            assert_eq!(
+                reply.status,
+                StatusCode::OK,
+                "request {index} failed with Redis down"
+            );
         }
     }
     // 48 misses with Redis gone, yet only the few calls before the breaker opened (and its
     // occasional probe) went to Redis and waited for a timeout.
-    let failed_calls = gateway.metric("tollgate_cache_redis_errors_total", &[]).await - errors_before;
-    assert!((1.0..=8.0).contains(&failed_calls), "{failed_calls} calls reached the dead Redis");
-    assert_eq!(gateway.metric("tollgate_cache_redis_breaker_open", &[]).await, 1.0);
+    let failed_calls = gateway
+        .metric("tollgate_cache_redis_errors_total", &[])
+        .await
+        - errors_before;
+    assert!(
+        (1.0..=8.0).contains(&failed_calls),
+        "{failed_calls} calls reached the dead Redis"
+    );
+    assert_eq!(
+        gateway
+            .metric("tollgate_cache_redis_breaker_open", &[])
+            .await,
+        1.0
+    );
     gateway.stop().await;
 }

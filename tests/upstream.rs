@@ -277,7 +277,10 @@ async fn an_upstream_outage_is_a_fast_503_and_service_returns_with_the_upstream(
                 &[&format!("model=\"{front_name}\""), "kind=\"refused\""],
             )
             .await;
-        assert!(refused >= 1.0, "{scheme}: every request during the outage tried to connect");
+        assert!(
+            refused >= 1.0,
+            "{scheme}: every request during the outage tried to connect"
+        );
         front.stop().await;
         upstream.stop().await;
     }

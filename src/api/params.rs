@@ -10,7 +10,9 @@ use crate::request::{CacheControl, RequestOptions};
 pub fn credentials(authorization: Option<&str>, tags: Option<&str>) -> Credentials {
     let bearer = authorization.and_then(|value| {
         let (scheme, key) = value.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim().to_string())
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| key.trim().to_string())
     });
     Credentials {
         bearer,
@@ -51,10 +53,13 @@ pub fn apply<'a>(
     for (name, value) in params {
         match name {
             "priority" => {
-                let priority = value
-                    .as_u64()
-                    .filter(|p| *p <= u8::MAX as u64)
-                    .ok_or_else(|| bad("priority", "must be a small unsigned integer (1 = highest)"))?;
+                let priority =
+                    value
+                        .as_u64()
+                        .filter(|p| *p <= u8::MAX as u64)
+                        .ok_or_else(|| {
+                            bad("priority", "must be a small unsigned integer (1 = highest)")
+                        })?;
                 options.priority = Some(priority as u8);
             }
             "timeout" => {
@@ -65,15 +70,22 @@ pub fn apply<'a>(
             }
             "cache" => {
                 let ParamValue::Str(text) = value else {
-                    return Err(bad("cache", "must be \"default\", \"bypass\" or \"refresh\""));
+                    return Err(bad(
+                        "cache",
+                        "must be \"default\", \"bypass\" or \"refresh\"",
+                    ));
                 };
-                let control = CacheControl::from_parameter(text)
-                    .ok_or_else(|| bad("cache", "must be \"default\", \"bypass\" or \"refresh\""))?;
+                let control = CacheControl::from_parameter(text).ok_or_else(|| {
+                    bad("cache", "must be \"default\", \"bypass\" or \"refresh\"")
+                })?;
                 options.cache = control;
             }
             "tags" => {
                 let ParamValue::Str(text) = value else {
-                    return Err(bad("tags", "must be a string of key=value pairs separated by commas"));
+                    return Err(bad(
+                        "tags",
+                        "must be a string of key=value pairs separated by commas",
+                    ));
                 };
                 options.tags = Some(text.to_string());
             }
@@ -96,7 +108,10 @@ mod tests {
         let cases: Vec<(Vec<(&str, ParamValue)>, Result<RequestOptions, &str>)> = vec![
             (vec![], Ok(RequestOptions::default())),
             (
-                vec![("priority", ParamValue::Uint(1)), ("timeout", ParamValue::Int(500))],
+                vec![
+                    ("priority", ParamValue::Uint(1)),
+                    ("timeout", ParamValue::Int(500)),
+                ],
                 Ok(RequestOptions {
                     priority: Some(1),
                     timeout_us: Some(500),
@@ -106,14 +121,29 @@ mod tests {
             (
                 vec![("cache", ParamValue::Str("bypass"))],
                 Ok(RequestOptions {
-                    cache: CacheControl { lookup: false, store: false },
+                    cache: CacheControl {
+                        lookup: false,
+                        store: false,
+                    },
                     ..Default::default()
                 }),
             ),
-            (vec![("priority", ParamValue::Int(-1))], Err("parameters.priority")),
-            (vec![("timeout", ParamValue::Bool(true))], Err("parameters.timeout")),
-            (vec![("cache", ParamValue::Str("sometimes"))], Err("parameters.cache")),
-            (vec![("whatever", ParamValue::Bool(true))], Ok(RequestOptions::default())),
+            (
+                vec![("priority", ParamValue::Int(-1))],
+                Err("parameters.priority"),
+            ),
+            (
+                vec![("timeout", ParamValue::Bool(true))],
+                Err("parameters.timeout"),
+            ),
+            (
+                vec![("cache", ParamValue::Str("sometimes"))],
+                Err("parameters.cache"),
+            ),
+            (
+                vec![("whatever", ParamValue::Bool(true))],
+                Ok(RequestOptions::default()),
+            ),
         ];
         for (params, want) in cases {
             let mut options = RequestOptions::default();

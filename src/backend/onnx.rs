@@ -90,12 +90,11 @@ impl OnnxEngine {
                 .iter()
                 .map(|outlet| match outlet.dtype() {
                     ValueType::Tensor { ty, shape, .. } => {
-                        let dtype = from_element_type(*ty).ok_or_else(|| {
-                            BackendError::Unsupported {
+                        let dtype =
+                            from_element_type(*ty).ok_or_else(|| BackendError::Unsupported {
                                 model: model.to_string(),
                                 what: format!("tensor `{}` of element type {ty:?}", outlet.name()),
-                            }
-                        })?;
+                            })?;
                         Ok(TensorSpec {
                             name: outlet.name().to_string(),
                             dtype,

@@ -92,7 +92,10 @@ mod tests {
     fn an_explicit_missing_path_names_the_install_command() {
         let err = locate("/nonexistent/libonnxruntime.so.1").unwrap_err();
         let message = err.to_string();
-        assert!(message.contains("/nonexistent/libonnxruntime.so.1"), "{message}");
+        assert!(
+            message.contains("/nonexistent/libonnxruntime.so.1"),
+            "{message}"
+        );
         assert!(message.contains("make runtime"), "{message}");
     }
 

@@ -169,7 +169,12 @@ mod tests {
             (
                 "a full batch is sent at once",
                 policy(4, 1000, &[]),
-                &[(1, 0, 0, None), (2, 0, 0, None), (1, 0, 0, None), (1, 0, 0, None)],
+                &[
+                    (1, 0, 0, None),
+                    (2, 0, 0, None),
+                    (1, 0, 0, None),
+                    (1, 0, 0, None),
+                ],
                 0,
                 Want::Dispatch(&[0, 1, 2]),
             ),
@@ -197,7 +202,12 @@ mod tests {
             (
                 "the largest preferred prefix wins",
                 policy(16, 1000, &[2, 4]),
-                &[(1, 0, 0, None), (1, 0, 0, None), (2, 0, 0, None), (1, 0, 0, None)],
+                &[
+                    (1, 0, 0, None),
+                    (1, 0, 0, None),
+                    (2, 0, 0, None),
+                    (1, 0, 0, None),
+                ],
                 0,
                 Want::Dispatch(&[0, 1, 2]),
             ),

@@ -37,7 +37,10 @@ pub fn scatter(outputs: &[Tensor], rows: &[usize]) -> Result<Vec<Vec<Tensor>>, B
         return Ok(vec![outputs.to_vec()]);
     }
     let total: usize = rows.iter().sum();
-    let mut per_member: Vec<Vec<Tensor>> = rows.iter().map(|_| Vec::with_capacity(outputs.len())).collect();
+    let mut per_member: Vec<Vec<Tensor>> = rows
+        .iter()
+        .map(|_| Vec::with_capacity(outputs.len()))
+        .collect();
     for output in outputs {
         if output.shape.first() != Some(&total) {
             return Err(BackendError::Execution(format!(

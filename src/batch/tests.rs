@@ -28,7 +28,10 @@ impl Engine for Fake {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         self.runs.lock().unwrap().push((values[0], input.shape[0]));
-        let out: Vec<u8> = values.iter().flat_map(|v| (2.0 * v + 1.0).to_le_bytes()).collect();
+        let out: Vec<u8> = values
+            .iter()
+            .flat_map(|v| (2.0 * v + 1.0).to_le_bytes())
+            .collect();
         Ok(vec![Tensor {
             name: "y".into(),
             dtype: crate::tensor::DataType::Fp32,
@@ -61,7 +64,11 @@ fn job(rows: &[f32], width: usize, priority: u8, deadline: Option<Instant>) -> J
             name: "x".into(),
             dtype: crate::tensor::DataType::Fp32,
             shape: vec![rows.len() / width, width],
-            data: Bytes::from(rows.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
+            data: Bytes::from(
+                rows.iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            ),
         }],
         rows: rows.len() / width,
         group: width as u64,
@@ -93,7 +100,10 @@ async fn settle(done: impl Fn() -> bool) {
 #[tokio::test(start_paused = true)]
 async fn a_lone_request_waits_for_the_queue_delay() {
     let fake = Fake::default();
-    let handle = start(settings(8, Duration::from_millis(10), 16), vec![Box::new(fake.clone())]);
+    let handle = start(
+        settings(8, Duration::from_millis(10), 16),
+        vec![Box::new(fake.clone())],
+    );
     let started = Instant::now();
     let task = tokio::spawn({
         let handle = handle.clone();
@@ -102,7 +112,10 @@ async fn a_lone_request_waits_for_the_queue_delay() {
     for _ in 0..100 {
         tokio::task::yield_now().await;
     }
-    assert!(fake.runs.lock().unwrap().is_empty(), "nothing runs before the delay");
+    assert!(
+        fake.runs.lock().unwrap().is_empty(),
+        "nothing runs before the delay"
+    );
     let output = task.await.unwrap().unwrap();
     assert!(started.elapsed() >= Duration::from_millis(10));
     assert_eq!(output.batch_rows, 1);
@@ -112,7 +125,10 @@ async fn a_lone_request_waits_for_the_queue_delay() {
 #[tokio::test(start_paused = true)]
 async fn requests_within_the_delay_share_one_batch_and_a_full_batch_does_not_wait() {
     let fake = Fake::default();
-    let handle = start(settings(4, Duration::from_secs(3600), 16), vec![Box::new(fake.clone())]);
+    let handle = start(
+        settings(4, Duration::from_secs(3600), 16),
+        vec![Box::new(fake.clone())],
+    );
     let started = Instant::now();
     let tasks: Vec<_> = (0..4)
         .map(|i| {
@@ -125,17 +141,26 @@ async fn requests_within_the_delay_share_one_batch_and_a_full_batch_does_not_wai
         assert_eq!(output.batch_rows, 4);
         assert_eq!(values(&output), vec![2.0 * i as f32 + 1.0]);
     }
-    assert!(started.elapsed() < Duration::from_secs(1), "a full batch is sent at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a full batch is sent at once"
+    );
     assert_eq!(fake.runs.lock().unwrap().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_request_times_out_without_running() {
     let fake = Fake::default();
-    let handle = start(settings(8, Duration::from_millis(50), 16), vec![Box::new(fake.clone())]);
+    let handle = start(
+        settings(8, Duration::from_millis(50), 16),
+        vec![Box::new(fake.clone())],
+    );
     let deadline = Some(Instant::now() + Duration::from_millis(1));
     let result = handle.submit(job(&[1.0], 1, 2, deadline)).await;
-    assert!(matches!(result, Err(BatchError::TimedOut { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(BatchError::TimedOut { .. })),
+        "{result:?}"
+    );
     assert!(fake.runs.lock().unwrap().is_empty());
     assert_eq!(handle.queued(), 0);
 }
@@ -150,7 +175,8 @@ fn gated() -> (Fake, std::sync::mpsc::Sender<()>) {
     (fake, open)
 }
 
-type Submission<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<JobOutput, BatchError>> + Send + 'a>>;
+type Submission<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<JobOutput, BatchError>> + Send + 'a>>;
 
 /// Submits and polls once, right here, so requests enter the queue in this exact order.
 async fn enqueue(handle: &BatchHandle, job: Job) -> Submission<'_> {
@@ -160,14 +186,20 @@ async fn enqueue(handle: &BatchHandle, job: Job) -> Submission<'_> {
         result = &mut submit => Some(result),
         _ = std::future::ready(()) => None,
     };
-    assert!(first_poll.is_none(), "answered before the device was released: {first_poll:?}");
+    assert!(
+        first_poll.is_none(),
+        "answered before the device was released: {first_poll:?}"
+    );
     submit
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_priority_requests_overtake_queued_ones() {
     let (fake, open) = gated();
-    let handle = start(settings(1, Duration::ZERO, 16), vec![Box::new(fake.clone())]);
+    let handle = start(
+        settings(1, Duration::ZERO, 16),
+        vec![Box::new(fake.clone())],
+    );
     let running = enqueue(&handle, job(&[0.0], 1, 3, None)).await;
     let handed_over = enqueue(&handle, job(&[1.0], 1, 3, None)).await;
     // One batch runs (held by the gate) and one waits in the hand-over slot.
@@ -181,7 +213,11 @@ async fn higher_priority_requests_overtake_queued_ones() {
         submission.await.unwrap();
     }
     let order: Vec<f32> = fake.runs.lock().unwrap().iter().map(|r| r.0).collect();
-    assert_eq!(order, vec![0.0, 1.0, 9.0, 2.0], "the priority 1 request ran before the older priority 3 one");
+    assert_eq!(
+        order,
+        vec![0.0, 1.0, 9.0, 2.0],
+        "the priority 1 request ran before the older priority 3 one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,7 +253,10 @@ async fn a_full_queue_refuses_at_once_and_admitted_requests_still_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_who_left_cost_no_device_time() {
     let (fake, open) = gated();
-    let handle = start(settings(1, Duration::ZERO, 16), vec![Box::new(fake.clone())]);
+    let handle = start(
+        settings(1, Duration::ZERO, 16),
+        vec![Box::new(fake.clone())],
+    );
     let running = enqueue(&handle, job(&[0.0], 1, 2, None)).await;
     let handed_over = enqueue(&handle, job(&[1.0], 1, 2, None)).await;
     settle(|| handle.queued() == 0).await;
@@ -249,13 +288,19 @@ async fn no_row_ever_reaches_the_wrong_caller() {
         seed ^= seed << 17;
         let rows = 1 + (seed % 4) as usize;
         let width = 3;
-        let input: Vec<f32> = (0..rows * width).map(|i| caller as f32 * 100.0 + i as f32).collect();
+        let input: Vec<f32> = (0..rows * width)
+            .map(|i| caller as f32 * 100.0 + i as f32)
+            .collect();
         let handle = handle.clone();
         let calls = calls.clone();
         tasks.push(tokio::spawn(async move {
             let output = handle.submit(job(&input, width, 2, None)).await.unwrap();
             let expected: Vec<f32> = input.iter().map(|v| 2.0 * v + 1.0).collect();
-            assert_eq!(values(&output), expected, "caller {caller} got someone else's rows");
+            assert_eq!(
+                values(&output),
+                expected,
+                "caller {caller} got someone else's rows"
+            );
             assert_eq!(output.outputs[0].shape, vec![rows, width]);
             calls.fetch_add(1, Ordering::Relaxed);
             output.batch_rows

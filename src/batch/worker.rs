@@ -22,24 +22,31 @@ pub(crate) fn spawn(
     busy_us: Arc<AtomicU64>,
 ) {
     let name = format!("{}-{instance}", settings.model);
-    let spawned = std::thread::Builder::new().name(name.clone()).spawn(move || {
-        let mut meter = BusyMeter::new(&settings.model, instance, busy_us);
-        loop {
-            // Whoever holds the lock waits for the next batch; the others wait for the lock.
-            let next = match batches.lock() {
-                Ok(mut receiver) => receiver.blocking_recv(),
-                Err(_) => None,
-            };
-            let Some(batch) = next else { break };
-            run_batch(&settings, engine.as_mut(), batch, &mut meter);
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let mut meter = BusyMeter::new(&settings.model, instance, busy_us);
+            loop {
+                // Whoever holds the lock waits for the next batch; the others wait for the lock.
+                let next = match batches.lock() {
+                    Ok(mut receiver) => receiver.blocking_recv(),
+                    Err(_) => None,
+                };
+                let Some(batch) = next else { break };
+                run_batch(&settings, engine.as_mut(), batch, &mut meter);
+            }
+        });
     if let Err(error) = spawned {
         tracing::error!(%error, thread = %name, "cannot start a model instance thread");
     }
 }
 
-fn run_batch(settings: &BatcherSettings, engine: &mut dyn Engine, batch: Batch, meter: &mut BusyMeter) {
+fn run_batch(
+    settings: &BatcherSettings,
+    engine: &mut dyn Engine,
+    batch: Batch,
+    meter: &mut BusyMeter,
+) {
     // Callers who left while the batch waited for this worker cost no device time.
     let members: Vec<_> = batch
         .members
@@ -50,7 +57,8 @@ fn run_batch(settings: &BatcherSettings, engine: &mut dyn Engine, batch: Batch, 
         return;
     }
     let started = Instant::now();
-    let inputs: Vec<&[crate::tensor::Tensor]> = members.iter().map(|m| m.job.inputs.as_slice()).collect();
+    let inputs: Vec<&[crate::tensor::Tensor]> =
+        members.iter().map(|m| m.job.inputs.as_slice()).collect();
     let rows: Vec<usize> = members.iter().map(|m| m.job.rows).collect();
     let batch_rows: usize = rows.iter().sum();
     let batch_inputs = split::gather(&inputs);
@@ -63,9 +71,11 @@ fn run_batch(settings: &BatcherSettings, engine: &mut dyn Engine, batch: Batch, 
     meter.record(compute);
     let model = settings.model.clone();
     metrics::counter!(telemetry::EXECUTIONS, "model" => model.clone()).increment(1);
-    metrics::counter!(telemetry::INFERENCE_ROWS, "model" => model.clone()).increment(batch_rows as u64);
+    metrics::counter!(telemetry::INFERENCE_ROWS, "model" => model.clone())
+        .increment(batch_rows as u64);
     metrics::histogram!(telemetry::BATCH_SIZE, "model" => model.clone()).record(batch_rows as f64);
-    metrics::histogram!(telemetry::COMPUTE_DURATION, "model" => model.clone()).record(compute.as_secs_f64());
+    metrics::histogram!(telemetry::COMPUTE_DURATION, "model" => model.clone())
+        .record(compute.as_secs_f64());
     let compute_us = compute.as_micros() as u64;
     let outcome = result
         .map_err(BatchError::from)
@@ -74,7 +84,8 @@ fn run_batch(settings: &BatcherSettings, engine: &mut dyn Engine, batch: Batch, 
         Ok(per_member) => {
             for (member, outputs) in members.into_iter().zip(per_member) {
                 let queue = started.duration_since(member.enqueued);
-                metrics::histogram!(telemetry::QUEUE_DURATION, "model" => model.clone()).record(queue.as_secs_f64());
+                metrics::histogram!(telemetry::QUEUE_DURATION, "model" => model.clone())
+                    .record(queue.as_secs_f64());
                 let _ = member.reply.send(Ok(JobOutput {
                     outputs,
                     batch_rows,

@@ -107,25 +107,52 @@ mod tests {
             ("tenant", key("m", "1", Some("t"), &base)),
             (
                 "dtype with equal bytes",
-                key("m", "1", None, &[tensor("x", DataType::Int32, &[1, 2], &bytes)]),
+                key(
+                    "m",
+                    "1",
+                    None,
+                    &[tensor("x", DataType::Int32, &[1, 2], &bytes)],
+                ),
             ),
             (
                 "shape with equal bytes",
-                key("m", "1", None, &[tensor("x", DataType::Fp32, &[2, 1], &bytes)]),
+                key(
+                    "m",
+                    "1",
+                    None,
+                    &[tensor("x", DataType::Fp32, &[2, 1], &bytes)],
+                ),
             ),
             (
                 "input name",
-                key("m", "1", None, &[tensor("y", DataType::Fp32, &[1, 2], &bytes)]),
+                key(
+                    "m",
+                    "1",
+                    None,
+                    &[tensor("y", DataType::Fp32, &[1, 2], &bytes)],
+                ),
             ),
             (
                 "data",
-                key("m", "1", None, &[tensor("x", DataType::Fp32, &[1, 2], &[1; 8])]),
+                key(
+                    "m",
+                    "1",
+                    None,
+                    &[tensor("x", DataType::Fp32, &[1, 2], &[1; 8])],
+                ),
             ),
         ];
         for (what, variant) in variants {
-            assert_ne!(variant, reference, "changing the {what} must change the key");
+            assert_ne!(
+                variant, reference,
+                "changing the {what} must change the key"
+            );
         }
-        assert_eq!(key("m", "1", None, &base), reference, "keys are deterministic");
+        assert_eq!(
+            key("m", "1", None, &base),
+            reference,
+            "keys are deterministic"
+        );
     }
 
     #[test]

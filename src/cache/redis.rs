@@ -62,11 +62,15 @@ impl SharedTier {
 
     pub async fn fetch(&self, key: &CacheKey, model: &str, ttl: Duration) -> Option<CachedValue> {
         let redis_key = Self::redis_key(key, model);
-        match self.call(&[b"GET", redis_key.as_bytes()], self.timeout).await? {
+        match self
+            .call(&[b"GET", redis_key.as_bytes()], self.timeout)
+            .await?
+        {
             Reply::Bulk(bytes) => {
                 let decoded = value::decode(bytes, Arc::from(model), ttl);
                 if decoded.is_none() {
-                    metrics::counter!(telemetry::CACHE_REDIS_ERRORS, "kind" => "undecodable").increment(1);
+                    metrics::counter!(telemetry::CACHE_REDIS_ERRORS, "kind" => "undecodable")
+                        .increment(1);
                 }
                 decoded
             }
@@ -83,7 +87,13 @@ impl SharedTier {
             let ttl_ms = value.ttl.as_millis().max(1).to_string();
             let _ = tier
                 .call(
-                    &[b"SET", redis_key.as_bytes(), &encoded, b"PX", ttl_ms.as_bytes()],
+                    &[
+                        b"SET",
+                        redis_key.as_bytes(),
+                        &encoded,
+                        b"PX",
+                        ttl_ms.as_bytes(),
+                    ],
                     tier.timeout * 5,
                 )
                 .await;
@@ -97,11 +107,20 @@ impl SharedTier {
         for _ in 0..10_000 {
             let reply = self
                 .call(
-                    &[b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", b"1000"],
+                    &[
+                        b"SCAN",
+                        &cursor,
+                        b"MATCH",
+                        pattern.as_bytes(),
+                        b"COUNT",
+                        b"1000",
+                    ],
                     self.timeout * 10,
                 )
                 .await;
-            let Some(Reply::Array(mut parts)) = reply else { return };
+            let Some(Reply::Array(mut parts)) = reply else {
+                return;
+            };
             let keys = parts.pop();
             let next = parts.pop();
             if let Some(Reply::Array(keys)) = keys {
@@ -200,7 +219,10 @@ fn read_reply<'a>(
         }
         let body = std::str::from_utf8(&line[1..line.len() - 2])
             .map_err(|_| protocol_error("reply header is not text"))?;
-        let length = || body.parse::<i64>().map_err(|_| protocol_error("bad length"));
+        let length = || {
+            body.parse::<i64>()
+                .map_err(|_| protocol_error("bad length"))
+        };
         match line[0] {
             b'+' => Ok(Reply::Simple),
             b':' => Ok(Reply::Integer),
@@ -270,7 +292,12 @@ impl Breaker {
         now >= until
             && self
                 .open_until_ms
-                .compare_exchange(until, now + OPEN_FOR.as_millis() as u64, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(
+                    until,
+                    now + OPEN_FOR.as_millis() as u64,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_ok()
     }
 
@@ -285,8 +312,10 @@ impl Breaker {
     /// Returns true when this failure opened the breaker (so the caller logs once).
     fn failed(&self) -> bool {
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        self.open_until_ms
-            .store(self.now_ms() + OPEN_FOR.as_millis() as u64, Ordering::Release);
+        self.open_until_ms.store(
+            self.now_ms() + OPEN_FOR.as_millis() as u64,
+            Ordering::Release,
+        );
         if failures >= FAILURES_TO_OPEN && !self.open.swap(true, Ordering::AcqRel) {
             metrics::gauge!(telemetry::CACHE_REDIS_BREAKER_OPEN).set(1.0);
             return true;

@@ -57,7 +57,9 @@ async fn a_caller_who_gives_up_does_not_cancel_the_computation() {
         let cache = cache.clone();
         tokio::spawn(async move {
             cache
-                .serve(key(1), "m", TTL, CacheControl::default(), async { panic!("must not run twice") })
+                .serve(key(1), "m", TTL, CacheControl::default(), async {
+                    panic!("must not run twice")
+                })
                 .await
         })
     };
@@ -70,7 +72,9 @@ async fn a_caller_who_gives_up_does_not_cancel_the_computation() {
     assert_eq!(*got, value());
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let (_, status) = cache
-        .serve(key(1), "m", TTL, CacheControl::default(), async { panic!("it is cached") })
+        .serve(key(1), "m", TTL, CacheControl::default(), async {
+            panic!("it is cached")
+        })
         .await
         .unwrap();
     assert_eq!(status, CacheStatus::Hit);
@@ -86,23 +90,34 @@ async fn a_failure_reaches_every_waiter_and_is_not_stored() {
     };
     let first = {
         let cache = cache.clone();
-        tokio::spawn(async move { cache.serve(key(2), "m", TTL, CacheControl::default(), failing).await })
+        tokio::spawn(async move {
+            cache
+                .serve(key(2), "m", TTL, CacheControl::default(), failing)
+                .await
+        })
     };
     tokio::task::yield_now().await;
     let second = {
         let cache = cache.clone();
         tokio::spawn(async move {
             cache
-                .serve(key(2), "m", TTL, CacheControl::default(), async { Ok(value()) })
+                .serve(key(2), "m", TTL, CacheControl::default(), async {
+                    Ok(value())
+                })
                 .await
         })
     };
     tokio::task::yield_now().await;
     let _ = release.send(());
     assert!(first.await.unwrap().is_err());
-    assert!(second.await.unwrap().is_err(), "the follower shares the leader's failure");
+    assert!(
+        second.await.unwrap().is_err(),
+        "the follower shares the leader's failure"
+    );
     let (_, status) = cache
-        .serve(key(2), "m", TTL, CacheControl::default(), async { Ok(value()) })
+        .serve(key(2), "m", TTL, CacheControl::default(), async {
+            Ok(value())
+        })
         .await
         .unwrap();
     assert_eq!(status, CacheStatus::Miss, "the failure was not cached");

@@ -403,7 +403,10 @@ impl Config {
             }
         }
         if self.metering.idle_interval_seconds == 0 {
-            return Err(invalid("metering.idle_interval_seconds", "must be at least 1"));
+            return Err(invalid(
+                "metering.idle_interval_seconds",
+                "must be at least 1",
+            ));
         }
         if let Some(url) = &self.alerts.webhook_url {
             if !url.starts_with("http://") {
@@ -414,13 +417,19 @@ impl Config {
             return Err(invalid("alerts.anomaly_k", "must be a positive number"));
         }
         if self.alerts.anomaly_window_minutes == 0 {
-            return Err(invalid("alerts.anomaly_window_minutes", "must be at least 1"));
+            return Err(invalid(
+                "alerts.anomaly_window_minutes",
+                "must be at least 1",
+            ));
         }
         if !(self.alerts.anomaly_alpha > 0.0 && self.alerts.anomaly_alpha <= 1.0) {
             return Err(invalid("alerts.anomaly_alpha", "must be in (0, 1]"));
         }
         if !matches!(self.ledger.durability.as_str(), "async" | "sync") {
-            return Err(invalid("ledger.durability", "must be \"async\" or \"sync\""));
+            return Err(invalid(
+                "ledger.durability",
+                "must be \"async\" or \"sync\"",
+            ));
         }
         if self.models.is_empty() {
             return Err(invalid("models", "at least one [[models]] entry is needed"));
@@ -517,14 +526,20 @@ impl ModelConfig {
         }
         if let Some(fallback) = &self.device_fallback {
             if fallback != "cpu" {
-                return Err(invalid(key("device_fallback"), "the only fallback is \"cpu\""));
+                return Err(invalid(
+                    key("device_fallback"),
+                    "the only fallback is \"cpu\"",
+                ));
             }
         }
         if !(1..=64).contains(&self.instances) {
             return Err(invalid(key("instances"), "must be between 1 and 64"));
         }
         if !(1..=256).contains(&self.intra_op_threads) {
-            return Err(invalid(key("intra_op_threads"), "must be between 1 and 256"));
+            return Err(invalid(
+                key("intra_op_threads"),
+                "must be between 1 and 256",
+            ));
         }
         if self.max_batch_size > 1 << 20 {
             return Err(invalid(key("max_batch_size"), "must be at most 1048576"));

@@ -5,7 +5,10 @@ use super::*;
 fn with_model_file() -> (tempdir::Dir, String) {
     let dir = tempdir::Dir::new();
     std::fs::write(dir.path().join("m.onnx"), b"not really onnx").unwrap();
-    (dir, "[[models]]\nname = \"m\"\npath = \"m.onnx\"\n".to_string())
+    (
+        dir,
+        "[[models]]\nname = \"m\"\npath = \"m.onnx\"\n".to_string(),
+    )
 }
 
 /// A throwaway directory removed on drop; avoids a dependency for two tests.
@@ -63,14 +66,26 @@ fn bad_values_name_their_key() {
         ("", None),
         ("[server]\nmax_body_bytes = \"64MiB\"", None),
         ("[server]\nbogus = 1", Some("bogus")),
-        ("[server]\nmax_body_bytes = \"64 parsecs\"", Some("size unit")),
-        ("[server]\nmax_concurrent_requests = 0", Some("server.max_concurrent_requests")),
+        (
+            "[server]\nmax_body_bytes = \"64 parsecs\"",
+            Some("size unit"),
+        ),
+        (
+            "[server]\nmax_concurrent_requests = 0",
+            Some("server.max_concurrent_requests"),
+        ),
         ("[server]\nhttp_addr = \"nowhere\"", Some("http_addr")),
         ("[cache]\nttl_seconds = 0", Some("cache.ttl_seconds")),
         ("[cache]\nscope = \"global\"", Some("scope")),
         ("[cache]\nredis_url = \"http://x\"", Some("cache.redis_url")),
-        ("[pricing.device_per_hour]\ntpu = 1.0", Some("pricing.device_per_hour.tpu")),
-        ("[ledger]\ndurability = \"maybe\"", Some("ledger.durability")),
+        (
+            "[pricing.device_per_hour]\ntpu = 1.0",
+            Some("pricing.device_per_hour.tpu"),
+        ),
+        (
+            "[ledger]\ndurability = \"maybe\"",
+            Some("ledger.durability"),
+        ),
         ("[auth]\nrequired = \"yes\"", Some("required")),
     ];
     for (extra, expected) in cases {
@@ -84,15 +99,27 @@ fn bad_model_entries_name_their_key() {
     let cases: &[(&str, &str)] = &[
         ("name = \"m\"", "models[0].path"),
         ("name = \"m\"\npath = \"missing.onnx\"", "no model file"),
-        ("name = \"m\"\npath = \"m.onnx\"\ndevice = \"gpu\"", "models[0].device"),
-        ("name = \"m\"\npath = \"m.onnx\"\ninstances = 0", "models[0].instances"),
+        (
+            "name = \"m\"\npath = \"m.onnx\"\ndevice = \"gpu\"",
+            "models[0].device",
+        ),
+        (
+            "name = \"m\"\npath = \"m.onnx\"\ninstances = 0",
+            "models[0].instances",
+        ),
         (
             "name = \"m\"\npath = \"m.onnx\"\nmax_batch_size = 8\npreferred_batch_sizes = [16]",
             "models[0].preferred_batch_sizes",
         ),
-        ("name = \"m\"\npath = \"m.onnx\"\ndefault_priority = 9", "default_priority"),
+        (
+            "name = \"m\"\npath = \"m.onnx\"\ndefault_priority = 9",
+            "default_priority",
+        ),
         ("name = \"m\"\npath = \"m.onnx\"\nwhatever = 1", "whatever"),
-        ("name = \"m\"\npath = \"m.onnx\"\nupstream_model = \"x\"", "only applies"),
+        (
+            "name = \"m\"\npath = \"m.onnx\"\nupstream_model = \"x\"",
+            "only applies",
+        ),
     ];
     for (body, fragment) in cases {
         let text = format!("[[models]]\n{body}\n");
@@ -113,13 +140,18 @@ fn devices_parse() {
 
 #[test]
 fn every_key_of_the_shared_configuration_contract_is_accepted() {
-    let contract = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/ref/config-contract.toml");
-    let text = std::fs::read_to_string(&contract)
-        .unwrap_or_else(|e| panic!("the configuration contract should sit beside the checkout ({e})"));
+    let contract =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/ref/config-contract.toml");
+    let text = std::fs::read_to_string(&contract).unwrap_or_else(|e| {
+        panic!("the configuration contract should sit beside the checkout ({e})")
+    });
     let (dir, _) = with_model_file();
     // The contract's placeholders are not valid values; everything else is taken as written.
     let text = text
-        .replace("hex of blake3(api key)", &blake3::hash(b"key").to_hex().to_string())
+        .replace(
+            "hex of blake3(api key)",
+            &blake3::hash(b"key").to_hex().to_string(),
+        )
         .replace("models/digits/1/model.onnx", "m.onnx");
     let config = Config::parse(&text, &dir.path().join("config.toml")).unwrap();
     assert_eq!(config.tenants[0].budget_action, "reject");

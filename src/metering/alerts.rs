@@ -132,7 +132,9 @@ async fn deliver(uri: hyper::Uri, client: Client, alert: Alert) {
         let Ok(request) = request else { return };
         match tokio::time::timeout(WEBHOOK_TIMEOUT, client.request(request)).await {
             Ok(Ok(response)) if response.status().is_success() => return,
-            Ok(Ok(response)) => tracing::warn!(status = %response.status(), attempt, "alert webhook refused the alert"),
+            Ok(Ok(response)) => {
+                tracing::warn!(status = %response.status(), attempt, "alert webhook refused the alert")
+            }
             Ok(Err(error)) => tracing::warn!(%error, attempt, "alert webhook unreachable"),
             Err(_) => tracing::warn!(attempt, "alert webhook timed out"),
         }

@@ -105,9 +105,17 @@ fn close_minutes(
     }
     let first = series.minute.max(until - MAX_CATCH_UP);
     for closing in first..until {
-        let spend = if closing == series.minute { series.current } else { 0.0 };
+        let spend = if closing == series.minute {
+            series.current
+        } else {
+            0.0
+        };
         // A floor on σ keeps a perfectly flat history from flagging tiny wobbles.
-        let sigma = series.variance.sqrt().max(series.mean.abs() * 0.05).max(1e-12);
+        let sigma = series
+            .variance
+            .sqrt()
+            .max(series.mean.abs() * 0.05)
+            .max(1e-12);
         let threshold = series.mean + settings.k * sigma;
         if series.minutes_seen >= WARM_UP_MINUTES && spend > threshold {
             series.above += 1;
@@ -149,7 +157,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_sustained_spike_alerts_once_and_noise_does_not() {
-        let settings = Settings { k: 3.0, window: 2, alpha: 0.2 };
+        let settings = Settings {
+            k: 3.0,
+            window: 2,
+            alpha: 0.2,
+        };
         let mut detector = Detector::new(settings, Instant::now());
         let mut alerts = Vec::new();
         // Thirty quiet minutes with a little noise, one noisy blip, then a three-minute spike.
@@ -172,7 +184,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_single_spike_minute_is_not_sustained() {
-        let settings = Settings { k: 3.0, window: 2, alpha: 0.2 };
+        let settings = Settings {
+            k: 3.0,
+            window: 2,
+            alpha: 0.2,
+        };
         let mut detector = Detector::new(settings, Instant::now());
         let mut alerts = Vec::new();
         for minute in 0..20u32 {

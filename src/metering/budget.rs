@@ -95,7 +95,11 @@ impl Budgets {
             .iter()
             .filter_map(|t| {
                 let limit = t.budget_usd?;
-                let period = if t.budget_period == "day" { Period::Day } else { Period::Month };
+                let period = if t.budget_period == "day" {
+                    Period::Day
+                } else {
+                    Period::Month
+                };
                 let action = match t.budget_action.as_str() {
                     "demote" => Action::Demote,
                     "reject" => Action::Reject,
@@ -133,8 +137,16 @@ impl Budgets {
         if let Some(Ok(mut state)) = self.states.get(tenant).map(Mutex::lock) {
             state.roll(now_ms);
             state.spent = spent;
-            let ratio = if state.limit > 0.0 { spent / state.limit * 100.0 } else { f64::INFINITY };
-            state.fired = THRESHOLDS.iter().copied().filter(|&t| ratio >= t as f64).collect();
+            let ratio = if state.limit > 0.0 {
+                spent / state.limit * 100.0
+            } else {
+                f64::INFINITY
+            };
+            state.fired = THRESHOLDS
+                .iter()
+                .copied()
+                .filter(|&t| ratio >= t as f64)
+                .collect();
         }
     }
 
@@ -166,7 +178,11 @@ impl Budgets {
         };
         state.roll(now_ms);
         state.spent += cost;
-        let ratio = if state.limit > 0.0 { state.spent / state.limit * 100.0 } else { f64::INFINITY };
+        let ratio = if state.limit > 0.0 {
+            state.spent / state.limit * 100.0
+        } else {
+            f64::INFINITY
+        };
         let mut crossed = Vec::new();
         for threshold in THRESHOLDS {
             if ratio >= threshold as f64 && !state.fired.contains(&threshold) {
@@ -192,7 +208,11 @@ impl Budgets {
     /// Spent ÷ limit per tenant, for the budget gauge.
     pub fn used_ratio(&self, tenant: &str) -> Option<f64> {
         let state = self.states.get(tenant)?.lock().ok()?;
-        Some(if state.limit > 0.0 { state.spent / state.limit } else { 1.0 })
+        Some(if state.limit > 0.0 {
+            state.spent / state.limit
+        } else {
+            1.0
+        })
     }
 }
 
@@ -217,17 +237,32 @@ mod tests {
     #[test]
     fn thresholds_fire_once_and_the_action_applies_at_100_percent() {
         let budgets = Budgets::new(
-            &[tenant("a", 1.0, "month", "reject"), tenant("d", 1.0, "day", "demote"), tenant("q", 1.0, "day", "alert")],
+            &[
+                tenant("a", 1.0, "month", "reject"),
+                tenant("d", 1.0, "day", "demote"),
+                tenant("q", 1.0, "day", "alert"),
+            ],
             NOW,
         );
-        let crossed: Vec<u8> = budgets.charge("a", 0.6, NOW).iter().map(|c| c.percent).collect();
+        let crossed: Vec<u8> = budgets
+            .charge("a", 0.6, NOW)
+            .iter()
+            .map(|c| c.percent)
+            .collect();
         assert_eq!(crossed, vec![50]);
         assert_eq!(budgets.charge("a", 0.1, NOW).len(), 0);
-        let crossed: Vec<u8> = budgets.charge("a", 0.4, NOW).iter().map(|c| c.percent).collect();
+        let crossed: Vec<u8> = budgets
+            .charge("a", 0.4, NOW)
+            .iter()
+            .map(|c| c.percent)
+            .collect();
         assert_eq!(crossed, vec![80, 100]);
         match budgets.check("a", NOW) {
             Verdict::Reject(message) => {
-                assert!(message.contains("tenant `a`") && message.contains("resets at"), "{message}")
+                assert!(
+                    message.contains("tenant `a`") && message.contains("resets at"),
+                    "{message}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -245,14 +280,22 @@ mod tests {
         assert!(matches!(budgets.check("d", NOW), Verdict::Reject(_)));
         let tomorrow = clock::next_day_start(NOW) + 1;
         assert_eq!(budgets.check("d", tomorrow), Verdict::Allow);
-        assert_eq!(budgets.charge("d", 0.6, tomorrow).len(), 1, "the 50% alert fires again");
+        assert_eq!(
+            budgets.charge("d", 0.6, tomorrow).len(),
+            1,
+            "the 50% alert fires again"
+        );
     }
 
     #[test]
     fn restored_spend_counts_and_does_not_realert() {
         let budgets = Budgets::new(&[tenant("a", 1.0, "month", "reject")], NOW);
         budgets.restore("a", 0.9, NOW);
-        let crossed: Vec<u8> = budgets.charge("a", 0.2, NOW).iter().map(|c| c.percent).collect();
+        let crossed: Vec<u8> = budgets
+            .charge("a", 0.2, NOW)
+            .iter()
+            .map(|c| c.percent)
+            .collect();
         assert_eq!(crossed, vec![100]);
     }
 }

@@ -17,11 +17,16 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 } as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
@@ -32,7 +37,8 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let era = year.div_euclid(400);
     let year_of_era = year.rem_euclid(400);
     let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
@@ -51,7 +57,11 @@ pub fn month_start(ms: i64) -> i64 {
 /// Start of the UTC calendar month after the one containing `ms`.
 pub fn next_month_start(ms: i64) -> i64 {
     let (year, month, _) = civil_from_days(ms.div_euclid(DAY_MS));
-    let (year, month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let (year, month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
     days_from_civil(year, month, 1) * DAY_MS
 }
 
@@ -135,8 +145,14 @@ mod tests {
             }
             previous = (y, m, d);
         }
-        assert_eq!(civil_from_days(days_from_civil(1900, 3, 1) - 1), (1900, 2, 28));
-        assert_eq!(civil_from_days(days_from_civil(2000, 3, 1) - 1), (2000, 2, 29));
+        assert_eq!(
+            civil_from_days(days_from_civil(1900, 3, 1) - 1),
+            (1900, 2, 28)
+        );
+        assert_eq!(
+            civil_from_days(days_from_civil(2000, 3, 1) - 1),
+            (2000, 2, 29)
+        );
     }
 
     #[test]
@@ -158,7 +174,12 @@ mod tests {
         assert_eq!(parse_time("0"), Some(0));
         assert_eq!(parse_time("1970-01-02"), Some(DAY_MS));
         assert_eq!(parse_time("1970-01-01T01:02:03Z"), Some(3_723_000));
-        for bad in ["yesterday", "2026-13-01", "2026-11-28T25:00:00Z", "2026-11-28T10:00:00"] {
+        for bad in [
+            "yesterday",
+            "2026-13-01",
+            "2026-11-28T25:00:00Z",
+            "2026-11-28T10:00:00",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }

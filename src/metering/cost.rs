@@ -25,7 +25,10 @@ mod tests {
             .map(|&rows| share_of_batch(compute_us, rows, 64, price))
             .sum();
         let whole = compute_us as f64 / 3.6e9 * price;
-        assert!(((total - whole) / whole).abs() < 1e-12, "{total} vs {whole}");
+        assert!(
+            ((total - whole) / whole).abs() < 1e-12,
+            "{total} vs {whole}"
+        );
     }
 
     #[test]

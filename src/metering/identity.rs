@@ -62,7 +62,11 @@ impl Identities {
                 team: String::new(),
                 project: String::new(),
             }),
-            admin: config.server.admin_token_blake3.as_deref().and_then(parse_hash),
+            admin: config
+                .server
+                .admin_token_blake3
+                .as_deref()
+                .and_then(parse_hash),
             required: config.auth.required,
             allowed_tags: config.metering.allowed_tags.clone(),
         }
@@ -133,7 +137,9 @@ impl Identities {
                 )));
             }
             if value.len() > 128 {
-                return Err(IdentityError::Tags(format!("the value of `{key}` is over 128 bytes")));
+                return Err(IdentityError::Tags(format!(
+                    "the value of `{key}` is over 128 bytes"
+                )));
             }
             tags.push((key.to_string(), value.to_string()));
         }
@@ -179,8 +185,14 @@ mod tests {
             (false, Some("s3cret"), Ok("search")),
         ];
         for (required, key, want) in cases {
-            let got = identities(*required).caller(*key).map(|c| c.tenant.name.clone());
-            assert_eq!(got.as_deref().map_err(Clone::clone), want.clone(), "{required} {key:?}");
+            let got = identities(*required)
+                .caller(*key)
+                .map(|c| c.tenant.name.clone());
+            assert_eq!(
+                got.as_deref().map_err(Clone::clone),
+                want.clone(),
+                "{required} {key:?}"
+            );
         }
     }
 
@@ -198,10 +210,21 @@ mod tests {
         let ids = identities(false);
         assert_eq!(
             ids.tags("feature=a, env=prod").unwrap(),
-            vec![("env".into(), "prod".into()), ("feature".into(), "a".into())]
+            vec![
+                ("env".into(), "prod".into()),
+                ("feature".into(), "a".into())
+            ]
         );
-        assert!(ids.tags("team=x").unwrap_err().to_string().contains("`team` is not allowed"));
-        assert!(ids.tags("env").unwrap_err().to_string().contains("not key=value"));
+        assert!(ids
+            .tags("team=x")
+            .unwrap_err()
+            .to_string()
+            .contains("`team` is not allowed"));
+        assert!(ids
+            .tags("env")
+            .unwrap_err()
+            .to_string()
+            .contains("not key=value"));
         assert_eq!(ids.tags("").unwrap(), vec![]);
     }
 }

@@ -60,9 +60,13 @@ impl IdleMeter {
             let cost = idle_us as f64 / 3_600_000_000.0 * instance.price_per_hour;
             metrics::counter!(telemetry::DEVICE_IDLE, "model" => instance.model.clone(), "instance" => instance.index.to_string())
                 .increment(idle_us);
-            metrics::gauge!(telemetry::IDLE_COST, "model" => instance.model.clone()).increment(cost);
+            metrics::gauge!(telemetry::IDLE_COST, "model" => instance.model.clone())
+                .increment(cost);
             records.push(UsageRecord {
-                request_id: format!("idle-{}-{}-{}-{now_ms}", instance.model, instance.version, instance.index),
+                request_id: format!(
+                    "idle-{}-{}-{}-{now_ms}",
+                    instance.model, instance.version, instance.index
+                ),
                 time_ms: now_ms,
                 tenant: IDLE_TENANT.into(),
                 team: String::new(),

@@ -15,8 +15,8 @@ use crate::error::Error;
 use crate::model::Registry;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -128,14 +128,26 @@ impl Metering {
                 );
             }
             if let Some(ratio) = self.budgets.used_ratio(&record.tenant) {
-                metrics::gauge!(telemetry::BUDGET_USED, "tenant" => record.tenant.clone()).set(ratio);
+                metrics::gauge!(telemetry::BUDGET_USED, "tenant" => record.tenant.clone())
+                    .set(ratio);
             }
             let anomalies = match self.anomalies.lock() {
-                Ok(mut detector) => detector.observe(&record.tenant, &record.model, record.cost_usd, Instant::now()),
+                Ok(mut detector) => detector.observe(
+                    &record.tenant,
+                    &record.model,
+                    record.cost_usd,
+                    Instant::now(),
+                ),
                 Err(_) => Vec::new(),
             };
             for found in anomalies {
-                self.alerts.raise(Kind::Anomaly, Some(&found.tenant), Some(&found.model), None, found.message);
+                self.alerts.raise(
+                    Kind::Anomaly,
+                    Some(&found.tenant),
+                    Some(&found.model),
+                    None,
+                    found.message,
+                );
             }
         }
         if record.cost_usd > 0.0 || record.saved_usd > 0.0 {
@@ -149,7 +161,10 @@ impl Metering {
     /// on first use only, keeping the per-request path free of allocations.
     fn money_gauges(&self, record: &UsageRecord) -> (metrics::Gauge, metrics::Gauge) {
         if let Ok(gauges) = self.gauges.read() {
-            if let Some(pair) = gauges.get(&record.tenant).and_then(|m| m.get(&record.model)) {
+            if let Some(pair) = gauges
+                .get(&record.tenant)
+                .and_then(|m| m.get(&record.model))
+            {
                 return pair.clone();
             }
         }
@@ -217,7 +232,13 @@ impl Metering {
             Err(_) => Vec::new(),
         };
         for found in anomalies {
-            self.alerts.raise(Kind::Anomaly, Some(&found.tenant), Some(&found.model), None, found.message);
+            self.alerts.raise(
+                Kind::Anomaly,
+                Some(&found.tenant),
+                Some(&found.model),
+                None,
+                found.message,
+            );
         }
     }
 
@@ -250,7 +271,13 @@ impl Metering {
                 ),
             );
         } else if !troubled && was {
-            self.alerts.raise(Kind::Ledger, None, None, None, "the usage ledger has caught up".into());
+            self.alerts.raise(
+                Kind::Ledger,
+                None,
+                None,
+                None,
+                "the usage ledger has caught up".into(),
+            );
         }
     }
 

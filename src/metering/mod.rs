@@ -8,6 +8,6 @@ pub mod clock;
 pub mod cost;
 pub mod identity;
 pub mod idle;
-pub mod meter;
 pub mod ledger;
+pub mod meter;
 pub mod record;

@@ -74,7 +74,9 @@ pub struct Model {
 impl Model {
     /// Local models are ready once loaded; upstream ones while some upstream is.
     pub fn is_ready(&self) -> bool {
-        self.upstream.as_ref().is_none_or(|upstream| upstream.is_ready())
+        self.upstream
+            .as_ref()
+            .is_none_or(|upstream| upstream.is_ready())
     }
 }
 
@@ -100,8 +102,10 @@ impl Registry {
             None | Some("") => versions
                 .last()
                 .ok_or_else(|| RequestError::UnknownModel(name.to_string())),
-            Some(wanted) => versions.iter().find(|m| m.version == wanted).ok_or_else(|| {
-                RequestError::UnknownVersion {
+            Some(wanted) => versions
+                .iter()
+                .find(|m| m.version == wanted)
+                .ok_or_else(|| RequestError::UnknownVersion {
                     model: name.to_string(),
                     version: wanted.to_string(),
                     available: versions
@@ -109,8 +113,7 @@ impl Registry {
                         .map(|m| m.version.as_str())
                         .collect::<Vec<_>>()
                         .join(", "),
-                }
-            }),
+                }),
         }
     }
 

@@ -64,8 +64,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     pub fn header(&self, name: &str) -> &str {
@@ -84,8 +88,16 @@ impl Reply {
 }
 
 impl Gateway {
-    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, String)], body: Bytes) -> Reply {
-        let mut request = Request::builder().method(method).uri(format!("{}{path}", self.base));
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         for (name, value) in headers {
             request = request.header(*name, value);
         }
@@ -97,7 +109,11 @@ impl Gateway {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -105,11 +121,13 @@ impl Gateway {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
-        self.send(Method::POST, path, &[], Bytes::from(body.to_string())).await
+        self.send(Method::POST, path, &[], Bytes::from(body.to_string()))
+            .await
     }
 
     pub async fn infer(&self, model: &str, body: &Value) -> Reply {
-        self.post_json(&format!("/v2/models/{model}/infer"), body).await
+        self.post_json(&format!("/v2/models/{model}/infer"), body)
+            .await
     }
 
     /// Sum of every sample of `name` whose labels contain all of `labels` (`key="value"`).
@@ -143,9 +161,20 @@ pub fn digits_rows() -> (Vec<Vec<f32>>, Vec<i64>) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        })
         .collect();
-    let labels = rows["label"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let labels = rows["label"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
     (inputs, labels)
 }
 
@@ -169,7 +198,16 @@ impl Redis {
             .unwrap()
             .port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -167,7 +167,9 @@ async fn serve(listener: TcpListener, answers: Arc<Answers>) {
             let answers = answers.clone();
             async move { Ok::<_, Infallible>(answer(&answers, request).await) }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -188,7 +190,10 @@ fn main() {
         let listener = TcpListener::bind(options.addr)
             .await
             .unwrap_or_else(|e| fail(format!("cannot listen on {}: {e}", options.addr)));
-        let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let local = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         eprintln!("tollgate-fixed-server listening on {local}");
         serve(listener, Arc::new(options.answers)).await;
     });

@@ -40,23 +40,35 @@ pub fn request(message: proto::ModelInferRequest) -> Result<InferRequest, Error>
     for (index, input) in input_messages.into_iter().enumerate() {
         let field = |what: &str| format!("inputs[{index}].{what}");
         let dtype = DataType::parse(&input.datatype).ok_or_else(|| {
-            bad(field("datatype"), format!("`{}` is not a KServe V2 datatype", input.datatype))
+            bad(
+                field("datatype"),
+                format!("`{}` is not a KServe V2 datatype", input.datatype),
+            )
         })?;
         let shape = input
             .shape
             .iter()
             .map(|&d| {
-                usize::try_from(d).map_err(|_| bad(field("shape"), format!("dimension {d} is negative")))
+                usize::try_from(d)
+                    .map_err(|_| bad(field("shape"), format!("dimension {d} is negative")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let data = match (raw.next(), input.contents) {
             (Some(_), Some(contents)) if !is_empty(&contents) => {
-                return Err(bad(field("contents"), "give raw_input_contents or contents, not both"))
+                return Err(bad(
+                    field("contents"),
+                    "give raw_input_contents or contents, not both",
+                ))
             }
             (Some(bytes), _) => bytes,
-            (None, Some(contents)) => typed_to_bytes(dtype, &contents).map_err(|why| bad(field("contents"), why))?,
+            (None, Some(contents)) => {
+                typed_to_bytes(dtype, &contents).map_err(|why| bad(field("contents"), why))?
+            }
             (None, None) => {
-                return Err(bad(field("contents"), "missing: give contents or raw_input_contents"))
+                return Err(bad(
+                    field("contents"),
+                    "missing: give contents or raw_input_contents",
+                ))
             }
         };
         inputs.push(Tensor {
@@ -106,7 +118,10 @@ fn is_empty(contents: &proto::InferTensorContents) -> bool {
 
 /// Typed contents as little-endian bytes. The protocol widens small integers to 32 bits on
 /// the wire; each value must still fit the declared datatype.
-pub(crate) fn typed_to_bytes(dtype: DataType, contents: &proto::InferTensorContents) -> Result<Bytes, String> {
+pub(crate) fn typed_to_bytes(
+    dtype: DataType,
+    contents: &proto::InferTensorContents,
+) -> Result<Bytes, String> {
     fn narrow<T: TryFrom<W>, W: Copy + std::fmt::Display>(
         values: &[W],
         dtype: DataType,
@@ -122,7 +137,12 @@ pub(crate) fn typed_to_bytes(dtype: DataType, contents: &proto::InferTensorConte
     }
     let c = contents;
     match dtype {
-        DataType::Bool => Ok(c.bool_contents.iter().map(|&b| b as u8).collect::<Vec<u8>>().into()),
+        DataType::Bool => Ok(c
+            .bool_contents
+            .iter()
+            .map(|&b| b as u8)
+            .collect::<Vec<u8>>()
+            .into()),
         DataType::Int8 => narrow(&c.int_contents, dtype, |o, v: i8| o.put_i8(v)),
         DataType::Int16 => narrow(&c.int_contents, dtype, |o, v: i16| o.put_i16_le(v)),
         DataType::Int32 => narrow(&c.int_contents, dtype, |o, v: i32| o.put_i32_le(v)),
@@ -131,9 +151,21 @@ pub(crate) fn typed_to_bytes(dtype: DataType, contents: &proto::InferTensorConte
         DataType::Uint16 => narrow(&c.uint_contents, dtype, |o, v: u16| o.put_u16_le(v)),
         DataType::Uint32 => narrow(&c.uint_contents, dtype, |o, v: u32| o.put_u32_le(v)),
         DataType::Uint64 => narrow(&c.uint64_contents, dtype, |o, v: u64| o.put_u64_le(v)),
-        DataType::Fp32 => Ok(c.fp32_contents.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
-        DataType::Fp64 => Ok(c.fp64_contents.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
-        DataType::Fp16 | DataType::Bf16 => Err(format!("{dtype} has no typed contents field; send raw_input_contents")),
+        DataType::Fp32 => Ok(c
+            .fp32_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()),
+        DataType::Fp64 => Ok(c
+            .fp64_contents
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()),
+        DataType::Fp16 | DataType::Bf16 => Err(format!(
+            "{dtype} has no typed contents field; send raw_input_contents"
+        )),
         DataType::Bytes => Err("BYTES (string) tensors are not supported yet".into()),
     }
 }
@@ -163,7 +195,10 @@ pub fn response(response: InferResponse) -> proto::ModelInferResponse {
         parameter_choice: Some(ParameterChoice::DoubleParam(d)),
     };
     let parameters = HashMap::from([
-        ("cache".to_string(), string(served.cache.as_str().to_string())),
+        (
+            "cache".to_string(),
+            string(served.cache.as_str().to_string()),
+        ),
         ("request_id".to_string(), string(served.request_id.clone())),
         ("batch_size".to_string(), unsigned(served.batch_rows as u64)),
         ("queue_us".to_string(), unsigned(served.queue_us)),
@@ -192,12 +227,18 @@ mod tests {
             ..Default::default()
         };
         let expected: Vec<u8> = [1.0f32, 2.5].iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(typed_to_bytes(DataType::Fp32, &contents).unwrap(), Bytes::from(expected));
+        assert_eq!(
+            typed_to_bytes(DataType::Fp32, &contents).unwrap(),
+            Bytes::from(expected)
+        );
         let ints = proto::InferTensorContents {
             int_contents: vec![-1, 300],
             ..Default::default()
         };
-        assert_eq!(typed_to_bytes(DataType::Int16, &ints).unwrap().as_ref(), &[255, 255, 44, 1]);
+        assert_eq!(
+            typed_to_bytes(DataType::Int16, &ints).unwrap().as_ref(),
+            &[255, 255, 44, 1]
+        );
         let message = typed_to_bytes(DataType::Int8, &ints).unwrap_err();
         assert!(message.contains("out of range for INT8"), "{message}");
     }

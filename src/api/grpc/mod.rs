@@ -139,7 +139,9 @@ impl GrpcInferenceService for InferenceService {
         let slots = Arc::new(tokio::sync::Semaphore::new(STREAM_CONCURRENCY));
         tokio::spawn(async move {
             while let Some(message) = inbound.next().await {
-                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
                 let sender = sender.clone();
                 match message {
                     Ok(message) => {

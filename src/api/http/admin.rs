@@ -32,8 +32,15 @@ pub async fn route(
             Ok(()) => focus(gateway, query).await,
             Err(error) => Err(error),
         },
-        (&Method::GET, ["usage", request_id]) => usage(gateway, &caller, admin.is_ok(), request_id).await,
-        (&Method::GET, ["alerts"]) => admin.map(|()| json_response(StatusCode::OK, &json!({"alerts": gateway.metering.alerts.list()}))),
+        (&Method::GET, ["usage", request_id]) => {
+            usage(gateway, &caller, admin.is_ok(), request_id).await
+        }
+        (&Method::GET, ["alerts"]) => admin.map(|()| {
+            json_response(
+                StatusCode::OK,
+                &json!({"alerts": gateway.metering.alerts.list()}),
+            )
+        }),
         (&Method::DELETE, ["cache"]) => match admin {
             Ok(()) => Ok(purge_cache(gateway, query).await),
             Err(error) => Err(error),
@@ -54,21 +61,30 @@ fn parameter<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
 /// current month up to now.
 fn range(query: Option<&str>) -> Result<(i64, i64), Error> {
     let now = clock::now_ms();
-    let read = |name: &str, default: i64| match parameter(query, name) {
+    let read = |name: &str, default: i64| {
+        match parameter(query, name) {
         None => Ok(default),
         Some(text) => clock::parse_time(text).ok_or_else(|| {
             Error::BadQuery(format!(
                 "{name}: `{text}` is not a time (use Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)"
             ))
         }),
+    }
     };
     Ok((read("from", clock::month_start(now))?, read("to", now + 1)?))
 }
 
-async fn costs(gateway: &Gateway, caller: &Caller, admin: bool, query: Option<&str>) -> Result<Response<Body>, Error> {
+async fn costs(
+    gateway: &Gateway,
+    caller: &Caller,
+    admin: bool,
+    query: Option<&str>,
+) -> Result<Response<Body>, Error> {
     let (from_ms, to_ms) = range(query)?;
     let mut group_by = match parameter(query, "group_by") {
-        Some(text) => GroupKey::parse_list(text).map_err(|e| Error::BadQuery(format!("group_by: {e}")))?,
+        Some(text) => {
+            GroupKey::parse_list(text).map_err(|e| Error::BadQuery(format!("group_by: {e}")))?
+        }
         None => vec![GroupKey::Tenant],
     };
     // A tenant reads only its own spend: group by tenant and keep its rows alone.
@@ -76,8 +92,14 @@ async fn costs(gateway: &Gateway, caller: &Caller, admin: bool, query: Option<&s
     if own_tenant.is_some() && !group_by.contains(&GroupKey::Tenant) {
         group_by.insert(0, GroupKey::Tenant);
     }
-    let cost_query = CostQuery { from_ms, to_ms, group_by };
-    cost_query.validate().map_err(|e| Error::BadQuery(e.to_string()))?;
+    let cost_query = CostQuery {
+        from_ms,
+        to_ms,
+        group_by,
+    };
+    cost_query
+        .validate()
+        .map_err(|e| Error::BadQuery(e.to_string()))?;
     let ledger = gateway.metering.ledger.clone();
     let rows = tokio::task::spawn_blocking(move || ledger.costs(&cost_query))
         .await
@@ -134,13 +156,19 @@ async fn focus(gateway: &Gateway, query: Option<&str>) -> Result<Response<Body>,
             other => Error::LedgerUnavailable(other.to_string()),
         })?;
     let mut response = Response::new(Body::from(csv));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
     Ok(response)
 }
 
-async fn usage(gateway: &Gateway, caller: &Caller, admin: bool, request_id: &str) -> Result<Response<Body>, Error> {
+async fn usage(
+    gateway: &Gateway,
+    caller: &Caller,
+    admin: bool,
+    request_id: &str,
+) -> Result<Response<Body>, Error> {
     let ledger = gateway.metering.ledger.clone();
     let id = request_id.to_string();
     let record = tokio::task::spawn_blocking(move || ledger.usage(&id))
@@ -153,8 +181,11 @@ async fn usage(gateway: &Gateway, caller: &Caller, admin: bool, request_id: &str
     let Some(r) = record else {
         return Err(Error::NotFound(format!("no usage record `{request_id}`")));
     };
-    let tags: serde_json::Map<String, serde_json::Value> =
-        r.tags.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
+    let tags: serde_json::Map<String, serde_json::Value> = r
+        .tags
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone().into()))
+        .collect();
     Ok(json_response(
         StatusCode::OK,
         &json!({

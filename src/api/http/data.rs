@@ -19,7 +19,11 @@ pub fn parse(json: &str, dtype: DataType, expected: usize) -> Result<Vec<u8>, St
     while at < bytes.len() {
         match bytes[at] {
             b'[' | b']' | b',' | b' ' | b'\n' | b'\r' | b'\t' => at += 1,
-            b'"' => return Err(format!("element {count} is a string; {dtype} needs numbers")),
+            b'"' => {
+                return Err(format!(
+                    "element {count} is a string; {dtype} needs numbers"
+                ))
+            }
             _ => {
                 let end = bytes[at..]
                     .iter()
@@ -29,14 +33,17 @@ pub fn parse(json: &str, dtype: DataType, expected: usize) -> Result<Vec<u8>, St
                     return Err(format!("more than the {expected} elements the shape holds"));
                 }
                 let token = &json[at..end];
-                push(&mut out, dtype, token).map_err(|why| format!("element {count} ({token}): {why}"))?;
+                push(&mut out, dtype, token)
+                    .map_err(|why| format!("element {count} ({token}): {why}"))?;
                 count += 1;
                 at = end;
             }
         }
     }
     if count != expected {
-        return Err(format!("{count} elements for a shape that holds {expected}"));
+        return Err(format!(
+            "{count} elements for a shape that holds {expected}"
+        ));
     }
     Ok(out)
 }
@@ -127,15 +134,30 @@ mod tests {
             ("[1, 2]", DataType::Uint8, 2, Ok(vec![1, 2])),
             ("[[1],[2]]", DataType::Int16, 2, Ok(vec![1, 0, 2, 0])),
             ("[-1]", DataType::Int8, 1, Ok(vec![255])),
-            ("[1.5]", DataType::Fp32, 1, Ok(1.5f32.to_le_bytes().to_vec())),
-            ("[1e2]", DataType::Fp64, 1, Ok(100f64.to_le_bytes().to_vec())),
+            (
+                "[1.5]",
+                DataType::Fp32,
+                1,
+                Ok(1.5f32.to_le_bytes().to_vec()),
+            ),
+            (
+                "[1e2]",
+                DataType::Fp64,
+                1,
+                Ok(100f64.to_le_bytes().to_vec()),
+            ),
             ("[true,false]", DataType::Bool, 2, Ok(vec![1, 0])),
             ("[1.0]", DataType::Fp16, 1, Ok(vec![0x00, 0x3c])),
             ("[300]", DataType::Uint8, 1, Err("out of range")),
             ("[1.5]", DataType::Int32, 1, Err("not an integer")),
             ("[\"a\"]", DataType::Fp32, 1, Err("is a string")),
             ("[1,2,3]", DataType::Fp32, 2, Err("more than the 2")),
-            ("[1]", DataType::Fp32, 2, Err("1 elements for a shape that holds 2")),
+            (
+                "[1]",
+                DataType::Fp32,
+                2,
+                Err("1 elements for a shape that holds 2"),
+            ),
             ("[null]", DataType::Fp32, 1, Err("not a number")),
             ("[2]", DataType::Bool, 1, Err("not a boolean")),
         ];
@@ -145,7 +167,10 @@ mod tests {
                 Ok(bytes) => assert_eq!(got.as_ref(), Ok(bytes), "{json} as {dtype}"),
                 Err(fragment) => {
                     let message = got.expect_err(json);
-                    assert!(message.contains(fragment), "{json}: `{message}` lacks `{fragment}`");
+                    assert!(
+                        message.contains(fragment),
+                        "{json}: `{message}` lacks `{fragment}`"
+                    );
                 }
             }
         }
@@ -171,7 +196,12 @@ mod tests {
             let mut text = Vec::new();
             write(&mut text, *dtype, &bytes);
             let again = parse(std::str::from_utf8(&text).unwrap(), *dtype, count).unwrap();
-            assert_eq!(again, bytes, "{dtype}: {json} -> {}", String::from_utf8_lossy(&text));
+            assert_eq!(
+                again,
+                bytes,
+                "{dtype}: {json} -> {}",
+                String::from_utf8_lossy(&text)
+            );
         }
     }
 

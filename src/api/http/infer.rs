@@ -76,8 +76,12 @@ pub fn decode(
         Some(length) => length,
         None => body.len(),
     };
-    let header: RequestHeader = serde_json::from_slice(&body[..json_end])
-        .map_err(|e| bad("body", format!("not a valid KServe V2 inference request: {e}")))?;
+    let header: RequestHeader = serde_json::from_slice(&body[..json_end]).map_err(|e| {
+        bad(
+            "body",
+            format!("not a valid KServe V2 inference request: {e}"),
+        )
+    })?;
     let mut binary = body.slice(json_end..);
     // A body is at least as long as the elements it describes (one byte each in JSON, their
     // size in binary), so larger shapes are refused before anything is allocated.
@@ -94,14 +98,20 @@ pub fn decode(
         let shape = input
             .shape
             .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| bad(field("shape"), format!("dimension {d} is negative"))))
+            .map(|&d| {
+                usize::try_from(d)
+                    .map_err(|_| bad(field("shape"), format!("dimension {d} is negative")))
+            })
             .collect::<Result<Vec<usize>, Error>>()?;
         let elements = Tensor::element_count(&shape)
             .filter(|&n| n <= body_len)
             .ok_or_else(|| {
                 bad(
                     field("shape"),
-                    format!("{:?} holds more elements than the {body_len}-byte body can carry", input.shape),
+                    format!(
+                        "{:?} holds more elements than the {body_len}-byte body can carry",
+                        input.shape
+                    ),
                 )
             })?;
         let binary_size = match input.parameters.get("binary_data_size") {
@@ -110,12 +120,20 @@ pub fn decode(
                 value
                     .as_u64()
                     .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| bad(field("parameters.binary_data_size"), "must be an unsigned integer"))?,
+                    .ok_or_else(|| {
+                        bad(
+                            field("parameters.binary_data_size"),
+                            "must be an unsigned integer",
+                        )
+                    })?,
             ),
         };
         let bytes = match (binary_size, input.data) {
             (Some(_), Some(_)) => {
-                return Err(bad(field("data"), "give either `data` or `binary_data_size`, not both"))
+                return Err(bad(
+                    field("data"),
+                    "give either `data` or `binary_data_size`, not both",
+                ))
             }
             (Some(size), None) => {
                 if header_length.is_none() {
@@ -127,7 +145,10 @@ pub fn decode(
                 if size > binary.len() {
                     return Err(bad(
                         field("parameters.binary_data_size"),
-                        format!("{size} bytes declared but only {} remain in the body", binary.len()),
+                        format!(
+                            "{size} bytes declared but only {} remain in the body",
+                            binary.len()
+                        ),
                     ));
                 }
                 binary.split_to(size)
@@ -136,7 +157,10 @@ pub fn decode(
                 data::parse(raw.get(), dtype, elements).map_err(|why| bad(field("data"), why))?,
             ),
             (None, None) => {
-                return Err(bad(field("data"), "missing: give `data` or `parameters.binary_data_size`"))
+                return Err(bad(
+                    field("data"),
+                    "missing: give `data` or `parameters.binary_data_size`",
+                ))
             }
         };
         inputs.push(Tensor {
@@ -149,18 +173,36 @@ pub fn decode(
     if !binary.is_empty() {
         return Err(bad(
             "body",
-            format!("{} bytes of binary data are not claimed by any input's binary_data_size", binary.len()),
+            format!(
+                "{} bytes of binary data are not claimed by any input's binary_data_size",
+                binary.len()
+            ),
         ));
     }
     let mut options = RequestOptions::default();
-    params::apply(&mut options, header.parameters.iter().filter_map(|(k, v)| Some((k.as_str(), json_param(v)?))))?;
+    params::apply(
+        &mut options,
+        header
+            .parameters
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), json_param(v)?))),
+    )?;
     let mut encoding = OutputEncoding {
         binary: Vec::new(),
-        all_binary: header.parameters.get("binary_data_output").and_then(Value::as_bool) == Some(true),
+        all_binary: header
+            .parameters
+            .get("binary_data_output")
+            .and_then(Value::as_bool)
+            == Some(true),
     };
     let mut outputs = Vec::with_capacity(header.outputs.len());
     for output in header.outputs {
-        if output.parameters.get("binary_data").and_then(Value::as_bool) == Some(true) {
+        if output
+            .parameters
+            .get("binary_data")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
             encoding.binary.push(output.name.clone());
         }
         outputs.push(output.name);

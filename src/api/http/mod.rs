@@ -61,7 +61,10 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
             let _ = connection.await;
         });
     }
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("HTTP connections still open after the grace period; closing them");
     }
 }
@@ -71,7 +74,9 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> Response<Body> 
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = request.method().clone();
     match (segments.as_slice(), &method) {
-        (["v2", "health", "live"], &Method::GET) => json_response(StatusCode::OK, &json!({"live": true})),
+        (["v2", "health", "live"], &Method::GET) => {
+            json_response(StatusCode::OK, &json!({"live": true}))
+        }
         (["v2", "health", "ready"], &Method::GET) => {
             json_response(StatusCode::OK, &json!({"ready": true}))
         }
@@ -213,7 +218,10 @@ async fn infer_inner(
         .collect()
         .await
         .map_err(|error| {
-            if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Error::BodyTooLarge { limit }
             } else {
                 Error::Decode(format!("body: could not be read: {error}"))
@@ -225,13 +233,18 @@ async fn infer_inner(
         core_request.options.cache.lookup &= lookup;
         core_request.options.cache.store &= store;
     }
-    let response = gateway.infer(core_request, Protocol::Http, &credentials).await?;
+    let response = gateway
+        .infer(core_request, Protocol::Http, &credentials)
+        .await?;
     let (body, json_length) = infer::encode(&response, &encoding);
     let mut http = Response::new(Body::from(body));
     let headers = http.headers_mut();
     match json_length {
         Some(length) => {
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
             headers.insert(INFERENCE_HEADER, HeaderValue::from(length));
         }
         None => {
@@ -250,7 +263,10 @@ fn credentials(headers: &hyper::HeaderMap) -> Credentials {
 /// `Cache-Control: no-cache` skips the lookup, `no-store` the store (as (lookup, store)).
 fn cache_control(headers: &hyper::HeaderMap) -> Option<(bool, bool)> {
     let value = headers.get(hyper::header::CACHE_CONTROL)?.to_str().ok()?;
-    let directives: Vec<String> = value.split(',').map(|d| d.trim().to_ascii_lowercase()).collect();
+    let directives: Vec<String> = value
+        .split(',')
+        .map(|d| d.trim().to_ascii_lowercase())
+        .collect();
     Some((
         !directives.iter().any(|d| d == "no-cache"),
         !directives.iter().any(|d| d == "no-store"),
@@ -283,7 +299,10 @@ pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Re
 }
 
 pub fn error_response(error: &Error) -> Response<Body> {
-    let mut response = json_response(status::http_status(error), &json!({"error": error.to_string()}));
+    let mut response = json_response(
+        status::http_status(error),
+        &json!({"error": error.to_string()}),
+    );
     if let Some(seconds) = status::retry_after_seconds(error) {
         response
             .headers_mut()

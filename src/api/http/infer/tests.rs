@@ -25,21 +25,71 @@ fn json_and_binary_carry_the_same_tensor() {
 fn malformed_bodies_name_the_field() {
     let cases: &[(&str, &[u8], Option<usize>, &str)] = &[
         ("{", b"", None, "not a valid KServe V2 inference request"),
-        (r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP33","data":[1]}]}"#, b"", None, "inputs[0].datatype"),
-        (r#"{"inputs":[{"name":"x","shape":[-1,2],"datatype":"FP32","data":[1]}]}"#, b"", None, "dimension -1 is negative"),
-        (r#"{"inputs":[{"name":"x","shape":[1000000000000,64],"datatype":"FP32","data":[1]}]}"#, b"", None, "more elements than"),
-        (r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}"#, b"", None, "inputs[0].data"),
-        (r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32"}]}"#, b"", None, "missing"),
-        (r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#, b"", None, "Inference-Header-Content-Length"),
-        (r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":16}}]}"#, b"12345678", Some(0), "only 8 remain"),
-        (r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#, b"12345678", Some(0), "not claimed"),
-        (r#"{"inputs":[],"parameters":{"priority":"high"}}"#, b"", None, "parameters.priority"),
+        (
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP33","data":[1]}]}"#,
+            b"",
+            None,
+            "inputs[0].datatype",
+        ),
+        (
+            r#"{"inputs":[{"name":"x","shape":[-1,2],"datatype":"FP32","data":[1]}]}"#,
+            b"",
+            None,
+            "dimension -1 is negative",
+        ),
+        (
+            r#"{"inputs":[{"name":"x","shape":[1000000000000,64],"datatype":"FP32","data":[1]}]}"#,
+            b"",
+            None,
+            "more elements than",
+        ),
+        (
+            r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1]}]}"#,
+            b"",
+            None,
+            "inputs[0].data",
+        ),
+        (
+            r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32"}]}"#,
+            b"",
+            None,
+            "missing",
+        ),
+        (
+            r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}]}"#,
+            b"",
+            None,
+            "Inference-Header-Content-Length",
+        ),
+        (
+            r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":16}}]}"#,
+            b"12345678",
+            Some(0),
+            "only 8 remain",
+        ),
+        (
+            r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","parameters":{"binary_data_size":4}}]}"#,
+            b"12345678",
+            Some(0),
+            "not claimed",
+        ),
+        (
+            r#"{"inputs":[],"parameters":{"priority":"high"}}"#,
+            b"",
+            None,
+            "parameters.priority",
+        ),
     ];
     for (json, payload, header_length, fragment) in cases {
         let (body, length) = binary_body(json, payload);
         let header_length = header_length.map(|_| length);
-        let message = decode("m", None, &body, header_length).unwrap_err().to_string();
-        assert!(message.contains(fragment), "{json}: `{message}` lacks `{fragment}`");
+        let message = decode("m", None, &body, header_length)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(fragment),
+            "{json}: `{message}` lacks `{fragment}`"
+        );
     }
     let err = decode("m", None, &Bytes::from_static(b"{}"), Some(10)).unwrap_err();
     assert!(err.to_string().contains("beyond"));

@@ -19,6 +19,7 @@ free_port() {
 http_port=$(free_port)
 grpc_port=$(free_port)
 log=target/interop-gateway.log
+rm -f target/interop-ledger.sqlite target/interop-ledger.sqlite-wal target/interop-ledger.sqlite-shm
 ./target/debug/tollgate serve --config tests/interop/config.toml \
     --http-addr "127.0.0.1:$http_port" --grpc-addr "127.0.0.1:$grpc_port" >"$log" 2>&1 &
 gateway=$!

@@ -425,6 +425,10 @@ impl Config {
         if !(self.alerts.anomaly_alpha > 0.0 && self.alerts.anomaly_alpha <= 1.0) {
             return Err(invalid("alerts.anomaly_alpha", "must be in (0, 1]"));
         }
+        // Like model paths, a relative ledger path is read from the config file's folder.
+        if self.ledger.path.is_relative() {
+            self.ledger.path = base_dir.join(&self.ledger.path);
+        }
         if !matches!(self.ledger.durability.as_str(), "async" | "sync") {
             return Err(invalid(
                 "ledger.durability",

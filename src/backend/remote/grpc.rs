@@ -10,7 +10,7 @@ use crate::api::grpc::convert::typed_to_bytes;
 use crate::api::grpc::proto;
 use crate::backend::BatchInput;
 use crate::model::spec::ModelSpec;
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::Tensor;
 use bytes::Bytes;
 use proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
@@ -168,19 +168,8 @@ fn decode_response(response: proto::ModelInferResponse) -> Result<Vec<Tensor>, S
     let mut tensors = Vec::with_capacity(response.outputs.len());
     for output in response.outputs {
         let name = output.name;
-        let dtype = DataType::parse(&output.datatype)
-            .ok_or_else(|| format!("output `{name}` has unknown datatype `{}`", output.datatype))?;
-        let element_size = dtype.element_size().ok_or_else(|| {
-            format!("output `{name}` is {dtype}, which Tollgate cannot return yet")
-        })?;
-        let shape = output
-            .shape
-            .iter()
-            .map(|&d| {
-                usize::try_from(d)
-                    .map_err(|_| format!("output `{name}` has negative dimension {d}"))
-            })
-            .collect::<Result<Vec<usize>, String>>()?;
+        let (dtype, element_size, shape) =
+            super::output_layout(&name, &output.datatype, &output.shape)?;
         let data = match (raw.next(), &output.contents) {
             (Some(bytes), _) => bytes,
             (None, Some(contents)) => {

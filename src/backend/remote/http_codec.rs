@@ -6,7 +6,7 @@ use super::metadata::{self, Metadata};
 use crate::api::http::{parse_json_data, write_json_data};
 use crate::backend::BatchInput;
 use crate::model::spec::ModelSpec;
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::Tensor;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -150,19 +150,8 @@ pub fn decode_response(body: &Bytes, header_length: Option<usize>) -> Result<Vec
     let mut outputs = Vec::with_capacity(header.outputs.len());
     for output in header.outputs {
         let name = &output.name;
-        let dtype = DataType::parse(&output.datatype)
-            .ok_or_else(|| format!("output `{name}` has unknown datatype `{}`", output.datatype))?;
-        let element_size = dtype.element_size().ok_or_else(|| {
-            format!("output `{name}` is {dtype}, which Tollgate cannot return yet")
-        })?;
-        let shape = output
-            .shape
-            .iter()
-            .map(|&d| {
-                usize::try_from(d)
-                    .map_err(|_| format!("output `{name}` has negative dimension {d}"))
-            })
-            .collect::<Result<Vec<usize>, String>>()?;
+        let (dtype, element_size, shape) =
+            super::output_layout(name, &output.datatype, &output.shape)?;
         // Every element takes at least one byte of the body, so nothing larger is allocated.
         let elements = Tensor::element_count(&shape)
             .filter(|&n| n <= body.len())

@@ -4,6 +4,7 @@
 use super::*;
 use crate::api::http::infer;
 use crate::request::{CacheStatus, InferResponse, Served};
+use crate::tensor::DataType;
 
 fn floats(values: &[f32]) -> Bytes {
     values

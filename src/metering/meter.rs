@@ -34,11 +34,14 @@ pub struct Metering {
     budgets: Budgets,
     anomalies: Mutex<Detector>,
     idle: Mutex<Option<IdleMeter>>,
-    gauges: RwLock<HashMap<String, HashMap<String, (metrics::Gauge, metrics::Gauge)>>>,
+    gauges: RwLock<HashMap<String, HashMap<String, MoneyGauges>>>,
     sync: bool,
     idle_interval: Duration,
     ledger_alarm: AtomicBool,
 }
+
+/// The cost and saved series of one tenant × model.
+type MoneyGauges = (metrics::Gauge, metrics::Gauge);
 
 /// What admission decided for a caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +162,7 @@ impl Metering {
 
     /// The cost and saved series of a tenant × model, registered once: label strings are built
     /// on first use only, keeping the per-request path free of allocations.
-    fn money_gauges(&self, record: &UsageRecord) -> (metrics::Gauge, metrics::Gauge) {
+    fn money_gauges(&self, record: &UsageRecord) -> MoneyGauges {
         if let Ok(gauges) = self.gauges.read() {
             if let Some(pair) = gauges
                 .get(&record.tenant)

@@ -15,7 +15,7 @@ use crate::metering::identity::Caller;
 use crate::metering::ledger::LedgerError;
 use crate::metering::meter::{Admission, Metering};
 use crate::metering::record::UsageRecord;
-use crate::model::{self, Model, Registry};
+use crate::model::{self, Model, Registry, RequestError};
 use crate::request::{CacheStatus, InferRequest, InferResponse, Served};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -125,9 +125,15 @@ impl Gateway {
     ) -> Result<InferResponse, Error> {
         let started = Instant::now();
         let arrived_ms = clock::now_ms();
+        // Resolved once, here: the metric label needs it and so does the request path.
+        let resolved = self
+            .registry
+            .resolve(&request.model, request.version.as_deref())
+            .cloned();
         // Unknown names never become metric labels.
-        let model_label = match self.registry.resolve(&request.model, None) {
+        let model_label = match &resolved {
             Ok(model) => model.name.clone(),
+            Err(RequestError::UnknownVersion { model, .. }) => model.clone(),
             Err(_) => "unknown".to_string(),
         };
         let result = async {
@@ -145,14 +151,17 @@ impl Gateway {
                 self.next_request.fetch_add(1, Ordering::Relaxed)
             );
             let usage = UsageGuard::new(self.metering.clone(), &caller, &request, protocol, arrived_ms, &request_id);
-            let outcome = match self.metering.admit(&caller) {
-                Ok(admission) => {
+            // Failures from here on are outcomes of the record, never early returns.
+            let outcome = match (self.metering.admit(&caller), resolved) {
+                (Ok(admission), Ok(model)) => {
                     if admission == Admission::Demoted {
                         request.options.priority = Some(PRIORITY_LEVELS);
                     }
-                    self.infer_admitted(request, &caller, request_id).await
+                    self.infer_admitted(model, request, &caller, request_id)
+                        .await
                 }
-                Err(error) => Err(error),
+                (Err(error), _) => Err(error),
+                (_, Err(error)) => Err(error.into()),
             };
             let record = usage.complete(&outcome, started.elapsed().as_micros() as u64);
             self.metering.settle(record).await?;
@@ -176,13 +185,11 @@ impl Gateway {
 
     async fn infer_admitted(
         &self,
+        model: Arc<Model>,
         request: InferRequest,
         caller: &Caller,
         request_id: String,
     ) -> Result<InferResponse, Error> {
-        let model = self
-            .model(&request.model, request.version.as_deref())?
-            .clone();
         let control = request.options.cache;
         let id = request.id.clone();
         let prepared = model::prepare(&model, request)?;

@@ -86,6 +86,24 @@ async fn infer_as(
         .await
 }
 
+/// Commits every usage record queued so far, so the cost API sees them.
+async fn flush_ledger(gateway: &common::Gateway) {
+    gateway
+        .server
+        .gateway
+        .metering
+        .ledger
+        .flush()
+        .await
+        .unwrap();
+}
+
+async fn admin_get(gateway: &common::Gateway, path: &str) -> common::Reply {
+    gateway
+        .send(Method::GET, path, &[bearer("root-token")], Bytes::new())
+        .await
+}
+
 fn header_f64(reply: &common::Reply, name: &str) -> f64 {
     reply
         .header(name)
@@ -180,14 +198,7 @@ async fn identity_tags_and_admin_access_are_enforced() {
         )
         .await;
     assert_eq!(alerts.status, StatusCode::FORBIDDEN);
-    let alerts = gateway
-        .send(
-            Method::GET,
-            "/v1/alerts",
-            &[bearer("root-token")],
-            Bytes::new(),
-        )
-        .await;
+    let alerts = admin_get(&gateway, "/v1/alerts").await;
     assert_eq!(alerts.status, StatusCode::OK);
     // The gRPC front end asks for the same key in `authorization` metadata.
     let mut client = tollgate::api::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient::connect(
@@ -237,22 +248,8 @@ async fn team_totals_from_the_cost_api_equal_the_sum_of_response_headers() {
         assert_eq!(reply.status, StatusCode::OK);
         *by_team.entry(team).or_default() += header_f64(&reply, "x-tollgate-cost-usd");
     }
-    gateway
-        .server
-        .gateway
-        .metering
-        .ledger
-        .flush()
-        .await
-        .unwrap();
-    let reply = gateway
-        .send(
-            Method::GET,
-            "/v1/costs?group_by=team",
-            &[bearer("root-token")],
-            Bytes::new(),
-        )
-        .await;
+    flush_ledger(&gateway).await;
+    let reply = admin_get(&gateway, "/v1/costs?group_by=team").await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     let rows = reply.json()["rows"].as_array().unwrap().clone();
     for (team, total) in by_team {
@@ -279,23 +276,9 @@ async fn team_totals_from_the_cost_api_equal_the_sum_of_response_headers() {
     for row in own.json()["rows"].as_array().unwrap() {
         assert_eq!(row["group"]["tenant"], "mail");
     }
-    let bad = gateway
-        .send(
-            Method::GET,
-            "/v1/costs?group_by=colour",
-            &[bearer("root-token")],
-            Bytes::new(),
-        )
-        .await;
+    let bad = admin_get(&gateway, "/v1/costs?group_by=colour").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    let backwards = gateway
-        .send(
-            Method::GET,
-            "/v1/costs?from=2026-02-01&to=2026-01-01",
-            &[bearer("root-token")],
-            Bytes::new(),
-        )
-        .await;
+    let backwards = admin_get(&gateway, "/v1/costs?from=2026-02-01&to=2026-01-01").await;
     assert_eq!(backwards.status, StatusCode::BAD_REQUEST);
     gateway.stop().await;
 }
@@ -321,22 +304,8 @@ async fn the_focus_export_has_every_mandatory_column() {
     )
     .await;
     let request_id = one.header("x-tollgate-request-id").to_string();
-    gateway
-        .server
-        .gateway
-        .metering
-        .ledger
-        .flush()
-        .await
-        .unwrap();
-    let reply = gateway
-        .send(
-            Method::GET,
-            "/v1/costs/focus",
-            &[bearer("root-token")],
-            Bytes::new(),
-        )
-        .await;
+    flush_ledger(&gateway).await;
+    let reply = admin_get(&gateway, "/v1/costs/focus").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(reply.header("content-type").starts_with("text/csv"));
     let text = String::from_utf8(reply.body.to_vec()).unwrap();
@@ -495,14 +464,7 @@ async fn a_reject_budget_blocks_a_demote_budget_only_slows_and_the_webhook_hears
     }
     assert!(kinds.contains(&(json!("tiny"), json!(100))), "{kinds:?}");
     assert!(kinds.contains(&(json!("slow"), json!(100))), "{kinds:?}");
-    let listed = gateway
-        .send(
-            Method::GET,
-            "/v1/alerts",
-            &[bearer("root-token")],
-            Bytes::new(),
-        )
-        .await;
+    let listed = admin_get(&gateway, "/v1/alerts").await;
     assert!(listed.json()["alerts"]
         .as_array()
         .unwrap()
@@ -532,14 +494,7 @@ async fn request_and_idle_cost_add_up_to_device_time() {
     let metering = &gateway.server.gateway.metering;
     metering.record_idle();
     metering.ledger.flush().await.unwrap();
-    let reply = gateway
-        .send(
-            Method::GET,
-            "/v1/costs?group_by=tenant,model",
-            &[bearer("root-token")],
-            Bytes::new(),
-        )
-        .await;
+    let reply = admin_get(&gateway, "/v1/costs?group_by=tenant,model").await;
     let total: f64 = reply.json()["rows"]
         .as_array()
         .unwrap()

@@ -33,6 +33,8 @@ fn bench_share(c: &mut Criterion) {
     group.finish();
 }
 
+const GROUP: u64 = 1_000;
+
 fn record(n: u64) -> UsageRecord {
     UsageRecord {
         request_id: format!("bench-{n}"),
@@ -92,6 +94,32 @@ fn bench_settle(c: &mut Criterion) {
     });
     group.bench_function("build_record", |b| {
         b.iter(|| black_box(record(black_box(7))))
+    });
+    group.finish();
+    // The writer thread's side: a thousand records enqueued and committed (one group). Divide
+    // by 1,000 for the ledger's CPU per request; this is the part off the request path.
+    let mut group = c.benchmark_group("ledger");
+    group.throughput(criterion::Throughput::Elements(GROUP));
+    group.bench_function("enqueue_and_commit_1000", |b| {
+        b.iter_batched(
+            || {
+                (0..GROUP)
+                    .map(|_| {
+                        n += 1;
+                        record(n)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |records| {
+                for r in records {
+                    let _ = metering.ledger.record(r);
+                }
+                runtime
+                    .block_on(metering.ledger.flush())
+                    .expect("the group commits");
+            },
+            criterion::BatchSize::LargeInput,
+        )
     });
     group.finish();
     let _ = runtime.block_on(metering.ledger.flush());

@@ -24,20 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Semaphore;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Http,
-    Grpc,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Grpc => "grpc",
-        }
-    }
-}
+pub use crate::request::Protocol;
 
 /// What a front end read off the wire about the caller, before anything is checked.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +57,9 @@ impl Gateway {
     /// Loads every model, opens the ledger and starts the batchers and metering duties. Must
     /// run inside the tokio runtime.
     pub fn start(config: Config, shutdown: Shutdown) -> Result<Gateway, StartError> {
+        // Models and the cache register their metric handles while loading: the recorder
+        // must exist by then.
+        telemetry::metrics_handle();
         let metering = Arc::new(Metering::open(&config)?);
         let registry = model::load_models(&config)?;
         metering.start_background(&registry, shutdown);
@@ -131,15 +121,19 @@ impl Gateway {
             .resolve(&request.model, request.version.as_deref())
             .cloned();
         // Unknown names never become metric labels.
-        let model_label = match &resolved {
+        let metric_model: Result<Arc<Model>, String> = match &resolved {
+            Ok(model) => Ok(model.clone()),
+            Err(RequestError::UnknownVersion { model, .. }) => Err(model.clone()),
+            Err(_) => Err("unknown".to_string()),
+        };
+        let model_label = || match &metric_model {
             Ok(model) => model.name.clone(),
-            Err(RequestError::UnknownVersion { model, .. }) => model.clone(),
-            Err(_) => "unknown".to_string(),
+            Err(label) => label.clone(),
         };
         let result = async {
             let caller = self.caller(credentials, request.options.tags.as_deref())?;
             let Ok(_permit) = self.admission.clone().try_acquire_owned() else {
-                metrics::counter!(telemetry::REJECTIONS, "model" => model_label.clone(), "reason" => "server_concurrency").increment(1);
+                metrics::counter!(telemetry::REJECTIONS, "model" => model_label(), "reason" => "server_concurrency").increment(1);
                 return Err(Error::Overloaded {
                     limit: self.config.server.max_concurrent_requests,
                 });
@@ -168,18 +162,16 @@ impl Gateway {
             outcome
         }
         .await;
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(error) => error.metric_label(),
-        };
-        let labels = [
-            ("model", model_label),
-            ("protocol", protocol.as_str().to_string()),
-            ("outcome", outcome.to_string()),
-        ];
-        metrics::counter!(telemetry::REQUESTS, &labels).increment(1);
-        metrics::histogram!(telemetry::REQUEST_DURATION, &labels)
-            .record(started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
+        match (&result, &metric_model) {
+            (Ok(_), Ok(model)) => model.requests.record_success(protocol, seconds),
+            (Ok(_), Err(_)) => {
+                telemetry::record_request(&model_label(), protocol, "success", seconds)
+            }
+            (Err(error), _) => {
+                telemetry::record_request(&model_label(), protocol, error.metric_label(), seconds)
+            }
+        }
         result
     }
 
@@ -211,14 +203,14 @@ impl Gateway {
                 let runner = model.clone();
                 let job = prepared.job;
                 cache
-                    .serve(key, &model.name, model.cache_ttl, control, async move {
+                    .serve(key, &model.cache, control, async move {
                         execute(&runner, job).await
                     })
                     .await?
             }
             None => {
                 if let Some(cache) = &self.cache {
-                    cache.count_bypass(&model.name);
+                    cache.count_bypass(&model.cache);
                 }
                 (
                     Arc::new(execute(&model, prepared.job).await?),
@@ -360,6 +352,6 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
         batch_rows: output.batch_rows as u32,
         queue_us: output.queue_us,
         model: Arc::from(model.name.as_str()),
-        ttl: model.cache_ttl,
+        ttl: model.cache.ttl,
     })
 }

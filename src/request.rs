@@ -2,6 +2,29 @@
 
 use crate::tensor::Tensor;
 
+/// The front end a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::Http, Protocol::Grpc];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+
+    /// Position in `ALL`, for per-protocol arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct InferRequest {
     pub model: String,

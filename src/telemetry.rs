@@ -1,6 +1,8 @@
 //! Logs and metrics. Metric names live here, one constant each, so every layer records the same
 //! series; the Prometheus text is rendered on our own HTTP port at `/metrics`.
 
+use crate::request::Protocol;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 
@@ -90,4 +92,54 @@ pub fn init_logging() {
         .with_target(false)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// The series every successful request of one model touches, registered when the model loads.
+/// Looking a labelled series up in the registry hashes and clones its labels, which cost more
+/// than the rest of a cache hit's bookkeeping; failures are rarer and go through the macros.
+#[derive(Clone)]
+pub struct RequestSeries {
+    /// Indexed by `Protocol::index`.
+    successes: [(Counter, Histogram); Protocol::ALL.len()],
+}
+
+impl RequestSeries {
+    /// Needs the recorder installed first (`metrics_handle`), or the handles record nothing.
+    pub fn new(model: &str) -> RequestSeries {
+        let series = |protocol: Protocol| {
+            let labels = request_labels(model, protocol, "success");
+            (
+                metrics::counter!(REQUESTS, &labels),
+                metrics::histogram!(REQUEST_DURATION, &labels),
+            )
+        };
+        RequestSeries {
+            successes: Protocol::ALL.map(series),
+        }
+    }
+
+    pub fn record_success(&self, protocol: Protocol, seconds: f64) {
+        let (count, duration) = &self.successes[protocol.index()];
+        count.increment(1);
+        duration.record(seconds);
+    }
+}
+
+/// Records a request that did not succeed (or whose model is unknown) under `model`.
+pub fn record_request(model: &str, protocol: Protocol, outcome: &'static str, seconds: f64) {
+    let labels = request_labels(model, protocol, outcome);
+    metrics::counter!(REQUESTS, &labels).increment(1);
+    metrics::histogram!(REQUEST_DURATION, &labels).record(seconds);
+}
+
+fn request_labels(
+    model: &str,
+    protocol: Protocol,
+    outcome: &'static str,
+) -> [(&'static str, String); 3] {
+    [
+        ("model", model.to_string()),
+        ("protocol", protocol.as_str().to_string()),
+        ("outcome", outcome.to_string()),
+    ]
 }

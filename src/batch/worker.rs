@@ -26,6 +26,7 @@ pub(crate) fn spawn(
         .name(name.clone())
         .spawn(move || {
             let mut meter = BusyMeter::new(&settings.model, instance, busy_us);
+            let series = BatchSeries::new(&settings.model);
             loop {
                 // Whoever holds the lock waits for the next batch; the others wait for the lock.
                 let next = match batches.lock() {
@@ -33,7 +34,7 @@ pub(crate) fn spawn(
                     Err(_) => None,
                 };
                 let Some(batch) = next else { break };
-                run_batch(&settings, engine.as_mut(), batch, &mut meter);
+                run_batch(&settings, engine.as_mut(), batch, &mut meter, &series);
             }
         });
     if let Err(error) = spawned {
@@ -46,6 +47,7 @@ fn run_batch(
     engine: &mut dyn Engine,
     batch: Batch,
     meter: &mut BusyMeter,
+    series: &BatchSeries,
 ) {
     // Callers who left while the batch waited for this worker cost no device time.
     let members: Vec<_> = batch
@@ -69,13 +71,10 @@ fn run_batch(
     };
     let compute = compute_started.elapsed();
     meter.record(compute);
-    let model = settings.model.clone();
-    metrics::counter!(telemetry::EXECUTIONS, "model" => model.clone()).increment(1);
-    metrics::counter!(telemetry::INFERENCE_ROWS, "model" => model.clone())
-        .increment(batch_rows as u64);
-    metrics::histogram!(telemetry::BATCH_SIZE, "model" => model.clone()).record(batch_rows as f64);
-    metrics::histogram!(telemetry::COMPUTE_DURATION, "model" => model.clone())
-        .record(compute.as_secs_f64());
+    series.executions.increment(1);
+    series.rows.increment(batch_rows as u64);
+    series.batch_size.record(batch_rows as f64);
+    series.compute.record(compute.as_secs_f64());
     let compute_us = compute.as_micros() as u64;
     let outcome = result
         .map_err(BatchError::from)
@@ -84,8 +83,7 @@ fn run_batch(
         Ok(per_member) => {
             for (member, outputs) in members.into_iter().zip(per_member) {
                 let queue = started.duration_since(member.enqueued);
-                metrics::histogram!(telemetry::QUEUE_DURATION, "model" => model.clone())
-                    .record(queue.as_secs_f64());
+                series.queue.record(queue.as_secs_f64());
                 let _ = member.reply.send(Ok(JobOutput {
                     outputs,
                     batch_rows,
@@ -95,10 +93,32 @@ fn run_batch(
             }
         }
         Err(error) => {
-            tracing::warn!(model = %model, %error, "batch failed");
+            tracing::warn!(model = %settings.model, %error, "batch failed");
             for member in members {
                 let _ = member.reply.send(Err(error.clone()));
             }
+        }
+    }
+}
+
+/// The per-batch series of one model, registered once per instance thread.
+struct BatchSeries {
+    executions: metrics::Counter,
+    rows: metrics::Counter,
+    batch_size: metrics::Histogram,
+    compute: metrics::Histogram,
+    queue: metrics::Histogram,
+}
+
+impl BatchSeries {
+    fn new(model: &str) -> BatchSeries {
+        let label = || [("model", model.to_string())];
+        BatchSeries {
+            executions: metrics::counter!(telemetry::EXECUTIONS, &label()),
+            rows: metrics::counter!(telemetry::INFERENCE_ROWS, &label()),
+            batch_size: metrics::histogram!(telemetry::BATCH_SIZE, &label()),
+            compute: metrics::histogram!(telemetry::COMPUTE_DURATION, &label()),
+            queue: metrics::histogram!(telemetry::QUEUE_DURATION, &label()),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::request::{CacheControl, CacheStatus};
 use crate::telemetry;
 use flight::{Flights, Role};
 use key::CacheKey;
+use metrics::{Counter, Histogram};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,75 @@ pub struct Cache {
     memory: moka::future::Cache<CacheKey, Arc<CachedValue>>,
     flights: Arc<Flights>,
     shared: Option<Arc<redis::SharedTier>>,
+    lookup_duration: Histogram,
+    fill_duration: Histogram,
+}
+
+/// What the cache knows of one model: the name its values carry (purges go by it), the TTL of
+/// its entries and its counters, registered once at load rather than looked up per request.
+#[derive(Clone)]
+pub struct ModelCache {
+    pub name: String,
+    pub ttl: Duration,
+    series: CacheSeries,
+}
+
+impl ModelCache {
+    /// Needs the metrics recorder installed first, or the counters record nothing.
+    pub fn new(name: &str, ttl: Duration) -> ModelCache {
+        ModelCache {
+            name: name.to_string(),
+            ttl,
+            series: CacheSeries::new(name),
+        }
+    }
+}
+
+/// `tollgate_cache_requests_total` of one model, one counter per (status, tier) that occurs.
+#[derive(Clone)]
+struct CacheSeries {
+    hit_memory: Counter,
+    hit_redis: Counter,
+    miss: Counter,
+    coalesced: Counter,
+    bypass: Counter,
+}
+
+impl CacheSeries {
+    fn new(model: &str) -> CacheSeries {
+        let counter = |status: CacheStatus, tier: &'static str| {
+            metrics::counter!(telemetry::CACHE_REQUESTS,
+                "model" => model.to_string(), "status" => status.as_str(), "tier" => tier)
+        };
+        CacheSeries {
+            hit_memory: counter(CacheStatus::Hit, MEMORY),
+            hit_redis: counter(CacheStatus::Hit, REDIS),
+            miss: counter(CacheStatus::Miss, MEMORY),
+            coalesced: counter(CacheStatus::Coalesced, MEMORY),
+            bypass: counter(CacheStatus::Bypass, "none"),
+        }
+    }
+
+    fn count(&self, status: CacheStatus, tier: Tier) {
+        let counter = match (status, tier) {
+            (CacheStatus::Hit, Tier::Memory) => &self.hit_memory,
+            (CacheStatus::Hit, Tier::Redis) => &self.hit_redis,
+            (CacheStatus::Miss, _) => &self.miss,
+            (CacheStatus::Coalesced, _) => &self.coalesced,
+            (CacheStatus::Bypass, _) => &self.bypass,
+        };
+        counter.increment(1);
+    }
+}
+
+const MEMORY: &str = "memory";
+const REDIS: &str = "redis";
+
+/// Where a hit was found.
+#[derive(Clone, Copy)]
+enum Tier {
+    Memory,
+    Redis,
 }
 
 /// Lets each entry live as long as its model's TTL.
@@ -68,6 +138,8 @@ impl Cache {
             memory,
             flights: Arc::new(Flights::default()),
             shared,
+            lookup_duration: metrics::histogram!(telemetry::CACHE_LOOKUP_DURATION),
+            fill_duration: metrics::histogram!(telemetry::CACHE_FILL_DURATION),
         }
     }
 
@@ -76,8 +148,7 @@ impl Cache {
     pub async fn serve<F>(
         &self,
         key: CacheKey,
-        model: &str,
-        ttl: Duration,
+        model: &ModelCache,
         control: CacheControl,
         compute: F,
     ) -> Result<(Arc<CachedValue>, CacheStatus), Error>
@@ -86,11 +157,10 @@ impl Cache {
     {
         if control.lookup {
             let started = Instant::now();
-            let found = self.lookup(&key, model, ttl).await;
-            metrics::histogram!(telemetry::CACHE_LOOKUP_DURATION)
-                .record(started.elapsed().as_secs_f64());
+            let found = self.lookup(&key, model).await;
+            self.lookup_duration.record(started.elapsed().as_secs_f64());
             if let Some((value, tier)) = found {
-                self.count(model, CacheStatus::Hit, tier);
+                model.series.count(CacheStatus::Hit, tier);
                 return Ok((value, CacheStatus::Hit));
             }
         }
@@ -101,6 +171,7 @@ impl Cache {
                 let memory = self.memory.clone();
                 let flights = self.flights.clone();
                 let shared = self.shared.clone();
+                let fill_duration = self.fill_duration.clone();
                 tokio::spawn(async move {
                     let outcome = compute.await.map(Arc::new);
                     if let (Ok(value), true) = (&outcome, control.store) {
@@ -109,8 +180,7 @@ impl Cache {
                         if let Some(shared) = shared {
                             shared.store(key, value.clone());
                         }
-                        metrics::histogram!(telemetry::CACHE_FILL_DURATION)
-                            .record(started.elapsed().as_secs_f64());
+                        fill_duration.record(started.elapsed().as_secs_f64());
                     }
                     // Publish before landing: a caller arriving in between finds the value in
                     // memory or joins this flight and still gets the outcome.
@@ -120,7 +190,7 @@ impl Cache {
                 CacheStatus::Miss
             }
         };
-        self.count(model, status, "memory");
+        model.series.count(status, Tier::Memory);
         match flight::outcome(receiver).await {
             Some(Ok(value)) => Ok((value, status)),
             Some(Err(error)) => Err(error),
@@ -130,30 +200,19 @@ impl Cache {
         }
     }
 
-    async fn lookup(
-        &self,
-        key: &CacheKey,
-        model: &str,
-        ttl: Duration,
-    ) -> Option<(Arc<CachedValue>, &'static str)> {
+    async fn lookup(&self, key: &CacheKey, model: &ModelCache) -> Option<(Arc<CachedValue>, Tier)> {
         if let Some(value) = self.memory.get(key).await {
-            return Some((value, "memory"));
+            return Some((value, Tier::Memory));
         }
         let shared = self.shared.as_ref()?;
-        let value = Arc::new(shared.fetch(key, model, ttl).await?);
+        let value = Arc::new(shared.fetch(key, &model.name, model.ttl).await?);
         self.memory.insert(*key, value.clone()).await;
-        Some((value, "redis"))
-    }
-
-    fn count(&self, model: &str, status: CacheStatus, tier: &'static str) {
-        metrics::counter!(telemetry::CACHE_REQUESTS,
-            "model" => model.to_string(), "status" => status.as_str(), "tier" => tier)
-        .increment(1);
+        Some((value, Tier::Redis))
     }
 
     /// Records a request that did not use the cache at all.
-    pub fn count_bypass(&self, model: &str) {
-        self.count(model, CacheStatus::Bypass, "none");
+    pub fn count_bypass(&self, model: &ModelCache) {
+        model.series.count(CacheStatus::Bypass, Tier::Memory);
     }
 
     /// Drops every entry, or one model's, from both tiers. Returns the memory entries removed.

@@ -29,7 +29,9 @@ fn key(n: u8) -> CacheKey {
     CacheKey([n; 32])
 }
 
-const TTL: Duration = Duration::from_secs(60);
+fn model() -> ModelCache {
+    ModelCache::new("m", Duration::from_secs(60))
+}
 
 #[tokio::test]
 async fn a_caller_who_gives_up_does_not_cancel_the_computation() {
@@ -41,7 +43,7 @@ async fn a_caller_who_gives_up_does_not_cancel_the_computation() {
         let runs = runs.clone();
         tokio::spawn(async move {
             cache
-                .serve(key(1), "m", TTL, CacheControl::default(), async move {
+                .serve(key(1), &model(), CacheControl::default(), async move {
                     runs.fetch_add(1, Ordering::SeqCst);
                     let _ = released.await;
                     Ok(value())
@@ -57,7 +59,7 @@ async fn a_caller_who_gives_up_does_not_cancel_the_computation() {
         let cache = cache.clone();
         tokio::spawn(async move {
             cache
-                .serve(key(1), "m", TTL, CacheControl::default(), async {
+                .serve(key(1), &model(), CacheControl::default(), async {
                     panic!("must not run twice")
                 })
                 .await
@@ -72,7 +74,7 @@ async fn a_caller_who_gives_up_does_not_cancel_the_computation() {
     assert_eq!(*got, value());
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let (_, status) = cache
-        .serve(key(1), "m", TTL, CacheControl::default(), async {
+        .serve(key(1), &model(), CacheControl::default(), async {
             panic!("it is cached")
         })
         .await
@@ -92,7 +94,7 @@ async fn a_failure_reaches_every_waiter_and_is_not_stored() {
         let cache = cache.clone();
         tokio::spawn(async move {
             cache
-                .serve(key(2), "m", TTL, CacheControl::default(), failing)
+                .serve(key(2), &model(), CacheControl::default(), failing)
                 .await
         })
     };
@@ -101,7 +103,7 @@ async fn a_failure_reaches_every_waiter_and_is_not_stored() {
         let cache = cache.clone();
         tokio::spawn(async move {
             cache
-                .serve(key(2), "m", TTL, CacheControl::default(), async {
+                .serve(key(2), &model(), CacheControl::default(), async {
                     Ok(value())
                 })
                 .await
@@ -115,7 +117,7 @@ async fn a_failure_reaches_every_waiter_and_is_not_stored() {
         "the follower shares the leader's failure"
     );
     let (_, status) = cache
-        .serve(key(2), "m", TTL, CacheControl::default(), async {
+        .serve(key(2), &model(), CacheControl::default(), async {
             Ok(value())
         })
         .await

@@ -8,7 +8,9 @@ use crate::backend::onnx::{OnnxEngine, OnnxSettings};
 use crate::backend::remote::{self, Target, Upstream, UpstreamSettings, UpstreamUrl};
 use crate::backend::{BackendError, Engine};
 use crate::batch::{self, BatcherSettings, Policy};
+use crate::cache::ModelCache;
 use crate::config::{Config, Device, ModelConfig};
+use crate::telemetry::RequestSeries;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,11 +176,15 @@ fn assemble(config: &Config, model_config: &ModelConfig, loaded: Engines) -> Mod
         batching,
         max_batch_size: model_config.max_batch_size,
         cache_enabled: config.cache.enabled && model_config.cache,
-        cache_ttl: Duration::from_secs(
-            model_config
-                .cache_ttl_seconds
-                .unwrap_or(config.cache.ttl_seconds),
+        cache: ModelCache::new(
+            &model_config.name,
+            Duration::from_secs(
+                model_config
+                    .cache_ttl_seconds
+                    .unwrap_or(config.cache.ttl_seconds),
+            ),
         ),
+        requests: RequestSeries::new(&model_config.name),
         default_priority: model_config.default_priority,
         default_timeout_us: model_config.default_timeout_us,
         price_per_hour: loaded.price_per_hour,

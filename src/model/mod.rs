@@ -14,7 +14,6 @@ use crate::error::ErrorClass;
 use spec::ModelSpec;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RequestError {
@@ -59,7 +58,8 @@ pub struct Model {
     pub batching: bool,
     pub max_batch_size: usize,
     pub cache_enabled: bool,
-    pub cache_ttl: Duration,
+    pub cache: crate::cache::ModelCache,
+    pub requests: crate::telemetry::RequestSeries,
     pub default_priority: u8,
     pub default_timeout_us: u64,
     pub price_per_hour: f64,

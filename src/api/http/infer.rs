@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::request::{InferRequest, InferResponse, RequestOptions};
 use crate::tensor::{DataType, Tensor};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
@@ -235,81 +235,55 @@ fn json_param(value: &Value) -> Option<ParamValue<'_>> {
     })
 }
 
-#[derive(Serialize)]
-struct ResponseHeader<'a> {
-    model_name: &'a str,
-    model_version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    parameters: Map<String, Value>,
-    outputs: Vec<OutputJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct OutputJson<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: &'a [usize],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<Map<String, Value>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Box<RawValue>>,
-}
-
-/// The response parameters that say how a request was served (also sent as headers).
-pub fn served_parameters(response: &InferResponse) -> Map<String, Value> {
-    let served = &response.served;
-    let mut parameters = Map::new();
-    parameters.insert("cache".into(), served.cache.as_str().into());
-    parameters.insert("request_id".into(), served.request_id.clone().into());
-    parameters.insert("batch_size".into(), served.batch_rows.into());
-    parameters.insert("queue_us".into(), served.queue_us.into());
-    parameters.insert("compute_us".into(), served.compute_us.into());
-    parameters.insert("cost_usd".into(), served.cost_usd.into());
-    parameters.insert("saved_usd".into(), served.saved_usd.into());
-    parameters
-}
-
 /// Encodes a response. Returns the body and, when any output is binary, the JSON header length
 /// for `Inference-Header-Content-Length`.
+///
+/// The JSON is written straight into the body rather than through a `serde_json::Value` tree:
+/// on a cache hit, building and dropping that tree cost more than the numbers themselves.
+/// Strings and floats still go through serde_json, for escaping and shortest round-trip form.
 pub fn encode(response: &InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, Option<usize>) {
-    let mut outputs = Vec::with_capacity(response.outputs.len());
+    let text_size: usize = response.outputs.iter().map(|t| t.data.len() * 3).sum();
+    let mut body = Vec::with_capacity(256 + text_size);
     let mut binary_parts: Vec<&Bytes> = Vec::new();
-    for tensor in &response.outputs {
-        if encoding.is_binary(&tensor.name) {
-            let mut parameters = Map::new();
-            parameters.insert("binary_data_size".into(), tensor.data.len().into());
-            binary_parts.push(&tensor.data);
-            outputs.push(OutputJson {
-                name: &tensor.name,
-                datatype: tensor.dtype.as_str(),
-                shape: &tensor.shape,
-                parameters: Some(parameters),
-                data: None,
-            });
-        } else {
-            let mut text = Vec::with_capacity(tensor.data.len() * 3 + 2);
-            data::write(&mut text, tensor.dtype, &tensor.data);
-            let data = String::from_utf8(text)
-                .ok()
-                .and_then(|text| RawValue::from_string(text).ok());
-            outputs.push(OutputJson {
-                name: &tensor.name,
-                datatype: tensor.dtype.as_str(),
-                shape: &tensor.shape,
-                parameters: None,
-                data,
-            });
-        }
+    body.extend_from_slice(b"{\"model_name\":");
+    json_string(&mut body, &response.model);
+    body.extend_from_slice(b",\"model_version\":");
+    json_string(&mut body, &response.version);
+    if let Some(id) = &response.id {
+        body.extend_from_slice(b",\"id\":");
+        json_string(&mut body, id);
     }
-    let header = ResponseHeader {
-        model_name: &response.model,
-        model_version: &response.version,
-        id: response.id.as_deref(),
-        parameters: served_parameters(response),
-        outputs,
-    };
-    let mut body = serde_json::to_vec(&header).unwrap_or_else(|_| b"{}".to_vec());
+    body.extend_from_slice(b",\"parameters\":");
+    write_served(&mut body, &response.served);
+    body.extend_from_slice(b",\"outputs\":[");
+    for (index, tensor) in response.outputs.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"{\"name\":");
+        json_string(&mut body, &tensor.name);
+        body.extend_from_slice(b",\"datatype\":\"");
+        body.extend_from_slice(tensor.dtype.as_str().as_bytes());
+        body.extend_from_slice(b"\",\"shape\":[");
+        for (i, dim) in tensor.shape.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            json_integer(&mut body, *dim as u64);
+        }
+        body.push(b']');
+        if encoding.is_binary(&tensor.name) {
+            body.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+            json_integer(&mut body, tensor.data.len() as u64);
+            body.push(b'}');
+            binary_parts.push(&tensor.data);
+        } else {
+            body.extend_from_slice(b",\"data\":");
+            data::write(&mut body, tensor.dtype, &tensor.data);
+        }
+        body.push(b'}');
+    }
+    body.extend_from_slice(b"]}");
     if binary_parts.is_empty() {
         return (body, None);
     }
@@ -319,6 +293,39 @@ pub fn encode(response: &InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, 
         body.extend_from_slice(part);
     }
     (body, Some(header_length))
+}
+
+/// How the request was served (the same facts as the x-tollgate-* headers), as a JSON object.
+fn write_served(out: &mut Vec<u8>, served: &crate::request::Served) {
+    out.extend_from_slice(b"{\"cache\":\"");
+    out.extend_from_slice(served.cache.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"request_id\":");
+    json_string(out, &served.request_id);
+    out.extend_from_slice(b",\"batch_size\":");
+    json_integer(out, served.batch_rows as u64);
+    out.extend_from_slice(b",\"queue_us\":");
+    json_integer(out, served.queue_us);
+    out.extend_from_slice(b",\"compute_us\":");
+    json_integer(out, served.compute_us);
+    out.extend_from_slice(b",\"cost_usd\":");
+    json_float(out, served.cost_usd);
+    out.extend_from_slice(b",\"saved_usd\":");
+    json_float(out, served.saved_usd);
+    out.push(b'}');
+}
+
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail, and a &str always serializes.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+fn json_integer(out: &mut Vec<u8>, value: u64) {
+    let _ = serde_json::to_writer(&mut *out, &value);
+}
+
+/// Shortest round-trip form; a non-finite value (never produced by pricing) becomes null.
+fn json_float(out: &mut Vec<u8>, value: f64) {
+    let _ = serde_json::to_writer(&mut *out, &value);
 }
 
 #[cfg(test)]

@@ -275,18 +275,35 @@ fn cache_control(headers: &hyper::HeaderMap) -> Option<(bool, bool)> {
 
 fn served_headers(headers: &mut hyper::HeaderMap, response: &InferResponse) {
     let served = &response.served;
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
+    // Room for all seven at once instead of growing the map on the way.
+    headers.reserve(7);
+    let mut put = |name: &'static str, value: HeaderValue| {
+        headers.insert(HeaderName::from_static(name), value);
     };
-    put("x-tollgate-cache", served.cache.as_str().to_string());
-    put("x-tollgate-request-id", served.request_id.clone());
-    put("x-tollgate-batch-size", served.batch_rows.to_string());
-    put("x-tollgate-queue-us", served.queue_us.to_string());
-    put("x-tollgate-compute-us", served.compute_us.to_string());
-    put("x-tollgate-cost-usd", format!("{:e}", served.cost_usd));
-    put("x-tollgate-saved-usd", format!("{:e}", served.saved_usd));
+    put(
+        "x-tollgate-cache",
+        HeaderValue::from_static(served.cache.as_str()),
+    );
+    if let Ok(id) = HeaderValue::from_str(&served.request_id) {
+        put("x-tollgate-request-id", id);
+    }
+    put(
+        "x-tollgate-batch-size",
+        HeaderValue::from(served.batch_rows),
+    );
+    put("x-tollgate-queue-us", HeaderValue::from(served.queue_us));
+    put(
+        "x-tollgate-compute-us",
+        HeaderValue::from(served.compute_us),
+    );
+    for (name, usd) in [
+        ("x-tollgate-cost-usd", served.cost_usd),
+        ("x-tollgate-saved-usd", served.saved_usd),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&format!("{usd:e}")) {
+            put(name, value);
+        }
+    }
 }
 
 pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

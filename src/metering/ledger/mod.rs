@@ -158,17 +158,25 @@ pub struct Ledger {
     inner: Arc<Inner>,
 }
 
-// Field order matters: `tx` drops first, which lets the writer finish, and then `_writer`
-// (held only for its `Drop`) joins it.
+// Field order matters: `tx` drops first, which lets the writer finish, and then `writer`
+// (also the handle that wakes the writer) joins it on drop.
 struct Inner {
     tx: SyncSender<Command>,
     shared: Arc<Shared>,
     readers: store::Readers,
     settings: LedgerSettings,
-    _writer: WriterThread,
+    writer: WriterThread,
 }
 
 struct WriterThread(Option<JoinHandle<()>>);
+
+impl WriterThread {
+    fn wake(&self) {
+        if let Some(handle) = &self.0 {
+            handle.thread().unpark();
+        }
+    }
+}
 
 impl Drop for WriterThread {
     fn drop(&mut self) {
@@ -195,7 +203,7 @@ impl Ledger {
                 shared,
                 readers: store::Readers::new(settings.path.clone()),
                 settings,
-                _writer: WriterThread(Some(handle)),
+                writer: WriterThread(Some(handle)),
             }),
         })
     }
@@ -213,6 +221,7 @@ impl Ledger {
             record: Box::new(record),
             reply: None,
         }) {
+            // No wake-up: the writer collects asynchronous records on its own schedule.
             Ok(()) => return Submitted::Queued,
             Err(TrySendError::Full(cmd)) => (cmd, true),
             Err(TrySendError::Disconnected(cmd)) => (cmd, false),
@@ -255,6 +264,7 @@ impl Ledger {
                 TrySendError::Disconnected(_) => LedgerError::Closed,
             });
         }
+        self.wake_writer();
         committed.await.map_err(|_| LedgerError::Closed)?
     }
 
@@ -273,7 +283,14 @@ impl Ledger {
                 Err(TrySendError::Disconnected(_)) => return Err(LedgerError::Closed),
             }
         }
+        self.wake_writer();
         done.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Cuts the writer's park short: for commands somebody waits on. Asynchronous records do
+    /// not call it (see `Writer::gather`).
+    fn wake_writer(&self) {
+        self.inner.writer.wake();
     }
 
     pub fn stats(&self) -> LedgerStats {
@@ -331,6 +348,7 @@ impl Ledger {
             .tx
             .send(Command::Purge { cutoff_ms, reply })
             .map_err(|_| LedgerError::Closed)?;
+        self.wake_writer();
         done.recv().map_err(|_| LedgerError::Closed)?
     }
 
@@ -345,5 +363,6 @@ impl Ledger {
     #[cfg(test)]
     fn exec(&self, f: impl FnOnce(&rusqlite::Connection) + Send + 'static) {
         let _ = self.inner.tx.send(Command::Exec(Box::new(f)));
+        self.wake_writer();
     }
 }

@@ -204,31 +204,31 @@ impl Writer {
     }
 
     /// Fills `group` starting with `first`; false once the channel is closed.
+    ///
+    /// Between drains the writer parks instead of blocking on the channel: a blocked receiver
+    /// would be woken by every asynchronous record (a futex wake and two context switches per
+    /// request, measured at a fifth of a cache hit's CPU). Only commands somebody waits on
+    /// (`Ledger::wake_writer`) cut the park short.
     fn gather(&mut self, first: Command, group: &mut Group) -> bool {
         let deadline = Instant::now() + GROUP_WINDOW;
         let mut closed = absorb(first, group);
         while !closed && group.held.len() + group.waiting.len() < GROUP_RECORDS {
+            match self.rx.try_recv() {
+                Ok(cmd) => {
+                    closed = absorb(cmd, group);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => {}
+            }
             // Someone waits on this commit: take what is already queued but wait for nothing
             // more. Under load the next group forms while this one commits (fsyncs), so sync
             // latency is about one commit, not the window.
-            let left = if group.waiting.is_empty() {
-                deadline.saturating_duration_since(Instant::now())
-            } else {
-                Duration::ZERO
-            };
-            let next = if left.is_zero() {
-                self.rx.try_recv().map_err(|e| match e {
-                    TryRecvError::Empty => RecvTimeoutError::Timeout,
-                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                })
-            } else {
-                self.rx.recv_timeout(left)
-            };
-            match next {
-                Ok(cmd) => closed = absorb(cmd, group),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => return false,
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !group.waiting.is_empty() || left.is_zero() {
+                break;
             }
+            std::thread::park_timeout(left);
         }
         true
     }

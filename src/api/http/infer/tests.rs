@@ -94,3 +94,76 @@ fn malformed_bodies_name_the_field() {
     let err = decode("m", None, &Bytes::from_static(b"{}"), Some(10)).unwrap_err();
     assert!(err.to_string().contains("beyond"));
 }
+
+fn response(id: Option<&str>, outputs: Vec<Tensor>) -> InferResponse {
+    InferResponse {
+        model: "m\"odel".into(),
+        version: "1".into(),
+        id: id.map(str::to_string),
+        outputs,
+        served: crate::request::Served {
+            request_id: "abc-00000001".into(),
+            cache: crate::request::CacheStatus::Hit,
+            rows: 1,
+            batch_rows: 0,
+            queue_us: 0,
+            compute_us: 0,
+            cost_usd: 0.0,
+            saved_usd: 1.25e-7,
+            device: "cpu".into(),
+        },
+    }
+}
+
+fn fp32(name: &str, values: &[f32]) -> Tensor {
+    Tensor {
+        name: name.into(),
+        dtype: DataType::Fp32,
+        shape: vec![1, values.len()],
+        data: values
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into(),
+    }
+}
+
+#[test]
+fn encoded_json_is_valid_escaped_and_complete() {
+    let outputs = vec![fp32("y", &[0.5, -2.0]), fp32("z\n", &[1.0])];
+    let cases: &[(Option<&str>, Option<&str>)] =
+        &[(None, None), (Some("a\"b\\c"), Some("a\"b\\c"))];
+    for (id, expected_id) in cases {
+        let (body, length) = encode(&response(*id, outputs.clone()), &OutputEncoding::default());
+        assert_eq!(length, None);
+        let json: Value = serde_json::from_slice(&body).expect("valid JSON");
+        assert_eq!(json["model_name"], "m\"odel");
+        assert_eq!(json["model_version"], "1");
+        assert_eq!(json["id"].as_str(), *expected_id);
+        let parameters = &json["parameters"];
+        assert_eq!(parameters["cache"], "hit");
+        assert_eq!(parameters["request_id"], "abc-00000001");
+        assert_eq!(parameters["batch_size"], 0);
+        assert_eq!(parameters["saved_usd"].as_f64(), Some(1.25e-7));
+        assert_eq!(json["outputs"][0]["data"], serde_json::json!([0.5, -2.0]));
+        assert_eq!(json["outputs"][0]["shape"], serde_json::json!([1, 2]));
+        assert_eq!(json["outputs"][1]["name"], "z\n");
+        assert_eq!(json["outputs"][1]["datatype"], "FP32");
+    }
+}
+
+#[test]
+fn binary_outputs_follow_the_json_header() {
+    let outputs = vec![fp32("y", &[0.5, -2.0]), fp32("z", &[1.0])];
+    let encoding = OutputEncoding {
+        binary: vec!["z".into()],
+        all_binary: false,
+    };
+    let (body, length) = encode(&response(None, outputs), &encoding);
+    let length = length.expect("a binary output gives a header length");
+    let json: Value = serde_json::from_slice(&body[..length]).expect("valid JSON header");
+    assert_eq!(json["outputs"][1]["parameters"]["binary_data_size"], 4);
+    assert!(json["outputs"][1].get("data").is_none());
+    assert_eq!(json["outputs"][0]["data"], serde_json::json!([0.5, -2.0]));
+    assert_eq!(&body[length..], &1.0f32.to_le_bytes());
+}

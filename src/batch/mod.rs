@@ -3,6 +3,7 @@
 //! cloneable `BatchHandle`; admission is bounded so overload is refused at the door.
 
 mod actor;
+mod instance;
 pub mod policy;
 pub mod split;
 mod worker;
@@ -10,6 +11,7 @@ mod worker;
 use crate::backend::{BackendError, Engine};
 use crate::error::ErrorClass;
 use crate::tensor::Tensor;
+use instance::{Instance, Local, ModelRuns};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -86,14 +88,24 @@ pub struct BatchHandle {
     sender: mpsc::UnboundedSender<Pending>,
     queued: Arc<AtomicUsize>,
     settings: Arc<BatcherSettings>,
+    local: Local,
     /// Busy microseconds of each instance, for idle-time metering.
-    busy: Arc<Vec<Arc<AtomicU64>>>,
+    busy: Arc<[Arc<AtomicU64>]>,
 }
 
 impl BatchHandle {
     /// Queues the job and waits for its batch. The queue is unbounded as a channel but bounded
     /// by the admission counter, so a refusal is immediate and memory stays bounded.
+    ///
+    /// Without batching, a job that finds the queue empty and an instance idle runs at once on
+    /// the caller's thread, provided the model's recent runs were short (`INLINE_MAX_COMPUTE`)
+    /// and its engine computes locally. Nothing waits that it could overtake, and it saves the
+    /// hand-offs to the actor and the worker thread and back, which cost a small model far
+    /// more than its computation (BENCHMARKS.md).
     pub async fn submit(&self, job: Job) -> Result<JobOutput, BatchError> {
+        if let Some(done) = self.try_inline(&job) {
+            return done;
+        }
         let limit = self.settings.max_queue_size;
         if self.queued.fetch_add(1, Ordering::AcqRel) >= limit {
             self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -116,6 +128,26 @@ impl BatchHandle {
             return Err(self.closed());
         }
         receive.await.unwrap_or_else(|_| Err(self.closed()))
+    }
+
+    fn try_inline(&self, job: &Job) -> Option<Result<JobOutput, BatchError>> {
+        if self.settings.batching
+            || self.queued.load(Ordering::Acquire) > 0
+            || job
+                .deadline
+                .is_some_and(|deadline| deadline <= Instant::now())
+        {
+            return None;
+        }
+        let mut instance = self.local.idle()?;
+        let ran = instance.run(&[&job.inputs], &[job.rows]);
+        instance.queue_waits().record(0.0);
+        Some(ran.map(|mut ran| JobOutput {
+            outputs: ran.per_member.pop().unwrap_or_default(),
+            batch_rows: ran.batch_rows,
+            queue_us: 0,
+            compute_us: ran.compute.as_micros() as u64,
+        }))
     }
 
     pub fn queued(&self) -> usize {
@@ -147,29 +179,39 @@ pub fn start(settings: BatcherSettings, engines: Vec<Box<dyn Engine>>) -> BatchH
     // for assembly, and requests that arrive meanwhile can still join the next batch.
     let (work_sender, work_receiver) = mpsc::channel(1);
     let work_receiver = Arc::new(std::sync::Mutex::new(work_receiver));
-    let mut busy = Vec::with_capacity(engines.len());
-    for (instance, engine) in engines.into_iter().enumerate() {
-        let busy_us = Arc::new(AtomicU64::new(0));
-        busy.push(busy_us.clone());
+    let runs = Arc::new(ModelRuns::new(&settings.model));
+    let instances: Arc<[Arc<Instance>]> = engines
+        .into_iter()
+        .enumerate()
+        .map(|(index, engine)| {
+            Arc::new(Instance::new(&settings.model, index, engine, runs.clone()))
+        })
+        .collect();
+    for (index, instance) in instances.iter().enumerate() {
         worker::spawn(
             settings.clone(),
-            instance,
-            engine,
+            index,
+            instance.clone(),
             work_receiver.clone(),
-            busy_us,
         );
     }
+    let busy = instances.iter().map(|i| i.busy_us().clone()).collect();
+    let local = Local::new(instances, runs);
     tokio::spawn(actor::run(
         settings.clone(),
         receiver,
-        work_sender,
+        actor::Outlets {
+            workers: work_sender,
+            local: local.clone(),
+        },
         queued.clone(),
     ));
     BatchHandle {
         sender,
         queued,
         settings,
-        busy: Arc::new(busy),
+        local,
+        busy,
     }
 }
 

@@ -1,0 +1,472 @@
+#!/usr/bin/env bash
+# Triton vs Tollgate, each serving models/digits on its own, side by side at 32 concurrent
+# clients with the cache off. The goal it checks (issue tracker, "peers"): Tollgate answers
+# >= 10x Triton's requests/s at c=32 with <= 1/5 of its p99.
+#
+#   A  Triton (the one nvidia-pytriton bundles) serving models/digits through
+#      scripts/peers/triton_digits.py: Python backend, onnxruntime with one thread, Triton's
+#      dynamic batcher at max_batch_size 32, max_queue_delay_microseconds 1000
+#   B  Tollgate (release build) serving the same models/digits/1/model.onnx itself through ONNX
+#      Runtime with the same batch settings: max_batch_size = 32, max_queue_delay_us = 1000,
+#      cache off ([cache] enabled = false and cache = false on the model), instances = 1,
+#      intra_op_threads = 1
+#
+# Both are loaded by the same generator the same way: tollgate-loadtest --protocol http-binary
+# --concurrency 32 --distinct 1000 --seed S, straight at each server's HTTP port. Before any
+# measurement both sides must answer the 16 rows of models/digits/test_rows.json with the labels
+# pinned there (and probabilities that agree with each other). Install Triton once with
+# `scripts/peers/check.sh triton`.
+#
+# Usage: scripts/peers/c32.sh
+# Knobs (environment): C32_RUNS (runs per side, default 3), C32_DURATION (measured seconds,
+# default 10), C32_WARMUP (default 2), C32_SEED (seed of the first round, default 1; round r
+# uses seed+r-1 on both sides), C32_TIME_LIMIT (seconds for the whole script, default 900),
+# C32_SETTLE_MAX (seconds to wait for idle CPUs before each run, default 45).
+# Runs alternate A B, B A, A B, ... A run during which other processes used more than 15 % of
+# the CPUs is run once more (the repeat is the one kept).
+# Figures per side: medians over the runs of req/s, p50 and p99 (the load generator's reports)
+# and of server CPU per request (CPU time of the server's whole process tree from the end of the
+# warm-up to the end of the run, divided by the requests answered in the measured period).
+# The goal counts as met only if Tollgate's runs had no errors.
+# Results: target/bench/peers_c32_{triton,tollgate}_r<N>.json (the load generator's report per
+# run) and target/bench/peers_c32_summary.json (runs, medians, ratios, verdicts).
+# Everything binds 127.0.0.1; every process started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+RUNS=${C32_RUNS:-3}
+DURATION=${C32_DURATION:-10}
+WARMUP=${C32_WARMUP:-2}
+SEED=${C32_SEED:-1}
+TIME_LIMIT=${C32_TIME_LIMIT:-900}
+SETTLE_MAX=${C32_SETTLE_MAX:-45}
+CONCURRENCY=32
+DISTINCT=1000
+MAX_BATCH_SIZE=32
+MAX_QUEUE_DELAY_US=1000
+FOREIGN_MAX=15
+OUT=target/bench
+peers=.peers
+python=${PYTHON:-python3}
+triton_python="$peers/triton/bin/python"
+
+if [ ! -x "$triton_python" ] || [ ! -f "$peers/triton/.installed" ]; then
+    echo "c32.sh: Triton (nvidia-pytriton) is not installed under $peers/triton;" \
+        "run scripts/peers/check.sh triton once first" >&2
+    exit 1
+fi
+if [ ! -x target/release/tollgate ] || [ ! -x target/release/tollgate-loadtest ]; then
+    cargo build --release --bin tollgate -p tollgate-loadtest
+fi
+mkdir -p "$OUT"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-c32.XXXXXX")
+# Private copies, so a rebuild elsewhere during the run cannot swap the binaries under us.
+cp target/release/tollgate target/release/tollgate-loadtest "$tmp/"
+GATEWAY="$tmp/tollgate"
+LOADTEST="$tmp/tollgate-loadtest"
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+# ---- processes -------------------------------------------------------------------------------
+triton_pid=""
+gateway_pid=""
+watchdog_pid=""
+sampler_pid=""
+triton_children=()   # "pid:starttime" of what Triton's launcher started (tritonserver, stubs)
+pytriton_cache="$HOME/.cache/pytriton"
+workspaces_before=$(ls "$pytriton_cache" 2>/dev/null || true)
+
+start_time_of() { # PID -> the process's start time (field 22 of /proc/PID/stat), or nothing
+    awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null || true
+}
+
+wait_gone() { # PID SECONDS
+    local deadline=$((SECONDS + $2))
+    while kill -0 "$1" 2>/dev/null && [ $SECONDS -lt "$deadline" ]; do sleep 0.2; done
+    ! kill -0 "$1" 2>/dev/null
+}
+
+cleanup() {
+    local entry pid start
+    trap - EXIT INT TERM
+    if [ -n "$watchdog_pid" ]; then kill "$watchdog_pid" 2>/dev/null || true; fi
+    if [ -n "$sampler_pid" ]; then
+        for pid in $(descendants "$sampler_pid") "$sampler_pid"; do kill "$pid" 2>/dev/null || true; done
+    fi
+    if [ -n "$gateway_pid" ]; then
+        kill "$gateway_pid" 2>/dev/null || true
+        wait_gone "$gateway_pid" 10 || kill -KILL "$gateway_pid" 2>/dev/null || true
+    fi
+    if [ -n "$triton_pid" ]; then
+        # The launcher turns SIGTERM into a normal exit, which stops tritonserver through pytriton.
+        kill -- "-$triton_pid" 2>/dev/null || kill "$triton_pid" 2>/dev/null || true
+        wait_gone "$triton_pid" 45 || kill -KILL -- "-$triton_pid" 2>/dev/null || true
+    fi
+    for entry in "${triton_children[@]}"; do
+        pid=${entry%%:*}; start=${entry#*:}
+        if [ "$(start_time_of "$pid")" = "$start" ]; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    wait 2>/dev/null || true
+    # pytriton copies Triton into a fresh workspace per run; remove the ones this run made.
+    for workspace in $(ls "$pytriton_cache" 2>/dev/null || true); do
+        grep -qx "$workspace" <<<"$workspaces_before" || rm -rf "${pytriton_cache:?}/$workspace"
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'echo "c32.sh: stopped (time limit ${TIME_LIMIT}s or TERM)" >&2; exit 124' TERM
+# The watchdog stops its own sleep when it is stopped, so nothing is left behind.
+( trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
+  sleep "$TIME_LIMIT" & sleeper=$!
+  wait "$sleeper" && kill -TERM $$ 2>/dev/null ) &
+watchdog_pid=$!
+
+free_port() {
+    "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_http() { # URL SECONDS PID LOG
+    local deadline=$((SECONDS + $2))
+    until curl -sf -o /dev/null "$1"; do
+        if ! kill -0 "$3" 2>/dev/null || [ $SECONDS -ge "$deadline" ]; then
+            echo "c32.sh: $1 did not come up; the log:" >&2
+            tail -40 "$4" >&2
+            return 1
+        fi
+        sleep 0.3
+    done
+}
+
+fetch() { # URL FILE [CURL ARGS...]
+    local url=$1 file=$2
+    shift 2
+    curl -sSf --max-time 10 "$@" -o "$file" "$url" || {
+        echo "c32.sh: could not read $url" >&2
+        return 1
+    }
+}
+
+descendants() { # ROOT_PID... -> the pids of every process below them
+    awk -v roots="$*" '
+        { pid = FILENAME; sub(/^\/proc\//, "", pid); sub(/\/stat$/, "", pid)
+          sub(/^.*\) /, ""); parent[pid] = $2 }
+        END {
+            n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1
+            do { added = 0
+                 for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; added = 1 }
+            } while (added)
+            for (i = 1; i <= n; i++) delete keep[r[i]]
+            for (p in keep) print p
+        }' /proc/[0-9]*/stat 2>/dev/null
+}
+
+tree_cpu_ticks() { # ROOT_PID... -> utime + stime of the roots and everything below them
+    local pids
+    pids="$* $(descendants "$@" | tr '\n' ' ')"
+    for pid in $pids; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
+        awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }'
+}
+
+machine_ticks() { # busy and total ticks of all CPUs
+    awk '/^cpu / { total = 0; for (i = 2; i <= NF; i++) total += $i
+                   print total - $5 - $6, total }' /proc/stat
+}
+
+cpu_idle_percent() {
+    local a b
+    a=$(machine_ticks); sleep 1; b=$(machine_ticks)
+    echo "$a $b" | awk '{ d = $4 - $2; printf "%d\n", (d > 0 ? 100 - 100 * ($3 - $1) / d : 100) }'
+}
+
+settle() { # wait (bounded) until the CPUs are mostly idle
+    local deadline=$((SECONDS + SETTLE_MAX)) idle
+    idle=$(cpu_idle_percent)
+    while [ "$idle" -lt 85 ] && [ $SECONDS -lt "$deadline" ]; do idle=$(cpu_idle_percent); done
+    [ "$idle" -lt 85 ] && echo "  (machine still busy before the run: ${idle}% idle)"
+    return 0
+}
+
+# ---- A: Triton -------------------------------------------------------------------------------
+model="$PWD/models/digits/1/model.onnx"
+triton_http=$(free_port); triton_grpc=$(free_port); triton_metrics=$(free_port)
+# triton_digits.py leaves the listen addresses at Triton's default (all interfaces) and lets
+# pytriton pick a random token for Triton's restricted APIs. This wraps it so that HTTP, gRPC and
+# metrics listen on 127.0.0.1 only and the token is one this script knows (passed in the
+# environment, never written to disk).
+launcher='
+import functools, os, sys
+sys.path.insert(0, "scripts/peers")
+import triton_digits
+from pytriton.triton import TritonSecurityConfig
+local = "127.0.0.1"
+triton_digits.TritonConfig = functools.partial(
+    triton_digits.TritonConfig, http_address=local, grpc_address=local, metrics_address=local)
+triton_digits.Triton = functools.partial(
+    triton_digits.Triton,
+    security_config=TritonSecurityConfig(access_token=os.environ.pop("C32_TRITON_TOKEN")))
+sys.argv = ["triton_digits.py", *sys.argv[1:]]
+triton_digits.main()
+'
+triton_token=$("$python" -c 'import secrets; print(secrets.token_urlsafe(24))')
+prefix=$("$triton_python" -c 'import sys; print(sys.base_prefix)')
+echo "starting Triton (pytriton) on 127.0.0.1: http $triton_http, grpc $triton_grpc," \
+    "metrics $triton_metrics (max_batch_size $MAX_BATCH_SIZE, max_queue_delay ${MAX_QUEUE_DELAY_US} us)"
+# Its own process group (setsid), so stopping it reaches what it started. The Python backend's
+# stub links the system libpython unless pointed at this interpreter's library folder.
+C32_TRITON_TOKEN="$triton_token" LD_LIBRARY_PATH="$prefix/lib:${LD_LIBRARY_PATH:-}" setsid "$triton_python" -c "$launcher" \
+    "$model" "$triton_http" "$triton_grpc" "$triton_metrics" \
+    --max-batch-size "$MAX_BATCH_SIZE" --max-queue-delay-us "$MAX_QUEUE_DELAY_US" \
+    >"$tmp/triton.log" 2>&1 &
+triton_pid=$!
+wait_http "http://127.0.0.1:$triton_http/v2/models/digits/ready" 180 "$triton_pid" "$tmp/triton.log"
+wait_http "http://127.0.0.1:$triton_metrics/metrics" 30 "$triton_pid" "$tmp/triton.log"
+for pid in $(descendants "$triton_pid"); do
+    start=$(start_time_of "$pid")
+    [ -n "$start" ] && triton_children+=("$pid:$start")
+done
+
+# ---- B: Tollgate -----------------------------------------------------------------------------
+gateway_http=$(free_port); gateway_grpc=$(free_port)
+cat >"$tmp/tollgate.toml" <<TOML
+[server]
+http_addr = "127.0.0.1:$gateway_http"
+grpc_addr = "127.0.0.1:$gateway_grpc"
+max_concurrent_requests = 4096
+
+[cache]
+enabled = false
+
+[ledger]
+path = "$tmp/ledger.sqlite"
+
+[[models]]
+name = "digits"
+version = "1"
+path = "$model"
+device = "cpu"
+instances = 1
+intra_op_threads = 1
+max_batch_size = $MAX_BATCH_SIZE
+max_queue_delay_us = $MAX_QUEUE_DELAY_US
+cache = false
+TOML
+"$GATEWAY" check-config --config "$tmp/tollgate.toml" >/dev/null
+echo "starting Tollgate on 127.0.0.1: http $gateway_http, grpc $gateway_grpc (same model, same" \
+    "batch settings, cache off)"
+"$GATEWAY" serve --config "$tmp/tollgate.toml" --http-addr "127.0.0.1:$gateway_http" \
+    --grpc-addr "127.0.0.1:$gateway_grpc" >"$tmp/tollgate.log" 2>&1 &
+gateway_pid=$!
+wait_http "http://127.0.0.1:$gateway_http/v2/models/digits/ready" 60 "$gateway_pid" "$tmp/tollgate.log"
+
+# ---- both answer correctly -------------------------------------------------------------------
+"$python" - models/digits/test_rows.json "127.0.0.1:$triton_http" "127.0.0.1:$gateway_http" <<'PY'
+import json, math, sys, urllib.request
+
+rows = json.load(open(sys.argv[1]))
+inputs, expected = rows["input"], rows["label"]
+body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [len(inputs), 64],
+                               "data": [v for row in inputs for v in row]}]}).encode()
+answers = {}
+for side, address in (("triton", sys.argv[2]), ("tollgate", sys.argv[3])):
+    request = urllib.request.Request(f"http://{address}/v2/models/digits/infer", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        outputs = {o["name"]: o["data"] for o in json.load(response)["outputs"]}
+    labels = [int(v) for v in outputs["label"]]
+    if labels != expected:
+        sys.exit(f"c32.sh: {side} answered labels {labels}, test_rows.json pins {expected}")
+    answers[side] = outputs["probabilities"]
+a, b = answers["triton"], answers["tollgate"]
+worst = max(abs(x - y) for x, y in zip(a, b))
+if len(a) != len(b) or not all(math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5) for x, y in zip(a, b)):
+    sys.exit(f"c32.sh: Triton's and Tollgate's probabilities differ (max |diff| {worst:g})")
+print(f"check: both sides answer the {len(expected)} test rows with the pinned labels; "
+      f"probabilities agree (max |diff| {worst:.1e})")
+PY
+
+# ---- runs ------------------------------------------------------------------------------------
+manifest="$tmp/manifest.tsv"
+: >"$manifest"
+
+run_once() { # SIDE ROUND -> writes TAG.row: side round seed report cpu_us ours_ticks machine_ticks
+    local side=$1 round=$2 seed=$((SEED + $2 - 1)) target pid name tag extra=()
+    if [ "$side" = triton ]; then
+        target="127.0.0.1:$triton_http"; pid=$triton_pid
+    else
+        target="127.0.0.1:$gateway_http"; pid=$gateway_pid
+        extra=(--metrics-url "http://127.0.0.1:$gateway_http/metrics")
+    fi
+    name="peers_c32_${side}_r${round}"
+    tag="$tmp/$name"
+    rm -f "$tag.cpu0"
+    settle
+    [ "$side" = triton ] && fetch "http://127.0.0.1:$triton_metrics/metrics" "$tag.triton_before"
+    local ours0 machine0 ours1 machine1 side1
+    ours0=$(tree_cpu_ticks "$triton_pid" "$gateway_pid"); machine0=$(machine_ticks)
+    # The server's CPU counts from the end of the warm-up, as the load generator's figures do.
+    (sleep "$WARMUP"; tree_cpu_ticks "$pid" >"$tag.cpu0") &
+    sampler_pid=$!
+    timeout $((WARMUP + DURATION + 60)) /usr/bin/time -f '%U %S' -o "$tag.loadtest_cpu" \
+        "$LOADTEST" --target "$target" --protocol http-binary --model digits \
+        --concurrency "$CONCURRENCY" --duration "${DURATION}s" --warmup "${WARMUP}s" \
+        --distinct "$DISTINCT" --seed "$seed" --timeout 10s --no-progress \
+        --json "$OUT/$name.json" "${extra[@]}" >"$tag.stdout" 2>"$tag.stderr" || {
+        echo "c32.sh: the load generator failed against $side (round $round):" >&2
+        cat "$tag.stderr" >&2
+        return 1
+    }
+    side1=$(tree_cpu_ticks "$pid")
+    ours1=$(tree_cpu_ticks "$triton_pid" "$gateway_pid"); machine1=$(machine_ticks)
+    wait "$sampler_pid" 2>/dev/null || true
+    sampler_pid=""
+    [ "$side" = triton ] && fetch "http://127.0.0.1:$triton_metrics/metrics" "$tag.triton_after"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$side" "$round" "$seed" "$OUT/$name.json" "$tag" \
+        "$(( (side1 - $(cat "$tag.cpu0")) * TICK_US ))" "$((ours1 - ours0))" \
+        "$(echo "$machine0 $machine1" | awk '{ print $3 - $1, $4 - $2 }')" >"$tag.row"
+    "$python" - "$OUT/$name.json" "$side" "$round" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+lat = r["latency_ms"]
+print(f"  {sys.argv[2]:8} r{sys.argv[3]}: {r['requests_per_s']:9.1f} req/s  p50 {lat['p50']:.2f} ms"
+      f"  p99 {lat['p99']:.2f} ms  errors {r['errors_total']}")
+PY
+}
+
+others_share() { # TAG -> percent of all CPUs used by processes other than the servers and the load generator
+    local lt
+    lt=$(awk -v hz="$(getconf CLK_TCK)" '{ print ($1 + $2) * hz }' "$1.loadtest_cpu" 2>/dev/null || echo 0)
+    awk -v lt="$lt" -F'\t' '{ split($8, m, " "); others = m[1] - $7 - lt
+                              printf "%d\n", (m[2] > 0 && others > 0 ? 100 * others / m[2] : 0) }' "$1.row"
+}
+
+echo "load: http-binary, c=$CONCURRENCY, ${DURATION}s after ${WARMUP}s warm-up, $DISTINCT distinct," \
+    "uniform; $RUNS runs per side, alternating A B / B A"
+for round in $(seq 1 "$RUNS"); do
+    if [ $((round % 2)) = 1 ]; then order="triton tollgate"; else order="tollgate triton"; fi
+    for side in $order; do
+        tag="$tmp/peers_c32_${side}_r${round}"
+        run_once "$side" "$round"
+        share=$(others_share "$tag")
+        if [ "$share" -gt "$FOREIGN_MAX" ]; then
+            echo "  others used ${share}% of the CPUs during that run; running it once more"
+            run_once "$side" "$round"
+            share=$(others_share "$tag")
+        fi
+        printf '%s\t%s\n' "$(cat "$tag.row")" "$share" >>"$manifest"
+    done
+done
+
+# ---- summary ---------------------------------------------------------------------------------
+"$python" - "$manifest" "$OUT/peers_c32_summary.json" "$CONCURRENCY" "$DURATION" "$WARMUP" \
+    "$DISTINCT" "$SEED" "$MAX_BATCH_SIZE" "$MAX_QUEUE_DELAY_US" <<'PY'
+import json, os, re, statistics, sys
+
+manifest, out_path = sys.argv[1], sys.argv[2]
+concurrency, duration, warmup, distinct, seed, max_batch, delay_us = sys.argv[3:10]
+RPS_GOAL, P99_GOAL = 10.0, 0.2
+
+
+def scrape(path):
+    """Prometheus text -> {name: sum over its series}."""
+    sums = {}
+    for line in open(path):
+        m = re.match(r"^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if m and not line.startswith("#"):
+            sums[m.group(1)] = sums.get(m.group(1), 0.0) + float(m.group(3))
+    return sums
+
+
+runs = []
+for line in open(manifest):
+    side, rnd, run_seed, report_path, tag, cpu_us, _ours, _machine, others = \
+        line.rstrip("\n").split("\t")
+    report = json.load(open(report_path))
+    rows_per_execution = None
+    if side == "triton" and os.path.exists(tag + ".triton_after"):
+        before, after = scrape(tag + ".triton_before"), scrape(tag + ".triton_after")
+        execs = after.get("nv_inference_exec_count", 0) - before.get("nv_inference_exec_count", 0)
+        rows = after.get("nv_inference_count", 0) - before.get("nv_inference_count", 0)
+        rows_per_execution = rows / execs if execs else None
+    elif side == "tollgate":
+        rows_per_execution = (report.get("server_metrics") or {}).get("mean_batch_size")
+    runs.append({
+        "side": side, "round": int(rnd), "seed": int(run_seed), "report": report_path,
+        "requests_per_s": report["requests_per_s"],
+        "p50_ms": report["latency_ms"]["p50"], "p99_ms": report["latency_ms"]["p99"],
+        "ok": report["ok"], "errors_total": report["errors_total"], "errors": report["errors"],
+        # The server's whole process tree, from the end of the warm-up to the end of the run.
+        "server_cpu_us_per_request": int(cpu_us) / report["ok"] if report["ok"] else None,
+        # Over the warm-up and the measured period.
+        "rows_per_execution": rows_per_execution,
+        "others_cpu_percent": int(others),
+    })
+
+keys = ["requests_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request", "rows_per_execution",
+        "errors_total", "others_cpu_percent"]
+medians = {}
+for side in ("triton", "tollgate"):
+    mine = [r for r in runs if r["side"] == side]
+    medians[side] = {k: statistics.median([r[k] for r in mine if r[k] is not None])
+                     if any(r[k] is not None for r in mine) else None for k in keys}
+a, b = medians["triton"], medians["tollgate"]
+clean = all(r["errors_total"] == 0 for r in runs if r["side"] == "tollgate")
+rps_ratio = b["requests_per_s"] / a["requests_per_s"] if a["requests_per_s"] else None
+p99_ratio = b["p99_ms"] / a["p99_ms"] if a["p99_ms"] else None
+cpu_ratio = (a["server_cpu_us_per_request"] / b["server_cpu_us_per_request"]
+             if a["server_cpu_us_per_request"] and b["server_cpu_us_per_request"] else None)
+goals = {
+    "requests_per_s_tollgate_over_triton": {
+        "value": rps_ratio, "goal": f">= {RPS_GOAL:g}",
+        "met": bool(clean and rps_ratio is not None and rps_ratio >= RPS_GOAL)},
+    "p99_tollgate_over_triton": {
+        "value": p99_ratio, "goal": f"<= {P99_GOAL:g}",
+        "met": bool(clean and p99_ratio is not None and p99_ratio <= P99_GOAL)},
+}
+json.dump({"load": {"protocol": "http-binary", "concurrency": int(concurrency),
+                    "duration_s": float(duration), "warmup_s": float(warmup),
+                    "distinct": int(distinct), "first_seed": int(seed)},
+           "batching": {"max_batch_size": int(max_batch), "max_queue_delay_us": int(delay_us),
+                        "cache": False},
+           "runs": runs, "medians": medians,
+           "ratios": {"p50_tollgate_over_triton": b["p50_ms"] / a["p50_ms"] if a["p50_ms"] else None,
+                      "server_cpu_per_request_triton_over_tollgate": cpu_ratio},
+           "goals": goals, "tollgate_error_free": clean},
+          open(out_path, "w"), indent=2)
+
+
+def fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+
+print()
+print("| side | run | req/s | p50 ms | p99 ms | server CPU us/req | rows/exec | errors | others' CPU |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for r in runs:
+    print(f"| {r['side']} | {r['round']} | {r['requests_per_s']:,.0f} | {r['p50_ms']:.2f} "
+          f"| {r['p99_ms']:.2f} | {fmt(r['server_cpu_us_per_request'], '.1f')} "
+          f"| {fmt(r['rows_per_execution'], '.2f')} | {r['errors_total']} "
+          f"| {r['others_cpu_percent']} % |")
+print()
+print(f"medians over {len(runs) // 2} run(s) per side (c={concurrency}, cache off, "
+      f"max_batch_size {max_batch}, max_queue_delay {delay_us} us)")
+print("| side | req/s | p50 ms | p99 ms | server CPU us/req | rows/exec | errors |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+for side, label in (("triton", "Triton (pytriton)"), ("tollgate", "Tollgate")):
+    m = medians[side]
+    print(f"| {label} | {m['requests_per_s']:,.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} "
+          f"| {fmt(m['server_cpu_us_per_request'], '.1f')} | {fmt(m['rows_per_execution'], '.2f')} "
+          f"| {m['errors_total']:g} |")
+print()
+print("| goal | Tollgate / Triton | target | verdict |")
+print("| --- | --- | --- | --- |")
+for label, key in (("req/s", "requests_per_s_tollgate_over_triton"),
+                   ("p99", "p99_tollgate_over_triton")):
+    g = goals[key]
+    print(f"| {label} | {fmt(g['value'], '.2f')} | {g['goal']} | {'met' if g['met'] else 'missed'} |")
+if not clean:
+    print("(Tollgate had errors, so neither goal counts as met)")
+print(f"server CPU per request, Triton / Tollgate: {fmt(cpu_ratio, '.1f')}x")
+print(f"written: {out_path}")
+PY

@@ -1,6 +1,8 @@
 //! The prediction cache's hot paths: computing a key (blake3 over model, version, names,
 //! datatypes, shapes and bytes) next to a bare `blake3::hash` of the same input bytes, which is
-//! the floor a key can reach; and a memory-tier hit through `Cache::serve`.
+//! the floor a key can reach; and a memory-tier hit through `Cache::serve`. Two more key rows
+//! cover the layouts' other paths: fields too long to be the blake3 key as they are (hashed
+//! first, one extra compression) and two inputs (sorted, hashed with a streaming hasher).
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate::cache::key::{compute, CacheKey, KeyParts};
 use tollgate::cache::value::CachedValue;
-use tollgate::cache::Cache;
+use tollgate::cache::{Cache, ModelCache};
 use tollgate::config::CacheConfig;
 use tollgate::request::CacheControl;
 use tollgate::tensor::{DataType, Tensor};
@@ -25,10 +27,14 @@ fn fp32_tensor(bytes: usize) -> Tensor {
 }
 
 fn key_of(inputs: &[Tensor]) -> CacheKey {
+    key_with(None, inputs)
+}
+
+fn key_with(tenant: Option<&str>, inputs: &[Tensor]) -> CacheKey {
     compute(&KeyParts {
         model: "digits",
         version: "1",
-        tenant: None,
+        tenant,
         inputs,
     })
 }
@@ -59,6 +65,23 @@ fn bench_key(c: &mut Criterion) {
     group.bench_function("blake3_hash/digits_row_256B", |b| {
         b.iter(|| blake3::hash(black_box(&row[0].data)))
     });
+    // The same 4 KiB with a tenant scope whose name pushes the fields past the 30 bytes that
+    // can be the blake3 key as they are, so they are hashed first; compare with blake3_hash/4KiB.
+    let four = [fp32_tensor(4096)];
+    group.throughput(Throughput::Bytes(4096));
+    group.bench_function("key_compute/4KiB_hashed_fields", |b| {
+        b.iter(|| {
+            key_with(
+                black_box(Some("a-tenant-with-a-long-name")),
+                black_box(&four),
+            )
+        })
+    });
+    // Two inputs of 2 KiB, listed out of name order: the multi-input path.
+    let mut second = fp32_tensor(2048);
+    second.name = "another".into();
+    let two = [fp32_tensor(2048), second];
+    group.bench_function("key_compute/2x2KiB", |b| b.iter(|| key_of(black_box(&two))));
     group.finish();
 }
 
@@ -97,12 +120,12 @@ fn bench_serve(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let cache = Cache::new(&CacheConfig::default());
-    let ttl = Duration::from_secs(3600);
+    let digits = ModelCache::new("digits", Duration::from_secs(3600));
     let row = [fp32_tensor(256)];
     let key = key_of(&row);
     runtime.block_on(async {
         cache
-            .serve(key, "digits", ttl, CacheControl::default(), async {
+            .serve(key, &digits, CacheControl::default(), async {
                 Ok(digits_value())
             })
             .await
@@ -115,13 +138,9 @@ fn bench_serve(c: &mut Criterion) {
         b.iter(|| {
             runtime.block_on(async {
                 let (value, status) = cache
-                    .serve(
-                        black_box(key),
-                        "digits",
-                        ttl,
-                        CacheControl::default(),
-                        async { Ok(digits_value()) },
-                    )
+                    .serve(black_box(key), &digits, CacheControl::default(), async {
+                        Ok(digits_value())
+                    })
                     .await
                     .expect("hit");
                 black_box((value, status))
@@ -134,7 +153,7 @@ fn bench_serve(c: &mut Criterion) {
             runtime.block_on(async {
                 let key = key_of(black_box(&row));
                 cache
-                    .serve(key, "digits", ttl, CacheControl::default(), async {
+                    .serve(key, &digits, CacheControl::default(), async {
                         Ok(digits_value())
                     })
                     .await

@@ -11,7 +11,7 @@
 #   d  compute-bound AlexNet: gateway rows/s vs ONNX Runtime called in-process (criterion bench)
 #   e  Zipf workload: device-seconds per 1,000 requests, cache + batching vs a naive config,
 #      and the load generator's hit ratio against the gateway's /metrics
-#   f  peers (Triton via nvidia-pytriton, MLServer) when installed; skipped otherwise
+#   f  peers (Triton via nvidia-pytriton, MLServer) when installed under .peers/: scripts/peers/c32.sh
 #
 # Usage: scripts/bench.sh [--quick] [--runs N] [--only a,b,c,d,e,f] [--criterion] [--no-build]
 #   --quick      shorter runs (about 6 minutes on an idle machine instead of about 11)
@@ -536,18 +536,14 @@ EOF
 fi
 
 # ---- f: peers --------------------------------------------------------------------------------
-if wants f; then
-    note "f) peers"
-    have_pytriton=0; have_mlserver=0
-    for py in .venv/bin/python python3; do
-        command -v "$py" >/dev/null 2>&1 && "$py" -c 'import pytriton' 2>/dev/null && have_pytriton=1
-        command -v "$py" >/dev/null 2>&1 && "$py" -c 'import mlserver' 2>/dev/null && have_mlserver=1
-    done
-    if [ "$have_pytriton" = 0 ] && [ "$have_mlserver" = 0 ]; then
-        echo "peers skipped: neither nvidia-pytriton nor mlserver is installed (recipe: scripts/peers/README.md)" |
-            tee -a "$OUT/notes.txt"
+if wants f && time_left f; then
+    note "f) peers: Triton and MLServer vs Tollgate at c=32, cache off (scripts/peers/c32.sh)"
+    if [ -f .peers/triton/.installed ]; then
+        C32_RUNS=$RUNS C32_DURATION=$DURATION C32_WARMUP=$WARMUP \
+            scripts/peers/c32.sh 2>&1 | tee "$OUT/peers_c32.txt" ||
+            echo "peers: c32.sh failed (see $OUT/peers_c32.txt)" | tee -a "$OUT/notes.txt"
     else
-        echo "peers are installed but not run by this script; follow scripts/peers/README.md" |
+        echo "peers skipped: Triton (nvidia-pytriton) is not installed under .peers/ (recipe: scripts/peers/README.md)" |
             tee -a "$OUT/notes.txt"
     fi
 fi

@@ -510,24 +510,36 @@ preferred_batch_sizes = [$best]
 max_queue_delay_us = 100000
 max_queue_size = 1024
 cache = false
+
+# The same model without batching: every request runs alone.
+[[models]]
+name = "alexnet_nobatch"
+path = "../../$ALEXNET"
+instances = 1
+intra_op_threads = $AX_THREADS
+max_batch_size = 0
+max_queue_size = 1024
+cache = false
 EOF
         rm -f "$OUT"/ledger-alexnet.sqlite*
         printf '\n[ledger]\npath = "%s"\n' "$PWD/$OUT/ledger-alexnet.sqlite" >>"$OUT/alexnet.toml"
         start_gateway AX "$OUT/alexnet.toml" "$OUT/gateway_alexnet.log"
         # Binary tensors: a 3x224x224 image is 600 KB raw, several MB as JSON text.
-        ax_load() {
-            LOAD_BUSY_AT=$AX LOAD_BUSY_MODEL=alexnet
-            load "$1" "$AX" alexnet --protocol http-binary --concurrency $((3 * best)) \
+        ax_load() { # NAME [MODEL]
+            local model=${2:-alexnet}
+            LOAD_BUSY_AT=$AX LOAD_BUSY_MODEL=$model
+            load "$1" "$AX" "$model" --protocol http-binary --concurrency $((3 * best)) \
                 --duration "${AX_DURATION}s" --warmup "${AX_WARMUP}s" --distinct 8 --seed 3 \
                 --metrics-url "http://$AX/metrics"
             LOAD_BUSY_AT="" LOAD_BUSY_MODEL=""
         }
         ax_load d_gateway_r1
+        ax_load d_nobatch_r1 alexnet_nobatch
         for run in $(seq 2 "$RUNS"); do
             if [ $((run % 2)) = 0 ]; then
-                ax_load "d_gateway_r$run"; ort_direct_run "$run"
+                ax_load "d_nobatch_r$run" alexnet_nobatch; ax_load "d_gateway_r$run"; ort_direct_run "$run"
             else
-                ort_direct_run "$run"; ax_load "d_gateway_r$run"
+                ort_direct_run "$run"; ax_load "d_gateway_r$run"; ax_load "d_nobatch_r$run" alexnet_nobatch
             fi
         done
         curl -sf "http://$AX/metrics" >"$OUT/gateway_alexnet.metrics" || true
@@ -706,6 +718,10 @@ if direct_runs:
         r = ratio(gw, per_size.get(int(configured)))
         row(f"d. AlexNet rows/s: gateway / ORT direct at the gateway's batch ({configured})", "gateway",
             gw, "direct", per_size.get(int(configured)), r, "(info)", None, 2)
+    nobatch = med("d_nobatch", "rows_per_s")
+    if nobatch:
+        row("d. AlexNet rows/s: gateway batching on / off", "on", gw, "off", nobatch,
+            ratio(gw, nobatch), "(info)", None, 2)
     summary["d. gateway mean batch size"] = median(
         [(r.get("server_metrics") or {}).get("mean_batch_size") for r in reports("d_gateway")])
     busy_share, per_batch_ms = [], []
@@ -776,7 +792,7 @@ lines = ["| figure | side A | side B | ratio | goal | |", "| --- | --- | --- | -
 lines += ["| " + " | ".join(r) + " |" for r in table]
 detail = []
 for prefix in ("a_gateway", "a_fixed", "b_gateway_batching", "b_gateway_b32", "b_gateway_nobatching", "b_fixed",
-               "c_cache_on", "c_cache_off", "d_gateway", "e_cached", "e_naive"):
+               "c_cache_on", "c_cache_off", "d_gateway", "d_nobatch", "e_cached", "e_naive"):
     if reports(prefix):
         idle = median([read_number(stem + ".foreign") for _, stem in runs(prefix)])
         detail.append(f"| {prefix} | {len(reports(prefix))} | {fmt(med(prefix), 1)} | "

@@ -101,15 +101,9 @@ children=()          # "pid:starttime" of what the Python servers started (trito
 pytriton_cache="$HOME/.cache/pytriton"
 workspaces_before=$(ls "$pytriton_cache" 2>/dev/null || true)
 
-start_time_of() { # PID -> the process's start time (field 22 of /proc/PID/stat), or nothing
-    awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null || true
-}
-
-wait_gone() { # PID SECONDS
-    local deadline=$((SECONDS + $2))
-    while kill -0 "$1" 2>/dev/null && [ $SECONDS -lt "$deadline" ]; do sleep 0.2; done
-    ! kill -0 "$1" 2>/dev/null
-}
+script_name=c32.sh
+# shellcheck source=scripts/peers/common.sh
+source scripts/peers/common.sh
 
 stop_group() { # PID SECONDS: TERM the process group PID leads, KILL it if still there after SECONDS
     kill -- "-$1" 2>/dev/null || kill "$1" 2>/dev/null || true
@@ -140,121 +134,27 @@ cleanup() {
     if [ -n "$mlserver_pid" ]; then stop_group "$mlserver_pid" 20; fi
     # Triton's launcher turns SIGTERM into a normal exit, which stops tritonserver through pytriton.
     if [ -n "$triton_pid" ]; then stop_group "$triton_pid" 45; fi
-    for entry in "${children[@]}"; do
-        pid=${entry%%:*}; start=${entry#*:}
-        if [ "$(start_time_of "$pid")" = "$start" ]; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    done
+    kill_strays "${children[@]}"
     wait 2>/dev/null || true
-    # pytriton copies Triton into a fresh workspace per run; remove the ones this run made.
-    for workspace in $(ls "$pytriton_cache" 2>/dev/null || true); do
-        grep -qx "$workspace" <<<"$workspaces_before" || rm -rf "${pytriton_cache:?}/$workspace"
-    done
+    remove_new_workspaces "$pytriton_cache" "$workspaces_before"
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'echo "c32.sh: stopped (time limit ${TIME_LIMIT}s or TERM)" >&2; exit 124' TERM
-# The watchdog stops its own sleep when it is stopped, so nothing is left behind.
-( trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-  sleep "$TIME_LIMIT" & sleeper=$!
-  wait "$sleeper" && kill -TERM $$ 2>/dev/null ) &
-watchdog_pid=$!
-
-free_port() {
-    "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_http() { # URL SECONDS PID LOG
-    local deadline=$((SECONDS + $2))
-    until curl -sf -o /dev/null "$1"; do
-        if ! kill -0 "$3" 2>/dev/null || [ $SECONDS -ge "$deadline" ]; then
-            echo "c32.sh: $1 did not come up; the log:" >&2
-            tail -40 "$4" >&2
-            return 1
-        fi
-        sleep 0.3
-    done
-}
-
-fetch() { # URL FILE [CURL ARGS...]
-    local url=$1 file=$2
-    shift 2
-    curl -sSf --max-time 10 "$@" -o "$file" "$url" || {
-        echo "c32.sh: could not read $url" >&2
-        return 1
-    }
-}
-
-descendants() { # ROOT_PID... -> the pids of every process below them
-    awk -v roots="$*" '
-        { pid = FILENAME; sub(/^\/proc\//, "", pid); sub(/\/stat$/, "", pid)
-          sub(/^.*\) /, ""); parent[pid] = $2 }
-        END {
-            n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1
-            do { added = 0
-                 for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; added = 1 }
-            } while (added)
-            for (i = 1; i <= n; i++) delete keep[r[i]]
-            for (p in keep) print p
-        }' /proc/[0-9]*/stat 2>/dev/null
-}
-
-tree_cpu_ticks() { # ROOT_PID... -> utime + stime of the roots and everything below them
-    local pids
-    pids="$* $(descendants "$@" | tr '\n' ' ')"
-    for pid in $pids; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
-        awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }'
-}
-
-machine_ticks() { # busy and total ticks of all CPUs
-    awk '/^cpu / { total = 0; for (i = 2; i <= NF; i++) total += $i
-                   print total - $5 - $6, total }' /proc/stat
-}
-
-cpu_idle_percent() {
-    local a b
-    a=$(machine_ticks); sleep 1; b=$(machine_ticks)
-    echo "$a $b" | awk '{ d = $4 - $2; printf "%d\n", (d > 0 ? 100 - 100 * ($3 - $1) / d : 100) }'
-}
-
-settle() { # wait (bounded) until the CPUs are mostly idle
-    local deadline=$((SECONDS + SETTLE_MAX)) idle
-    idle=$(cpu_idle_percent)
-    while [ "$idle" -lt 85 ] && [ $SECONDS -lt "$deadline" ]; do idle=$(cpu_idle_percent); done
-    [ "$idle" -lt 85 ] && echo "  (machine still busy before the run: ${idle}% idle)"
-    return 0
-}
+start_watchdog "$TIME_LIMIT"
 
 # ---- A: Triton -------------------------------------------------------------------------------
 model="$PWD/models/digits/1/model.onnx"
 triton_http=$(free_port); triton_grpc=$(free_port); triton_metrics=$(free_port)
-# triton_digits.py leaves the listen addresses at Triton's default (all interfaces) and lets
-# pytriton pick a random token for Triton's restricted APIs. This wraps it so that HTTP, gRPC and
-# metrics listen on 127.0.0.1 only and the token is one this script knows (passed in the
-# environment, never written to disk).
-launcher='
-import functools, os, sys
-sys.path.insert(0, "scripts/peers")
-import triton_digits
-from pytriton.triton import TritonSecurityConfig
-local = "127.0.0.1"
-triton_digits.TritonConfig = functools.partial(
-    triton_digits.TritonConfig, http_address=local, grpc_address=local, metrics_address=local)
-triton_digits.Triton = functools.partial(
-    triton_digits.Triton,
-    security_config=TritonSecurityConfig(access_token=os.environ.pop("C32_TRITON_TOKEN")))
-sys.argv = ["triton_digits.py", *sys.argv[1:]]
-triton_digits.main()
-'
+# scripts/peers/triton_local.py binds Triton to 127.0.0.1 with a token this script knows.
 triton_token=$("$python" -c 'import secrets; print(secrets.token_urlsafe(24))')
 prefix=$("$triton_python" -c 'import sys; print(sys.base_prefix)')
 echo "A: starting Triton (pytriton) on 127.0.0.1: http $triton_http, grpc $triton_grpc," \
     "metrics $triton_metrics (max_batch_size $MAX_BATCH_SIZE, max_queue_delay ${MAX_QUEUE_DELAY_US} us)"
 # Its own process group (setsid), so stopping it reaches what it started. The Python backend's
 # stub links the system libpython unless pointed at this interpreter's library folder.
-C32_TRITON_TOKEN="$triton_token" LD_LIBRARY_PATH="$prefix/lib:${LD_LIBRARY_PATH:-}" setsid "$triton_python" -c "$launcher" \
+TRITON_LOCAL_TOKEN="$triton_token" LD_LIBRARY_PATH="$prefix/lib:${LD_LIBRARY_PATH:-}" setsid "$triton_python" scripts/peers/triton_local.py \
     "$model" "$triton_http" "$triton_grpc" "$triton_metrics" \
     --max-batch-size "$MAX_BATCH_SIZE" --max-queue-delay-us "$MAX_QUEUE_DELAY_US" \
     >"$tmp/triton.log" 2>&1 &

@@ -68,8 +68,8 @@ fn bench_gateway(c: &mut Criterion) {
     let mut config =
         Config::parse(CONFIG, &root.join("bench.toml")).expect("bench config is valid");
     // Every request is written to the usage ledger; keep this bench's ledger out of the way.
-    let ledger_dir =
-        std::env::temp_dir().join(format!("tollgate-bench-e2e-{}", std::process::id()));
+    let ledger_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tollgate-bench-e2e-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&ledger_dir);
     config.ledger.path = ledger_dir.join("ledger.sqlite");
     let runtime = tokio::runtime::Builder::new_multi_thread()

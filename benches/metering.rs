@@ -63,7 +63,8 @@ fn bench_settle(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let dir = std::env::temp_dir().join(format!("tollgate-bench-metering-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tollgate-bench-metering-{}", std::process::id()));
     let mut config = Config::default();
     config.ledger.path = dir.join("ledger.sqlite");
     let metering = runtime

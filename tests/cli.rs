@@ -13,7 +13,8 @@ fn tollgate() -> Command {
 }
 
 fn write_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("tollgate-cli-{}", std::process::id()));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tollgate-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     let text = text.replace("MODEL", common::model_path("digits").to_str().unwrap());

@@ -31,11 +31,13 @@ pub fn config(toml: &str) -> Config {
     config
 }
 
-/// A fresh folder under the system temp dir, unique per call.
+/// A fresh folder, unique per call, under Cargo's scratch folder for integration tests
+/// (`target/tmp`), so test runs leave nothing in the system temp dir.
 pub fn scratch_dir() -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("tollgate-test-{}-{n}", std::process::id()));
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tollgate-test-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -121,12 +121,7 @@ fn bench_gateway(c: &mut Criterion) {
     group.bench_function("infer_miss_cache_on", |b| {
         b.iter(|| {
             counter += 1;
-            let mut unique = cache_request.clone();
-            let mut data = unique.inputs[0].data.to_vec();
-            // A different (finite) value in the first element each time: 16 + counter / 2^20.
-            let value = 16.0f32 + (counter % (1 << 22)) as f32 / (1u64 << 20) as f32;
-            data[..4].copy_from_slice(&value.to_le_bytes());
-            unique.inputs[0].data = Bytes::from(data);
+            let unique = fresh_input(&cache_request, counter);
             runtime
                 .block_on(gateway.infer(unique, Protocol::Http, &anonymous))
                 .expect("model run")
@@ -136,11 +131,7 @@ fn bench_gateway(c: &mut Criterion) {
     group.bench_function("infer_miss_bypass_fresh_input", |b| {
         b.iter(|| {
             counter += 1;
-            let mut unique = bypass_request.clone();
-            let mut data = unique.inputs[0].data.to_vec();
-            let value = 16.0f32 + (counter % (1 << 22)) as f32 / (1u64 << 20) as f32;
-            data[..4].copy_from_slice(&value.to_le_bytes());
-            unique.inputs[0].data = Bytes::from(data);
+            let unique = fresh_input(&bypass_request, counter);
             runtime
                 .block_on(gateway.infer(unique, Protocol::Http, &anonymous))
                 .expect("model run")
@@ -174,3 +165,13 @@ criterion_group! {
     targets = bench_gateway
 }
 criterion_main!(benches);
+
+/// The request with a different (finite) first element for each `n`: 16 + n / 2^20.
+fn fresh_input(template: &InferRequest, n: u64) -> InferRequest {
+    let mut unique = template.clone();
+    let mut data = unique.inputs[0].data.to_vec();
+    let value = 16.0f32 + (n % (1 << 22)) as f32 / (1u64 << 20) as f32;
+    data[..4].copy_from_slice(&value.to_le_bytes());
+    unique.inputs[0].data = Bytes::from(data);
+    unique
+}

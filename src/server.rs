@@ -56,7 +56,6 @@ impl Server {
         let http_addr = local(&http_listener, "server.http_addr", config.server.http_addr)?;
         let grpc_addr = local(&grpc_listener, "server.grpc_addr", config.server.grpc_addr)?;
         let grace = Duration::from_millis(config.server.shutdown_grace_ms);
-        crate::telemetry::metrics_handle();
         let (trigger, shutdown) = shutdown::channel();
         let gateway = Arc::new(Gateway::start(config, shutdown.clone())?);
         let tasks = vec![

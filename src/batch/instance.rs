@@ -110,8 +110,12 @@ pub(crate) struct Local {
 }
 
 impl Local {
-    pub(crate) fn new(instances: Arc<[Arc<Instance>]>, runs: Arc<ModelRuns>) -> Local {
-        Local { instances, runs }
+    /// Keeps the instances whose engines compute locally; the others never run here.
+    pub(crate) fn new(instances: &[Arc<Instance>], runs: Arc<ModelRuns>) -> Local {
+        Local {
+            instances: instances.iter().filter(|i| i.local).cloned().collect(),
+            runs,
+        }
     }
 
     /// An idle local instance, if recent runs were short enough to run here at all.
@@ -121,7 +125,6 @@ impl Local {
         }
         self.instances
             .iter()
-            .filter(|instance| instance.local)
             .find_map(|instance| instance.try_claim())
     }
 }

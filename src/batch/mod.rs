@@ -196,7 +196,7 @@ pub fn start(settings: BatcherSettings, engines: Vec<Box<dyn Engine>>) -> BatchH
         );
     }
     let busy = instances.iter().map(|i| i.busy_us().clone()).collect();
-    let local = Local::new(instances, runs);
+    let local = Local::new(&instances, runs);
     tokio::spawn(actor::run(
         settings.clone(),
         receiver,

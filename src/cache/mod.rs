@@ -72,6 +72,8 @@ impl CacheSeries {
         }
     }
 
+    /// A request that used the cache; `tier` says where a hit was found (misses and coalesced
+    /// requests count under the memory tier, where their flight lives).
     fn count(&self, status: CacheStatus, tier: Tier) {
         let counter = match (status, tier) {
             (CacheStatus::Hit, Tier::Memory) => &self.hit_memory,
@@ -212,7 +214,7 @@ impl Cache {
 
     /// Records a request that did not use the cache at all.
     pub fn count_bypass(&self, model: &ModelCache) {
-        model.series.count(CacheStatus::Bypass, Tier::Memory);
+        model.series.bypass.increment(1);
     }
 
     /// Drops every entry, or one model's, from both tiers. Returns the memory entries removed.

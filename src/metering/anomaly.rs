@@ -155,14 +155,17 @@ pub const TICK: Duration = Duration::from_secs(10);
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_sustained_spike_alerts_once_and_noise_does_not() {
-        let settings = Settings {
+    fn settings() -> Settings {
+        Settings {
             k: 3.0,
             window: 2,
             alpha: 0.2,
-        };
-        let mut detector = Detector::new(settings, Instant::now());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sustained_spike_alerts_once_and_noise_does_not() {
+        let mut detector = Detector::new(settings(), Instant::now());
         let mut alerts = Vec::new();
         // Thirty quiet minutes with a little noise, one noisy blip, then a three-minute spike.
         for minute in 0..40u32 {
@@ -184,12 +187,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_single_spike_minute_is_not_sustained() {
-        let settings = Settings {
-            k: 3.0,
-            window: 2,
-            alpha: 0.2,
-        };
-        let mut detector = Detector::new(settings, Instant::now());
+        let mut detector = Detector::new(settings(), Instant::now());
         let mut alerts = Vec::new();
         for minute in 0..20u32 {
             let spend = if minute == 12 { 50.0 } else { 1.0 };

@@ -3,7 +3,7 @@
 //! background work: idle time, anomaly minutes, retention and ledger health.
 
 use super::alerts::{Alerts, Kind};
-use super::anomaly::{self, Detector};
+use super::anomaly::{self, Anomaly, Detector};
 use super::budget::{Budgets, Verdict};
 use super::clock;
 use super::identity::{Caller, Identities};
@@ -143,15 +143,7 @@ impl Metering {
                 ),
                 Err(_) => Vec::new(),
             };
-            for found in anomalies {
-                self.alerts.raise(
-                    Kind::Anomaly,
-                    Some(&found.tenant),
-                    Some(&found.model),
-                    None,
-                    found.message,
-                );
-            }
+            self.raise_anomalies(anomalies);
         }
         if record.cost_usd > 0.0 || record.saved_usd > 0.0 {
             let (cost, saved) = self.money_gauges(record);
@@ -234,6 +226,10 @@ impl Metering {
             Ok(mut detector) => detector.tick(Instant::now()),
             Err(_) => Vec::new(),
         };
+        self.raise_anomalies(anomalies);
+    }
+
+    fn raise_anomalies(&self, anomalies: Vec<Anomaly>) {
         for found in anomalies {
             self.alerts.raise(
                 Kind::Anomaly,

@@ -246,12 +246,12 @@ pub fn encode(response: &InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, 
     let mut body = Vec::with_capacity(256 + text_size);
     let mut binary_parts: Vec<&Bytes> = Vec::new();
     body.extend_from_slice(b"{\"model_name\":");
-    json_string(&mut body, &response.model);
+    json_value(&mut body, &response.model);
     body.extend_from_slice(b",\"model_version\":");
-    json_string(&mut body, &response.version);
+    json_value(&mut body, &response.version);
     if let Some(id) = &response.id {
         body.extend_from_slice(b",\"id\":");
-        json_string(&mut body, id);
+        json_value(&mut body, id);
     }
     body.extend_from_slice(b",\"parameters\":");
     write_served(&mut body, &response.served);
@@ -261,7 +261,7 @@ pub fn encode(response: &InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, 
             body.push(b',');
         }
         body.extend_from_slice(b"{\"name\":");
-        json_string(&mut body, &tensor.name);
+        json_value(&mut body, &tensor.name);
         body.extend_from_slice(b",\"datatype\":\"");
         body.extend_from_slice(tensor.dtype.as_str().as_bytes());
         body.extend_from_slice(b"\",\"shape\":[");
@@ -269,12 +269,12 @@ pub fn encode(response: &InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, 
             if i > 0 {
                 body.push(b',');
             }
-            json_integer(&mut body, *dim as u64);
+            json_value(&mut body, dim);
         }
         body.push(b']');
         if encoding.is_binary(&tensor.name) {
             body.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
-            json_integer(&mut body, tensor.data.len() as u64);
+            json_value(&mut body, &tensor.data.len());
             body.push(b'}');
             binary_parts.push(&tensor.data);
         } else {
@@ -300,32 +300,24 @@ fn write_served(out: &mut Vec<u8>, served: &crate::request::Served) {
     out.extend_from_slice(b"{\"cache\":\"");
     out.extend_from_slice(served.cache.as_str().as_bytes());
     out.extend_from_slice(b"\",\"request_id\":");
-    json_string(out, &served.request_id);
+    json_value(out, &served.request_id);
     out.extend_from_slice(b",\"batch_size\":");
-    json_integer(out, served.batch_rows as u64);
+    json_value(out, &served.batch_rows);
     out.extend_from_slice(b",\"queue_us\":");
-    json_integer(out, served.queue_us);
+    json_value(out, &served.queue_us);
     out.extend_from_slice(b",\"compute_us\":");
-    json_integer(out, served.compute_us);
+    json_value(out, &served.compute_us);
     out.extend_from_slice(b",\"cost_usd\":");
-    json_float(out, served.cost_usd);
+    json_value(out, &served.cost_usd);
     out.extend_from_slice(b",\"saved_usd\":");
-    json_float(out, served.saved_usd);
+    json_value(out, &served.saved_usd);
     out.push(b'}');
 }
 
-fn json_string(out: &mut Vec<u8>, text: &str) {
-    // Writing into a Vec cannot fail, and a &str always serializes.
-    let _ = serde_json::to_writer(&mut *out, text);
-}
-
-fn json_integer(out: &mut Vec<u8>, value: u64) {
-    let _ = serde_json::to_writer(&mut *out, &value);
-}
-
-/// Shortest round-trip form; a non-finite value (never produced by pricing) becomes null.
-fn json_float(out: &mut Vec<u8>, value: f64) {
-    let _ = serde_json::to_writer(&mut *out, &value);
+/// One JSON scalar: strings escaped, floats in shortest round-trip form (a non-finite one,
+/// never produced by pricing, becomes null). Writing into a Vec cannot fail.
+fn json_value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! JSON tensor data: numbers (flat or nested arrays) read straight into little-endian bytes,
 //! and bytes written back out as JSON numbers, without building a JSON tree either way.
 
+use super::decimal;
 use crate::tensor::DataType;
 use half::{bf16, f16};
 use std::io::Write;
@@ -63,6 +64,10 @@ fn push(out: &mut Vec<u8>, dtype: DataType, token: &str) -> Result<(), String> {
             _ => token.parse().map_err(|_| "not a number".to_string()),
         }
     }
+    let double = |token: &str| match decimal::f64(token) {
+        Some(value) => Ok(value),
+        None => float::<f64>(token),
+    };
     match dtype {
         DataType::Bool => out.push(match token {
             "true" | "1" => 1,
@@ -77,10 +82,16 @@ fn push(out: &mut Vec<u8>, dtype: DataType, token: &str) -> Result<(), String> {
         DataType::Int32 => out.extend(int::<i32>(token, dtype)?.to_le_bytes()),
         DataType::Uint64 => out.extend(int::<u64>(token, dtype)?.to_le_bytes()),
         DataType::Int64 => out.extend(int::<i64>(token, dtype)?.to_le_bytes()),
-        DataType::Fp16 => out.extend(f16::from_f64(float(token)?).to_le_bytes()),
-        DataType::Bf16 => out.extend(bf16::from_f64(float(token)?).to_le_bytes()),
-        DataType::Fp32 => out.extend(float::<f32>(token)?.to_le_bytes()),
-        DataType::Fp64 => out.extend(float::<f64>(token)?.to_le_bytes()),
+        DataType::Fp16 => out.extend(f16::from_f64(double(token)?).to_le_bytes()),
+        DataType::Bf16 => out.extend(bf16::from_f64(double(token)?).to_le_bytes()),
+        DataType::Fp32 => {
+            let value = match decimal::f32(token) {
+                Some(value) => value,
+                None => float::<f32>(token)?,
+            };
+            out.extend(value.to_le_bytes())
+        }
+        DataType::Fp64 => out.extend(double(token)?.to_le_bytes()),
         DataType::Bytes => return Err("BYTES (string) tensors are not supported yet".into()),
     }
     Ok(())

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// How the caller wants its outputs, remembered from the request for the response.
 #[derive(Debug, Default)]
@@ -40,7 +41,9 @@ struct RequestHeader<'a> {
 struct InputHeader<'a> {
     name: String,
     shape: Vec<i64>,
-    datatype: String,
+    // Borrowed from the body unless it holds escapes: parsed at once, never kept.
+    #[serde(borrow)]
+    datatype: Cow<'a, str>,
     #[serde(default)]
     parameters: Map<String, Value>,
     #[serde(borrow)]
@@ -242,8 +245,10 @@ fn json_param(value: &Value) -> Option<ParamValue<'_>> {
 /// on a cache hit, building and dropping that tree cost more than the numbers themselves.
 /// Strings and floats still go through serde_json, for escaping and shortest round-trip form.
 pub fn encode(response: &InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, Option<usize>) {
-    let text_size: usize = response.outputs.iter().map(|t| t.data.len() * 3).sum();
-    let mut body = Vec::with_capacity(256 + text_size);
+    // Sized so a typical answer (a few outputs, shortest-form floats up to about 4 characters
+    // per byte of data) is written without growing; larger ones grow by doubling.
+    let text_size: usize = response.outputs.iter().map(|t| t.data.len() * 4).sum();
+    let mut body = Vec::with_capacity(512 + text_size);
     let mut binary_parts: Vec<&Bytes> = Vec::new();
     body.extend_from_slice(b"{\"model_name\":");
     json_value(&mut body, &response.model);

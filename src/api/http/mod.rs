@@ -3,6 +3,7 @@
 
 mod admin;
 mod data;
+mod decimal;
 pub mod infer;
 
 use crate::api::{metadata, status};
@@ -69,11 +70,24 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
     }
 }
 
+/// Paths are at most this many segments deep; a longer one matches no route.
+const MAX_SEGMENTS: usize = 8;
+
 async fn route(gateway: &Gateway, request: Request<Incoming>) -> Response<Body> {
-    let path = request.uri().path().to_string();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = request.method().clone();
-    match (segments.as_slice(), &method) {
+    // Split, so the path can be borrowed while the body moves on to the handler.
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let mut segments = [""; MAX_SEGMENTS];
+    let mut depth = 0;
+    for segment in path.trim_matches('/').split('/') {
+        if depth == MAX_SEGMENTS {
+            return not_found(path);
+        }
+        segments[depth] = segment;
+        depth += 1;
+    }
+    let method = &parts.method;
+    match (&segments[..depth], method) {
         (["v2", "health", "live"], &Method::GET) => {
             json_response(StatusCode::OK, &json!({"live": true}))
         }
@@ -89,12 +103,12 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> Response<Body> 
                 ["versions", version, action @ ..] => (Some(*version), action),
                 action => (None, action),
             };
-            match (action, &method) {
+            match (action, method) {
                 ([], &Method::GET) => model_metadata(gateway, model, version),
                 (["ready"], &Method::GET) => model_ready(gateway, model, version),
-                (["infer"], &Method::POST) => infer(gateway, model, version, request).await,
-                ([] | ["ready"] | ["infer"], _) => method_not_allowed(&method, &path),
-                _ => not_found(&path),
+                (["infer"], &Method::POST) => infer(gateway, model, version, &parts, body).await,
+                ([] | ["ready"] | ["infer"], _) => method_not_allowed(method, path),
+                _ => not_found(path),
             }
         }
         (["metrics"], &Method::GET) => {
@@ -109,14 +123,14 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> Response<Body> 
             response
         }
         (["v1", rest @ ..], _) => {
-            let credentials = credentials(request.headers());
-            match admin::route(gateway, &method, rest, request.uri().query(), &credentials).await {
+            let credentials = credentials(&parts.headers);
+            match admin::route(gateway, method, rest, parts.uri.query(), &credentials).await {
                 Some(response) => response,
-                None => not_found(&path),
+                None => not_found(path),
             }
         }
-        (["v2", "health", _] | ["v2"] | ["metrics"], _) => method_not_allowed(&method, &path),
-        _ => not_found(&path),
+        (["v2", "health", _] | ["v2"] | ["metrics"], _) => method_not_allowed(method, path),
+        _ => not_found(path),
     }
 }
 
@@ -167,10 +181,11 @@ async fn infer(
     gateway: &Gateway,
     model: &str,
     version: Option<&str>,
-    request: Request<Incoming>,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
 ) -> Response<Body> {
-    let http1 = request.version() < hyper::Version::HTTP_2;
-    match infer_inner(gateway, model, version, request).await {
+    let http1 = parts.version < hyper::Version::HTTP_2;
+    match infer_inner(gateway, model, version, parts, body).await {
         Ok(response) => response,
         Err(error) => {
             let mut response = error_response(&error);
@@ -189,10 +204,11 @@ async fn infer_inner(
     gateway: &Gateway,
     model: &str,
     version: Option<&str>,
-    request: Request<Incoming>,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
 ) -> Result<Response<Body>, Error> {
     let limit = gateway.config.server.max_body_bytes.as_usize();
-    let headers = request.headers();
+    let headers = &parts.headers;
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -200,7 +216,7 @@ async fn infer_inner(
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(Error::BodyTooLarge { limit });
     }
-    let header_length = match headers.get(INFERENCE_HEADER) {
+    let header_length = match headers.get(HeaderName::from_static(INFERENCE_HEADER)) {
         None => None,
         Some(value) => Some(
             value
@@ -214,7 +230,7 @@ async fn infer_inner(
     };
     let cache_control = cache_control(headers);
     let credentials = credentials(headers);
-    let body = Limited::new(request.into_body(), limit)
+    let body = Limited::new(body, limit)
         .collect()
         .await
         .map_err(|error| {
@@ -239,13 +255,18 @@ async fn infer_inner(
     let (body, json_length) = infer::encode(&response, &encoding);
     let mut http = Response::new(Body::from(body));
     let headers = http.headers_mut();
+    // Sized once for the content type, its length header and the seven served headers.
+    headers.reserve(9);
     match json_length {
         Some(length) => {
             headers.insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
             );
-            headers.insert(INFERENCE_HEADER, HeaderValue::from(length));
+            headers.insert(
+                HeaderName::from_static(INFERENCE_HEADER),
+                HeaderValue::from(length),
+            );
         }
         None => {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -256,8 +277,12 @@ async fn infer_inner(
 }
 
 fn credentials(headers: &hyper::HeaderMap) -> Credentials {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    crate::api::params::credentials(text("authorization"), text("x-tollgate-tags"))
+    // Typed names: a `&str` name is parsed and validated again on every lookup.
+    let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    crate::api::params::credentials(
+        text(hyper::header::AUTHORIZATION),
+        text(HeaderName::from_static("x-tollgate-tags")),
+    )
 }
 
 /// `Cache-Control: no-cache` skips the lookup, `no-store` the store (as (lookup, store)).
@@ -275,34 +300,52 @@ fn cache_control(headers: &hyper::HeaderMap) -> Option<(bool, bool)> {
 
 fn served_headers(headers: &mut hyper::HeaderMap, response: &InferResponse) {
     let served = &response.served;
-    // Room for all seven at once instead of growing the map on the way.
-    headers.reserve(7);
-    let mut put = |name: &'static str, value: HeaderValue| {
-        headers.insert(HeaderName::from_static(name), value);
-    };
-    put(
-        "x-tollgate-cache",
+    headers.insert(
+        HeaderName::from_static("x-tollgate-cache"),
         HeaderValue::from_static(served.cache.as_str()),
     );
-    if let Ok(id) = HeaderValue::from_str(&served.request_id) {
-        put("x-tollgate-request-id", id);
+    // The other six values are written into one buffer that their headers then share: one
+    // allocation instead of one per header, on every response.
+    let mut text = Vec::with_capacity(96);
+    let mut ends = [0; 6];
+    text.extend_from_slice(served.request_id.as_bytes());
+    ends[0] = text.len();
+    for (end, count) in
+        ends[1..4]
+            .iter_mut()
+            .zip([served.batch_rows as u64, served.queue_us, served.compute_us])
+    {
+        let _ = serde_json::to_writer(&mut text, &count);
+        *end = text.len();
     }
-    put(
-        "x-tollgate-batch-size",
-        HeaderValue::from(served.batch_rows),
-    );
-    put("x-tollgate-queue-us", HeaderValue::from(served.queue_us));
-    put(
-        "x-tollgate-compute-us",
-        HeaderValue::from(served.compute_us),
-    );
-    for (name, usd) in [
-        ("x-tollgate-cost-usd", served.cost_usd),
-        ("x-tollgate-saved-usd", served.saved_usd),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(&format!("{usd:e}")) {
-            put(name, value);
+    for (end, usd) in ends[4..]
+        .iter_mut()
+        .zip([served.cost_usd, served.saved_usd])
+    {
+        // Prices are finite by construction; a non-finite one would be written as `null`.
+        if usd.is_finite() {
+            let _ = serde_json::to_writer(&mut text, &usd);
         }
+        *end = text.len();
+    }
+    let text = Bytes::from(text);
+    let names = [
+        "x-tollgate-request-id",
+        "x-tollgate-batch-size",
+        "x-tollgate-queue-us",
+        "x-tollgate-compute-us",
+        "x-tollgate-cost-usd",
+        "x-tollgate-saved-usd",
+    ];
+    let mut start = 0;
+    for (name, end) in names.into_iter().zip(ends) {
+        // A value that cannot be a header leaves its header out rather than failing the answer.
+        if end > start {
+            if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+        start = end;
     }
 }
 

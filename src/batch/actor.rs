@@ -19,6 +19,8 @@ struct Queue {
     /// Sorted by (priority, sequence): the order requests are served in.
     pending: Vec<Pending>,
     next_sequence: u64,
+    /// `pending` as the policy sees it, rebuilt in place for every decision.
+    view: Vec<Candidate>,
 }
 
 impl Queue {
@@ -32,20 +34,25 @@ impl Queue {
         self.pending.insert(at, pending);
     }
 
-    fn candidates(&self) -> Vec<Candidate> {
-        self.pending
-            .iter()
-            .map(|p| Candidate {
-                rows: p.job.rows,
-                group: p.job.group,
-                enqueued: p.enqueued,
-                deadline: p.job.deadline,
-            })
-            .collect()
+    /// Asks the policy about the queue as it stands. The view's buffer is kept: the actor
+    /// decides once per wake-up, and allocating it each time showed in profiles.
+    fn decide(&mut self, policy: &policy::Policy, now: Instant) -> Decision {
+        self.view.clear();
+        self.view.extend(self.pending.iter().map(|p| Candidate {
+            rows: p.job.rows,
+            group: p.job.group,
+            enqueued: p.enqueued,
+            deadline: p.job.deadline,
+        }));
+        policy::next_batch(policy, &self.view, now)
     }
 
     /// Removes the given positions (ascending or not) and returns them in the given order.
     fn take(&mut self, positions: &[usize]) -> Vec<Pending> {
+        // Usually the batch is the head of the queue, in order: no need to rebuild the rest.
+        if positions.iter().enumerate().all(|(i, &p)| i == p) {
+            return self.pending.drain(..positions.len()).collect();
+        }
         let mut slots: Vec<Option<Pending>> = self.pending.drain(..).map(Some).collect();
         let taken = positions.iter().filter_map(|&i| slots[i].take()).collect();
         self.pending = slots.into_iter().flatten().collect();
@@ -74,6 +81,7 @@ pub(crate) async fn run(
     let mut queue = Queue {
         pending: Vec::new(),
         next_sequence: 0,
+        view: Vec::new(),
     };
     let mut open = true;
     loop {
@@ -83,7 +91,7 @@ pub(crate) async fn run(
         if !open && queue.pending.is_empty() {
             break;
         }
-        let decision = policy::next_batch(&settings.policy, &queue.candidates(), now);
+        let decision = queue.decide(&settings.policy, now);
         match decision {
             Decision::Idle => match arrivals.recv().await {
                 Some(pending) => queue.push(pending),
@@ -121,9 +129,7 @@ pub(crate) async fn run(
                             }
                             let now = Instant::now();
                             reap(&settings, &mut queue, &queued, now);
-                            if let Decision::Dispatch(positions) =
-                                policy::next_batch(&settings.policy, &queue.candidates(), now)
-                            {
+                            if let Decision::Dispatch(positions) = queue.decide(&settings.policy, now) {
                                 let members = queue.take(&positions);
                                 queued.fetch_sub(members.len(), Ordering::AcqRel);
                                 permit.send(Batch { members });
@@ -154,6 +160,12 @@ pub(crate) async fn run(
 /// Answers expired requests with a timeout and forgets callers who already left, so neither
 /// takes a place in a batch.
 fn reap(settings: &BatcherSettings, queue: &mut Queue, queued: &AtomicUsize, now: Instant) {
+    let leaving =
+        |p: &Pending| p.reply.is_closed() || p.job.deadline.is_some_and(|d| d <= now);
+    // The common case, nobody leaving, costs one scan and no new queue.
+    if !queue.pending.iter().any(leaving) {
+        return;
+    }
     let before = queue.pending.len();
     let mut kept = Vec::with_capacity(before);
     for pending in queue.pending.drain(..) {

@@ -160,8 +160,7 @@ pub(crate) async fn run(
 /// Answers expired requests with a timeout and forgets callers who already left, so neither
 /// takes a place in a batch.
 fn reap(settings: &BatcherSettings, queue: &mut Queue, queued: &AtomicUsize, now: Instant) {
-    let leaving =
-        |p: &Pending| p.reply.is_closed() || p.job.deadline.is_some_and(|d| d <= now);
+    let leaving = |p: &Pending| p.reply.is_closed() || p.job.deadline.is_some_and(|d| d <= now);
     // The common case, nobody leaving, costs one scan and no new queue.
     if !queue.pending.iter().any(leaving) {
         return;

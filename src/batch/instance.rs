@@ -88,7 +88,7 @@ impl Claimed<'_> {
         series.batch_size.record(batch_rows as f64);
         series.compute.record(compute.as_secs_f64());
         let outputs = result?;
-        let per_member = split::scatter(&outputs, rows)?;
+        let per_member = split::scatter(outputs, rows)?;
         Ok(Ran {
             per_member,
             batch_rows,

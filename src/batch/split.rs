@@ -31,17 +31,18 @@ pub fn gather(members: &[&[Tensor]]) -> Vec<BatchInput> {
         .collect()
 }
 
-/// Cuts every output into consecutive row ranges, one per member, in member order.
-pub fn scatter(outputs: &[Tensor], rows: &[usize]) -> Result<Vec<Vec<Tensor>>, BackendError> {
+/// Cuts every output into consecutive row ranges, one per member, in member order. A batch of
+/// one hands its outputs over as they are.
+pub fn scatter(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, BackendError> {
     if rows.len() == 1 {
-        return Ok(vec![outputs.to_vec()]);
+        return Ok(vec![outputs]);
     }
     let total: usize = rows.iter().sum();
     let mut per_member: Vec<Vec<Tensor>> = rows
         .iter()
         .map(|_| Vec::with_capacity(outputs.len()))
         .collect();
-    for output in outputs {
+    for output in &outputs {
         if output.shape.first() != Some(&total) {
             return Err(BackendError::Execution(format!(
                 "output `{}` has shape {:?}, which does not lead with the batch's {total} rows; set max_batch_size = 0 for this model",
@@ -94,7 +95,7 @@ mod tests {
             shape: inputs[0].shape.clone(),
             data: Bytes::from(inputs[0].concatenated()),
         };
-        let split = scatter(&[batch], &[1, 2]).unwrap();
+        let split = scatter(vec![batch], &[1, 2]).unwrap();
         assert_eq!(split[0][0].data, a[0].data);
         assert_eq!(split[1][0].data, b[0].data);
         assert_eq!(split[1][0].shape, vec![2, 3]);
@@ -103,7 +104,7 @@ mod tests {
     #[test]
     fn an_output_without_the_batch_rows_is_an_error_for_everyone() {
         let output = rows_tensor("y", 0, 2, 1);
-        let err = scatter(&[output], &[1, 2]).unwrap_err();
+        let err = scatter(vec![output], &[1, 2]).unwrap_err();
         assert!(err.to_string().contains("max_batch_size"));
     }
 }

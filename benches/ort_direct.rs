@@ -62,6 +62,8 @@ fn load(model: &str, relative: &str, threads: usize) -> Option<OnnxEngine> {
         device: Device::Cpu,
         cpu_fallback: false,
         intra_op_threads: threads,
+        // ONNX Runtime's own default: the runtime alone, at its best, is the limit measured.
+        intra_op_spinning: true,
         runtime: "auto".to_string(),
     };
     match OnnxEngine::load(&settings) {

@@ -22,6 +22,8 @@ pub struct OnnxSettings {
     pub device: Device,
     pub cpu_fallback: bool,
     pub intra_op_threads: usize,
+    /// Whether the intra-op pool busy-waits between runs (ONNX Runtime's default is yes).
+    pub intra_op_spinning: bool,
     /// `runtime.onnxruntime`, used if the process-wide environment is not started yet.
     pub runtime: String,
 }
@@ -45,6 +47,8 @@ impl OnnxEngine {
             let mut builder = Session::builder(environment)
                 .map_err(|e| load_error(e.to_string()))?
                 .with_intra_threads(settings.intra_op_threads)
+                .map_err(|e| load_error(e.to_string()))?
+                .with_intra_op_spinning(settings.intra_op_spinning)
                 .map_err(|e| load_error(e.to_string()))?;
             if let Device::Cuda(index) = device {
                 builder = builder

@@ -157,3 +157,15 @@ fn every_key_of_the_shared_configuration_contract_is_accepted() {
     assert_eq!(config.tenants[0].budget_action, "reject");
     assert_eq!(config.models[0].max_queue_size, 1024);
 }
+
+#[test]
+fn intra_op_spinning_is_off_unless_asked_for() {
+    let (dir, model) = with_model_file();
+    let parse = |extra: &str| {
+        Config::parse(&format!("{model}{extra}"), &dir.path().join("config.toml"))
+            .map(|c| c.models[0].intra_op_spinning)
+    };
+    assert!(!parse("").unwrap());
+    assert!(parse("intra_op_spinning = true\n").unwrap());
+    assert!(parse("intra_op_spinning = \"yes\"\n").is_err());
+}

@@ -49,6 +49,7 @@ fn load_local(
         device: model_config.device(),
         cpu_fallback: model_config.device_fallback.as_deref() == Some("cpu"),
         intra_op_threads: model_config.intra_op_threads,
+        intra_op_spinning: model_config.intra_op_spinning,
         runtime: config.runtime.onnxruntime.clone(),
     };
     let mut engines: Vec<OnnxEngine> = Vec::with_capacity(model_config.instances);

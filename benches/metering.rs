@@ -8,7 +8,7 @@ use std::time::Duration;
 use tollgate::config::Config;
 use tollgate::metering::cost::share_of_batch;
 use tollgate::metering::meter::Metering;
-use tollgate::metering::record::UsageRecord;
+use tollgate::metering::record::{self, UsageRecord};
 
 fn bench_share(c: &mut Criterion) {
     let mut group = c.benchmark_group("metering");
@@ -35,10 +35,13 @@ fn bench_share(c: &mut Criterion) {
 
 const GROUP: u64 = 1_000;
 
+const TIME_MS: i64 = 1_795_906_800_000;
+
+/// A record as the gateway fills it: its id in the gateway's form, static or shared text.
 fn record(n: u64) -> UsageRecord {
     UsageRecord {
-        request_id: format!("bench-{n}"),
-        time_ms: 1_795_906_800_000,
+        request_id: record::request_id("4f9a3da8", n, TIME_MS).into(),
+        time_ms: TIME_MS,
         tenant: "search".into(),
         team: "discovery".into(),
         project: "ranking".into(),

@@ -14,7 +14,8 @@ use crate::metering::cost;
 use crate::metering::identity::Caller;
 use crate::metering::ledger::LedgerError;
 use crate::metering::meter::{Admission, Metering};
-use crate::metering::record::UsageRecord;
+use crate::metering::record::{self, UsageRecord};
+use crate::metering::text::Text;
 use crate::model::{self, Model, Registry, RequestError};
 use crate::request::{CacheStatus, InferRequest, InferResponse, Served};
 use crate::shutdown::Shutdown;
@@ -131,20 +132,26 @@ impl Gateway {
             Err(label) => label.clone(),
         };
         let result = async {
-            let caller = self.caller(credentials, request.options.tags.as_deref())?;
+            let mut caller = self.caller(credentials, request.options.tags.as_deref())?;
             let Ok(_permit) = self.admission.clone().try_acquire_owned() else {
                 metrics::counter!(telemetry::REJECTIONS, "model" => model_label(), "reason" => "server_concurrency").increment(1);
                 return Err(Error::Overloaded {
                     limit: self.config.server.max_concurrent_requests,
                 });
             };
-            // Accepted from here on: whatever happens, one usage record is written.
-            let request_id = format!(
-                "{}-{:08x}",
-                self.request_prefix,
-                self.next_request.fetch_add(1, Ordering::Relaxed)
+            // Accepted from here on: whatever happens, one usage record is written. Its id
+            // carries its arrival time, by which the ledger finds it.
+            let counter = self.next_request.fetch_add(1, Ordering::Relaxed);
+            let request_id = record::request_id(&self.request_prefix, counter, arrived_ms);
+            let usage = UsageGuard::new(
+                self.metering.clone(),
+                &mut caller,
+                &request,
+                resolved.as_ref().ok(),
+                protocol,
+                arrived_ms,
+                &request_id,
             );
-            let usage = UsageGuard::new(self.metering.clone(), &caller, &request, protocol, arrived_ms, &request_id);
             // Failures from here on are outcomes of the record, never early returns.
             let outcome = match (self.metering.admit(&caller), resolved) {
                 (Ok(admission), Ok(model)) => {
@@ -232,7 +239,7 @@ impl Gateway {
             compute_us: if computed_here { value.compute_us } else { 0 },
             cost_usd: if computed_here { value.cost_usd } else { 0.0 },
             saved_usd: if computed_here { 0.0 } else { value.cost_usd },
-            device: model.device.to_string(),
+            device: model.text.device.clone(),
         };
         let outputs = prepared
             .outputs
@@ -256,29 +263,48 @@ impl Gateway {
 
 /// Holds the usage record of an accepted request until it completes. If the request future is
 /// dropped first (the client went away), the record is still written, as `cancelled`.
+///
+/// The record's text is static or shared with the model and tenant wherever it can be (`Text`):
+/// it is built for every request and dropped on the ledger's thread.
 struct UsageGuard {
     metering: Arc<Metering>,
     record: Option<UsageRecord>,
+    /// The resolved model's version, for the record of a successful answer.
+    version: Text,
 }
 
 impl UsageGuard {
+    /// Takes the caller's tags: the record is their last user.
     fn new(
         metering: Arc<Metering>,
-        caller: &Caller,
+        caller: &mut Caller,
         request: &InferRequest,
+        model: Option<&Arc<Model>>,
         protocol: Protocol,
         arrived_ms: i64,
         request_id: &str,
     ) -> UsageGuard {
+        let resolved = model.map(|m| &m.text);
+        // A resolved model's shared name equals the requested one (the registry matches names
+        // exactly); only a name that resolved to nothing is copied.
+        let model_name = match resolved {
+            Some(text) => text.name.clone(),
+            None => Text::copy(&request.model),
+        };
+        let version = match (request.version.as_deref(), resolved) {
+            (None, _) => Text::EMPTY,
+            (Some(asked), Some(text)) if text.version == asked => text.version.clone(),
+            (Some(asked), _) => Text::copy(asked),
+        };
         let record = UsageRecord {
-            request_id: request_id.to_string(),
+            request_id: Text::copy(request_id),
             time_ms: arrived_ms,
             tenant: caller.tenant.name.clone(),
             team: caller.tenant.team.clone(),
             project: caller.tenant.project.clone(),
-            tags: caller.tags.clone(),
-            model: request.model.clone(),
-            version: request.version.clone().unwrap_or_default(),
+            tags: std::mem::take(&mut caller.tags),
+            model: model_name,
+            version,
             protocol: protocol.as_str().into(),
             cache: "none".into(),
             rows: 0,
@@ -289,11 +315,12 @@ impl UsageGuard {
             cost_usd: 0.0,
             saved_usd: 0.0,
             outcome: "cancelled".into(),
-            device: String::new(),
+            device: Text::EMPTY,
         };
         UsageGuard {
             metering,
             record: Some(record),
+            version: resolved.map(|t| t.version.clone()).unwrap_or_default(),
         }
     }
 
@@ -306,7 +333,11 @@ impl UsageGuard {
         match outcome {
             Ok(response) => {
                 let served = &response.served;
-                record.version = response.version.clone();
+                record.version = if response.version == self.version {
+                    self.version.clone()
+                } else {
+                    Text::copy(&response.version)
+                };
                 record.cache = served.cache.as_str().into();
                 record.rows = served.rows as u32;
                 record.batch_size = served.batch_rows as u32;
@@ -326,7 +357,8 @@ impl UsageGuard {
 impl Drop for UsageGuard {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            metrics::counter!(telemetry::CANCELLED, "model" => record.model.clone()).increment(1);
+            metrics::counter!(telemetry::CANCELLED, "model" => record.model.to_string())
+                .increment(1);
             self.metering.account(&record);
             self.metering.enqueue(record);
         }

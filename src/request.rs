@@ -1,5 +1,6 @@
 //! The protocol-neutral request and response every front end decodes into and encodes from.
 
+use crate::metering::text::Text;
 use crate::tensor::Tensor;
 
 /// The front end a request came through.
@@ -126,6 +127,6 @@ pub struct Served {
     pub compute_us: u64,
     pub cost_usd: f64,
     pub saved_usd: f64,
-    /// The device that computed it ("cpu", "cuda:0").
-    pub device: String,
+    /// The device that computed it ("cpu", "cuda:0"); shared with the model and usage record.
+    pub device: Text,
 }

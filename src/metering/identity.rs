@@ -2,6 +2,7 @@
 //! themselves are never stored or logged), the admin token, and the tags a request may carry.
 
 use super::record::ANONYMOUS_TENANT;
+use super::text::Text;
 use crate::config::{Config, TenantConfig};
 use std::sync::Arc;
 
@@ -17,12 +18,12 @@ pub enum IdentityError {
     Tags(String),
 }
 
-/// The paying side of a request.
+/// The paying side of a request. `Text`, because every usage record carries these three.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
-    pub name: String,
-    pub team: String,
-    pub project: String,
+    pub name: Text,
+    pub team: Text,
+    pub project: Text,
 }
 
 #[derive(Debug, Clone)]
@@ -47,9 +48,9 @@ fn parse_hash(hex: &str) -> Option<blake3::Hash> {
 impl Identities {
     pub fn new(config: &Config) -> Identities {
         let tenant = |t: &TenantConfig| Tenant {
-            name: t.name.clone(),
-            team: t.team.clone(),
-            project: t.project.clone(),
+            name: Text::copy(&t.name),
+            team: Text::copy(&t.team),
+            project: Text::copy(&t.project),
         };
         Identities {
             tenants: config
@@ -58,9 +59,9 @@ impl Identities {
                 .filter_map(|t| Some((parse_hash(&t.api_key_blake3)?, Arc::new(tenant(t)))))
                 .collect(),
             anonymous: Arc::new(Tenant {
-                name: ANONYMOUS_TENANT.into(),
-                team: String::new(),
-                project: String::new(),
+                name: Text::from_static(ANONYMOUS_TENANT),
+                team: Text::EMPTY,
+                project: Text::EMPTY,
             }),
             admin: config
                 .server

@@ -2,7 +2,8 @@
 //! to the ledger as `__idle__` cost of the model (never of a tenant), so that per-request costs
 //! plus idle cost add up to every instance's whole time at the device's price.
 
-use super::record::{UsageRecord, IDLE_TENANT};
+use super::record::{self, UsageRecord, IDLE_TENANT};
+use super::text::Text;
 use crate::model::Registry;
 use crate::telemetry;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,9 +11,9 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 struct Instance {
-    model: String,
-    version: String,
-    device: String,
+    model: Text,
+    version: Text,
+    device: Text,
     index: usize,
     price_per_hour: f64,
     busy_us: Arc<AtomicU64>,
@@ -32,9 +33,9 @@ impl IdleMeter {
         for model in registry.all().filter(|m| m.upstream.is_none()) {
             for (index, busy_us) in model.batcher.busy_counters().iter().enumerate() {
                 instances.push(Instance {
-                    model: model.name.clone(),
-                    version: model.version.clone(),
-                    device: model.device.to_string(),
+                    model: model.text.name.clone(),
+                    version: model.text.version.clone(),
+                    device: model.text.device.clone(),
                     index,
                     price_per_hour: model.price_per_hour,
                     busy_us: busy_us.clone(),
@@ -58,19 +59,22 @@ impl IdleMeter {
             }
             instance.recorded_idle_us += idle_us;
             let cost = idle_us as f64 / 3_600_000_000.0 * instance.price_per_hour;
-            metrics::counter!(telemetry::DEVICE_IDLE, "model" => instance.model.clone(), "instance" => instance.index.to_string())
+            metrics::counter!(telemetry::DEVICE_IDLE, "model" => instance.model.to_string(), "instance" => instance.index.to_string())
                 .increment(idle_us);
-            metrics::gauge!(telemetry::IDLE_COST, "model" => instance.model.clone())
+            metrics::gauge!(telemetry::IDLE_COST, "model" => instance.model.to_string())
                 .increment(cost);
+            // Ends with the time, as request ids do, so `Ledger::usage` finds idle records too.
+            let mut id = format!(
+                "idle-{}-{}-{}",
+                instance.model, instance.version, instance.index
+            );
+            record::push_id_time(&mut id, now_ms);
             records.push(UsageRecord {
-                request_id: format!(
-                    "idle-{}-{}-{}-{now_ms}",
-                    instance.model, instance.version, instance.index
-                ),
+                request_id: id.into(),
                 time_ms: now_ms,
                 tenant: IDLE_TENANT.into(),
-                team: String::new(),
-                project: String::new(),
+                team: Text::EMPTY,
+                project: Text::EMPTY,
                 tags: Vec::new(),
                 model: instance.model.clone(),
                 version: instance.version.clone(),

@@ -10,6 +10,7 @@ use super::identity::{Caller, Identities};
 use super::idle::IdleMeter;
 use super::ledger::{Ledger, LedgerError, LedgerSettings};
 use super::record::UsageRecord;
+use super::text::Text;
 use crate::config::Config;
 use crate::error::Error;
 use crate::model::Registry;
@@ -34,7 +35,7 @@ pub struct Metering {
     budgets: Budgets,
     anomalies: Mutex<Detector>,
     idle: Mutex<Option<IdleMeter>>,
-    gauges: RwLock<HashMap<String, HashMap<String, MoneyGauges>>>,
+    gauges: RwLock<HashMap<Text, HashMap<Text, MoneyGauges>>>,
     sync: bool,
     idle_interval: Duration,
     ledger_alarm: AtomicBool,
@@ -131,7 +132,7 @@ impl Metering {
                 );
             }
             if let Some(ratio) = self.budgets.used_ratio(&record.tenant) {
-                metrics::gauge!(telemetry::BUDGET_USED, "tenant" => record.tenant.clone())
+                metrics::gauge!(telemetry::BUDGET_USED, "tenant" => record.tenant.to_string())
                     .set(ratio);
             }
             let anomalies = match self.anomalies.lock() {
@@ -157,16 +158,16 @@ impl Metering {
     fn money_gauges(&self, record: &UsageRecord) -> MoneyGauges {
         if let Ok(gauges) = self.gauges.read() {
             if let Some(pair) = gauges
-                .get(&record.tenant)
-                .and_then(|m| m.get(&record.model))
+                .get(record.tenant.as_str())
+                .and_then(|m| m.get(record.model.as_str()))
             {
                 return pair.clone();
             }
         }
         let labels = [
-            ("tenant", record.tenant.clone()),
-            ("team", record.team.clone()),
-            ("model", record.model.clone()),
+            ("tenant", record.tenant.to_string()),
+            ("team", record.team.to_string()),
+            ("model", record.model.to_string()),
         ];
         let pair = (
             metrics::gauge!(telemetry::COST, &labels),

@@ -11,3 +11,4 @@ pub mod idle;
 pub mod ledger;
 pub mod meter;
 pub mod record;
+pub mod text;

@@ -3,7 +3,7 @@
 //! upstream's metadata, and the model's batcher started over those engines.
 
 use super::spec::ModelSpec;
-use super::{Model, Registry};
+use super::{Model, ModelText, Registry};
 use crate::backend::onnx::{OnnxEngine, OnnxSettings};
 use crate::backend::remote::{self, Target, Upstream, UpstreamSettings, UpstreamUrl};
 use crate::backend::{BackendError, Engine};
@@ -171,6 +171,7 @@ fn assemble(config: &Config, model_config: &ModelConfig, loaded: Engines) -> Mod
     Model {
         name: model_config.name.clone(),
         version: model_config.version.clone(),
+        text: ModelText::new(&model_config.name, &model_config.version, &loaded.device),
         spec,
         provider: loaded.provider,
         device: loaded.device,

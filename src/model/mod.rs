@@ -11,6 +11,7 @@ pub use validate::{prepare, Prepared};
 use crate::batch::BatchHandle;
 use crate::config::Device;
 use crate::error::ErrorClass;
+use crate::metering::text::Text;
 use spec::ModelSpec;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ impl RequestError {
 pub struct Model {
     pub name: String,
     pub version: String,
+    /// Name, version and device once more, as the usage records and `Served` hold them.
+    pub text: ModelText,
     pub spec: ModelSpec,
     pub provider: String,
     pub device: Device,
@@ -69,6 +72,29 @@ pub struct Model {
     pub batcher: BatchHandle,
     /// Set when an upstream model server runs this model; readiness then follows its health.
     pub upstream: Option<Arc<crate::backend::remote::Upstream>>,
+}
+
+/// A model's name, version and device as shared `Text`, made once at load: each request's
+/// usage record then takes references to them instead of copies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelText {
+    pub name: Text,
+    pub version: Text,
+    pub device: Text,
+}
+
+impl ModelText {
+    pub fn new(name: &str, version: &str, device: &Device) -> ModelText {
+        ModelText {
+            name: Text::copy(name),
+            version: Text::copy(version),
+            // Static where the name is: a CPU model's records share nothing at all.
+            device: match device {
+                Device::Cpu => Text::from_static("cpu"),
+                other => Text::from(other.to_string()),
+            },
+        }
+    }
 }
 
 impl Model {

@@ -29,6 +29,16 @@
 //!
 //! Reads (`costs`, `focus_csv`, `usage`, `spend*`) and `purge_older_than` block on SQLite: call
 //! them from `tokio::task::spawn_blocking`. They see committed records only.
+//!
+//! # Schema and lookups by id
+//!
+//! Schema 2 (`store`) indexes `usage` by time and by tenant and time, and not by request id: a
+//! UNIQUE index on the id cost a quarter of every insert, and ids are unique by construction.
+//! Instead every id ends with its record's `time_ms` in hex (`record::request_id`,
+//! `record::push_id_time`), and `usage` finds a record with one probe of the time index. Rows
+//! copied from a schema 1 ledger (at most the row id kept as `legacy_max_id` in `ledger_meta`)
+//! may have ids without their time; only those rows are scanned, and only when the probe
+//! misses. A schema 1 file is rebuilt as schema 2, in one transaction, when it is opened.
 
 mod error;
 mod focus;
@@ -70,8 +80,6 @@ pub mod metric {
     pub const DROPPED: &str = "tollgate_ledger_dropped_records_total";
     /// Failed commit attempts.
     pub const WRITE_ERRORS: &str = "tollgate_ledger_write_errors_total";
-    /// Records ignored because their request id was already in the ledger.
-    pub const DUPLICATES: &str = "tollgate_ledger_duplicate_records_total";
 }
 
 /// Default capacity of the channel to the writer.
@@ -141,8 +149,6 @@ pub struct LedgerStats {
     pub overflowed: u64,
     /// Records given up without being committed.
     pub dropped: u64,
-    /// Records ignored because their request id was already present.
-    pub duplicates: u64,
     /// Failed commit attempts.
     pub write_failures: u64,
     /// True while the latest commit attempt failed: the signal to alert on.
@@ -164,6 +170,8 @@ struct Inner {
     tx: SyncSender<Command>,
     shared: Arc<Shared>,
     readers: store::Readers,
+    /// Rows up to this id came from a schema 1 ledger (see `query::usage`).
+    legacy_max_id: i64,
     settings: LedgerSettings,
     writer: WriterThread,
 }
@@ -189,10 +197,10 @@ impl Drop for WriterThread {
 impl Ledger {
     /// Opens or creates the ledger (and the file's directory) and starts the writer thread.
     pub fn open(settings: LedgerSettings) -> Result<Ledger, LedgerError> {
-        let conn = store::open_writer(&settings.path, settings.sync)?;
+        let opened = store::open_writer(&settings.path, settings.sync)?;
         let shared = Arc::new(Shared::new(settings.max_pending));
         let (tx, rx) = std::sync::mpsc::sync_channel(settings.channel_capacity.max(1));
-        let writer = Writer::new(conn, rx, shared.clone());
+        let writer = Writer::new(opened.conn, rx, shared.clone());
         let handle = std::thread::Builder::new()
             .name("tollgate-ledger".into())
             .spawn(move || writer.run())
@@ -202,6 +210,7 @@ impl Ledger {
                 tx,
                 shared,
                 readers: store::Readers::new(settings.path.clone()),
+                legacy_max_id: opened.legacy_max_id,
                 settings,
                 writer: WriterThread(Some(handle)),
             }),
@@ -300,7 +309,6 @@ impl Ledger {
             pending: s.pending.load(Ordering::Relaxed),
             overflowed: s.overflowed.load(Ordering::Relaxed),
             dropped: s.dropped.load(Ordering::Relaxed),
-            duplicates: s.duplicates.load(Ordering::Relaxed),
             write_failures: s.write_failures.load(Ordering::Relaxed),
             failing: s.failing.load(Ordering::Relaxed),
             last_error: s.last_error.lock().ok().and_then(|e| e.clone()),
@@ -319,11 +327,16 @@ impl Ledger {
         self.inner.readers.with(|conn| focus::csv(conn, query))
     }
 
-    /// One committed record by request id (blocking).
+    /// One committed record by request id (blocking). Found through the time the id carries
+    /// (`record::id_time`); ids without one can only be those of rows from a schema 1 ledger.
     pub fn usage(&self, request_id: &str) -> Result<Option<UsageRecord>, LedgerError> {
+        let legacy_max_id = self.inner.legacy_max_id;
+        if legacy_max_id == 0 && crate::metering::record::id_time(request_id).is_none() {
+            return Ok(None);
+        }
         self.inner
             .readers
-            .with(|conn| query::usage(conn, request_id))
+            .with(|conn| query::usage(conn, request_id, legacy_max_id))
     }
 
     /// A tenant's committed cost since `since_ms` (blocking); rebuilds budgets at start-up.

@@ -10,7 +10,7 @@ use rusqlite::types::Value;
 use rusqlite::Connection;
 
 use super::{store, LedgerError, QueryError};
-use crate::metering::record::{UsageRecord, IDLE_TENANT};
+use crate::metering::record::{self, UsageRecord, IDLE_TENANT};
 
 /// Longest range a cost or export query may span.
 pub const MAX_RANGE_DAYS: i64 = 366;
@@ -323,16 +323,47 @@ fn latency_percentiles(conn: &Connection, g: &Groups) -> Result<Percentiles, Led
     Ok(out)
 }
 
+/// A record by id and the time it carries: one probe of the time index.
+pub(super) const BY_TIME: &str = "time_ms = ?1 AND request_id = ?2";
+/// A record by id among the rows of a schema 1 ledger: a scan of that range of row ids only.
+pub(super) const BY_LEGACY_ID: &str = "id <= ?1 AND request_id = ?2";
+
+/// A record by request id without a scan of the table: the id's time narrows the search to
+/// one entry of the time index. Rows copied from a schema 1 ledger (ids up to
+/// `legacy_max_id`) may have ids without a time, or not their own; only they are scanned, and
+/// only when the time did not find the record.
 pub(super) fn usage(
     conn: &Connection,
     request_id: &str,
+    legacy_max_id: i64,
 ) -> Result<Option<UsageRecord>, LedgerError> {
+    if let Some(time_ms) = record::id_time(request_id) {
+        let sql = format!(
+            "SELECT {} FROM usage WHERE {BY_TIME}",
+            store::RECORD_COLUMNS
+        );
+        let found = one_record(conn, &sql, rusqlite::params![time_ms, request_id])?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    if legacy_max_id == 0 {
+        return Ok(None);
+    }
     let sql = format!(
-        "SELECT {} FROM usage WHERE request_id = ?1",
+        "SELECT {} FROM usage WHERE {BY_LEGACY_ID}",
         store::RECORD_COLUMNS
     );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut rows = stmt.query([request_id])?;
+    one_record(conn, &sql, rusqlite::params![legacy_max_id, request_id])
+}
+
+fn one_record(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Option<UsageRecord>, LedgerError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
     match rows.next()? {
         Some(row) => Ok(Some(store::record_from_row(row)?)),
         None => Ok(None),

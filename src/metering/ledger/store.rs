@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Row};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
 
 use super::LedgerError;
 use crate::metering::record::UsageRecord;
 
 /// Bumped (with a migration step in `migrate`) whenever the schema changes.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits for a lock held by another connection (a checkpoint, or a
 /// second process opening the same file) before reporting SQLITE_BUSY.
@@ -22,11 +23,17 @@ const WAL_SIZE_LIMIT: i64 = 64 << 20;
 /// Idle read connections kept for reuse; more may be open at once under concurrent reads.
 const MAX_IDLE_READERS: usize = 4;
 
-// `row_count` rather than `rows`: ROWS is an SQL keyword (window frames).
-const SCHEMA_V1: &str = "
-CREATE TABLE usage (
+/// The `usage` table of schema 2, created under `name` (the migration builds it beside the
+/// old one). `row_count` rather than `rows`: ROWS is an SQL keyword (window frames).
+///
+/// `request_id` has no UNIQUE constraint (schema 1 had one): its index cost a quarter of every
+/// insert. Ids are unique by construction, a failed group rolls back whole, and a lookup by id
+/// goes through the time the id carries (`query::usage`).
+fn usage_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (
     id          INTEGER PRIMARY KEY,
-    request_id  TEXT    NOT NULL UNIQUE,
+    request_id  TEXT    NOT NULL,
     time_ms     INTEGER NOT NULL,
     tenant      TEXT    NOT NULL,
     team        TEXT    NOT NULL,
@@ -45,32 +52,51 @@ CREATE TABLE usage (
     saved_usd   REAL    NOT NULL,
     outcome     TEXT    NOT NULL,
     device      TEXT    NOT NULL
-);
+);"
+    )
+}
+
+const INDEXES: &str = "
 CREATE INDEX usage_time ON usage (time_ms);
 CREATE INDEX usage_tenant_time ON usage (tenant, time_ms);
 ";
+
+/// Facts about the file itself. `legacy_max_id`: the largest row id copied from a schema 1
+/// table (absent when there was none); only rows up to it can hold ids without a time.
+const META: &str = "CREATE TABLE ledger_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);";
+const LEGACY_MAX_ID: &str = "legacy_max_id";
+
+/// Every column of `usage`, in table order: what the migration copies.
+const ALL_COLUMNS: &str = "id, request_id, time_ms, tenant, team, project, tags, model, \
+     version, protocol, cache, row_count, batch_size, queue_us, compute_us, latency_us, \
+     cost_usd, saved_usd, outcome, device";
 
 /// The columns of a full record, in `record_from_row` order.
 pub(super) const RECORD_COLUMNS: &str = "request_id, time_ms, tenant, team, project, tags, model, \
      version, protocol, cache, row_count, batch_size, queue_us, compute_us, latency_us, cost_usd, \
      saved_usd, outcome, device";
 
-/// `OR IGNORE`: a request id already present is counted as a duplicate by the writer instead
-/// of failing the whole group (which would then be retried, and fail, forever).
-pub(super) const INSERT: &str = "INSERT OR IGNORE INTO usage (request_id, time_ms, tenant, \
+pub(super) const INSERT: &str = "INSERT INTO usage (request_id, time_ms, tenant, \
      team, project, tags, model, version, protocol, cache, row_count, batch_size, queue_us, \
      compute_us, latency_us, cost_usd, saved_usd, outcome, device) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
 
+/// The write connection and what the schema says about looking records up.
+pub(super) struct Opened {
+    pub(super) conn: Connection,
+    /// Rows with an `id` up to this were written under schema 1 (0: none were).
+    pub(super) legacy_max_id: i64,
+}
+
 /// Opens (creating if needed) the file for writing: WAL, the durability level, the schema.
-pub(super) fn open_writer(path: &Path, sync: bool) -> Result<Connection, LedgerError> {
+pub(super) fn open_writer(path: &Path, sync: bool) -> Result<Opened, LedgerError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| LedgerError::CreateDir {
             path: dir.to_path_buf(),
             source: Arc::new(e),
         })?;
     }
-    let conn = Connection::open_with_flags(
+    let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -88,25 +114,64 @@ pub(super) fn open_writer(path: &Path, sync: bool) -> Result<Connection, LedgerE
     conn.pragma_update(None, "synchronous", if sync { "FULL" } else { "NORMAL" })?;
     // After a checkpoint the WAL is cut back to this size instead of keeping its high-water mark.
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
-    migrate(&conn)?;
-    Ok(conn)
+    migrate(&mut conn)?;
+    let legacy_max_id = conn.query_row(
+        "SELECT COALESCE(MAX(value), 0) FROM ledger_meta WHERE key = ?1",
+        [LEGACY_MAX_ID],
+        |r| r.get(0),
+    )?;
+    Ok(Opened {
+        conn,
+        legacy_max_id,
+    })
 }
 
-fn migrate(conn: &Connection) -> Result<(), LedgerError> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if found > SCHEMA_VERSION {
-        return Err(LedgerError::SchemaTooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
+fn user_version(conn: &Connection) -> Result<i64, LedgerError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Brings the file to `SCHEMA_VERSION` in one transaction, so a crash half-way leaves the old
+/// version intact and the next start simply tries again.
+fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
+    let check = |found: i64| {
+        if found > SCHEMA_VERSION {
+            return Err(LedgerError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Ok(found)
+    };
+    if check(user_version(conn)?)? == SCHEMA_VERSION {
+        return Ok(());
     }
-    if found == 0 {
-        // One transaction: a crash half-way leaves version 0 and no table, so the next start
-        // simply creates it again.
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA_V1} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Read again under the write lock: another process may have migrated meanwhile.
+    let found = check(user_version(&tx)?)?;
+    match found {
+        0 => tx.execute_batch(&format!("{} {INDEXES} {META}", usage_table("usage")))?,
+        1 => {
+            let rows: i64 = tx.query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))?;
+            tracing::info!(rows, "migrating the usage ledger to schema 2");
+            // SQLite cannot drop the index of a UNIQUE column constraint, so the table is
+            // rebuilt as its documented ALTER TABLE procedure says: create the new table, copy
+            // (keeping row ids), drop the old, rename, recreate the indexes. No view, trigger
+            // or foreign key refers to `usage`.
+            tx.execute_batch(&format!(
+                "{new} \
+                 INSERT INTO usage_v2 ({ALL_COLUMNS}) SELECT {ALL_COLUMNS} FROM usage; \
+                 DROP TABLE usage; \
+                 ALTER TABLE usage_v2 RENAME TO usage; \
+                 {INDEXES} {META} \
+                 INSERT INTO ledger_meta (key, value) \
+                     SELECT '{LEGACY_MAX_ID}', id FROM usage ORDER BY id DESC LIMIT 1;",
+                new = usage_table("usage_v2"),
+            ))?;
+        }
+        other => return Err(LedgerError::Corrupt(format!("schema version {other}"))),
     }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -154,11 +219,43 @@ impl Readers {
 /// The tags as a JSON object, keys in sorted order, so equal tag sets have equal text (the
 /// FOCUS export groups on it) and `json_extract` can pick one out.
 pub(super) fn tags_json(tags: &[(String, String)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = tags
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    serde_json::Value::Object(map).to_string()
+    let mut out = Vec::new();
+    write_tags_json(&mut out, tags);
+    // Only whole UTF-8 strings and ASCII punctuation were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `tags_json` into a buffer the caller reuses: the writer thread turns tags into text for
+/// every record, without a JSON tree or a fresh allocation each time. The text is exactly what
+/// serializing a `serde_json::Map` of the tags gives: sorted keys, a repeated key keeping its
+/// last value, serde_json's escaping.
+pub(super) fn write_tags_json(out: &mut Vec<u8>, tags: &[(String, String)]) {
+    out.clear();
+    let pairs = tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    // A caller's tags arrive sorted with unique keys (`Identities::tags`); others are sorted here.
+    if tags.windows(2).all(|w| w[0].0 < w[1].0) {
+        write_object(out, pairs);
+    } else {
+        let mut map = std::collections::BTreeMap::new();
+        for (k, v) in pairs {
+            map.insert(k, v);
+        }
+        write_object(out, map.into_iter());
+    }
+}
+
+fn write_object<'a>(out: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
+    out.push(b'{');
+    for (i, (key, value)) in pairs.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // serde_json's own string escaping; writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+    out.push(b'}');
 }
 
 pub(super) fn tags_from_json(text: &str) -> Result<Vec<(String, String)>, LedgerError> {
@@ -190,18 +287,22 @@ pub(super) fn finite(v: f64) -> f64 {
     }
 }
 
-/// Appends the record's values in `INSERT` order.
+/// Appends the record's values in `INSERT` order; `scratch` holds the tags' JSON.
 pub(super) fn insert(
     stmt: &mut rusqlite::CachedStatement<'_>,
     r: &UsageRecord,
+    scratch: &mut Vec<u8>,
 ) -> rusqlite::Result<usize> {
+    write_tags_json(scratch, &r.tags);
+    // Bound as text straight from the buffer: it is UTF-8 by construction.
+    let tags = ToSqlOutput::Borrowed(ValueRef::Text(scratch));
     stmt.execute(rusqlite::params![
         r.request_id,
         r.time_ms,
         r.tenant,
         r.team,
         r.project,
-        tags_json(&r.tags),
+        tags,
         r.model,
         r.version,
         r.protocol,
@@ -245,4 +346,58 @@ pub(super) fn record_from_row(row: &Row<'_>) -> Result<UsageRecord, LedgerError>
         outcome: row.get(17)?,
         device: row.get(18)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How schema 1 wrote tags: through a JSON tree. The writer must give the same text.
+    fn through_a_tree(tags: &[(String, String)]) -> String {
+        let map: serde_json::Map<String, serde_json::Value> = tags
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        serde_json::Value::Object(map).to_string()
+    }
+
+    #[test]
+    fn tags_json_equals_a_json_map_of_the_tags() {
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        let cases: &[&[(&str, &str)]] = &[
+            &[],
+            &[("env", "prod")],
+            &[("env", "prod"), ("feature", "a")],
+            // Unsorted, and a repeated key: sorted, the last value kept.
+            &[("z", "1"), ("a", "2"), ("m", "3")],
+            &[("k", "first"), ("b", "x"), ("k", "last")],
+            &[("k", "same"), ("k", "same")],
+            &[("tollgate/team", "t"), ("env", "say \"hi\", ok")],
+            &[("q\"uote", "back\\slash"), ("tab", "a\tb\r\n\u{8}\u{c}")],
+            &[
+                ("ctl", "\u{0}\u{1}\u{1f}\u{7f}"),
+                ("uni", "é 名 🚀 \u{2028}"),
+            ],
+            &[("", ""), ("all", &every_ascii)],
+        ];
+        let mut scratch = Vec::new();
+        for case in cases {
+            let tags: Vec<(String, String)> = case
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let want = through_a_tree(&tags);
+            assert_eq!(tags_json(&tags), want, "{tags:?}");
+            write_tags_json(&mut scratch, &tags);
+            assert_eq!(std::str::from_utf8(&scratch), Ok(want.as_str()));
+            // And it reads back as the same set (sorted, last value of a key).
+            let mut unique: Vec<(String, String)> = Vec::new();
+            for (k, v) in tags {
+                unique.retain(|(key, _)| *key != k);
+                unique.push((k, v));
+            }
+            unique.sort();
+            assert_eq!(tags_from_json(&want).ok(), Some(unique));
+        }
+    }
 }

@@ -56,7 +56,6 @@ pub(super) struct Shared {
     pub(super) pending: AtomicU64,
     pub(super) overflowed: AtomicU64,
     pub(super) dropped: AtomicU64,
-    pub(super) duplicates: AtomicU64,
     pub(super) write_failures: AtomicU64,
     pub(super) failing: AtomicBool,
     pub(super) last_error: Mutex<Option<String>>,
@@ -72,7 +71,6 @@ impl Shared {
             pending: AtomicU64::new(0),
             overflowed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            duplicates: AtomicU64::new(0),
             write_failures: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             last_error: Mutex::new(None),
@@ -168,6 +166,8 @@ pub(super) struct Writer {
     rx: Receiver<Command>,
     shared: std::sync::Arc<Shared>,
     idle_retry: Duration,
+    /// Reused for each record's tags JSON.
+    scratch: Vec<u8>,
 }
 
 impl Writer {
@@ -181,6 +181,7 @@ impl Writer {
             rx,
             shared,
             idle_retry: GROUP_WINDOW,
+            scratch: Vec::new(),
         }
     }
 
@@ -271,11 +272,11 @@ impl Writer {
         let error = loop {
             tries += 1;
             let started = Instant::now();
-            match write_group(&mut self.conn, &held, &waiting) {
-                Ok(inserted) => {
+            match write_group(&mut self.conn, &mut self.scratch, &held, &waiting) {
+                Ok(()) => {
                     metrics::histogram!(metric::COMMIT_DURATION)
                         .record(started.elapsed().as_secs_f64());
-                    self.settle_success(inserted, total);
+                    self.settle_success(total);
                     for (_, reply) in waiting {
                         let _ = reply.send(Ok(()));
                     }
@@ -311,21 +312,10 @@ impl Writer {
         Err(failed)
     }
 
-    fn settle_success(&mut self, inserted: u64, total: u64) {
-        let duplicates = total - inserted;
-        self.shared.committed.fetch_add(inserted, Ordering::Relaxed);
+    fn settle_success(&mut self, total: u64) {
+        self.shared.committed.fetch_add(total, Ordering::Relaxed);
         self.shared.pending.fetch_sub(total, Ordering::Relaxed);
-        metrics::counter!(metric::RECORDS).increment(inserted);
-        if duplicates > 0 {
-            self.shared
-                .duplicates
-                .fetch_add(duplicates, Ordering::Relaxed);
-            metrics::counter!(metric::DUPLICATES).increment(duplicates);
-            tracing::warn!(
-                duplicates,
-                "ledger ignored records whose request id it already had"
-            );
-        }
+        metrics::counter!(metric::RECORDS).increment(total);
         if self.shared.failing.swap(false, Ordering::Relaxed) {
             tracing::info!("ledger commits succeed again");
         }
@@ -375,21 +365,21 @@ fn absorb(cmd: Command, group: &mut Group) -> bool {
     false
 }
 
-/// One transaction for the whole group; returns how many rows were new.
+/// One transaction for the whole group: every record becomes a row, or (rolled back) none does,
+/// so a retried group can never leave a record twice.
 fn write_group(
     conn: &mut Connection,
+    scratch: &mut Vec<u8>,
     held: &[UsageRecord],
     waiting: &[(UsageRecord, Reply)],
-) -> rusqlite::Result<u64> {
+) -> rusqlite::Result<()> {
     // IMMEDIATE takes the write lock up front, so a busy database fails here, not half-way.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut inserted = 0u64;
     {
         let mut stmt = tx.prepare_cached(store::INSERT)?;
         for record in held.iter().chain(waiting.iter().map(|(r, _)| r)) {
-            inserted += store::insert(&mut stmt, record)? as u64;
+            store::insert(&mut stmt, record, scratch)?;
         }
     }
-    tx.commit()?;
-    Ok(inserted)
+    tx.commit()
 }

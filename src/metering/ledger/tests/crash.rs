@@ -52,12 +52,19 @@ fn kill_mid_stream_and_check(mode: &str) {
         acked.len()
     );
     let conn = rusqlite::Connection::open(dir.db()).expect("reopen after kill");
+    // One pass over the table: `request_id` has no index of its own (schema 2).
+    let mut found = std::collections::HashMap::<String, usize>::new();
     let mut stmt = conn
-        .prepare("SELECT COUNT(*) FROM usage WHERE request_id = ?1")
+        .prepare("SELECT request_id FROM usage")
         .expect("prepare");
+    let ids = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("query");
+    for id in ids {
+        *found.entry(id.expect("row")).or_default() += 1;
+    }
     for id in &acked {
-        let n: i64 = stmt.query_row([id], |r| r.get(0)).expect("query");
-        assert_eq!(n, 1, "acknowledged record {id} lost");
+        assert_eq!(found.get(id), Some(&1), "acknowledged record {id} lost");
     }
 }
 
@@ -92,8 +99,9 @@ async fn child_writes_until_killed() {
                 let ledger = ledger.clone();
                 tokio::spawn(async move {
                     for i in 0..CHILD_LIMIT / 32 {
-                        let id = format!("w{w}-{i}");
-                        if ledger.record_committed(rec(&id, 1, "t", "m")).await.is_ok() {
+                        let r = rec(&format!("w{w}-{i}"), 1, "t", "m");
+                        let id = r.request_id.clone();
+                        if ledger.record_committed(r).await.is_ok() {
                             println!("acked {id}");
                         }
                     }
@@ -105,9 +113,12 @@ async fn child_writes_until_killed() {
         }
     } else {
         for batch in 0..CHILD_LIMIT / 100 {
-            let ids: Vec<String> = (0..100).map(|i| format!("b{batch}-{i}")).collect();
-            for id in &ids {
-                let _ = ledger.record(rec(id, 1, "t", "m"));
+            let records: Vec<UsageRecord> = (0..100)
+                .map(|i| rec(&format!("b{batch}-{i}"), 1, "t", "m"))
+                .collect();
+            let ids: Vec<Text> = records.iter().map(|r| r.request_id.clone()).collect();
+            for r in records {
+                let _ = ledger.record(r);
             }
             if ledger.flush().await.is_ok() {
                 for id in ids {

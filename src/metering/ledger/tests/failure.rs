@@ -26,7 +26,7 @@ async fn a_full_channel_spills_to_memory_then_drops_with_a_count() {
         results[..3],
         [Submitted::Queued, Submitted::Held, Submitted::Held]
     );
-    assert!(matches!(&results[3], Submitted::Dropped(r) if r.request_id == "o3"));
+    assert!(matches!(&results[3], Submitted::Dropped(r) if r.request_id == id("o3", 3)));
     assert!(matches!(
         ledger.record_committed(rec("s", 9, "t", "m")).await,
         Err(LedgerError::Overloaded)
@@ -93,7 +93,7 @@ async fn failed_commits_hold_records_until_the_disk_recovers() {
         (stats.committed, stats.pending, stats.failing),
         (2_000, 0, false)
     );
-    assert_eq!(ledger.usage("sync").expect("read"), None);
+    assert_eq!(ledger.usage(&id("sync", 1)).expect("read"), None);
 }
 
 #[tokio::test]
@@ -144,7 +144,7 @@ fn a_newer_schema_is_refused() {
             err,
             Some(LedgerError::SchemaTooNew {
                 found: 99,
-                supported: 1
+                supported: store::SCHEMA_VERSION
             })
         ),
         "{err:?}"

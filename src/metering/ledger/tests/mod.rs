@@ -1,17 +1,21 @@
 //! Tests of the ledger against real SQLite files in unique temporary directories: writing,
 //! group commit and retention here; overflow and write failures in `failure`, queries in
-//! `read`, the FOCUS export in `export`, process kills in `crash`.
+//! `read`, the FOCUS export in `export`, process kills in `crash`, schema 1 files and lookups
+//! by id in `schema`.
 
 mod crash;
 mod export;
 mod failure;
 mod read;
+mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::metering::record;
+use crate::metering::text::Text;
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub(super) struct TempDir(PathBuf);
@@ -48,15 +52,22 @@ impl Drop for TempDir {
     }
 }
 
-pub(super) fn rec(id: &str, time_ms: i64, tenant: &str, model: &str) -> UsageRecord {
+/// The id a record named `name` gets: ending with its time, as the gateway's ids do.
+pub(super) fn id(name: &str, time_ms: i64) -> String {
+    let mut id = name.to_string();
+    record::push_id_time(&mut id, time_ms);
+    id
+}
+
+pub(super) fn rec(name: &str, time_ms: i64, tenant: &str, model: &str) -> UsageRecord {
     UsageRecord {
-        request_id: id.into(),
+        request_id: id(name, time_ms).into(),
         time_ms,
-        tenant: tenant.into(),
-        team: format!("team-{tenant}"),
+        tenant: Text::copy(tenant),
+        team: format!("team-{tenant}").into(),
         project: "proj".into(),
         tags: Vec::new(),
-        model: model.into(),
+        model: Text::copy(model),
         version: "1".into(),
         protocol: "http".into(),
         cache: "miss".into(),
@@ -83,7 +94,7 @@ pub(super) fn tagged(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    (r.cost_usd, r.rows, r.cache) = (cost, rows, cache.into());
+    (r.cost_usd, r.rows, r.cache) = (cost, rows, Text::copy(cache));
     r
 }
 
@@ -115,8 +126,9 @@ async fn every_field_round_trips() {
     (r.outcome, r.device, r.protocol) = ("timeout".into(), "cuda:0".into(), "grpc".into());
     assert_eq!(ledger.record(r.clone()), Submitted::Queued);
     ledger.flush().await.expect("flush");
-    assert_eq!(ledger.usage("req-1").expect("read"), Some(r));
+    assert_eq!(ledger.usage(&r.request_id).expect("read"), Some(r));
     assert_eq!(ledger.usage("missing").expect("read"), None);
+    assert_eq!(ledger.usage(&id("req-2", 5)).expect("read"), None);
 }
 
 #[tokio::test]
@@ -191,28 +203,24 @@ async fn dropping_the_last_handle_commits_what_was_queued() {
     drop(ledger);
     assert_eq!(count_fresh(&dir.db()), 300);
     let again = open(&dir, |_| {});
-    assert!(again.usage("d299").expect("read").is_some());
+    assert!(again.usage(&id("d299", 299)).expect("read").is_some());
 }
 
+/// Ids are unique by construction, so the ledger no longer checks them (schema 2): a record
+/// is never refused for its id.
 #[tokio::test]
-async fn a_duplicate_request_id_is_counted_not_fatal() {
+async fn a_repeated_request_id_is_still_recorded() {
     let dir = TempDir::new("dup");
     let ledger = open(&dir, |_| {});
     let _ = ledger.record(rec("same", 1, "t", "m"));
-    let _ = ledger.record(rec("same", 2, "t", "m"));
+    let _ = ledger.record(rec("same", 1, "t", "m"));
     ledger
         .record_committed(rec("other", 3, "t", "m"))
         .await
         .expect("commit");
     let stats = ledger.stats();
-    assert_eq!(
-        (stats.committed, stats.duplicates, stats.pending),
-        (2, 1, 0)
-    );
-    assert_eq!(
-        ledger.usage("same").expect("read").map(|r| r.time_ms),
-        Some(1)
-    );
+    assert_eq!((stats.committed, stats.pending), (3, 0));
+    assert_eq!(count_fresh(&dir.db()), 3);
 }
 
 #[test]
@@ -240,8 +248,8 @@ fn purge_deletes_only_older_records() {
     }
     // The purge runs after the records queued before it, with no flush needed.
     assert_eq!(ledger.purge_older_than(11_000).expect("purge"), 11_000);
-    assert!(ledger.usage("p10999").expect("read").is_none());
-    assert!(ledger.usage("p11000").expect("read").is_some());
+    assert!(ledger.usage(&id("p10999", 10_999)).expect("read").is_none());
+    assert!(ledger.usage(&id("p11000", 11_000)).expect("read").is_some());
     assert_eq!(ledger.purge_expired(DAY_MS + 11_500).expect("expire"), 500);
     assert_eq!(count_fresh(&dir.db()), 500);
     let forever = TempDir::new("purge0");

@@ -100,7 +100,8 @@ fn digits_value() -> CachedValue {
                 shape: vec![1, 10],
                 data: Bytes::from(vec![0u8; 40]),
             },
-        ],
+        ]
+        .into(),
         cost_usd: 1e-10,
         compute_us: 20,
         rows: 1,

@@ -141,7 +141,7 @@ fn response(outputs: Vec<Tensor>) -> InferResponse {
         model: "digits".into(),
         version: "1".into(),
         id: None,
-        outputs,
+        outputs: outputs.into(),
         served: Served {
             request_id: "0123abcd-00000001".into(),
             cache: CacheStatus::Miss,
@@ -199,7 +199,10 @@ fn bench_encode(c: &mut Criterion) {
         });
     }
     // The number writer alone for the large tensor.
-    let data = large.outputs[0].data.clone();
+    let Some(first) = large.outputs.iter().next() else {
+        return;
+    };
+    let data = first.data.clone();
     let mut out = Vec::with_capacity(data.len() * 3);
     write_json_data(&mut out, DataType::Fp32, &data);
     group.throughput(Throughput::Bytes(out.len() as u64));

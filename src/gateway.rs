@@ -17,7 +17,7 @@ use crate::metering::meter::{Admission, Metering};
 use crate::metering::record::{self, UsageRecord};
 use crate::metering::text::Text;
 use crate::model::{self, Model, Registry, RequestError};
-use crate::request::{CacheStatus, InferRequest, InferResponse, Served};
+use crate::request::{CacheStatus, InferRequest, InferResponse, Outputs, Served};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -241,11 +241,13 @@ impl Gateway {
             saved_usd: if computed_here { 0.0 } else { value.cost_usd },
             device: model.text.device.clone(),
         };
-        let outputs = prepared
-            .outputs
-            .iter()
-            .filter_map(|name| value.outputs.iter().find(|t| &t.name == name).cloned())
-            .collect();
+        let outputs = match &prepared.outputs {
+            Some(named) => Outputs::pick(value.outputs.clone(), named.iter().map(String::as_str)),
+            None => Outputs::pick(
+                value.outputs.clone(),
+                model.spec.outputs.iter().map(|o| o.name.as_str()),
+            ),
+        };
         Ok(InferResponse {
             model: model.name.clone(),
             version: model.version.clone(),
@@ -370,7 +372,7 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
     let rows = job.rows;
     let output = model.batcher.submit(job).await?;
     Ok(CachedValue {
-        outputs: output.outputs,
+        outputs: output.outputs.into(),
         // Device (or upstream) time shared by rows, plus an upstream's per-request price,
         // shared the same way since one upstream request carried the whole batch.
         cost_usd: cost::share_of_batch(

@@ -2,6 +2,7 @@
 
 use crate::metering::text::Text;
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 /// The front end a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,8 +111,62 @@ pub struct InferResponse {
     pub model: String,
     pub version: String,
     pub id: Option<String>,
-    pub outputs: Vec<Tensor>,
+    pub outputs: Outputs,
     pub served: Served,
+}
+
+/// A response's output tensors: the computed (or cached) set, shared with the cache entry
+/// rather than copied for every answer, and which of them the caller asked for.
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    all: Arc<[Tensor]>,
+    /// Positions in `all`, in answer order; `None` answers with all of them as stored.
+    picked: Option<Vec<usize>>,
+}
+
+impl Outputs {
+    /// The tensors of `all` named by `wanted`, in that order; names it lacks are skipped.
+    pub fn pick<'a>(all: Arc<[Tensor]>, wanted: impl Iterator<Item = &'a str> + Clone) -> Outputs {
+        // The common case, everything in stored order, needs no list of positions.
+        if wanted.clone().eq(all.iter().map(|t| t.name.as_str())) {
+            return Outputs { all, picked: None };
+        }
+        let picked = wanted
+            .filter_map(|name| all.iter().position(|t| t.name == name))
+            .collect();
+        Outputs {
+            all,
+            picked: Some(picked),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Tensor> + '_ {
+        let (every, picked) = match &self.picked {
+            None => (Some(self.all.iter()), None),
+            Some(positions) => (None, Some(positions.iter().map(|&i| &self.all[i]))),
+        };
+        every
+            .into_iter()
+            .flatten()
+            .chain(picked.into_iter().flatten())
+    }
+
+    pub fn len(&self) -> usize {
+        self.picked.as_ref().map_or(self.all.len(), Vec::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<Tensor>> for Outputs {
+    fn from(tensors: Vec<Tensor>) -> Outputs {
+        Outputs {
+            all: tensors.into(),
+            picked: None,
+        }
+    }
 }
 
 /// Per-request facts the front ends put into headers and response parameters.
@@ -129,4 +184,51 @@ pub struct Served {
     pub saved_usd: f64,
     /// The device that computed it ("cpu", "cuda:0"); shared with the model and usage record.
     pub device: Text,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::DataType;
+    use bytes::Bytes;
+
+    fn tensors(names: &[&str]) -> Arc<[Tensor]> {
+        names
+            .iter()
+            .map(|name| Tensor {
+                name: name.to_string(),
+                dtype: DataType::Uint8,
+                shape: vec![1],
+                data: Bytes::from(name.as_bytes().to_vec()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn outputs_are_picked_by_name_in_the_order_asked() {
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            // (stored, wanted, answered)
+            (&["a", "b"], &["a", "b"], &["a", "b"]),
+            (&["a", "b"], &["b", "a"], &["b", "a"]),
+            (&["a", "b", "c"], &["c"], &["c"]),
+            (&["a", "b"], &["a", "missing"], &["a"]),
+            (&["a"], &[], &[]),
+        ];
+        for (stored, wanted, answered) in cases {
+            let all = tensors(stored);
+            let outputs = Outputs::pick(all.clone(), wanted.iter().copied());
+            let names: Vec<&str> = outputs.iter().map(|t| t.name.as_str()).collect();
+            assert_eq!(&names, answered, "{stored:?} picking {wanted:?}");
+            assert_eq!(outputs.len(), answered.len());
+            // Shared, not copied: the answer's bytes are the stored tensor's.
+            let first = outputs
+                .iter()
+                .next()
+                .map(|t| (t.name.clone(), t.data.as_ptr()));
+            if let Some((name, bytes)) = first {
+                let stored = all.iter().find(|t| t.name == name);
+                assert_eq!(stored.map(|t| t.data.as_ptr()), Some(bytes));
+            }
+        }
+    }
 }

@@ -14,7 +14,8 @@ fn value() -> CachedValue {
             dtype: DataType::Uint8,
             shape: vec![1],
             data: Bytes::from_static(&[7]),
-        }],
+        }]
+        .into(),
         cost_usd: 1e-9,
         compute_us: 10,
         rows: 1,

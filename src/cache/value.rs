@@ -8,8 +8,8 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct CachedValue {
-    /// Every output of the model for these inputs.
-    pub outputs: Vec<Tensor>,
+    /// Every output of the model for these inputs; responses share them instead of copying.
+    pub outputs: Arc<[Tensor]>,
     /// What computing it cost, so a hit can report what it saved.
     pub cost_usd: f64,
     pub compute_us: u64,
@@ -46,7 +46,7 @@ pub fn encode(value: &CachedValue) -> Bytes {
     out.put_u32_le(value.rows);
     out.put_u32_le(value.batch_rows);
     out.put_u32_le(value.outputs.len() as u32);
-    for tensor in &value.outputs {
+    for tensor in value.outputs.iter() {
         out.put_u16_le(tensor.name.len() as u16);
         out.put_slice(tensor.name.as_bytes());
         out.put_u8(tensor.dtype.tag());
@@ -99,7 +99,7 @@ pub fn decode(mut bytes: Bytes, model: Arc<str>, ttl: Duration) -> Option<Cached
         return None;
     }
     Some(CachedValue {
-        outputs,
+        outputs: outputs.into(),
         cost_usd,
         compute_us,
         rows,
@@ -148,7 +148,8 @@ mod tests {
                     shape: vec![2, 3],
                     data: Bytes::from(vec![1u8; 24]),
                 },
-            ],
+            ]
+            .into(),
             cost_usd: 1.25e-9,
             compute_us: 42,
             rows: 2,

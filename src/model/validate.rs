@@ -14,8 +14,8 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub struct Prepared {
     pub job: Job,
-    /// Output names to return, in the model's order when the caller named none.
-    pub outputs: Vec<String>,
+    /// Output names the caller asked for, in its order; `None`: all, in the model's order.
+    pub outputs: Option<Vec<String>>,
 }
 
 pub fn prepare(model: &Model, request: InferRequest) -> Result<Prepared, RequestError> {
@@ -168,9 +168,12 @@ fn batch_rows(model: &Model, inputs: &[Tensor]) -> Result<usize, RequestError> {
     Ok(rows)
 }
 
-fn requested_outputs(model: &Model, requested: Vec<String>) -> Result<Vec<String>, RequestError> {
+fn requested_outputs(
+    model: &Model,
+    requested: Vec<String>,
+) -> Result<Option<Vec<String>>, RequestError> {
     if requested.is_empty() {
-        return Ok(model.spec.outputs.iter().map(|o| o.name.clone()).collect());
+        return Ok(None);
     }
     for (index, name) in requested.iter().enumerate() {
         if model.spec.output(name).is_none() {
@@ -184,7 +187,7 @@ fn requested_outputs(model: &Model, requested: Vec<String>) -> Result<Vec<String
             ));
         }
     }
-    Ok(requested)
+    Ok(Some(requested))
 }
 
 /// Requests batch together only if everything but the first dimension agrees.

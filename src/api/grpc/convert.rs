@@ -174,15 +174,15 @@ pub(crate) fn typed_to_bytes(
 pub fn response(response: InferResponse) -> proto::ModelInferResponse {
     let mut raw_output_contents = Vec::with_capacity(response.outputs.len());
     let mut outputs = Vec::with_capacity(response.outputs.len());
-    for tensor in response.outputs {
+    for tensor in response.outputs.iter() {
         outputs.push(proto::model_infer_response::InferOutputTensor {
-            name: tensor.name,
+            name: tensor.name.clone(),
             datatype: tensor.dtype.as_str().to_string(),
             shape: tensor.shape.iter().map(|&d| d as i64).collect(),
             parameters: HashMap::new(),
             contents: None,
         });
-        raw_output_contents.push(tensor.data);
+        raw_output_contents.push(tensor.data.clone());
     }
     let served = &response.served;
     let string = |s: String| proto::InferParameter {

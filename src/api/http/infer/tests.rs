@@ -100,7 +100,7 @@ fn response(id: Option<&str>, outputs: Vec<Tensor>) -> InferResponse {
         model: "m\"odel".into(),
         version: "1".into(),
         id: id.map(str::to_string),
-        outputs,
+        outputs: outputs.into(),
         served: crate::request::Served {
             request_id: "abc-00000001".into(),
             cache: crate::request::CacheStatus::Hit,

@@ -29,7 +29,7 @@ fn response(outputs: Vec<Tensor>) -> InferResponse {
         model: "m".into(),
         version: "1".into(),
         id: None,
-        outputs,
+        outputs: outputs.into(),
         served: Served {
             request_id: "r".into(),
             cache: CacheStatus::Miss,

@@ -26,13 +26,25 @@ pub fn parse(json: &str, dtype: DataType, expected: usize) -> Result<Vec<u8>, St
                 ))
             }
             _ => {
-                let end = bytes[at..]
-                    .iter()
-                    .position(|b| matches!(b, b',' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
-                    .map_or(bytes.len(), |p| at + p);
                 if count == expected {
                     return Err(format!("more than the {expected} elements the shape holds"));
                 }
+                // FP32, the common case, in one pass over the bytes; anything the fast path
+                // declines is cut out as a token and read by the general code below.
+                if dtype == DataType::Fp32 {
+                    if let Some((value, end)) = decimal::scan_f32(bytes, at) {
+                        if bytes.get(end).is_none_or(|&b| is_delimiter(b)) {
+                            out.extend_from_slice(&value.to_le_bytes());
+                            count += 1;
+                            at = end;
+                            continue;
+                        }
+                    }
+                }
+                let end = bytes[at..]
+                    .iter()
+                    .position(|&b| is_delimiter(b))
+                    .map_or(bytes.len(), |p| at + p);
                 let token = &json[at..end];
                 push(&mut out, dtype, token)
                     .map_err(|why| format!("element {count} ({token}): {why}"))?;
@@ -47,6 +59,11 @@ pub fn parse(json: &str, dtype: DataType, expected: usize) -> Result<Vec<u8>, St
         ));
     }
     Ok(out)
+}
+
+/// What ends a number in an array: the next element, the array's end, or whitespace.
+fn is_delimiter(byte: u8) -> bool {
+    matches!(byte, b',' | b']' | b' ' | b'\n' | b'\r' | b'\t')
 }
 
 fn push(out: &mut Vec<u8>, dtype: DataType, token: &str) -> Result<(), String> {
@@ -215,6 +232,41 @@ mod tests {
                 "{dtype}: {json} -> {}",
                 String::from_utf8_lossy(&text)
             );
+        }
+    }
+
+    #[test]
+    fn fp32_elements_read_as_the_standard_parser_reads_each_token() {
+        // Short decimals take the one-pass path, long ones the general parser; both must agree
+        // with `str::parse` whatever surrounds them.
+        let tokens = [
+            "1.5",
+            "2e1",
+            "-0.125",
+            "0.12345678901234567",
+            "16777217",
+            "3",
+            "-0",
+            "1E-3",
+            "9.25",
+        ];
+        let separators = [",", ", ", " ,\n", ",\t"];
+        for (shift, separator) in separators.iter().enumerate() {
+            let mut rotated = tokens.to_vec();
+            rotated.rotate_left(shift);
+            let json = format!("[ [{}] ]", rotated.join(separator));
+            let want: Vec<u8> = rotated
+                .iter()
+                .flat_map(|t| t.parse::<f32>().unwrap().to_le_bytes())
+                .collect();
+            assert_eq!(
+                parse(&json, DataType::Fp32, rotated.len()),
+                Ok(want),
+                "{json}"
+            );
+        }
+        for bad in ["[1.5x]", "[--1]", "[1e]", "[1.5.5]"] {
+            assert!(parse(bad, DataType::Fp32, 1).is_err(), "{bad} was accepted");
         }
     }
 

@@ -22,49 +22,51 @@ struct Decimal {
     exponent: i32,
 }
 
-/// Splits a JSON number. `None` for anything that is not one, or with more than `max_digits`
-/// digits (leading zeros included, which only makes the test conservative). Stopping there
-/// keeps a miss cheap: clients often send floats in 17-digit form, which only the general
-/// parser can round correctly.
-fn split(token: &[u8], max_digits: usize) -> Option<Decimal> {
-    let (negative, rest) = match token.split_first()? {
-        (b'-', rest) => (true, rest),
-        _ => (false, token),
-    };
+/// Reads the JSON number that starts at `bytes[start]`, stopping at the first byte that cannot
+/// continue it; returns it and where it ends. `None` if no number starts there, or if it has
+/// more than `max_digits` digits (leading zeros included, which only makes the test
+/// conservative). Stopping there keeps a miss cheap: clients often send floats in 17-digit
+/// form, which only the general parser can round correctly.
+fn scan(bytes: &[u8], start: usize, max_digits: usize) -> Option<(Decimal, usize)> {
+    let mut at = start;
+    let negative = bytes.get(at) == Some(&b'-');
+    if negative {
+        at += 1;
+    }
     let mut digits: u64 = 0;
     let mut count = 0;
     let mut exponent: i32 = 0;
-    let mut at = 0;
-    let mut take_digit = |byte: u8, count: &mut usize| -> Option<()> {
-        *count += 1;
-        if *count > max_digits {
+    let integer_start = at;
+    while let Some(&byte @ b'0'..=b'9') = bytes.get(at) {
+        count += 1;
+        if count > max_digits {
             return None;
         }
         digits = digits * 10 + u64::from(byte - b'0');
-        Some(())
-    };
-    while at < rest.len() && rest[at].is_ascii_digit() {
-        take_digit(rest[at], &mut count)?;
         at += 1;
     }
-    if at == 0 {
+    if at == integer_start {
         return None;
     }
-    if rest.get(at) == Some(&b'.') {
+    if bytes.get(at) == Some(&b'.') {
         at += 1;
-        let start = at;
-        while at < rest.len() && rest[at].is_ascii_digit() {
-            take_digit(rest[at], &mut count)?;
+        let fraction_start = at;
+        while let Some(&byte @ b'0'..=b'9') = bytes.get(at) {
+            count += 1;
+            if count > max_digits {
+                return None;
+            }
+            digits = digits * 10 + u64::from(byte - b'0');
             exponent -= 1;
             at += 1;
         }
-        if at == start {
+        if at == fraction_start {
             return None;
         }
     }
-    if matches!(rest.get(at), Some(b'e' | b'E')) {
+    if let Some(b'e' | b'E') = bytes.get(at) {
         at += 1;
-        let sign = match rest.get(at) {
+        let sign = match bytes.get(at) {
             Some(b'-') => {
                 at += 1;
                 -1
@@ -75,31 +77,39 @@ fn split(token: &[u8], max_digits: usize) -> Option<Decimal> {
             }
             _ => 1,
         };
-        let start = at;
+        let power_start = at;
         let mut power: i32 = 0;
-        while at < rest.len() && rest[at].is_ascii_digit() {
-            if at - start >= 4 {
+        while let Some(&byte @ b'0'..=b'9') = bytes.get(at) {
+            if at - power_start >= 4 {
                 return None;
             }
-            power = power * 10 + i32::from(rest[at] - b'0');
+            power = power * 10 + i32::from(byte - b'0');
             at += 1;
         }
-        if at == start {
+        if at == power_start {
             return None;
         }
         exponent += sign * power;
     }
-    (at == rest.len()).then_some(Decimal {
-        negative,
-        digits,
-        exponent,
-    })
+    Some((
+        Decimal {
+            negative,
+            digits,
+            exponent,
+        },
+        at,
+    ))
 }
 
-/// The f32 a JSON number denotes, when the fast path applies.
-pub fn f32(token: &str) -> Option<f32> {
-    // 2^24 has 8 digits: no 9-digit mantissa can pass the check below.
-    let d = split(token.as_bytes(), 8)?;
+/// A whole token as one number, or `None`.
+fn split(token: &[u8], max_digits: usize) -> Option<Decimal> {
+    match scan(token, 0, max_digits)? {
+        (decimal, end) if end == token.len() => Some(decimal),
+        _ => None,
+    }
+}
+
+fn to_f32(d: Decimal) -> Option<f32> {
     if d.digits > 1 << 24 {
         return None;
     }
@@ -110,6 +120,19 @@ pub fn f32(token: &str) -> Option<f32> {
         d.digits as f32 * power
     };
     Some(if d.negative { -magnitude } else { magnitude })
+}
+
+/// The f32 of the number at `bytes[start]` and where it ends, when the fast path applies: a
+/// tensor's elements are read in one pass, without first cutting out each token.
+pub fn scan_f32(bytes: &[u8], start: usize) -> Option<(f32, usize)> {
+    // 2^24 has 8 digits: no 9-digit mantissa can pass `to_f32`'s check.
+    let (decimal, end) = scan(bytes, start, 8)?;
+    Some((to_f32(decimal)?, end))
+}
+
+/// The f32 a JSON number denotes, when the fast path applies.
+pub fn f32(token: &str) -> Option<f32> {
+    to_f32(split(token.as_bytes(), 8)?)
 }
 
 /// The f64 a JSON number denotes, when the fast path applies.

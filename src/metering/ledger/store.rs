@@ -2,10 +2,10 @@
 //! the mapping between a `UsageRecord` and a row of the `usage` table.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
 
 use super::LedgerError;
@@ -287,36 +287,107 @@ pub(super) fn finite(v: f64) -> f64 {
     }
 }
 
-/// Appends the record's values in `INSERT` order; `scratch` holds the tags' JSON.
+/// Values per record in `INSERT` (and `RECORD_COLUMNS`) order.
+const COLUMNS: usize = 19;
+
+/// Records per multi-row INSERT: a statement's set-up (its cursors on the table and both
+/// indexes) is then paid once per this many records instead of once per record. 16 × 19
+/// parameters are far below SQLite's limit of 32,766.
+const ROWS_PER_STATEMENT: usize = 16;
+
+static INSERT_MANY: LazyLock<String> = LazyLock::new(|| {
+    let row = |r: usize| {
+        let marks: Vec<String> = (1..=COLUMNS)
+            .map(|c| format!("?{}", r * COLUMNS + c))
+            .collect();
+        format!("({})", marks.join(", "))
+    };
+    let rows: Vec<String> = (0..ROWS_PER_STATEMENT).map(row).collect();
+    format!(
+        "INSERT INTO usage ({RECORD_COLUMNS}) VALUES {}",
+        rows.join(", ")
+    )
+});
+
+/// Binds one record's values from parameter `first` (1-based) on; `scratch` holds the tags'
+/// JSON while it is bound (SQLite copies bound text).
+fn bind(
+    stmt: &mut rusqlite::Statement<'_>,
+    first: usize,
+    r: &UsageRecord,
+    scratch: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
+    write_tags_json(scratch, &r.tags);
+    // Bound as text straight from the buffer: it is UTF-8 by construction.
+    let tags = ToSqlOutput::Borrowed(ValueRef::Text(scratch));
+    let (queue_us, compute_us, latency_us) = (
+        to_sql_int(r.queue_us),
+        to_sql_int(r.compute_us),
+        to_sql_int(r.latency_us),
+    );
+    let (cost_usd, saved_usd) = (finite(r.cost_usd), finite(r.saved_usd));
+    let values: [&dyn ToSql; COLUMNS] = [
+        &r.request_id,
+        &r.time_ms,
+        &r.tenant,
+        &r.team,
+        &r.project,
+        &tags,
+        &r.model,
+        &r.version,
+        &r.protocol,
+        &r.cache,
+        &r.rows,
+        &r.batch_size,
+        &queue_us,
+        &compute_us,
+        &latency_us,
+        &cost_usd,
+        &saved_usd,
+        &r.outcome,
+        &r.device,
+    ];
+    for (offset, value) in values.into_iter().enumerate() {
+        stmt.raw_bind_parameter(first + offset, value)?;
+    }
+    Ok(())
+}
+
+/// Inserts one record with the single-row `INSERT`.
 pub(super) fn insert(
     stmt: &mut rusqlite::CachedStatement<'_>,
     r: &UsageRecord,
     scratch: &mut Vec<u8>,
 ) -> rusqlite::Result<usize> {
-    write_tags_json(scratch, &r.tags);
-    // Bound as text straight from the buffer: it is UTF-8 by construction.
-    let tags = ToSqlOutput::Borrowed(ValueRef::Text(scratch));
-    stmt.execute(rusqlite::params![
-        r.request_id,
-        r.time_ms,
-        r.tenant,
-        r.team,
-        r.project,
-        tags,
-        r.model,
-        r.version,
-        r.protocol,
-        r.cache,
-        r.rows,
-        r.batch_size,
-        to_sql_int(r.queue_us),
-        to_sql_int(r.compute_us),
-        to_sql_int(r.latency_us),
-        finite(r.cost_usd),
-        finite(r.saved_usd),
-        r.outcome,
-        r.device,
-    ])
+    bind(stmt, 1, r, scratch)?;
+    stmt.raw_execute()
+}
+
+/// Inserts a group of records: whole runs of `ROWS_PER_STATEMENT` through the multi-row
+/// statement, the rest one by one.
+pub(super) fn insert_all(
+    conn: &Connection,
+    records: &[&UsageRecord],
+    scratch: &mut Vec<u8>,
+) -> rusqlite::Result<()> {
+    let mut runs = records.chunks_exact(ROWS_PER_STATEMENT);
+    if runs.len() > 0 {
+        let mut many = conn.prepare_cached(&INSERT_MANY)?;
+        for run in runs.by_ref() {
+            for (row, record) in run.iter().enumerate() {
+                bind(&mut many, 1 + row * COLUMNS, record, scratch)?;
+            }
+            many.raw_execute()?;
+        }
+    }
+    let rest = runs.remainder();
+    if !rest.is_empty() {
+        let mut one = conn.prepare_cached(INSERT)?;
+        for record in rest {
+            insert(&mut one, record, scratch)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads a row selected with `RECORD_COLUMNS`.

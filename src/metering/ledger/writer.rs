@@ -375,11 +375,7 @@ fn write_group(
 ) -> rusqlite::Result<()> {
     // IMMEDIATE takes the write lock up front, so a busy database fails here, not half-way.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    {
-        let mut stmt = tx.prepare_cached(store::INSERT)?;
-        for record in held.iter().chain(waiting.iter().map(|(r, _)| r)) {
-            store::insert(&mut stmt, record, scratch)?;
-        }
-    }
+    let records: Vec<&UsageRecord> = held.iter().chain(waiting.iter().map(|(r, _)| r)).collect();
+    store::insert_all(&tx, &records, scratch)?;
     tx.commit()
 }

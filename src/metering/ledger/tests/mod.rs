@@ -131,6 +131,40 @@ async fn every_field_round_trips() {
     assert_eq!(ledger.usage(&id("req-2", 5)).expect("read"), None);
 }
 
+#[test]
+fn groups_of_any_size_insert_every_record_with_its_own_values() {
+    // Around the multi-row statement's 16: none, a remainder only, exact runs, runs plus rest.
+    for count in [0usize, 1, 15, 16, 17, 32, 33, 50] {
+        let dir = TempDir::new("insert-all");
+        let opened = store::open_writer(&dir.db(), false).expect("open");
+        let records: Vec<UsageRecord> = (0..count)
+            .map(|i| {
+                let mut r = rec(&format!("g{i}"), 1_795_906_800_000 + i as i64, "acme", "m");
+                (r.rows, r.cost_usd) = (i as u32, i as f64 / 8.0);
+                if i % 3 == 0 {
+                    r.tags = vec![("env".into(), format!("e{i}"))];
+                }
+                r
+            })
+            .collect();
+        let refs: Vec<&UsageRecord> = records.iter().collect();
+        store::insert_all(&opened.conn, &refs, &mut Vec::new()).expect("insert");
+        let mut stmt = opened
+            .conn
+            .prepare(&format!(
+                "SELECT {} FROM usage ORDER BY id",
+                store::RECORD_COLUMNS
+            ))
+            .expect("select");
+        let stored: Vec<UsageRecord> = stmt
+            .query_map([], |row| Ok(store::record_from_row(row)))
+            .expect("query")
+            .map(|r| r.expect("row").expect("record"))
+            .collect();
+        assert_eq!(stored, records, "{count} records");
+    }
+}
+
 #[tokio::test]
 async fn group_commit_makes_records_visible_after_flush() {
     let dir = TempDir::new("group");

@@ -126,8 +126,70 @@ fn to_f32(d: Decimal) -> Option<f32> {
 /// tensor's elements are read in one pass, without first cutting out each token.
 pub fn scan_f32(bytes: &[u8], start: usize) -> Option<(f32, usize)> {
     // 2^24 has 8 digits: no 9-digit mantissa can pass `to_f32`'s check.
-    let (decimal, end) = scan(bytes, start, 8)?;
+    let (decimal, end) = match plain_decimal(bytes, start) {
+        Some(found) => found,
+        None => scan(bytes, start, 8)?,
+    };
     Some((to_f32(decimal)?, end))
+}
+
+/// The usual tensor element, `-?digits(.digits)?` with at most 8 digits and no exponent, read
+/// eight bytes at a time. `None` for anything else, including the last few bytes of the body;
+/// `scan` then reads it byte by byte, so this only decides how fast, never what.
+fn plain_decimal(bytes: &[u8], start: usize) -> Option<(Decimal, usize)> {
+    let negative = bytes.get(start) == Some(&b'-');
+    let integer_at = start + usize::from(negative);
+    let (integer_digits, integer) = eight_digits(bytes, integer_at)?;
+    if integer_digits == 0 || integer_digits == 8 {
+        return None;
+    }
+    let mut at = integer_at + integer_digits;
+    let mut decimal = Decimal {
+        negative,
+        digits: integer,
+        exponent: 0,
+    };
+    if bytes.get(at) == Some(&b'.') {
+        let (fraction_digits, fraction) = eight_digits(bytes, at + 1)?;
+        if fraction_digits == 0 || integer_digits + fraction_digits > 8 {
+            return None;
+        }
+        decimal.digits = integer * 10u64.pow(fraction_digits as u32) + fraction;
+        decimal.exponent = -(fraction_digits as i32);
+        at += 1 + fraction_digits;
+    }
+    if matches!(bytes.get(at), Some(b'e' | b'E')) {
+        return None;
+    }
+    Some((decimal, at))
+}
+
+/// How many ASCII digits `bytes[at..]` starts with (up to 8) and their value, from one 8-byte
+/// load; `None` if fewer than 8 bytes are left.
+fn eight_digits(bytes: &[u8], at: usize) -> Option<(usize, u64)> {
+    const LOW_SEVEN: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let chunk: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    // The first byte is the lowest: it holds the most significant digit.
+    let word = u64::from_le_bytes(chunk);
+    // Per byte, on seven bits so no carry crosses into the next byte: the high bit of
+    // `from_zero` is set from '0' up, that of `past_nine` from ':' up; bytes over 0x7f are out.
+    let seven = word & LOW_SEVEN;
+    let from_zero = seven + 0x5050_5050_5050_5050;
+    let past_nine = seven + 0x4646_4646_4646_4646;
+    let digit = from_zero & !past_nine & !word & HIGH;
+    let count = ((!digit & HIGH).trailing_zeros() / 8) as usize;
+    if count == 0 {
+        return Some((0, 0));
+    }
+    // Digit bytes are at least '0', so subtracting borrows only from the bytes after them,
+    // which the shift then drops; the zero bytes shifted in read as leading zeros.
+    let values = (word.wrapping_sub(0x3030_3030_3030_3030)) << (8 * (8 - count));
+    // Pairs, then fours, then all eight, each step multiplying the upper part by its place.
+    let pairs = ((values & 0x0f0f_0f0f_0f0f_0f0f).wrapping_mul(10 << 8 | 1)) >> 8;
+    let fours = ((pairs & 0x00ff_00ff_00ff_00ff).wrapping_mul(100 << 16 | 1)) >> 16;
+    let eight = ((fours & 0x0000_ffff_0000_ffff).wrapping_mul(10_000 << 32 | 1)) >> 32;
+    Some((count, eight))
 }
 
 /// The f32 a JSON number denotes, when the fast path applies.
@@ -161,7 +223,13 @@ mod tests {
         let fast64 = f64(token);
         let ok32 = fast32.is_none_or(|v| token.parse::<f32>().map(f32::to_bits) == Ok(v.to_bits()));
         let ok64 = fast64.is_none_or(|v| token.parse::<f64>().map(f64::to_bits) == Ok(v.to_bits()));
-        ok32 && ok64
+        // And the one-pass reader, eight bytes at a time, on the token inside a longer body.
+        let body = format!("{token},1234567]");
+        let one_pass = scan_f32(body.as_bytes(), 0)
+            .filter(|&(_, end)| end == token.len())
+            .map(|(v, _)| v.to_bits());
+        let ok_one_pass = one_pass == fast32.map(f32::to_bits);
+        ok32 && ok64 && ok_one_pass
     }
 
     #[test]
@@ -204,6 +272,54 @@ mod tests {
         assert_eq!(f64("9007199254740993"), None);
         assert_eq!(f64("1e22"), Some(1e22));
         assert_eq!(f64("1e23"), None);
+    }
+
+    #[test]
+    fn eight_bytes_at_a_time_reads_what_byte_by_byte_reads() {
+        for (text, want) in [
+            ("12345678", Some((8, 12_345_678))),
+            ("1234567,", Some((7, 1_234_567))),
+            ("0,000000", Some((1, 0))),
+            ("09.25000", Some((2, 9))),
+            (",1234567", Some((0, 0))),
+            ("9\u{7f}999999", Some((1, 9))),
+            ("1234567", None),
+        ] {
+            assert_eq!(eight_digits(text.as_bytes(), 0), want, "{text:?}");
+        }
+        // Every token, followed by every delimiter, near the end of the buffer or not: the
+        // eight-byte reader and the byte reader agree on the value and on where it ends.
+        let tokens = [
+            "0",
+            "-0",
+            "7",
+            "9.25",
+            "-15.984375",
+            "0.015625",
+            "1234567",
+            "12345678",
+            "1.2345678",
+            "12345.6789",
+            "1e3",
+            "2.5E-2",
+            "0.00000001",
+            "99999999",
+            "-1.5",
+            "10.0",
+        ];
+        for token in tokens {
+            for tail in ["", ",", "]", " ,1.5", "]]       ", ",-2.25, 3.5, 4.75"] {
+                let text = format!("{token}{tail}");
+                let bytes = text.as_bytes();
+                let slow = scan(bytes, 0, 8).and_then(|(d, end)| Some((to_f32(d)?, end)));
+                let fast = scan_f32(bytes, 0);
+                assert_eq!(
+                    fast.map(|(v, end)| (v.to_bits(), end)),
+                    slow.map(|(v, end)| (v.to_bits(), end)),
+                    "{text:?}"
+                );
+            }
+        }
     }
 
     #[test]

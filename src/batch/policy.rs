@@ -56,49 +56,52 @@ pub fn next_batch(policy: &Policy, queue: &[Candidate], now: Instant) -> Decisio
         return Decision::Idle;
     };
     let max_rows = policy.max_batch_rows.max(1);
-    let mut members = Vec::new();
+    let in_group = |c: &&Candidate| c.group == leader.group;
+    // One pass that allocates nothing: how many of the leader's group would join, whether they
+    // fill the batch, and the longest prefix whose rows are a preferred size. The actor asks
+    // on every wake-up, and most answers are "wait".
+    let mut joined = 0;
     let mut rows = 0;
-    // Rows after each member joined, to find the largest preferred prefix.
-    let mut prefix_rows = Vec::new();
     let mut full = false;
-    for (position, candidate) in queue.iter().enumerate() {
-        if candidate.group != leader.group {
-            continue;
-        }
-        if !members.is_empty() && rows + candidate.rows > max_rows {
+    let mut preferred_prefix = None;
+    for candidate in queue.iter().filter(in_group) {
+        if joined > 0 && rows + candidate.rows > max_rows {
             full = true;
             break;
         }
-        members.push(position);
+        joined += 1;
         rows += candidate.rows;
-        prefix_rows.push(rows);
+        if policy.preferred_sizes.contains(&rows) {
+            preferred_prefix = Some(joined);
+        }
         if rows >= max_rows {
             full = true;
             break;
         }
     }
-    if full {
-        return Decision::Dispatch(members);
-    }
-    if let Some(cut) = largest_preferred_prefix(&policy.preferred_sizes, &prefix_rows) {
-        members.truncate(cut);
-        return Decision::Dispatch(members);
-    }
-    let send_at = leader.enqueued + policy.max_queue_delay;
-    if now >= send_at {
-        return Decision::Dispatch(members);
+    let send = if full {
+        Some(joined)
+    } else if preferred_prefix.is_some() {
+        preferred_prefix
+    } else if now >= leader.enqueued + policy.max_queue_delay {
+        Some(joined)
+    } else {
+        None
+    };
+    if let Some(members) = send {
+        let positions = queue
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| in_group(c))
+            .map(|(position, _)| position)
+            .take(members)
+            .collect();
+        return Decision::Dispatch(positions);
     }
     // Wake early enough to time out whoever expires first rather than let it overstay.
+    let send_at = leader.enqueued + policy.max_queue_delay;
     let earliest_deadline = queue.iter().filter_map(|c| c.deadline).min();
     Decision::WaitUntil(earliest_deadline.map_or(send_at, |d| d.min(send_at)))
-}
-
-/// Number of members in the longest prefix whose row count is a preferred size.
-fn largest_preferred_prefix(preferred: &[usize], prefix_rows: &[usize]) -> Option<usize> {
-    prefix_rows
-        .iter()
-        .rposition(|rows| preferred.contains(rows))
-        .map(|index| index + 1)
 }
 
 #[cfg(test)]

@@ -372,7 +372,7 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
     let rows = job.rows;
     let output = model.batcher.submit(job).await?;
     Ok(CachedValue {
-        outputs: output.outputs.into(),
+        outputs: output.outputs,
         // Device (or upstream) time shared by rows, plus an upstream's per-request price,
         // shared the same way since one upstream request carried the whole batch.
         cost_usd: cost::share_of_batch(

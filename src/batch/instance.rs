@@ -131,7 +131,7 @@ impl Local {
 
 /// One batch's answer: each member's outputs, with the batch's size and compute time.
 pub(crate) struct Ran {
-    pub per_member: Vec<Vec<Tensor>>,
+    pub per_member: Vec<Arc<[Tensor]>>,
     pub batch_rows: usize,
     pub compute: Duration,
 }

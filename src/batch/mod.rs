@@ -59,7 +59,7 @@ pub struct Job {
 #[derive(Debug, Clone)]
 pub struct JobOutput {
     /// Every output of the model, cut down to this request's rows.
-    pub outputs: Vec<Tensor>,
+    pub outputs: Arc<[Tensor]>,
     pub batch_rows: usize,
     pub queue_us: u64,
     pub compute_us: u64,
@@ -143,7 +143,7 @@ impl BatchHandle {
         let ran = instance.run(&[&job.inputs], &[job.rows]);
         instance.queue_waits().record(0.0);
         Some(ran.map(|mut ran| JobOutput {
-            outputs: ran.per_member.pop().unwrap_or_default(),
+            outputs: ran.per_member.pop().unwrap_or_else(|| Arc::new([])),
             batch_rows: ran.batch_rows,
             queue_us: 0,
             compute_us: ran.compute.as_micros() as u64,

@@ -4,6 +4,7 @@
 
 use crate::backend::{BackendError, BatchInput};
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 /// Gathers the members' inputs (each a list of tensors in model order) into batch inputs. With
 /// one member the shape is kept as sent; with several, first dimensions are summed.
@@ -32,38 +33,45 @@ pub fn gather(members: &[&[Tensor]]) -> Vec<BatchInput> {
 }
 
 /// Cuts every output into consecutive row ranges, one per member, in member order. A batch of
-/// one hands its outputs over as they are.
-pub fn scatter(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Vec<Tensor>>, BackendError> {
+/// one hands its outputs over as they are. Each member's outputs are built straight into the
+/// shared slice its answer (and the cache) will hold: one allocation per member.
+pub fn scatter(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Arc<[Tensor]>>, BackendError> {
     if rows.len() == 1 {
-        return Ok(vec![outputs]);
+        return Ok(vec![outputs.into()]);
     }
     let total: usize = rows.iter().sum();
-    let mut per_member: Vec<Vec<Tensor>> = rows
-        .iter()
-        .map(|_| Vec::with_capacity(outputs.len()))
-        .collect();
-    for output in &outputs {
-        if output.shape.first() != Some(&total) {
-            return Err(BackendError::Execution(format!(
-                "output `{}` has shape {:?}, which does not lead with the batch's {total} rows; set max_batch_size = 0 for this model",
-                output.name, output.shape
-            )));
-        }
-        let row_bytes = output.row_bytes();
-        let mut start_row = 0;
-        for (member, &member_rows) in per_member.iter_mut().zip(rows) {
-            let mut shape = output.shape.clone();
-            shape[0] = member_rows;
-            let range = start_row * row_bytes..(start_row + member_rows) * row_bytes;
-            member.push(Tensor {
-                name: output.name.clone(),
-                dtype: output.dtype,
-                shape,
-                data: output.data.slice(range),
-            });
-            start_row += member_rows;
-        }
+    if let Some(output) = outputs.iter().find(|o| o.shape.first() != Some(&total)) {
+        return Err(BackendError::Execution(format!(
+            "output `{}` has shape {:?}, which does not lead with the batch's {total} rows; set max_batch_size = 0 for this model",
+            output.name, output.shape
+        )));
     }
+    let mut start_row = 0;
+    let per_member = rows
+        .iter()
+        .map(|&member_rows| {
+            let member = outputs
+                .iter()
+                .map(|output| {
+                    let row_bytes = output.row_bytes();
+                    let mut shape = output.shape.clone();
+                    if let Some(leading) = shape.first_mut() {
+                        *leading = member_rows;
+                    }
+                    Tensor {
+                        name: output.name.clone(),
+                        dtype: output.dtype,
+                        shape,
+                        data: output
+                            .data
+                            .slice(start_row * row_bytes..(start_row + member_rows) * row_bytes),
+                    }
+                })
+                .collect();
+            start_row += member_rows;
+            member
+        })
+        .collect();
     Ok(per_member)
 }
 

@@ -264,6 +264,15 @@ fi
 for binary in "$GATEWAY" "$LOADTEST" "$FIXED"; do
     [ -x "$binary" ] || { echo "bench.sh: $binary is missing; run without --no-build" >&2; exit 1; }
 done
+# Every load run uses private copies taken now: building the criterion benches (below, for d
+# and --criterion) also rebuilds target/release's binaries, with the dev-dependencies' features
+# unified in, and nothing measured here should change half-way through an invocation.
+mkdir -p "$OUT/bin"
+cp "$GATEWAY" "$LOADTEST" "$FIXED" "$OUT/bin/"
+GATEWAY="$OUT/bin/tollgate"
+LOADTEST="$OUT/bin/tollgate-loadtest"
+FIXED="$OUT/bin/tollgate-fixed-server"
+export TOLLGATE_BENCH_BIN_DIR="$PWD/$OUT/bin"
 
 # The criterion bench that calls ONNX Runtime directly; built once, run by path.
 ORT_DIRECT=""

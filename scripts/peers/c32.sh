@@ -76,8 +76,11 @@ if [ ! -x "$triton_python" ] || [ ! -f "$peers/triton/.installed" ]; then
 fi
 have_mlserver=0
 if [ -x "$mlserver_bin" ] && [ -f "$peers/mlserver/.installed" ]; then have_mlserver=1; fi
-if [ ! -x target/release/tollgate ] || [ ! -x target/release/tollgate-loadtest ]; then
+# bench.sh passes the binaries it measures everything else with; alone, target/release's.
+bin_dir=${TOLLGATE_BENCH_BIN_DIR:-target/release}
+if [ ! -x "$bin_dir/tollgate" ] || [ ! -x "$bin_dir/tollgate-loadtest" ]; then
     cargo build --release --bin tollgate -p tollgate-loadtest
+    bin_dir=target/release
 fi
 mkdir -p "$OUT"
 # Reports of an earlier invocation (other sides, more runs) must not pass for this one's.
@@ -85,7 +88,7 @@ rm -f "$OUT"/peers_c32_triton_r*.json "$OUT"/peers_c32_tollgate_r*.json \
     "$OUT"/peers_c32_mlserver_r*.json "$OUT/peers_c32_summary.json"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-c32.XXXXXX")
 # Private copies, so a rebuild elsewhere during the run cannot swap the binaries under us.
-cp target/release/tollgate target/release/tollgate-loadtest "$tmp/"
+cp "$bin_dir/tollgate" "$bin_dir/tollgate-loadtest" "$tmp/"
 GATEWAY="$tmp/tollgate"
 LOADTEST="$tmp/tollgate-loadtest"
 TICK_US=$((1000000 / $(getconf CLK_TCK)))

@@ -11,7 +11,7 @@ use crate::config::CacheConfig;
 use crate::error::Error;
 use crate::request::{CacheControl, CacheStatus};
 use crate::telemetry;
-use flight::{Flights, Role};
+use flight::{Detachable, Flights, Role};
 use key::CacheKey;
 use metrics::{Counter, Histogram};
 use std::future::Future;
@@ -174,7 +174,10 @@ impl Cache {
                 let flights = self.flights.clone();
                 let shared = self.shared.clone();
                 let fill_duration = self.fill_duration.clone();
-                tokio::spawn(async move {
+                // The leader runs the flight itself: a miss costs no task of its own and no
+                // hand-off back. Should the leader go away first, the flight moves to a task
+                // (see `Detachable`), so the followers still get their answer.
+                Detachable::new(async move {
                     let outcome = compute.await.map(Arc::new);
                     if let (Ok(value), true) = (&outcome, control.store) {
                         let started = Instant::now();
@@ -188,7 +191,8 @@ impl Cache {
                     // memory or joins this flight and still gets the outcome.
                     let _ = sender.send(Some(outcome));
                     flights.land(&key);
-                });
+                })
+                .await;
                 CacheStatus::Miss
             }
         };

@@ -109,18 +109,26 @@ fn split(token: &[u8], max_digits: usize) -> Option<Decimal> {
     }
 }
 
-fn to_f32(d: Decimal) -> Option<f32> {
-    if d.digits > 1 << 24 {
-        return None;
-    }
-    let power = *POW10_F32.get(d.exponent.unsigned_abs() as usize)?;
-    let magnitude = if d.exponent < 0 {
-        d.digits as f32 / power
-    } else {
-        d.digits as f32 * power
+/// `to_f32` and `to_f64`: the decimal in that float type when its digits (up to `$limit`) and its
+/// power of ten (in `$powers`) are both exact there, so the one operation rounds correctly.
+macro_rules! exact_conversion {
+    ($name:ident, $float:ty, $powers:ident, $limit:expr) => {
+        fn $name(d: Decimal) -> Option<$float> {
+            if d.digits > $limit {
+                return None;
+            }
+            let power = *$powers.get(d.exponent.unsigned_abs() as usize)?;
+            let magnitude = if d.exponent < 0 {
+                d.digits as $float / power
+            } else {
+                d.digits as $float * power
+            };
+            Some(if d.negative { -magnitude } else { magnitude })
+        }
     };
-    Some(if d.negative { -magnitude } else { magnitude })
 }
+exact_conversion!(to_f32, f32, POW10_F32, 1 << 24);
+exact_conversion!(to_f64, f64, POW10_F64, 1 << 53);
 
 /// The f32 of the number at `bytes[start]` and where it ends, when the fast path applies: a
 /// tensor's elements are read in one pass, without first cutting out each token.
@@ -200,17 +208,7 @@ pub fn f32(token: &str) -> Option<f32> {
 /// The f64 a JSON number denotes, when the fast path applies.
 pub fn f64(token: &str) -> Option<f64> {
     // 2^53 has 16 digits.
-    let d = split(token.as_bytes(), 16)?;
-    if d.digits > 1 << 53 {
-        return None;
-    }
-    let power = *POW10_F64.get(d.exponent.unsigned_abs() as usize)?;
-    let magnitude = if d.exponent < 0 {
-        d.digits as f64 / power
-    } else {
-        d.digits as f64 * power
-    };
-    Some(if d.negative { -magnitude } else { magnitude })
+    to_f64(split(token.as_bytes(), 16)?)
 }
 
 #[cfg(test)]

@@ -141,14 +141,11 @@ impl Outputs {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Tensor> + '_ {
-        let (every, picked) = match &self.picked {
-            None => (Some(self.all.iter()), None),
-            Some(positions) => (None, Some(positions.iter().map(|&i| &self.all[i]))),
-        };
-        every
-            .into_iter()
-            .flatten()
-            .chain(picked.into_iter().flatten())
+        // Positions come from `pick`, which found each of them in `all`.
+        (0..self.len()).map(move |i| match &self.picked {
+            None => &self.all[i],
+            Some(positions) => &self.all[positions[i]],
+        })
     }
 
     pub fn len(&self) -> usize {

@@ -216,21 +216,7 @@ if [ "$have_mlserver" = 1 ]; then
  "metrics_port": $mlserver_metrics, "parallel_workers": 0, "debug": false,
  "metrics_dir": "$mlserver_root/.metrics", "environments_dir": "$mlserver_root/.envs"}
 JSON
-    # MLServer reports no tensors unless they are declared here (as check.sh writes them).
-    cat >"$mlserver_root/digits/model-settings.json" <<JSON
-{
-  "name": "digits",
-  "implementation": "mlserver_runtime.DigitsRuntime",
-  "max_batch_size": $MAX_BATCH_SIZE,
-  "max_batch_time": $max_batch_time,
-  "parameters": {"uri": "$model"},
-  "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}],
-  "outputs": [
-    {"name": "label", "datatype": "INT64", "shape": [-1]},
-    {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}
-  ]
-}
-JSON
+    mlserver_model_settings "$mlserver_root/digits/model-settings.json" "$model" "$MAX_BATCH_SIZE" "$max_batch_time"
     echo "C: starting MLServer on 127.0.0.1: http $mlserver_http, grpc $mlserver_grpc," \
         "metrics $mlserver_metrics (max_batch_size $MAX_BATCH_SIZE, max_batch_time ${max_batch_time} s," \
         "parallel_workers 0); loaded over $MLSERVER_PROTOCOL"

@@ -12,9 +12,9 @@ mkdir -p "$peers"
 echo '*' > "$peers/.gitignore"
 python=${PYTHON:-python3}
 
-free_port() {
-    "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+script_name=check.sh
+# shellcheck source=scripts/peers/common.sh
+source scripts/peers/common.sh
 
 venv() { # NAME PACKAGES...
     local name=$1; shift
@@ -101,21 +101,7 @@ if [ "$which_peers" = all ] || [ "$which_peers" = mlserver ]; then
     cat > "$root/settings.json" <<JSON
 {"http_port": $http, "grpc_port": $grpc, "metrics_port": $(free_port), "parallel_workers": 0}
 JSON
-    # MLServer reports no tensors unless they are declared here, and Tollgate needs them.
-    cat > "$root/digits/model-settings.json" <<JSON
-{
-  "name": "digits",
-  "implementation": "mlserver_runtime.DigitsRuntime",
-  "max_batch_size": 64,
-  "max_batch_time": 0.002,
-  "parameters": {"uri": "$model"},
-  "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}],
-  "outputs": [
-    {"name": "label", "datatype": "INT64", "shape": [-1]},
-    {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}
-  ]
-}
-JSON
+    mlserver_model_settings "$root/digits/model-settings.json" "$model" 64 0.002
     mlserver_bin="$PWD/$peers/mlserver/bin/mlserver"
     (cd "$root" && exec setsid "$mlserver_bin" start .) >"$peers/mlserver.log" 2>&1 &
     pids+=($!)

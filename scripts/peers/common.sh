@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2154,SC2034  # script_name, python, SETTLE_MAX in; watchdog_pid out
-# Helpers shared by the peer benchmarks (zipf.sh, c32.sh): ports, readiness, process trees and
+# Helpers shared by the peer scripts (zipf.sh, c32.sh, check.sh): ports, MLServer's model settings, readiness, process trees and
 # their CPU time, and waiting for idle CPUs. Sourced, not run. The sourcing script sets
 # `script_name` (for messages), `python` (an interpreter with the standard library) and
 # `SETTLE_MAX` (seconds `settle` may wait).
@@ -17,6 +17,24 @@ wait_gone() { # PID SECONDS
 
 free_port() {
     "$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+mlserver_model_settings() { # FILE MODEL_PATH MAX_BATCH_SIZE MAX_BATCH_TIME_S
+    # MLServer reports no tensors unless they are declared here, and Tollgate needs them.
+    cat >"$1" <<JSON
+{
+  "name": "digits",
+  "implementation": "mlserver_runtime.DigitsRuntime",
+  "max_batch_size": $3,
+  "max_batch_time": $4,
+  "parameters": {"uri": "$2"},
+  "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}],
+  "outputs": [
+    {"name": "label", "datatype": "INT64", "shape": [-1]},
+    {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}
+  ]
+}
+JSON
 }
 
 wait_http() { # URL SECONDS PID LOG

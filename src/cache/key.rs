@@ -417,7 +417,7 @@ mod tests {
         }
         let huge = "h".repeat(3 * FIELDS_BUF);
         assert_eq!(
-            key(&huge, &huge, Some(&huge), &[x.clone()]),
+            key(&huge, &huge, Some(&huge), std::slice::from_ref(&x)),
             reference(&huge, &huge, Some(&huge), &[x])
         );
     }

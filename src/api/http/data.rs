@@ -101,13 +101,8 @@ fn push(out: &mut Vec<u8>, dtype: DataType, token: &str) -> Result<(), String> {
         DataType::Int64 => out.extend(int::<i64>(token, dtype)?.to_le_bytes()),
         DataType::Fp16 => out.extend(f16::from_f64(double(token)?).to_le_bytes()),
         DataType::Bf16 => out.extend(bf16::from_f64(double(token)?).to_le_bytes()),
-        DataType::Fp32 => {
-            let value = match decimal::f32(token) {
-                Some(value) => value,
-                None => float::<f32>(token)?,
-            };
-            out.extend(value.to_le_bytes())
-        }
+        // `parse` tried the fast path on every FP32 element before it got here.
+        DataType::Fp32 => out.extend(float::<f32>(token)?.to_le_bytes()),
         DataType::Fp64 => out.extend(double(token)?.to_le_bytes()),
         DataType::Bytes => return Err("BYTES (string) tensors are not supported yet".into()),
     }

@@ -25,7 +25,7 @@ struct Decimal {
 /// Reads the JSON number that starts at `bytes[start]`, stopping at the first byte that cannot
 /// continue it; returns it and where it ends. `None` if no number starts there, or if it has
 /// more than `max_digits` digits (leading zeros included, which only makes the test
-/// conservative). Stopping there keeps a miss cheap: clients often send floats in 17-digit
+/// conservative). Declining there keeps a miss cheap: clients often send floats in 17-digit
 /// form, which only the general parser can round correctly.
 fn scan(bytes: &[u8], start: usize, max_digits: usize) -> Option<(Decimal, usize)> {
     let mut at = start;
@@ -36,33 +36,26 @@ fn scan(bytes: &[u8], start: usize, max_digits: usize) -> Option<(Decimal, usize
     let mut digits: u64 = 0;
     let mut count = 0;
     let mut exponent: i32 = 0;
-    let integer_start = at;
-    while let Some(&byte @ b'0'..=b'9') = bytes.get(at) {
-        count += 1;
-        if count > max_digits {
+    // Appends a run of digits (at least one) to `digits`; how many it took.
+    let mut run = |at: usize| -> Option<usize> {
+        let taken = bytes[at.min(bytes.len())..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        count += taken;
+        if taken == 0 || count > max_digits {
             return None;
         }
-        digits = digits * 10 + u64::from(byte - b'0');
-        at += 1;
-    }
-    if at == integer_start {
-        return None;
-    }
-    if bytes.get(at) == Some(&b'.') {
-        at += 1;
-        let fraction_start = at;
-        while let Some(&byte @ b'0'..=b'9') = bytes.get(at) {
-            count += 1;
-            if count > max_digits {
-                return None;
-            }
+        for &byte in &bytes[at..at + taken] {
             digits = digits * 10 + u64::from(byte - b'0');
-            exponent -= 1;
-            at += 1;
         }
-        if at == fraction_start {
-            return None;
-        }
+        Some(taken)
+    };
+    at += run(at)?;
+    if bytes.get(at) == Some(&b'.') {
+        let fraction = run(at + 1)?;
+        exponent -= fraction as i32;
+        at += 1 + fraction;
     }
     if let Some(b'e' | b'E') = bytes.get(at) {
         at += 1;
@@ -200,11 +193,6 @@ fn eight_digits(bytes: &[u8], at: usize) -> Option<(usize, u64)> {
     Some((count, eight))
 }
 
-/// The f32 a JSON number denotes, when the fast path applies.
-pub fn f32(token: &str) -> Option<f32> {
-    to_f32(split(token.as_bytes(), 8)?)
-}
-
 /// The f64 a JSON number denotes, when the fast path applies.
 pub fn f64(token: &str) -> Option<f64> {
     // 2^53 has 16 digits.
@@ -214,6 +202,12 @@ pub fn f64(token: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole token as an f32, when the fast path applies (the reader itself goes through
+    /// `scan_f32`, one element after another).
+    fn f32(token: &str) -> Option<f32> {
+        to_f32(split(token.as_bytes(), 8)?)
+    }
 
     /// Whenever the fast path answers, its answer is bit for bit `str::parse`'s.
     fn agrees(token: &str) -> bool {

@@ -17,7 +17,7 @@ use crate::metering::meter::{Admission, Metering};
 use crate::metering::record::{self, UsageRecord};
 use crate::metering::text::Text;
 use crate::model::{self, Model, Registry, RequestError};
-use crate::request::{CacheStatus, InferRequest, InferResponse, Outputs, Served};
+use crate::request::{CacheStatus, InferRequest, InferResponse, Outputs, Rendering, Served};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -248,6 +248,12 @@ impl Gateway {
                 model.spec.outputs.iter().map(|o| o.name.as_str()),
             ),
         };
+        // Only a set the cache holds is answered again; a bypass's would be kept for nobody.
+        let outputs = if status == CacheStatus::Bypass {
+            outputs
+        } else {
+            outputs.with_rendering(value.rendering.clone())
+        };
         Ok(InferResponse {
             model: model.name.clone(),
             version: model.version.clone(),
@@ -372,6 +378,7 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
     let rows = job.rows;
     let output = model.batcher.submit(job).await?;
     Ok(CachedValue {
+        rendering: Arc::new(Rendering::for_outputs(&output.outputs)),
         outputs: output.outputs,
         // Device (or upstream) time shared by rows, plus an upstream's per-request price,
         // shared the same way since one upstream request carried the whole batch.

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn value() -> CachedValue {
     CachedValue {
+        rendering: Default::default(),
         outputs: vec![Tensor {
             name: "y".into(),
             dtype: DataType::Uint8,

@@ -34,7 +34,7 @@ pub fn parse(json: &str, dtype: DataType, expected: usize) -> Result<Vec<u8>, St
                 if dtype == DataType::Fp32 {
                     if let Some((value, end)) = decimal::scan_f32(bytes, at) {
                         if bytes.get(end).is_none_or(|&b| is_delimiter(b)) {
-                            out.extend(value.to_le_bytes());
+                            out.extend_from_slice(&value.to_le_bytes());
                             count += 1;
                             at = end;
                             continue;

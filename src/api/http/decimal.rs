@@ -15,6 +15,9 @@ const POW10_F64: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
+/// Place values for the fraction digits `eight_digits` reads (a table: `pow` loops).
+const POW10_U64: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+
 /// value = (-1)^negative × digits × 10^exponent
 struct Decimal {
     negative: bool,
@@ -155,7 +158,7 @@ fn plain_decimal(bytes: &[u8], start: usize) -> Option<(Decimal, usize)> {
         if fraction_digits == 0 || integer_digits + fraction_digits > 8 {
             return None;
         }
-        decimal.digits = integer * 10u64.pow(fraction_digits as u32) + fraction;
+        decimal.digits = integer * POW10_U64[fraction_digits] + fraction;
         decimal.exponent = -(fraction_digits as i32);
         at += 1 + fraction_digits;
     }

@@ -13,10 +13,13 @@
 #      and the load generator's hit ratio against the gateway's /metrics
 #   f  peers (Triton via nvidia-pytriton, MLServer) when installed under .peers/: scripts/peers/c32.sh
 #
-# Usage: scripts/bench.sh [--quick] [--runs N] [--only a,b,c,d,e,f] [--criterion] [--no-build]
+# Usage: scripts/bench.sh [--quick] [--runs N] [--only a,b,c,d,e,f] [--threads N] [--criterion]
+#                         [--no-build]
 #   --quick      shorter runs (about 6 minutes on an idle machine instead of about 11)
 #   --runs N     runs per side (default 3; medians are reported)
 #   --only LIST  run only these sections
+#   --threads N  serve with N worker threads, in the digits gateway (server.worker_threads)
+#                and in the fixed server alike (default: both take one per core)
 #   --criterion  also run the criterion micro-benchmarks and add their key figures
 #   --no-build   use the binaries already in target/release
 # Results: target/bench/*.json (one per load run), target/bench/summary.{json,md}.
@@ -32,11 +35,13 @@ QUICK=0
 ONLY="a,b,c,d,e,f"
 CRITERION=0
 BUILD=1
+THREADS=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --runs) RUNS="${2:?--runs needs a number}"; shift ;;
         --only) ONLY="${2:?--only needs a list}"; shift ;;
+        --threads) THREADS="${2:?--threads needs a number}"; shift ;;
         --criterion) CRITERION=1 ;;
         --no-build) BUILD=0 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
@@ -137,7 +142,8 @@ start_fixed() {
     local var=$1 body=$2 meta=$3 log=$4 port
     shift 4
     port=$(free_port)
-    "$FIXED" --addr "127.0.0.1:$port" --body-file "$body" --get-body-file "$meta" "$@" >"$log" 2>&1 &
+    "$FIXED" --addr "127.0.0.1:$port" ${THREADS:+--threads "$THREADS"} --body-file "$body" \
+        --get-body-file "$meta" "$@" >"$log" 2>&1 &
     PIDS+=($!)
     SERVER_PID["127.0.0.1:$port"]=$!
     printf -v "$var" '%s' "127.0.0.1:$port"
@@ -254,6 +260,7 @@ rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.log "$OUT"/d_gateway_batch.txt "$OUT"/
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "source: $(git describe --always --dirty 2>/dev/null || echo unknown)"
     echo "mode: $([ "$QUICK" = 1 ] && echo quick || echo full), runs per side: $RUNS, duration ${DURATION}s, warm-up ${WARMUP}s, concurrency $CONCURRENCY"
+    echo "server worker threads (digits gateway and fixed server): ${THREADS:-one per core}"
 } | tee "$OUT/machine.txt"
 
 # ---- build once ----------------------------------------------------------------------------
@@ -353,6 +360,9 @@ EOF
     # Every request is written to the usage ledger: give this run a fresh one of its own.
     rm -f "$OUT"/ledger-digits.sqlite*
     printf '\n[ledger]\npath = "%s"\n' "$PWD/$OUT/ledger-digits.sqlite" >>"$OUT/digits.toml"
+    if [ -n "$THREADS" ]; then
+        sed -i "s/^max_concurrent_requests = 4096$/&\nworker_threads = $THREADS/" "$OUT/digits.toml"
+    fi
     note "starting the digits gateway and the fixed-answer servers"
     start_gateway GW "$OUT/digits.toml" "$OUT/gateway_digits.log"
     echo "gateway: $GW (pid $GW_PID)"

@@ -99,7 +99,11 @@ fn run() -> anyhow::Result<()> {
         "serve" => {
             let config = load(&arguments)?;
             tollgate::telemetry::init_logging();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            let mut runtime = tokio::runtime::Builder::new_multi_thread();
+            if let Some(threads) = config.server.worker_threads {
+                runtime.worker_threads(threads);
+            }
+            let runtime = runtime
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;

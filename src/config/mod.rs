@@ -71,6 +71,9 @@ pub struct ServerConfig {
     pub admin_token_blake3: Option<String>,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_grace_ms: u64,
+    /// Threads that serve requests; one per CPU core when unset. Fewer leaves cores to
+    /// neighbours on a shared machine, and spares cross-core wake-ups when there are few.
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             max_concurrent_requests: 4096,
             admin_token_blake3: None,
             shutdown_grace_ms: 10_000,
+            worker_threads: None,
         }
     }
 }
@@ -99,6 +103,7 @@ impl fmt::Debug for ServerConfig {
                 &self.admin_token_blake3.as_ref().map(|_| "<redacted>"),
             )
             .field("shutdown_grace_ms", &self.shutdown_grace_ms)
+            .field("worker_threads", &self.worker_threads)
             .finish()
     }
 }
@@ -293,6 +298,12 @@ impl Config {
             return Err(invalid(
                 "server.max_concurrent_requests",
                 "must be at least 1",
+            ));
+        }
+        if self.server.worker_threads == Some(0) {
+            return Err(invalid(
+                "server.worker_threads",
+                "must be at least 1 (leave it out for one per core)",
             ));
         }
         if self.server.max_body_bytes.0 < 1024 {

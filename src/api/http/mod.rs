@@ -298,12 +298,20 @@ fn cache_control(headers: &hyper::HeaderMap) -> Option<(bool, bool)> {
     ))
 }
 
+/// Built at compile time: `from_static` at run time validates the name on every response.
+static SERVED_NAMES: [HeaderName; 7] = [
+    HeaderName::from_static("x-tollgate-cache"),
+    HeaderName::from_static("x-tollgate-request-id"),
+    HeaderName::from_static("x-tollgate-batch-size"),
+    HeaderName::from_static("x-tollgate-queue-us"),
+    HeaderName::from_static("x-tollgate-compute-us"),
+    HeaderName::from_static("x-tollgate-cost-usd"),
+    HeaderName::from_static("x-tollgate-saved-usd"),
+];
+
 fn served_headers(headers: &mut hyper::HeaderMap, response: &InferResponse) {
     let served = &response.served;
-    headers.insert(
-        HeaderName::from_static("x-tollgate-cache"),
-        HeaderValue::from_static(served.cache.as_str()),
-    );
+    headers.insert(SERVED_NAMES[0].clone(), HeaderValue::from_static(served.cache.as_str()));
     // The other six values are written into one buffer that their headers then share: one
     // allocation instead of one per header, on every response.
     let mut text = Vec::with_capacity(96);
@@ -329,20 +337,12 @@ fn served_headers(headers: &mut hyper::HeaderMap, response: &InferResponse) {
         *end = text.len();
     }
     let text = Bytes::from(text);
-    let names = [
-        "x-tollgate-request-id",
-        "x-tollgate-batch-size",
-        "x-tollgate-queue-us",
-        "x-tollgate-compute-us",
-        "x-tollgate-cost-usd",
-        "x-tollgate-saved-usd",
-    ];
     let mut start = 0;
-    for (name, end) in names.into_iter().zip(ends) {
+    for (name, end) in SERVED_NAMES[1..].iter().zip(ends) {
         // A value that cannot be a header leaves its header out rather than failing the answer.
         if end > start {
             if let Ok(value) = HeaderValue::from_maybe_shared(text.slice(start..end)) {
-                headers.insert(HeaderName::from_static(name), value);
+                headers.insert(name.clone(), value);
             }
         }
         start = end;

@@ -74,7 +74,10 @@ fn bad_values_name_their_key() {
             "[server]\nmax_concurrent_requests = 0",
             Some("server.max_concurrent_requests"),
         ),
-        ("[server]\nworker_threads = 0", Some("server.worker_threads")),
+        (
+            "[server]\nworker_threads = 0",
+            Some("server.worker_threads"),
+        ),
         ("[server]\nworker_threads = 3", None),
         ("[server]\nhttp_addr = \"nowhere\"", Some("http_addr")),
         ("[cache]\nttl_seconds = 0", Some("cache.ttl_seconds")),

@@ -16,7 +16,17 @@ const POW10_F64: [f64; 23] = [
 ];
 
 /// Place values for the fraction digits `eight_digits` reads (a table: `pow` loops).
-const POW10_U64: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+const POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
 
 /// value = (-1)^negative × digits × 10^exponent
 struct Decimal {

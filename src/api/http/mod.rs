@@ -311,7 +311,10 @@ static SERVED_NAMES: [HeaderName; 7] = [
 
 fn served_headers(headers: &mut hyper::HeaderMap, response: &InferResponse) {
     let served = &response.served;
-    headers.insert(SERVED_NAMES[0].clone(), HeaderValue::from_static(served.cache.as_str()));
+    headers.insert(
+        SERVED_NAMES[0].clone(),
+        HeaderValue::from_static(served.cache.as_str()),
+    );
     // The other six values are written into one buffer that their headers then share: one
     // allocation instead of one per header, on every response.
     let mut text = Vec::with_capacity(96);

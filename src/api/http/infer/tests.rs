@@ -177,8 +177,8 @@ fn a_kept_rendering_answers_repeats_with_the_same_bytes() {
     let all: Arc<[Tensor]> = tensors.into();
     let answer = |names: &[&str], id: Option<&str>| {
         let mut response = response(id, Vec::new());
-        response.outputs = Outputs::pick(all.clone(), names.iter().copied())
-            .with_rendering(rendering.clone());
+        response.outputs =
+            Outputs::pick(all.clone(), names.iter().copied()).with_rendering(rendering.clone());
         response
     };
     let plain = |names: &[&str], id: Option<&str>| {

@@ -66,7 +66,8 @@ fn is_delimiter(byte: u8) -> bool {
     matches!(byte, b',' | b']' | b' ' | b'\n' | b'\r' | b'\t')
 }
 
-fn push(out: &mut Vec<u8>, dtype: DataType, token: &str) -> Result<(), String> {
+/// Appends one element, read from its token as `dtype`.
+pub(super) fn push(out: &mut Vec<u8>, dtype: DataType, token: &str) -> Result<(), String> {
     fn int<T: TryFrom<i128>>(token: &str, dtype: DataType) -> Result<T, String> {
         let value: i128 = token
             .parse()

@@ -1,7 +1,7 @@
 //! KServe V2 REST inference bodies: JSON tensors and the binary tensor extension, decoded into
 //! the core request and encoded back from the core response.
 
-use super::data;
+use super::{data, reader};
 use crate::api::params::{self, ParamValue};
 use crate::error::Error;
 use crate::request::{InferRequest, InferResponse, RequestOptions};
@@ -26,35 +26,48 @@ impl OutputEncoding {
     }
 }
 
+/// The JSON part of a request body, as `reader` (the usual shape, in one pass) or serde (any
+/// valid body, and every error message) reads it.
 #[derive(Deserialize)]
-struct RequestHeader<'a> {
-    id: Option<String>,
+pub(super) struct RequestHeader<'a> {
+    pub(super) id: Option<String>,
     #[serde(default)]
-    parameters: Map<String, Value>,
+    pub(super) parameters: Map<String, Value>,
     #[serde(borrow)]
-    inputs: Vec<InputHeader<'a>>,
+    pub(super) inputs: Vec<InputHeader<'a>>,
     #[serde(default)]
-    outputs: Vec<OutputHeader>,
+    pub(super) outputs: Vec<OutputHeader>,
 }
 
 #[derive(Deserialize)]
-struct InputHeader<'a> {
-    name: String,
-    shape: Vec<i64>,
+pub(super) struct InputHeader<'a> {
+    pub(super) name: String,
+    pub(super) shape: Vec<i64>,
     // Borrowed from the body unless it holds escapes: parsed at once, never kept.
     #[serde(borrow)]
-    datatype: Cow<'a, str>,
+    pub(super) datatype: Cow<'a, str>,
     #[serde(default)]
-    parameters: Map<String, Value>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
+    pub(super) parameters: Map<String, Value>,
+    /// The JSON text of `data`, read once its datatype is known.
+    #[serde(borrow, default, deserialize_with = "raw_text")]
+    pub(super) data: Option<&'a str>,
+    /// `data` already read, as the datatype named here (`reader` reads while it walks).
+    #[serde(skip)]
+    pub(super) read: Option<(DataType, Vec<u8>)>,
 }
 
 #[derive(Deserialize)]
-struct OutputHeader {
-    name: String,
+pub(super) struct OutputHeader {
+    pub(super) name: String,
     #[serde(default)]
-    parameters: Map<String, Value>,
+    pub(super) parameters: Map<String, Value>,
+}
+
+fn raw_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de str>, D::Error> {
+    let raw: Option<&'de RawValue> = Deserialize::deserialize(deserializer)?;
+    Ok(raw.map(RawValue::get))
 }
 
 fn bad(field: impl std::fmt::Display, expectation: impl std::fmt::Display) -> Error {
@@ -79,12 +92,17 @@ pub fn decode(
         Some(length) => length,
         None => body.len(),
     };
-    let header: RequestHeader = serde_json::from_slice(&body[..json_end]).map_err(|e| {
-        bad(
-            "body",
-            format!("not a valid KServe V2 inference request: {e}"),
-        )
-    })?;
+    let json = &body[..json_end];
+    // The usual body in one pass; anything else, every error included, the way serde reads it.
+    let header = match reader::read(json) {
+        Some(header) => header,
+        None => serde_json::from_slice(json).map_err(|e| {
+            bad(
+                "body",
+                format!("not a valid KServe V2 inference request: {e}"),
+            )
+        })?,
+    };
     let mut binary = body.slice(json_end..);
     // A body is at least as long as the elements it describes (one byte each in JSON, their
     // size in binary), so larger shapes are refused before anything is allocated.
@@ -156,9 +174,21 @@ pub fn decode(
                 }
                 binary.split_to(size)
             }
-            (None, Some(raw)) => Bytes::from(
-                data::parse(raw.get(), dtype, elements).map_err(|why| bad(field("data"), why))?,
-            ),
+            (None, Some(text)) => match input.read {
+                // Read as this datatype, with the count the shape asks for: done already.
+                Some((read_as, bytes))
+                    if read_as == dtype
+                        && dtype
+                            .element_size()
+                            .and_then(|size| elements.checked_mul(size))
+                            == Some(bytes.len()) =>
+                {
+                    Bytes::from(bytes)
+                }
+                _ => Bytes::from(
+                    data::parse(text, dtype, elements).map_err(|why| bad(field("data"), why))?,
+                ),
+            },
             (None, None) => {
                 return Err(bad(
                     field("data"),

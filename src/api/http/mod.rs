@@ -5,6 +5,7 @@ mod admin;
 mod data;
 mod decimal;
 pub mod infer;
+mod reader;
 
 use crate::api::{metadata, status};
 use crate::error::Error;

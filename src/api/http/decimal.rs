@@ -6,10 +6,15 @@
 //! is itself exactly representable, both operands are exact and IEEE 754 rounds the one
 //! multiplication or division correctly (Clinger, 1990). That is the same result `str::parse`
 //! gives, at a fraction of the cost on a hot path that reads every element of every JSON
-//! tensor.
+//! tensor. An f32 quotient is taken as an f64 product with 10^-k instead of a division: a test
+//! checks every such decimal that this rounds the same.
 
 /// Exactly representable powers of ten: up to 10^10 in f32 (5^10 < 2^24), 10^22 in f64.
 const POW10_F32: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+/// 10^-k in f64, each the nearest f64 (as the literal is).
+const INV_POW10_F64: [f64; 11] = [
+    1e0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10,
+];
 const POW10_F64: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
@@ -115,26 +120,38 @@ fn split(token: &[u8], max_digits: usize) -> Option<Decimal> {
     }
 }
 
-/// `to_f32` and `to_f64`: the decimal in that float type when its digits (up to `$limit`) and its
-/// power of ten (in `$powers`) are both exact there, so the one operation rounds correctly.
-macro_rules! exact_conversion {
-    ($name:ident, $float:ty, $powers:ident, $limit:expr) => {
-        fn $name(d: Decimal) -> Option<$float> {
-            if d.digits > $limit {
-                return None;
-            }
-            let power = *$powers.get(d.exponent.unsigned_abs() as usize)?;
-            let magnitude = if d.exponent < 0 {
-                d.digits as $float / power
-            } else {
-                d.digits as $float * power
-            };
-            Some(if d.negative { -magnitude } else { magnitude })
-        }
+/// The decimal as an f32 when its digits fit the mantissa (2^24) and its power of ten is exact
+/// in f32 (up to 10^10).
+fn to_f32(d: Decimal) -> Option<f32> {
+    if d.digits > 1 << 24 {
+        return None;
+    }
+    let power = d.exponent.unsigned_abs() as usize;
+    let magnitude = if d.exponent < 0 {
+        // Through f64: the product of the digits and 10^-k, rounded once to f32, is the
+        // correctly rounded quotient for every such decimal (`division_through_f64_is_exact`
+        // checks them all), and a multiplication costs a fraction of a division.
+        (d.digits as f64 * *INV_POW10_F64.get(power)?) as f32
+    } else {
+        d.digits as f32 * *POW10_F32.get(power)?
     };
+    Some(if d.negative { -magnitude } else { magnitude })
 }
-exact_conversion!(to_f32, f32, POW10_F32, 1 << 24);
-exact_conversion!(to_f64, f64, POW10_F64, 1 << 53);
+
+/// The decimal as an f64 when its digits fit the mantissa (2^53) and its power of ten is exact
+/// in f64 (up to 10^22).
+fn to_f64(d: Decimal) -> Option<f64> {
+    if d.digits > 1 << 53 {
+        return None;
+    }
+    let power = *POW10_F64.get(d.exponent.unsigned_abs() as usize)?;
+    let magnitude = if d.exponent < 0 {
+        d.digits as f64 / power
+    } else {
+        d.digits as f64 * power
+    };
+    Some(if d.negative { -magnitude } else { magnitude })
+}
 
 /// The f32 of the number at `bytes[start]` and where it ends, when the fast path applies: a
 /// tensor's elements are read in one pass, without first cutting out each token.
@@ -215,6 +232,30 @@ pub fn f64(token: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `to_f32` multiplies by 10^-k in f64 where the definition divides by 10^k in f32. Every
+    /// digits (up to 2^24) and k (1 to 10) is checked in an optimised build; a debug build, a
+    /// hundred times slower, checks the small digits and a stride through the rest.
+    #[test]
+    fn division_through_f64_is_exact() {
+        let step = if cfg!(debug_assertions) { 997 } else { 1 };
+        let digits = (0..1u64 << 16).chain(((1 << 16)..=1 << 24).step_by(step));
+        for d in digits {
+            for k in 1..=10usize {
+                let decimal = Decimal {
+                    negative: false,
+                    digits: d,
+                    exponent: -(k as i32),
+                };
+                let divided = d as f32 / POW10_F32[k];
+                assert_eq!(
+                    to_f32(decimal).map(f32::to_bits),
+                    Some(divided.to_bits()),
+                    "{d}e-{k}"
+                );
+            }
+        }
+    }
 
     /// A whole token as an f32, when the fast path applies (the reader itself goes through
     /// `scan_f32`, one element after another).

@@ -308,7 +308,7 @@ digits_sections=0
 for s in a b c e; do wants $s && digits_sections=1; done
 if [ "$digits_sections" = 1 ]; then
     cat >"$OUT/digits.toml" <<'EOF'
-# Written by scripts/bench.sh. One gateway, the digits model under five configurations.
+# Written by scripts/bench.sh. One gateway, the digits model under six configurations.
 [server]
 http_addr = "127.0.0.1:0"
 grpc_addr = "127.0.0.1:0"
@@ -345,6 +345,16 @@ path = "../../models/digits/1/model.onnx"
 instances = 1
 intra_op_threads = 1
 max_batch_size = 32
+max_queue_delay_us = 1000
+cache = false
+
+# Half the clients: one batch forms while the answers of the previous one go out.
+[[models]]
+name = "digits_b16"
+path = "../../models/digits/1/model.onnx"
+instances = 1
+intra_op_threads = 1
+max_batch_size = 16
 max_queue_delay_us = 1000
 cache = false
 
@@ -399,19 +409,21 @@ if wants a && time_left a; then
 fi
 
 if wants b && time_left b; then
-    note "b) overhead-bound digits, cache off: gateway (batching max 64 / max 32 / off) vs fixed server, c=$CONCURRENCY"
+    note "b) overhead-bound digits, cache off: gateway (batching max 64 / 32 / 16 / off) vs fixed server, c=$CONCURRENCY"
     for run in $(seq 1 "$RUNS"); do
-        # Rotating order: each side goes first, second, third and fourth once in four runs.
-        case $((run % 4)) in
-            1) order="batch b32 naive fixed" ;;
-            2) order="fixed batch b32 naive" ;;
-            3) order="naive fixed batch b32" ;;
-            0) order="b32 naive fixed batch" ;;
+        # Rotating order: each side goes first, second, ... and fifth once in five runs.
+        case $((run % 5)) in
+            1) order="batch b32 b16 naive fixed" ;;
+            2) order="fixed batch b32 b16 naive" ;;
+            3) order="naive fixed batch b32 b16" ;;
+            4) order="b16 naive fixed batch b32" ;;
+            0) order="b32 b16 naive fixed batch" ;;
         esac
         for side in $order; do
             case $side in
                 batch) load "b_gateway_batching_r$run" "$GW" digits_nocache $COMMON --distinct 1000 --seed 2 --metrics-url "http://$GW/metrics" ;;
                 b32) load "b_gateway_b32_r$run" "$GW" digits_b32 $COMMON --distinct 1000 --seed 2 --metrics-url "http://$GW/metrics" ;;
+                b16) load "b_gateway_b16_r$run" "$GW" digits_b16 $COMMON --distinct 1000 --seed 2 --metrics-url "http://$GW/metrics" ;;
                 naive) load "b_gateway_nobatching_r$run" "$GW" digits_naive $COMMON --distinct 1000 --seed 2 --metrics-url "http://$GW/metrics" ;;
                 fixed) load "b_fixed_r$run" "$FIXED_BYPASS" digits_nocache $COMMON --distinct 1000 --seed 2 ;;
             esac
@@ -663,6 +675,10 @@ if gb or nb or fb:
     r = ratio(b32, fb)
     row("b. cache off req/s: gateway (batching max 32, 1 ms) / fixed server", "gateway", b32, "fixed", fb, r,
         ">= 0.5", None if r is None else r >= 0.5)
+    b16 = med("b_gateway_b16")
+    r = ratio(b16, fb)
+    row("b. cache off req/s: gateway (batching max 16, 1 ms) / fixed server", "gateway", b16, "fixed", fb, r,
+        ">= 0.5", None if r is None else r >= 0.5)
     r = ratio(nb, fb)
     row("b. cache off req/s: gateway (batching off) / fixed server", "gateway", nb, "fixed", fb, r,
         ">= 0.5", None if r is None else r >= 0.5)
@@ -679,6 +695,11 @@ if gb or nb or fb:
     row("b. server CPU us per request: batching max 32 / off", "max 32",
         cpu_us_per_request("b_gateway_b32"), "off", cpu_n,
         ratio(cpu_us_per_request("b_gateway_b32"), cpu_n), "(info)", None, 1)
+    summary["b. mean batch size (batching max 16)"] = median(
+        [(r.get("server_metrics") or {}).get("mean_batch_size") for r in reports("b_gateway_b16")])
+    row("b. server CPU us per request: batching max 16 / off", "max 16",
+        cpu_us_per_request("b_gateway_b16"), "off", cpu_n,
+        ratio(cpu_us_per_request("b_gateway_b16"), cpu_n), "(info)", None, 1)
 
 # c: the miss path
 con, coff = med("c_cache_on"), med("c_cache_off")
@@ -810,7 +831,7 @@ for path, goal in (("cache_serve/hit", "(info)"), ("metering/share_of_batch", "<
 lines = ["| figure | side A | side B | ratio | goal | |", "| --- | --- | --- | --- | --- | --- |"]
 lines += ["| " + " | ".join(r) + " |" for r in table]
 detail = []
-for prefix in ("a_gateway", "a_fixed", "b_gateway_batching", "b_gateway_b32", "b_gateway_nobatching", "b_fixed",
+for prefix in ("a_gateway", "a_fixed", "b_gateway_batching", "b_gateway_b32", "b_gateway_b16", "b_gateway_nobatching", "b_fixed",
                "c_cache_on", "c_cache_off", "d_gateway", "d_nobatch", "e_cached", "e_naive"):
     if reports(prefix):
         idle = median([read_number(stem + ".foreign") for _, stem in runs(prefix)])

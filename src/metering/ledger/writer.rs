@@ -154,7 +154,8 @@ struct Group {
 impl Group {
     fn new() -> Group {
         Group {
-            held: Vec::new(),
+            // Sized for a full group: growing it would copy every record held so far.
+            held: Vec::with_capacity(GROUP_RECORDS),
             waiting: Vec::new(),
             after: After::Nothing,
         }
@@ -235,8 +236,13 @@ impl Writer {
     }
 
     fn process(&mut self, mut group: Group) {
+        // Older records first; without any, the group's own vector goes as it is (no copy).
         let mut held = self.shared.take_backlog();
-        held.append(&mut group.held);
+        if held.is_empty() {
+            held = std::mem::take(&mut group.held);
+        } else {
+            held.append(&mut group.held);
+        }
         let mut result = self.commit(held, group.waiting);
         match group.after {
             After::Nothing => {}

@@ -2,6 +2,7 @@
 //! first caller runs it; if that caller goes away first, the computation moves to a task of its
 //! own, so no waiter leaving (the first included) cancels it.
 
+use super::hasher::KeyHasher;
 use super::key::CacheKey;
 use super::value::CachedValue;
 use crate::error::Error;
@@ -23,7 +24,7 @@ pub enum Role {
 
 #[derive(Default)]
 pub struct Flights {
-    in_flight: Mutex<HashMap<CacheKey, watch::Receiver<Option<Outcome>>>>,
+    in_flight: Mutex<HashMap<CacheKey, watch::Receiver<Option<Outcome>>, KeyHasher>>,
 }
 
 impl Flights {

@@ -38,7 +38,8 @@
 use crate::tensor::Tensor;
 use std::fmt;
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+/// `Hash` is in `hasher`: the digest's first eight bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct CacheKey(pub [u8; 32]);
 
 impl fmt::Debug for CacheKey {

@@ -3,6 +3,7 @@
 //! Only successful answers are ever stored.
 
 mod flight;
+mod hasher;
 pub mod key;
 mod redis;
 pub mod value;
@@ -12,6 +13,7 @@ use crate::error::Error;
 use crate::request::{CacheControl, CacheStatus};
 use crate::telemetry;
 use flight::{Detachable, Flights, Role};
+use hasher::KeyHasher;
 use key::CacheKey;
 use metrics::{Counter, Histogram};
 use std::future::Future;
@@ -20,7 +22,7 @@ use std::time::{Duration, Instant};
 use value::CachedValue;
 
 pub struct Cache {
-    memory: moka::future::Cache<CacheKey, Arc<CachedValue>>,
+    memory: moka::future::Cache<CacheKey, Arc<CachedValue>, KeyHasher>,
     flights: Arc<Flights>,
     shared: Option<Arc<redis::SharedTier>>,
     lookup_duration: Histogram,
@@ -126,7 +128,7 @@ impl Cache {
                     metrics::counter!(telemetry::CACHE_EVICTIONS, "reason" => reason).increment(1);
                 }
             })
-            .build();
+            .build_with_hasher(KeyHasher::new());
         let shared = config.redis_url.as_deref().and_then(|url| {
             match redis::SharedTier::new(url, Duration::from_millis(config.redis_timeout_ms)) {
                 Ok(tier) => Some(Arc::new(tier)),

@@ -248,11 +248,12 @@ impl Gateway {
                 model.spec.outputs.iter().map(|o| o.name.as_str()),
             ),
         };
-        // Only a set the cache holds is answered again; a bypass's would be kept for nobody.
-        let outputs = if status == CacheStatus::Bypass {
-            outputs
-        } else {
+        // Kept from the first repeat on: most computed answers are never asked for again, and
+        // keeping their text would cost every miss a copy and the cache the memory.
+        let outputs = if matches!(status, CacheStatus::Hit | CacheStatus::Coalesced) {
             outputs.with_rendering(value.rendering.clone())
+        } else {
+            outputs
         };
         Ok(InferResponse {
             model: model.name.clone(),

@@ -65,6 +65,10 @@ async fn a_repeat_is_a_hit_with_identical_outputs_and_no_execution() {
         second.json()["outputs"],
         "hits return the same outputs"
     );
+    // The first hit formats the answer and keeps its text; the next ones copy that text.
+    let third = gateway.infer("digits", &body).await;
+    assert_eq!(third.header("x-tollgate-cache"), "hit");
+    assert_eq!(first.json()["outputs"], third.json()["outputs"]);
     assert_eq!(
         gateway
             .metric("tollgate_executions_total", &["model=\"digits\""])

@@ -252,6 +252,8 @@ counter_sum() { # HOST:PORT METRIC MODEL
 
 mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.txt "$OUT"/*.log "$OUT"/d_gateway_batch.txt "$OUT"/*.cpu_us "$OUT"/*.busy_us "$OUT"/*.idle "$OUT"/*.metrics "$OUT"/*.foreign "$OUT"/*.client_cpu "$OUT"/summary.md
+# Criterion's own results too: the summary must only quote benches this invocation ran.
+rm -rf "$OUT/criterion"
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "nproc: $(nproc)"

@@ -114,18 +114,20 @@ impl moka::Expiry<CacheKey, Arc<CachedValue>> for PerModelTtl {
 
 impl Cache {
     pub fn new(config: &CacheConfig) -> Cache {
+        // Registered once: a full cache evicts on nearly every miss.
+        let expired = metrics::counter!(telemetry::CACHE_EVICTIONS, "reason" => "expired");
+        let evicted_for_size = metrics::counter!(telemetry::CACHE_EVICTIONS, "reason" => "size");
         let memory = moka::future::Cache::builder()
             .max_capacity(config.max_bytes.0)
             .weigher(|_key: &CacheKey, value: &Arc<CachedValue>| value.weight())
             .expire_after(PerModelTtl)
             .support_invalidation_closures()
-            .eviction_listener(|_key, _value, cause| {
+            .eviction_listener(move |_key, _value, cause| {
                 if cause.was_evicted() {
-                    let reason = match cause {
-                        moka::notification::RemovalCause::Expired => "expired",
-                        _ => "size",
-                    };
-                    metrics::counter!(telemetry::CACHE_EVICTIONS, "reason" => reason).increment(1);
+                    match cause {
+                        moka::notification::RemovalCause::Expired => expired.increment(1),
+                        _ => evicted_for_size.increment(1),
+                    }
                 }
             })
             .build_with_hasher(KeyHasher::new());

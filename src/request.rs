@@ -208,7 +208,7 @@ impl Rendering {
     /// Room for an encoding of `outputs`; none when it could exceed `MAX`.
     pub fn for_outputs(outputs: &[Tensor]) -> Rendering {
         let needed = outputs.iter().try_fold(64usize, |sum, t| {
-            let elements = t.data.len() / t.dtype.element_size().unwrap_or(1).max(1);
+            let elements = t.data.len() / t.dtype.element_size().unwrap_or(1);
             let tensor = elements
                 .checked_mul(Self::BYTES_PER_ELEMENT)?
                 .checked_add(t.name.len() * 6 + t.shape.len() * 21 + 96)?;

@@ -32,13 +32,11 @@ pub fn parse(json: &str, dtype: DataType, expected: usize) -> Result<Vec<u8>, St
                 // FP32, the common case, in one pass over the bytes; anything the fast path
                 // declines is cut out as a token and read by the general code below.
                 if dtype == DataType::Fp32 {
-                    if let Some((value, end)) = decimal::scan_f32(bytes, at) {
-                        if bytes.get(end).is_none_or(|&b| is_delimiter(b)) {
-                            out.extend_from_slice(&value.to_le_bytes());
-                            count += 1;
-                            at = end;
-                            continue;
-                        }
+                    if let Some((value, end)) = fast_fp32(bytes, at) {
+                        out.extend_from_slice(&value.to_le_bytes());
+                        count += 1;
+                        at = end;
+                        continue;
                     }
                 }
                 let end = bytes[at..]
@@ -59,6 +57,17 @@ pub fn parse(json: &str, dtype: DataType, expected: usize) -> Result<Vec<u8>, St
         ));
     }
     Ok(out)
+}
+
+/// The FP32 element at `bytes[at]` and where it ends, when the exact fast path reads it and
+/// it ends where an element may (a delimiter or the end of the text); `None` leaves it to the
+/// general parser.
+pub(super) fn fast_fp32(bytes: &[u8], at: usize) -> Option<(f32, usize)> {
+    let (value, end) = decimal::scan_f32(bytes, at)?;
+    bytes
+        .get(end)
+        .is_none_or(|&b| is_delimiter(b))
+        .then_some((value, end))
 }
 
 /// What ends a number in an array: the next element, the array's end, or whitespace.

@@ -8,7 +8,6 @@
 //! it is accepted or what it means. The tests hold it to that against serde.
 
 use super::data;
-use super::decimal;
 use super::infer::{InputHeader, OutputHeader, RequestHeader};
 use crate::tensor::DataType;
 use serde_json::{Map, Number, Value};
@@ -176,6 +175,7 @@ impl<'a> Reader<'a> {
                         named: named.is_some(),
                         out: Some(Vec::with_capacity(256)),
                     };
+                    // BYTES (strings) are left to serde.
                     elements.dtype.element_size()?;
                     reader.skip_whitespace();
                     let start = reader.at;
@@ -252,17 +252,12 @@ impl<'a> Reader<'a> {
         let start = self.at;
         // The exact fast path of the usual element; what follows it must end a JSON number.
         if elements.dtype == DataType::Fp32 && plain_start(self.bytes, start) {
-            if let Some((value, end)) = decimal::scan_f32(self.bytes, start) {
-                if matches!(
-                    self.bytes.get(end),
-                    Some(b',' | b']' | b' ' | b'\n' | b'\r' | b'\t')
-                ) {
-                    self.at = end;
-                    if let Some(out) = &mut elements.out {
-                        out.extend_from_slice(&value.to_le_bytes());
-                    }
-                    return Some(());
+            if let Some((value, end)) = data::fast_fp32(self.bytes, start) {
+                self.at = end;
+                if let Some(out) = &mut elements.out {
+                    out.extend_from_slice(&value.to_le_bytes());
                 }
+                return Some(());
             }
         }
         let token = match self.peek()? {

@@ -120,11 +120,11 @@ fn what_the_reader_does_not_handle_is_left_to_serde() {
 
 #[test]
 fn data_read_on_the_way_is_what_parse_reads() {
-    let body = r#"{"inputs":[{"name":"x","shape":[2,3],"datatype":"FP32","data":[[0.5,-2,1e3],[3.1415927,1e-7,65504]]},{"data":[1,2],"name":"i","shape":[2],"datatype":"INT64"}]}"#;
+    let body = r#"{"inputs":[{"name":"x","shape":[2,3],"datatype":"FP32","data":[[0.5,-2,1e3],[1.2345678,1e-7,65504]]},{"data":[1,2],"name":"i","shape":[2],"datatype":"INT64"}]}"#;
     let header = read(body.as_bytes()).expect("taken");
     let (dtype, bytes) = header.inputs[0].read.clone().expect("read");
     assert_eq!(dtype, DataType::Fp32);
-    let expected: Vec<u8> = [0.5f32, -2.0, 1e3, 3.141_592_7, 1e-7, 65504.0]
+    let expected: Vec<u8> = [0.5f32, -2.0, 1e3, 1.234_567_8, 1e-7, 65504.0]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();

@@ -121,7 +121,7 @@ fn bench_serve(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let cache = Cache::new(&CacheConfig::default());
+    let cache = std::sync::Arc::new(Cache::new(&CacheConfig::default()));
     let digits = ModelCache::new("digits", Duration::from_secs(3600));
     let row = [fp32_tensor(256)];
     let key = key_of(&row);

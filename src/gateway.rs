@@ -47,7 +47,7 @@ pub enum StartError {
 pub struct Gateway {
     pub config: Config,
     pub registry: Registry,
-    pub cache: Option<Cache>,
+    pub cache: Option<Arc<Cache>>,
     pub metering: Arc<Metering>,
     admission: Arc<Semaphore>,
     request_prefix: String,
@@ -64,7 +64,10 @@ impl Gateway {
         let metering = Arc::new(Metering::open(&config)?);
         let registry = model::load_models(&config)?;
         metering.start_background(&registry, shutdown);
-        let cache = config.cache.enabled.then(|| Cache::new(&config.cache));
+        let cache = config
+            .cache
+            .enabled
+            .then(|| Arc::new(Cache::new(&config.cache)));
         let admission = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
         // Request ids are unique across restarts without coordination: a per-boot prefix.
         let boot = std::time::SystemTime::now()

@@ -1,6 +1,9 @@
 //! Single flight: identical requests that miss at the same time share one computation. The
 //! first caller runs it; if that caller goes away first, the computation moves to a task of its
 //! own, so no waiter leaving (the first included) cancels it.
+//!
+//! A flight is one small shared slot, written once, and one `Notify`: most misses have no
+//! follower, so the leader pays for a map entry and an allocation, never for a channel.
 
 use super::hasher::KeyHasher;
 use super::key::CacheKey;
@@ -9,97 +12,151 @@ use crate::error::Error;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 pub type Outcome = Result<Arc<CachedValue>, Error>;
 
 pub enum Role {
     /// The first caller: it must start the computation and publish its outcome.
-    Leader(watch::Sender<Option<Outcome>>),
+    Leader(Publisher),
     /// A later caller: it waits for the leader's outcome.
-    Follower,
+    Follower(Arc<Flight>),
+}
+
+/// One computation's outcome as its followers see it.
+#[derive(Default)]
+pub struct Flight {
+    /// `Some(None)` once the leader's work was lost without an outcome.
+    outcome: OnceLock<Option<Outcome>>,
+    landed: Notify,
+}
+
+impl Flight {
+    /// Waits for the leader's outcome; `None` if its work was lost.
+    pub async fn outcome(&self) -> Option<Outcome> {
+        let landed = self.landed.notified();
+        tokio::pin!(landed);
+        // Registered before the check: a publication between the two still wakes this waiter.
+        landed.as_mut().enable();
+        if let Some(outcome) = self.outcome.get() {
+            return outcome.clone();
+        }
+        landed.await;
+        self.outcome.get().cloned().flatten()
+    }
 }
 
 #[derive(Default)]
 pub struct Flights {
-    in_flight: Mutex<HashMap<CacheKey, watch::Receiver<Option<Outcome>>, KeyHasher>>,
+    in_flight: Mutex<HashMap<CacheKey, Arc<Flight>, KeyHasher>>,
 }
 
 impl Flights {
     /// Joins the computation for `key`, starting one if none is running.
-    pub fn join(&self, key: CacheKey) -> (Role, watch::Receiver<Option<Outcome>>) {
-        let mut in_flight = match self.in_flight.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(receiver) = in_flight.get(&key) {
-            return (Role::Follower, receiver.clone());
+    pub fn join(self: &Arc<Self>, key: CacheKey) -> Role {
+        let mut in_flight = lock(&self.in_flight);
+        if let Some(flight) = in_flight.get(&key) {
+            return Role::Follower(flight.clone());
         }
-        let (sender, receiver) = watch::channel(None);
-        in_flight.insert(key, receiver.clone());
-        (Role::Leader(sender), receiver)
+        let flight = Arc::new(Flight::default());
+        in_flight.insert(key, flight.clone());
+        Role::Leader(Publisher {
+            flights: self.clone(),
+            key,
+            flight,
+            published: false,
+        })
     }
 
-    /// Ends the flight so later misses start afresh (after a failure, or once the value is
-    /// in the cache, where later callers find it).
-    pub fn land(&self, key: &CacheKey) {
-        let mut in_flight = match self.in_flight.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        in_flight.remove(key);
+    fn land(&self, key: &CacheKey) {
+        lock(&self.in_flight).remove(key);
     }
 }
 
-/// Waits for the outcome published on `receiver`.
-pub async fn outcome(mut receiver: watch::Receiver<Option<Outcome>>) -> Option<Outcome> {
-    match receiver.wait_for(Option::is_some).await {
-        Ok(value) => value.clone(),
-        Err(_) => None,
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// The leader's duty to publish exactly once. Dropped unpublished (its work was lost, say at
+/// shutdown), it publishes the loss, so no follower waits for ever.
+pub struct Publisher {
+    flights: Arc<Flights>,
+    key: CacheKey,
+    flight: Arc<Flight>,
+    published: bool,
+}
+
+impl Publisher {
+    /// Hands `outcome` to every follower and ends the flight, so later misses start afresh
+    /// (after a failure, or once the value is in the cache, where later callers find it).
+    pub fn publish(mut self, outcome: &Outcome) {
+        self.land(Some(outcome.clone()));
+    }
+
+    fn land(&mut self, outcome: Option<Outcome>) {
+        self.published = true;
+        // Set before the flight leaves the map: a caller joining in between finds it done.
+        let _ = self.flight.outcome.set(outcome);
+        self.flights.land(&self.key);
+        self.flight.landed.notify_waiters();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if !self.published {
+            self.land(None);
+        }
     }
 }
 
 /// A flight's work, run by whoever awaits it. Dropped before it finishes (the leader's client
 /// went away, or its timeout fired), it hands the rest of the work to a new task instead of
 /// cancelling it: followers may be waiting for its outcome. Boxed, so it can move while pinned.
-pub struct Detachable {
-    work: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+pub struct Detachable<T: Send + 'static> {
+    work: Option<Pin<Box<dyn Future<Output = T> + Send>>>,
 }
 
-impl Detachable {
-    pub fn new(work: impl Future<Output = ()> + Send + 'static) -> Detachable {
+impl<T: Send + 'static> Detachable<T> {
+    pub fn new(work: impl Future<Output = T> + Send + 'static) -> Detachable<T> {
         Detachable {
             work: Some(Box::pin(work)),
         }
     }
 }
 
-impl Future for Detachable {
-    type Output = ();
+impl<T: Send + 'static> Future for Detachable<T> {
+    type Output = T;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         let Some(work) = self.work.as_mut() else {
-            return Poll::Ready(());
+            // Polled again after it finished: a caller bug, not a reachable state.
+            return Poll::Pending;
         };
         match work.as_mut().poll(cx) {
-            Poll::Ready(()) => {
+            Poll::Ready(output) => {
                 self.work = None;
-                Poll::Ready(())
+                Poll::Ready(output)
             }
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
-impl Drop for Detachable {
+impl<T: Send + 'static> Drop for Detachable<T> {
     fn drop(&mut self) {
         if let Some(work) = self.work.take() {
-            // Outside a runtime (shutting down) there is nowhere to finish it: the followers
-            // then see the flight abandoned, which they report as an error.
+            // Outside a runtime (shutting down) there is nowhere to finish it: dropping the
+            // work drops its `Publisher`, and the followers see the flight abandoned.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(work);
+                runtime.spawn(async move {
+                    let _ = work.await;
+                });
             }
         }
     }
@@ -120,6 +177,54 @@ mod tests {
         drop(work);
         let _ = go.send(());
         assert_eq!(finished.await, Ok(7));
+    }
+
+    fn key(n: u8) -> CacheKey {
+        CacheKey([n; 32])
+    }
+
+    fn failure() -> Outcome {
+        Err(Error::Decode("boom".into()))
+    }
+
+    #[tokio::test]
+    async fn followers_get_the_published_outcome_whenever_they_ask() {
+        let flights = Arc::new(Flights::default());
+        let Role::Leader(publisher) = flights.join(key(1)) else {
+            panic!("the first caller leads");
+        };
+        let Role::Follower(early) = flights.join(key(1)) else {
+            panic!("the second caller follows");
+        };
+        let waiting = tokio::spawn(async move { early.outcome().await });
+        tokio::task::yield_now().await;
+        let Role::Follower(late) = flights.join(key(1)) else {
+            panic!("the flight is still open");
+        };
+        publisher.publish(&failure());
+        assert!(matches!(
+            waiting.await.unwrap(),
+            Some(Err(Error::Decode(_)))
+        ));
+        // Joined before the flight landed, asked after: the outcome is still there.
+        assert!(matches!(late.outcome().await, Some(Err(Error::Decode(_)))));
+        assert!(matches!(flights.join(key(1)), Role::Leader(_)), "landed");
+    }
+
+    #[tokio::test]
+    async fn a_leader_lost_unpublished_releases_its_followers() {
+        let flights = Arc::new(Flights::default());
+        let Role::Leader(publisher) = flights.join(key(2)) else {
+            panic!("the first caller leads");
+        };
+        let Role::Follower(follower) = flights.join(key(2)) else {
+            panic!("the second caller follows");
+        };
+        let waiting = tokio::spawn(async move { follower.outcome().await });
+        tokio::task::yield_now().await;
+        drop(publisher);
+        assert!(waiting.await.unwrap().is_none());
+        assert!(matches!(flights.join(key(2)), Role::Leader(_)), "landed");
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 //! over an optional shared Redis tier, with single flight for identical concurrent misses.
 //! Only successful answers are ever stored.
 
+mod admission;
 mod flight;
 mod hasher;
 pub mod key;
@@ -12,6 +13,7 @@ use crate::config::CacheConfig;
 use crate::error::Error;
 use crate::request::{CacheControl, CacheStatus};
 use crate::telemetry;
+use admission::Doorkeeper;
 use flight::{Detachable, Flights, Role};
 use hasher::KeyHasher;
 use key::CacheKey;
@@ -21,8 +23,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use value::CachedValue;
 
+/// Shared by the request path and the flights it starts (a flight can outlive its caller), so
+/// it lives behind an `Arc`.
 pub struct Cache {
     memory: moka::future::Cache<CacheKey, Arc<CachedValue>, KeyHasher>,
+    max_bytes: u64,
+    doorkeeper: Doorkeeper,
     flights: Arc<Flights>,
     shared: Option<Arc<redis::SharedTier>>,
     lookup_duration: Histogram,
@@ -57,6 +63,8 @@ struct CacheSeries {
     miss: Counter,
     coalesced: Counter,
     bypass: Counter,
+    /// Answers the full memory tier did not store: their key was new to the doorkeeper.
+    not_admitted: Counter,
 }
 
 impl CacheSeries {
@@ -71,6 +79,8 @@ impl CacheSeries {
             miss: counter(CacheStatus::Miss, MEMORY),
             coalesced: counter(CacheStatus::Coalesced, MEMORY),
             bypass: counter(CacheStatus::Bypass, "none"),
+            not_admitted: metrics::counter!(telemetry::CACHE_NOT_ADMITTED,
+                "model" => model.to_string()),
         }
     }
 
@@ -142,6 +152,8 @@ impl Cache {
         });
         Cache {
             memory,
+            max_bytes: config.max_bytes.0,
+            doorkeeper: Doorkeeper::for_capacity(config.max_bytes.0),
             flights: Arc::new(Flights::default()),
             shared,
             lookup_duration: metrics::histogram!(telemetry::CACHE_LOOKUP_DURATION),
@@ -152,7 +164,7 @@ impl Cache {
     /// Answers from the cache when allowed and present; otherwise runs `compute` once for all
     /// identical concurrent callers and stores its success.
     pub async fn serve<F>(
-        &self,
+        self: &Arc<Self>,
         key: CacheKey,
         model: &ModelCache,
         control: CacheControl,
@@ -170,44 +182,54 @@ impl Cache {
                 return Ok((value, CacheStatus::Hit));
             }
         }
-        let (role, receiver) = self.flights.join(key);
-        let status = match role {
-            Role::Follower => CacheStatus::Coalesced,
-            Role::Leader(sender) => {
-                let memory = self.memory.clone();
-                let flights = self.flights.clone();
-                let shared = self.shared.clone();
-                let fill_duration = self.fill_duration.clone();
+        let (outcome, status) = match self.flights.join(key) {
+            Role::Follower(flight) => (flight.outcome().await, CacheStatus::Coalesced),
+            Role::Leader(publisher) => {
+                let cache = self.clone();
+                let not_admitted = model.series.not_admitted.clone();
                 // The leader runs the flight itself: a miss costs no task of its own and no
                 // hand-off back. Should the leader go away first, the flight moves to a task
                 // (see `Detachable`), so the followers still get their answer.
-                Detachable::new(async move {
+                let outcome = Detachable::new(async move {
                     let outcome = compute.await.map(Arc::new);
                     if let (Ok(value), true) = (&outcome, control.store) {
-                        let started = Instant::now();
-                        memory.insert(key, value.clone()).await;
-                        if let Some(shared) = shared {
-                            shared.store(key, value.clone());
-                        }
-                        fill_duration.record(started.elapsed().as_secs_f64());
+                        cache.fill(key, value, &not_admitted).await;
                     }
-                    // Publish before landing: a caller arriving in between finds the value in
-                    // memory or joins this flight and still gets the outcome.
-                    let _ = sender.send(Some(outcome));
-                    flights.land(&key);
+                    // Published after the fill: a caller arriving in between finds the value
+                    // in memory or joins this flight and still gets the outcome.
+                    publisher.publish(&outcome);
+                    outcome
                 })
                 .await;
-                CacheStatus::Miss
+                (Some(outcome), CacheStatus::Miss)
             }
         };
         model.series.count(status, Tier::Memory);
-        match flight::outcome(receiver).await {
+        match outcome {
             Some(Ok(value)) => Ok((value, status)),
             Some(Err(error)) => Err(error),
             None => Err(Error::Backend(crate::backend::BackendError::Execution(
                 "the computation for this request was abandoned".into(),
             ))),
         }
+    }
+
+    /// Stores a computed answer: in memory if admitted, and in the shared tier, whose own
+    /// memory policy decides there.
+    async fn fill(&self, key: CacheKey, value: &Arc<CachedValue>, not_admitted: &Counter) {
+        let started = Instant::now();
+        // Room left means no eviction and nothing for admission to weigh; the doorkeeper is
+        // asked only when the insert would push something out.
+        let room = self.memory.weighted_size() + u64::from(value.weight()) <= self.max_bytes;
+        if room || self.doorkeeper.seen_before(&key) {
+            self.memory.insert(key, value.clone()).await;
+        } else {
+            not_admitted.increment(1);
+        }
+        if let Some(shared) = &self.shared {
+            shared.store(key, value.clone());
+        }
+        self.fill_duration.record(started.elapsed().as_secs_f64());
     }
 
     async fn lookup(&self, key: &CacheKey, model: &ModelCache) -> Option<(Arc<CachedValue>, Tier)> {

@@ -126,3 +126,27 @@ async fn a_failure_reaches_every_waiter_and_is_not_stored() {
         .unwrap();
     assert_eq!(status, CacheStatus::Miss, "the failure was not cached");
 }
+
+#[tokio::test]
+async fn a_full_tier_stores_an_answer_the_second_time_it_is_computed() {
+    // Room for one value: the second key finds the tier full.
+    let config = CacheConfig {
+        max_bytes: crate::config::ByteSize(u64::from(value().weight()) + 10),
+        ..CacheConfig::default()
+    };
+    let cache = Arc::new(Cache::new(&config));
+    let compute = || async { Ok(value()) };
+    let model = model();
+    let serve = |n| cache.serve(key(n), &model, CacheControl::default(), compute());
+    assert_eq!(serve(1).await.unwrap().1, CacheStatus::Miss);
+    cache.settle().await;
+    assert!(
+        cache.memory.contains_key(&key(1)),
+        "stored while there was room"
+    );
+    assert_eq!(serve(2).await.unwrap().1, CacheStatus::Miss);
+    assert!(!cache.memory.contains_key(&key(2)), "new to the doorkeeper");
+    assert_eq!(serve(2).await.unwrap().1, CacheStatus::Miss);
+    // Offered to moka, whose own admission then weighs it against the entry it would evict.
+    assert!(cache.memory.contains_key(&key(2)), "seen before");
+}

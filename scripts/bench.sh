@@ -7,7 +7,8 @@
 #
 #   a  cache hit over HTTP: gateway (one distinct input) vs a fixed-answer hyper server
 #   b  overhead-bound digits, cache off: gateway vs the fixed server; batching on vs off
-#   c  cache miss overhead: cache on with all-distinct inputs vs cache off
+#   c  cache miss overhead: cache on with all-distinct inputs vs cache off, in a cache that grows
+#      (emptied before each run) and in one held full (a second gateway, 16 MiB, filled first)
 #   d  compute-bound AlexNet: gateway rows/s vs ONNX Runtime called in-process (criterion bench)
 #   e  Zipf workload: device-seconds per 1,000 requests, cache + batching vs a naive config,
 #      and the load generator's hit ratio against the gateway's /metrics
@@ -468,6 +469,31 @@ if wants c && time_left c; then
     LOAD_PURGE=""
 fi
 
+if wants c && time_left c; then
+    # The pairs above start every run from an empty cache, so they measure a cache that grows.
+    # A gateway that has served unique inputs for a while holds a full one: this pair measures
+    # that steady state, where an answer is stored only the second time it is computed.
+    note "c) the CPU-bound pair once the cache is full: a second gateway with cache.max_bytes = 16 MiB, filled first"
+    sed -e 's/^max_bytes = .*/max_bytes = "16MiB"/' -e 's/ledger-digits[.]sqlite/ledger-digits-full.sqlite/' \
+        "$OUT/digits.toml" >"$OUT/digits_full.toml"
+    rm -f "$OUT"/ledger-digits-full.sqlite*
+    start_gateway GWF "$OUT/digits_full.toml" "$OUT/gateway_digits_full.log"
+    # Many times more distinct answers than 16 MiB holds, none of them among the measured inputs.
+    # shellcheck disable=SC2086
+    load c_fill "$GWF" digits_b16_cache $COMMON --distinct "$DISTINCT_ALL" --seed 99
+    for run in $(seq 1 "$RUNS"); do
+        common="$COMMON --distinct $DISTINCT_ALL --seed $((200 + run)) --metrics-url http://$GWF/metrics"
+        if [ $((run % 2)) = 1 ]; then
+            # shellcheck disable=SC2086
+            load "c_full_on_r$run" "$GWF" digits_b16_cache $common; load "c_full_off_r$run" "$GWF" digits_b16 $common
+        else
+            # shellcheck disable=SC2086
+            load "c_full_off_r$run" "$GWF" digits_b16 $common; load "c_full_on_r$run" "$GWF" digits_b16_cache $common
+        fi
+    done
+    curl -sf "http://$GWF/metrics" >"$OUT/gateway_digits_full.metrics" || true
+fi
+
 if wants e && time_left e; then
     note "e) Zipf(1.1) over 10000 inputs: cache + batching vs naive (no cache, no batching), c=$CONCURRENCY"
     # No warm-up, so the load generator and /metrics count exactly the same requests; every
@@ -741,6 +767,15 @@ if con or coff:
     row("c. server CPU us per request, batching max 16: cache on / off", "on",
         cpu_us_per_request("c_cpu_on"), "off", cpu_us_per_request("c_cpu_off"),
         ratio(cpu_us_per_request("c_cpu_on"), cpu_us_per_request("c_cpu_off")), "(info)", None, 1)
+    fon, foff = med("c_full_on"), med("c_full_off")
+    if fon or foff:
+        r = ratio(fon, foff)
+        row("c. req/s, batching max 16, cache full (16 MiB): cache on (all distinct) / cache off",
+            "on", fon, "off", foff, r, "<= 3% slower", None if r is None else (1 - r) * 100 <= 3.0)
+        row("c. server CPU us per request, max 16, cache full: cache on / off", "on",
+            cpu_us_per_request("c_full_on"), "off", cpu_us_per_request("c_full_off"),
+            ratio(cpu_us_per_request("c_full_on"), cpu_us_per_request("c_full_off")), "(info)",
+            None, 1)
     # Repeats drawn by chance are cheap hits on the cache-on side. Charging each hit what a hit
     # costs in section a leaves the throughput of the misses alone.
     if ga:
@@ -859,7 +894,7 @@ lines = ["| figure | side A | side B | ratio | goal | |", "| --- | --- | --- | -
 lines += ["| " + " | ".join(r) + " |" for r in table]
 detail = []
 for prefix in ("a_gateway", "a_fixed", "b_gateway_batching", "b_gateway_b32", "b_gateway_b16", "b_gateway_nobatching", "b_fixed",
-               "c_cache_on", "c_cache_off", "c_cpu_on", "c_cpu_off", "d_gateway", "d_nobatch", "e_cached", "e_naive"):
+               "c_cache_on", "c_cache_off", "c_cpu_on", "c_cpu_off", "c_full_on", "c_full_off", "d_gateway", "d_nobatch", "e_cached", "e_naive"):
     if reports(prefix):
         idle = median([read_number(stem + ".foreign") for _, stem in runs(prefix)])
         detail.append(f"| {prefix} | {len(reports(prefix))} | {fmt(med(prefix), 1)} | "

@@ -63,6 +63,7 @@ impl Gateway {
         telemetry::metrics_handle();
         let metering = Arc::new(Metering::open(&config)?);
         let registry = model::load_models(&config)?;
+        telemetry::start_upkeep(shutdown.clone());
         metering.start_background(&registry, shutdown);
         let cache = config
             .cache

@@ -2,9 +2,11 @@
 //! series; the Prometheus text is rendered on our own HTTP port at `/metrics`.
 
 use crate::request::Protocol;
+use crate::shutdown::Shutdown;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 pub const REQUESTS: &str = "tollgate_requests_total";
 pub const REQUEST_DURATION: &str = "tollgate_request_duration_seconds";
@@ -78,6 +80,28 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
+/// How often histogram samples are folded into their buckets between scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The recorder keeps every histogram sample until it is folded into buckets, which a scrape
+/// does; with nobody scraping, that is several words a request without bound (gigabytes an
+/// hour at tens of thousands of requests a second). Folding them on a timer bounds the memory
+/// to a second's worth and keeps it warm.
+pub fn start_upkeep(shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+    let handle = metrics_handle();
+    tokio::spawn(async move {
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => handle.run_upkeep(),
+            }
+        }
+    })
+}
+
 /// Renders the Prometheus text exposition.
 pub fn render() -> String {
     metrics_handle().render()
@@ -143,4 +167,21 @@ fn request_labels(
         ("protocol", protocol.as_str().to_string()),
         ("outcome", outcome.to_string()),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn upkeep_runs_on_its_timer_until_shutdown() {
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let upkeep = start_upkeep(shutdown);
+        metrics::histogram!(REQUEST_DURATION).record(0.001);
+        tokio::time::sleep(UPKEEP_EVERY * 3).await;
+        assert!(!upkeep.is_finished(), "still running before shutdown");
+        trigger.trigger();
+        let stopped = tokio::time::timeout(UPKEEP_EVERY * 10, upkeep).await;
+        assert!(matches!(stopped, Ok(Ok(()))), "stops at shutdown");
+    }
 }

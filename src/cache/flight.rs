@@ -187,17 +187,26 @@ mod tests {
         Err(Error::Decode("boom".into()))
     }
 
+    /// A flight for `key` with its leader and one follower already waiting on it.
+    async fn leader_and_waiting_follower(
+        flights: &Arc<Flights>,
+        key: CacheKey,
+    ) -> (Publisher, tokio::task::JoinHandle<Option<Outcome>>) {
+        let Role::Leader(publisher) = flights.join(key) else {
+            panic!("the first caller leads");
+        };
+        let Role::Follower(follower) = flights.join(key) else {
+            panic!("the second caller follows");
+        };
+        let waiting = tokio::spawn(async move { follower.outcome().await });
+        tokio::task::yield_now().await;
+        (publisher, waiting)
+    }
+
     #[tokio::test]
     async fn followers_get_the_published_outcome_whenever_they_ask() {
         let flights = Arc::new(Flights::default());
-        let Role::Leader(publisher) = flights.join(key(1)) else {
-            panic!("the first caller leads");
-        };
-        let Role::Follower(early) = flights.join(key(1)) else {
-            panic!("the second caller follows");
-        };
-        let waiting = tokio::spawn(async move { early.outcome().await });
-        tokio::task::yield_now().await;
+        let (publisher, waiting) = leader_and_waiting_follower(&flights, key(1)).await;
         let Role::Follower(late) = flights.join(key(1)) else {
             panic!("the flight is still open");
         };
@@ -214,14 +223,7 @@ mod tests {
     #[tokio::test]
     async fn a_leader_lost_unpublished_releases_its_followers() {
         let flights = Arc::new(Flights::default());
-        let Role::Leader(publisher) = flights.join(key(2)) else {
-            panic!("the first caller leads");
-        };
-        let Role::Follower(follower) = flights.join(key(2)) else {
-            panic!("the second caller follows");
-        };
-        let waiting = tokio::spawn(async move { follower.outcome().await });
-        tokio::task::yield_now().await;
+        let (publisher, waiting) = leader_and_waiting_follower(&flights, key(2)).await;
         drop(publisher);
         assert!(waiting.await.unwrap().is_none());
         assert!(matches!(flights.join(key(2)), Role::Leader(_)), "landed");

@@ -24,6 +24,8 @@
 #   --criterion  also run the criterion micro-benchmarks and add their key figures
 #   --no-build   use the binaries already in target/release
 # Results: target/bench/*.json (one per load run), target/bench/summary.{json,md}.
+# The usage ledgers the gateways write (a record per request: 1-2 GB for a/b/c) are removed on
+# exit; set TOLLGATE_BENCH_KEEP_LEDGERS=1 to keep them for inspection.
 # The machine may be shared: each run waits (bounded) for idle CPUs, records how much CPU other
 # processes used during it, and is run once more if that was over 15 %.
 # Everything binds 127.0.0.1 only; every process started here is stopped on exit.
@@ -101,6 +103,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     PIDS=()
+    if [ -z "${TOLLGATE_BENCH_KEEP_LEDGERS:-}" ]; then rm -f "$OUT"/ledger-*.sqlite*; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

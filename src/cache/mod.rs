@@ -3,9 +3,11 @@
 //! Only successful answers are ever stored.
 
 mod admission;
+mod bits;
 mod flight;
 mod hasher;
 pub mod key;
+mod presence;
 mod redis;
 pub mod value;
 
@@ -18,6 +20,7 @@ use flight::{Detachable, Flights, Role};
 use hasher::KeyHasher;
 use key::CacheKey;
 use metrics::{Counter, Histogram};
+use presence::Presence;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +32,7 @@ pub struct Cache {
     memory: moka::future::Cache<CacheKey, Arc<CachedValue>, KeyHasher>,
     max_bytes: u64,
     doorkeeper: Doorkeeper,
+    presence: Presence,
     flights: Arc<Flights>,
     shared: Option<Arc<redis::SharedTier>>,
     lookup_duration: Histogram,
@@ -154,6 +158,7 @@ impl Cache {
             memory,
             max_bytes: config.max_bytes.0,
             doorkeeper: Doorkeeper::for_capacity(config.max_bytes.0),
+            presence: Presence::for_capacity(config.max_bytes.0),
             flights: Arc::new(Flights::default()),
             shared,
             lookup_duration: metrics::histogram!(telemetry::CACHE_LOOKUP_DURATION),
@@ -216,13 +221,19 @@ impl Cache {
 
     /// Stores a computed answer: in memory if admitted, and in the shared tier, whose own
     /// memory policy decides there.
-    async fn fill(&self, key: CacheKey, value: &Arc<CachedValue>, not_admitted: &Counter) {
+    async fn fill(
+        self: &Arc<Self>,
+        key: CacheKey,
+        value: &Arc<CachedValue>,
+        not_admitted: &Counter,
+    ) {
         let started = Instant::now();
         // Room left means no eviction and nothing for admission to weigh; the doorkeeper is
         // asked only when the insert would push something out.
         let room = self.memory.weighted_size() + u64::from(value.weight()) <= self.max_bytes;
         if room || self.doorkeeper.seen_before(&key) {
             self.memory.insert(key, value.clone()).await;
+            self.note_stored(&key);
         } else {
             not_admitted.increment(1);
         }
@@ -232,14 +243,48 @@ impl Cache {
         self.fill_duration.record(started.elapsed().as_secs_f64());
     }
 
-    async fn lookup(&self, key: &CacheKey, model: &ModelCache) -> Option<(Arc<CachedValue>, Tier)> {
-        if let Some(value) = self.memory.get(key).await {
-            return Some((value, Tier::Memory));
+    async fn lookup(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        model: &ModelCache,
+    ) -> Option<(Arc<CachedValue>, Tier)> {
+        // A key the doorkeeper has seen is looked up even when it was never stored: the read
+        // moka records counts towards the key's frequency, which its admission weighs when the
+        // key is stored on this second computation.
+        if self.presence.may_contain(key) || self.doorkeeper.contains(key) {
+            if let Some(value) = self.memory.get(key).await {
+                return Some((value, Tier::Memory));
+            }
         }
         let shared = self.shared.as_ref()?;
         let value = Arc::new(shared.fetch(key, &model.name, model.ttl).await?);
         self.memory.insert(*key, value.clone()).await;
+        self.note_stored(key);
         Some((value, Tier::Redis))
+    }
+
+    /// Tells the presence filter about a key just inserted, and rebuilds the filter from the
+    /// tier's keys (on a blocking thread: a large tier takes a while to walk) when it is due.
+    fn note_stored(self: &Arc<Self>, key: &CacheKey) {
+        if !self.presence.add(key) || !self.presence.begin_rebuild() {
+            return;
+        }
+        let cache = self.clone();
+        let rebuild = move || cache.rebuild_presence();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(rebuild)),
+            Err(_) => rebuild(),
+        }
+    }
+
+    /// Feeds every key the tier holds to a rebuild that `Presence::begin_rebuild` started.
+    fn rebuild_presence(&self) {
+        let mut held = 0;
+        for (key, _) in self.memory.iter() {
+            self.presence.rebuild_with(&key);
+            held += 1;
+        }
+        self.presence.finish_rebuild(held);
     }
 
     /// Records a request that did not use the cache at all.

@@ -150,3 +150,44 @@ async fn a_full_tier_stores_an_answer_the_second_time_it_is_computed() {
     // Offered to moka, whose own admission then weighs it against the entry it would evict.
     assert!(cache.memory.contains_key(&key(2)), "seen before");
 }
+
+#[tokio::test]
+async fn stored_keys_still_hit_after_the_presence_filter_is_rebuilt() {
+    let cache = Arc::new(Cache::new(&CacheConfig::default()));
+    for n in 0..64 {
+        cache
+            .serve(key(n), &model(), CacheControl::default(), async {
+                Ok(value())
+            })
+            .await
+            .unwrap();
+    }
+    // The tier loses half its keys; the filter still has their bits until it is rebuilt.
+    for n in (0..64).step_by(2) {
+        cache.memory.invalidate(&key(n)).await;
+    }
+    assert!(cache.presence.begin_rebuild());
+    cache.rebuild_presence();
+    for n in 0..64 {
+        assert_eq!(cache.presence.may_contain(&key(n)), n % 2 == 1, "key {n}");
+    }
+    for n in (1..64).step_by(2) {
+        let (_, status) = cache
+            .serve(key(n), &model(), CacheControl::default(), async {
+                panic!("it is cached")
+            })
+            .await
+            .unwrap();
+        assert_eq!(status, CacheStatus::Hit, "key {n}");
+    }
+    // A key the filter has never seen is a miss that computes, and is a hit after that.
+    for expected in [CacheStatus::Miss, CacheStatus::Hit] {
+        let (_, status) = cache
+            .serve(key(200), &model(), CacheControl::default(), async {
+                Ok(value())
+            })
+            .await
+            .unwrap();
+        assert_eq!(status, expected);
+    }
+}

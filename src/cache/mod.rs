@@ -227,20 +227,22 @@ impl Cache {
         value: &Arc<CachedValue>,
         not_admitted: &Counter,
     ) {
-        let started = Instant::now();
         // Room left means no eviction and nothing for admission to weigh; the doorkeeper is
         // asked only when the insert would push something out.
         let room = self.memory.weighted_size() + u64::from(value.weight()) <= self.max_bytes;
         if room || self.doorkeeper.seen_before(&key) {
+            // Timed only when something is stored: an answer turned away takes a few bit tests.
+            let started = Instant::now();
             self.memory.insert(key, value.clone()).await;
             self.note_stored(&key);
+            self.fill_duration.record(started.elapsed().as_secs_f64());
         } else {
             not_admitted.increment(1);
         }
+        // The shared tier's write runs in the background; its time is not the request's.
         if let Some(shared) = &self.shared {
             shared.store(key, value.clone());
         }
-        self.fill_duration.record(started.elapsed().as_secs_f64());
     }
 
     async fn lookup(

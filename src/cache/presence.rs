@@ -8,13 +8,15 @@
 //! rebuild as it was sized for (or as the tier held at that rebuild, if more), it is rebuilt from
 //! the keys the tier holds now, into a second array, and the two swap.
 //!
-//! It must never say "absent" for a stored key: that key would then miss until it is computed
-//! and stored again. Three rules keep it so.
-//! - A key is added after its insert into moka, so a rebuild that starts after the add finds
-//!   the key in the tier.
-//! - While a rebuild runs, `epoch` is odd. An add that sees an odd epoch, or sees it change
-//!   between its two reads, sets the key in both arrays.
-//! - The spare array is cleared before the epoch turns odd, so no such write is wiped.
+//! It must never say "absent" for a stored key: that key would be computed again although its
+//! answer is stored. Two rules keep it so.
+//! - A key is added after its insert into moka, and to both arrays.
+//! - A rebuild clears the spare array, then walks the tier's keys into it, then makes it
+//!   current. An add that reached the spare before the clear belongs to a key inserted before
+//!   the walk began, which the walk finds; an add after the clear is in the spare already.
+//!
+//! A lookup that read which array is current just before a swap reads the old one, which still
+//! takes every add until the next rebuild clears it.
 
 use super::bits::{Bits, Probes};
 use super::key::CacheKey;
@@ -24,8 +26,6 @@ pub struct Presence {
     arrays: [Bits; 2],
     /// The array lookups read; the other one is rebuilt.
     current: AtomicUsize,
-    /// Odd while a rebuild runs.
-    epoch: AtomicU64,
     rebuilding: AtomicBool,
     /// Keys added since the last rebuild, and how many make the next one due.
     added: AtomicU64,
@@ -41,7 +41,6 @@ impl Presence {
         Presence {
             arrays,
             current: AtomicUsize::new(0),
-            epoch: AtomicU64::new(0),
             rebuilding: AtomicBool::new(false),
             added: AtomicU64::new(0),
             rebuild_after: AtomicU64::new(sized_for),
@@ -57,13 +56,8 @@ impl Presence {
     /// Records a key just inserted into the memory tier. True once a rebuild is due.
     pub fn add(&self, key: &CacheKey) -> bool {
         let probes = Probes::presence(key);
-        let before = self.epoch.load(Ordering::SeqCst);
-        let current = self.current.load(Ordering::SeqCst);
-        self.arrays[current].test_and_set(probes);
-        let after = self.epoch.load(Ordering::SeqCst);
-        if before != after || before % 2 == 1 {
-            // A rebuild ran during this add: which array ends up current is unknown.
-            self.arrays[1 - current].test_and_set(probes);
+        for array in &self.arrays {
+            array.test_and_set(probes);
         }
         self.added.fetch_add(1, Ordering::Relaxed) + 1 >= self.rebuild_after.load(Ordering::Relaxed)
     }
@@ -75,7 +69,6 @@ impl Presence {
             return false;
         }
         self.arrays[1 - self.current.load(Ordering::SeqCst)].clear();
-        self.epoch.fetch_add(1, Ordering::SeqCst);
         true
     }
 
@@ -92,7 +85,6 @@ impl Presence {
         self.added.store(0, Ordering::Relaxed);
         self.rebuild_after
             .store(held.max(self.sized_for), Ordering::Relaxed);
-        self.epoch.fetch_add(1, Ordering::SeqCst);
         self.rebuilding.store(false, Ordering::SeqCst);
     }
 }
@@ -154,6 +146,12 @@ mod tests {
         presence.finish_rebuild(1);
         assert!(presence.may_contain(&key(1)));
         assert!(presence.may_contain(&key(2)));
+        // A lookup that read the index just before the swap reads the old array: adds reach it.
+        presence.add(&key(3));
+        assert!(presence
+            .arrays
+            .iter()
+            .all(|array| array.contains(Probes::presence(&key(3)))));
         // And a later rebuild starts from a clean spare array.
         assert!(presence.begin_rebuild());
         presence.finish_rebuild(0);

@@ -27,7 +27,7 @@ impl Doorkeeper {
     pub fn for_capacity(max_bytes: u64) -> Doorkeeper {
         let bits = Bits::for_capacity(max_bytes);
         Doorkeeper {
-            window: bits.len() / 8,
+            window: bits.comfortable_keys(),
             bits,
             marked: AtomicU64::new(0),
         }
@@ -58,10 +58,7 @@ impl Doorkeeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(n: u64) -> CacheKey {
-        CacheKey(*blake3::hash(&n.to_le_bytes()).as_bytes())
-    }
+    use crate::cache::bits::testing::{false_positives, key, PROBES};
 
     #[test]
     fn a_key_is_new_once_and_seen_after() {
@@ -80,12 +77,9 @@ mod tests {
         for n in 0..window - 1 {
             doorkeeper.seen_before(&key(n));
         }
-        let probes = 10_000u64;
-        let wrong = (0..probes)
-            .filter(|n| doorkeeper.contains(&key(1_000_000 + n)))
-            .count();
+        let wrong = false_positives(|key| doorkeeper.contains(key));
         // About 5 % at a full window; a filter that said "seen" to most keys fails here.
-        assert!(wrong < (probes as usize) * 8 / 100, "{wrong} of {probes}");
+        assert!(wrong < PROBES * 8 / 100, "{wrong} of {PROBES}");
     }
 
     #[test]

@@ -54,6 +54,12 @@ impl Bits {
         self.mask + 1
     }
 
+    /// Keys the array takes before about one absent key in twenty reads as present (two probes
+    /// at an eighth of the bits set per key): how much each filter lets in before it starts over.
+    pub fn comfortable_keys(&self) -> u64 {
+        self.len() / 8
+    }
+
     pub fn contains(&self, probes: Probes) -> bool {
         probes.0.iter().all(|&hash| {
             let (word, bit) = self.position(hash);
@@ -87,6 +93,26 @@ impl Bits {
     }
 }
 
+/// Keys and a false-positive count shared by the filters' tests.
+#[cfg(test)]
+pub mod testing {
+    use super::CacheKey;
+
+    pub fn key(n: u64) -> CacheKey {
+        CacheKey(*blake3::hash(&n.to_le_bytes()).as_bytes())
+    }
+
+    /// Keys never added that a false-positive count asks about.
+    pub const PROBES: usize = 10_000;
+
+    /// How many of `PROBES` keys never added (numbered from a million up) `contains` claims.
+    pub fn false_positives(contains: impl Fn(&CacheKey) -> bool) -> usize {
+        (0..PROBES as u64)
+            .filter(|n| contains(&key(1_000_000 + n)))
+            .count()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +135,7 @@ mod tests {
     #[test]
     fn a_set_key_is_contained_until_cleared() {
         let array = Bits::for_capacity(0);
-        let key = CacheKey(*blake3::hash(b"k").as_bytes());
+        let key = testing::key(1);
         for probes in [Probes::doorkeeper(&key), Probes::presence(&key)] {
             assert!(!array.contains(probes));
             assert!(!array.test_and_set(probes));

@@ -30,22 +30,24 @@ pub struct Presence {
     /// Keys added since the last rebuild, and how many make the next one due.
     added: AtomicU64,
     rebuild_after: AtomicU64,
-    /// An eighth of the bits: at that load about one absent key in twenty is a "maybe".
-    sized_for: u64,
 }
 
 impl Presence {
     pub fn for_capacity(max_bytes: u64) -> Presence {
         let arrays = [Bits::for_capacity(max_bytes), Bits::for_capacity(max_bytes)];
-        let sized_for = arrays[0].len() / 8;
+        let sized_for = arrays[0].comfortable_keys();
         Presence {
             arrays,
             current: AtomicUsize::new(0),
             rebuilding: AtomicBool::new(false),
             added: AtomicU64::new(0),
             rebuild_after: AtomicU64::new(sized_for),
-            sized_for,
         }
+    }
+
+    /// The keys it was sized for: about one absent key in twenty is a "maybe" at that load.
+    fn sized_for(&self) -> u64 {
+        self.arrays[0].comfortable_keys()
     }
 
     /// False only for a key that is not in the memory tier.
@@ -84,7 +86,7 @@ impl Presence {
             .store(1 - self.current.load(Ordering::SeqCst), Ordering::SeqCst);
         self.added.store(0, Ordering::Relaxed);
         self.rebuild_after
-            .store(held.max(self.sized_for), Ordering::Relaxed);
+            .store(held.max(self.sized_for()), Ordering::Relaxed);
         self.rebuilding.store(false, Ordering::SeqCst);
     }
 }
@@ -92,26 +94,20 @@ impl Presence {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(n: u64) -> CacheKey {
-        CacheKey(*blake3::hash(&n.to_le_bytes()).as_bytes())
-    }
+    use crate::cache::bits::testing::{false_positives, key, PROBES};
 
     #[test]
     fn an_added_key_is_present_and_new_keys_mostly_absent() {
         let presence = Presence::for_capacity(0);
-        let load = presence.sized_for - 1;
+        let load = presence.sized_for() - 1;
         for n in 0..load {
             assert!(!presence.add(&key(n)), "not due before {load} adds");
         }
         assert!((0..load).all(|n| presence.may_contain(&key(n))));
-        let probes = 10_000u64;
-        let wrong = (0..probes)
-            .filter(|n| presence.may_contain(&key(1_000_000 + n)))
-            .count();
+        let wrong = false_positives(|key| presence.may_contain(key));
         // About 5 % at the load it is sized for; a filter that said "maybe" to most fails here.
-        assert!(wrong < (probes as usize) * 8 / 100, "{wrong} of {probes}");
-        assert!(presence.add(&key(load)), "due at {}", presence.sized_for);
+        assert!(wrong < PROBES * 8 / 100, "{wrong} of {PROBES}");
+        assert!(presence.add(&key(load)), "due at {}", presence.sized_for());
     }
 
     #[test]
@@ -161,7 +157,7 @@ mod tests {
     #[test]
     fn the_next_rebuild_waits_for_as_many_adds_as_the_tier_held() {
         let presence = Presence::for_capacity(0);
-        let held = presence.sized_for * 3;
+        let held = presence.sized_for() * 3;
         assert!(presence.begin_rebuild());
         presence.finish_rebuild(held);
         assert!((0..held - 1).all(|n| !presence.add(&key(n))));

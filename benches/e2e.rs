@@ -1,6 +1,7 @@
 //! The gateway's request path in-process, on the real digits model and ONNX Runtime, without
-//! sockets: a cache hit, a miss that runs the model (`cache: bypass`), and a hit including the
-//! HTTP JSON decode and encode around it. Batching is off (`max_batch_size = 0`) so a lone
+//! sockets: a cache hit, a miss that runs the model (`cache: bypass`), a hit including the
+//! HTTP JSON decode and encode around it, the same hit answered from the body memo, and what
+//! the memo costs a body it has never seen. Batching is off (`max_batch_size = 0`) so a lone
 //! request runs at once instead of waiting for the queue delay.
 //!
 //! Needs the ONNX Runtime library (`make runtime`); without it the bench prints why and exits.
@@ -11,6 +12,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Duration;
 use tollgate::api::http::infer::{decode, encode};
+use tollgate::api::http::memo::{BodyId, BodyMemo};
 use tollgate::config::Config;
 use tollgate::gateway::{Credentials, Gateway, Protocol};
 use tollgate::request::{CacheControl, InferRequest, RequestOptions};
@@ -56,7 +58,14 @@ fn request(cache: CacheControl) -> InferRequest {
 }
 
 fn json_request_body() -> Bytes {
-    let numbers: Vec<String> = digits_row().iter().map(|v| v.to_string()).collect();
+    json_body_with_first(digits_row()[0])
+}
+
+/// The digits row as a JSON body, its first element replaced by `first`.
+fn json_body_with_first(first: f32) -> Bytes {
+    let mut row = digits_row();
+    row[0] = first;
+    let numbers: Vec<String> = row.iter().map(|v| v.to_string()).collect();
     Bytes::from(format!(
         r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[{}]}}]}}"#,
         numbers.join(",")
@@ -146,6 +155,53 @@ fn bench_gateway(c: &mut Criterion) {
                 .block_on(gateway.infer(request, Protocol::Http, &anonymous))
                 .expect("hit");
             encode(&response, &encoding)
+        })
+    });
+    // The same hit answered from the body memo: the body is fingerprinted and digested
+    // instead of decoded, validated and keyed. Side by side with the decoded hit above.
+    let Some(memo) = BodyMemo::new(65_536) else {
+        return;
+    };
+    let id = BodyId {
+        model: "digits",
+        version: None,
+        header_length: None,
+        body: &body,
+    };
+    let (mut request, encoding) = decode("digits", None, &body, None).expect("valid body");
+    request.options.recall = true;
+    let response = runtime
+        .block_on(gateway.infer(request, Protocol::Http, &anonymous))
+        .expect("hit");
+    let Some(recall) = response.recall else {
+        eprintln!("e2e bench: a hit that asked for a recall got none");
+        return;
+    };
+    memo.remember(memo.fingerprint(&id), &id, recall, encoding);
+    group.bench_function("http_recalled_hit_infer_encode", |b| {
+        b.iter(|| {
+            let remembered = memo
+                .find(memo.fingerprint(black_box(&id)), &id)
+                .expect("remembered");
+            let response = runtime
+                .block_on(gateway.infer_recalled(&remembered.recall, Protocol::Http, &anonymous))
+                .expect("still cached")
+                .expect("hit");
+            encode(&response, &remembered.encoding)
+        })
+    });
+    // What every other request pays for the memo: a body never remembered is fingerprinted and
+    // turned away.
+    let unseen = json_body_with_first(0.5);
+    group.bench_function("http_memo_probe_unseen", |b| {
+        b.iter(|| {
+            let id = BodyId {
+                model: "digits",
+                version: None,
+                header_length: None,
+                body: black_box(&unseen),
+            };
+            memo.find(memo.fingerprint(&id), &id).is_none()
         })
     });
     group.bench_function("block_on_overhead", |b| {

@@ -1,9 +1,11 @@
 //! The protocol-neutral request and response every front end decodes into and encodes from.
 
+use crate::cache::key::CacheKey;
 use crate::metering::text::Text;
+use crate::model::Model;
 use crate::tensor::Tensor;
 use bytes::Bytes;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 /// The front end a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +51,8 @@ pub struct RequestOptions {
     pub cache: CacheControl,
     /// `k=v,...` tags given as the `tags` parameter.
     pub tags: Option<String>,
+    /// The front end keeps a `Recall` of a hit, so asks for one with the response.
+    pub recall: bool,
 }
 
 /// What the caller allows the cache to do for this request.
@@ -114,6 +118,26 @@ pub struct InferResponse {
     pub id: Option<String>,
     pub outputs: Outputs,
     pub served: Served,
+    /// Given with a cache hit when the request asked for it (`RequestOptions::recall`).
+    pub recall: Option<Arc<Recall>>,
+}
+
+/// What a cache hit needs to be answered again without its request being decoded: a front
+/// end that recognises the same bytes once more hands this back (`Gateway::infer_recalled`).
+/// The answer itself stays in the cache, so purges, expiry and eviction apply as before.
+#[derive(Debug)]
+pub struct Recall {
+    /// The request without its tensors: model and version as asked, id, and the `tags`
+    /// parameter, which the usage record carries.
+    pub(crate) request: InferRequest,
+    pub(crate) key: CacheKey,
+    /// The model the key was made for; a reloaded model is another one, so the recall lapses.
+    pub(crate) model: Weak<Model>,
+    /// The tenant in the key, under `cache.scope = "tenant"`; another caller's tenant lapses it.
+    pub(crate) tenant: Option<Text>,
+    /// The outputs asked for (`None`: all of them).
+    pub(crate) outputs: Option<Vec<String>>,
+    pub(crate) rows: usize,
 }
 
 /// A response's output tensors: the computed (or cached) set, shared with the cache entry

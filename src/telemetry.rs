@@ -24,6 +24,7 @@ pub const CACHE_ENTRIES: &str = "tollgate_cache_entries";
 pub const CACHE_BYTES: &str = "tollgate_cache_bytes";
 pub const CACHE_EVICTIONS: &str = "tollgate_cache_evictions_total";
 pub const CACHE_NOT_ADMITTED: &str = "tollgate_cache_not_admitted_total";
+pub const CACHE_RECALLED: &str = "tollgate_cache_recalled_total";
 pub const CACHE_LOOKUP_DURATION: &str = "tollgate_cache_lookup_duration_seconds";
 pub const CACHE_FILL_DURATION: &str = "tollgate_cache_fill_duration_seconds";
 pub const CACHE_REDIS_ERRORS: &str = "tollgate_cache_redis_errors_total";

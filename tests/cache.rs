@@ -41,6 +41,11 @@ name = "digits_short_ttl"
 path = "models/digits/1/model.onnx"
 cache_ttl_seconds = 1
 
+# The body memo's tests read its counters: a model of their own.
+[[models]]
+name = "digits_memo"
+path = "models/digits/1/model.onnx"
+
 [[models]]
 name = "digits_uncached"
 path = "models/digits/1/model.onnx"
@@ -318,5 +323,179 @@ async fn the_memory_tier_stays_within_max_bytes_under_a_flood() {
         evicted + declined > 0.0,
         "{evicted} evicted, {declined} declined"
     );
+    gateway.stop().await;
+}
+
+/// Hits answered from a remembered body, without decoding it, so far.
+async fn recalled(gateway: &common::Gateway, model: &str) -> f64 {
+    let label = format!("model=\"{model}\"");
+    gateway
+        .metric("tollgate_cache_recalled_total", &[label.as_str()])
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_body_is_answered_without_decoding_while_its_answer_is_cached() {
+    let gateway = common::start(CONFIG).await;
+    let (rows, _) = common::digits_rows();
+    let mut body = common::digits_body(&rows[2..4]);
+    body["id"] = json!("repeat-7");
+    let first = gateway.infer("digits_memo", &body).await;
+    assert_eq!(first.header("x-tollgate-cache"), "miss");
+    // The first hit is decoded as usual and leaves its recall for the next one.
+    let decoded = gateway.infer("digits_memo", &body).await;
+    assert_eq!(decoded.header("x-tollgate-cache"), "hit");
+    assert_eq!(recalled(&gateway, "digits_memo").await, 0.0);
+    let executions = gateway
+        .metric("tollgate_executions_total", &["model=\"digits_memo\""])
+        .await;
+    let answered = gateway.infer("digits_memo", &body).await;
+    assert_eq!(answered.header("x-tollgate-cache"), "hit");
+    assert_eq!(recalled(&gateway, "digits_memo").await, 1.0);
+    // The same answer as a decoded hit, but a request of its own, with its own id.
+    let without_request_id = |reply: &common::Reply| {
+        let mut json = reply.json();
+        let request_id = json["parameters"]["request_id"].take();
+        (json, request_id)
+    };
+    let (answered_json, answered_id) = without_request_id(&answered);
+    let (decoded_json, decoded_id) = without_request_id(&decoded);
+    assert_eq!(answered_json, decoded_json);
+    assert_ne!(answered_id, decoded_id);
+    assert_eq!(answered.json()["id"], "repeat-7");
+    assert_eq!(answered.output("label"), first.output("label"));
+    // One more byte (another id) is another body: decoded, and still a hit on the same key.
+    body["id"] = json!("repeat-8");
+    let other_id = gateway.infer("digits_memo", &body).await;
+    assert_eq!(other_id.header("x-tollgate-cache"), "hit");
+    assert_eq!(other_id.json()["id"], "repeat-8");
+    assert_eq!(recalled(&gateway, "digits_memo").await, 1.0);
+    // A client's cache directive takes the whole path: no-cache computes afresh.
+    let headers = [("cache-control", "no-cache".to_string())];
+    let path = "/v2/models/digits_memo/infer";
+    let fresh = gateway
+        .send(Method::POST, path, &headers, Bytes::from(body.to_string()))
+        .await;
+    assert_eq!(fresh.header("x-tollgate-cache"), "miss");
+    // After a purge the remembered body finds nothing: it is decoded, computed and stored.
+    body["id"] = json!("repeat-7");
+    let purge = gateway
+        .send(
+            Method::DELETE,
+            "/v1/cache?model=digits_memo",
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(purge.status, StatusCode::OK);
+    let after_purge = gateway.infer("digits_memo", &body).await;
+    assert_eq!(after_purge.header("x-tollgate-cache"), "miss");
+    assert_eq!(after_purge.output("label"), first.output("label"));
+    assert_eq!(recalled(&gateway, "digits_memo").await, 1.0);
+    assert_eq!(
+        gateway
+            .metric("tollgate_executions_total", &["model=\"digits_memo\""])
+            .await,
+        executions + 2.0,
+        "only the no-cache request and the one after the purge ran the model"
+    );
+    // Binary tensors are remembered as well, by their framing and bytes.
+    let payload: Vec<u8> = rows[5].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let json = r#"{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","parameters":{"binary_data_size":256}}]}"#;
+    let mut binary = json.as_bytes().to_vec();
+    binary.extend_from_slice(&payload);
+    let framing = [("inference-header-content-length", json.len().to_string())];
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let reply = gateway
+            .send(Method::POST, path, &framing, Bytes::from(binary.clone()))
+            .await;
+        statuses.push(reply.header("x-tollgate-cache").to_string());
+    }
+    assert_eq!(statuses, ["miss", "hit", "hit"]);
+    assert_eq!(recalled(&gateway, "digits_memo").await, 2.0);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_tenant_scope_a_remembered_body_answers_its_own_tenant_only() {
+    let hash = |key: &str| blake3::hash(key.as_bytes()).to_hex().to_string();
+    let config = format!(
+        r#"
+[cache]
+scope = "tenant"
+
+[metering]
+allowed_tags = ["env"]
+
+[[models]]
+name = "digits"
+path = "models/digits/1/model.onnx"
+
+[[tenants]]
+name = "search"
+api_key_blake3 = "{}"
+
+[[tenants]]
+name = "ads"
+api_key_blake3 = "{}"
+"#,
+        hash("search-key"),
+        hash("ads-key")
+    );
+    let gateway = common::start(&config).await;
+    let (rows, _) = common::digits_rows();
+    let mut body = common::digits_body(&rows[..1]);
+    body["parameters"] = json!({"tags": "env=prod"});
+    let body = Bytes::from(body.to_string());
+    let bearer = |tenant: &str| [("authorization", format!("Bearer {tenant}-key"))];
+    let last_request = std::sync::Mutex::new(String::new());
+    let send = |tenant: &str| {
+        let headers = bearer(tenant);
+        let body = body.clone();
+        let (gateway, last_request) = (&gateway, &last_request);
+        async move {
+            let reply = gateway
+                .send(Method::POST, "/v2/models/digits/infer", &headers, body)
+                .await;
+            *last_request.lock().unwrap() = reply.header("x-tollgate-request-id").to_string();
+            reply.header("x-tollgate-cache").to_string()
+        }
+    };
+    for expected in ["miss", "hit", "hit"] {
+        assert_eq!(send("search").await, expected);
+    }
+    assert_eq!(recalled(&gateway, "digits").await, 1.0);
+    // The same bytes from another tenant are another key: never the first tenant's answer.
+    assert_eq!(send("ads").await, "miss");
+    assert_eq!(recalled(&gateway, "digits").await, 1.0);
+    for expected in ["hit", "hit"] {
+        assert_eq!(send("ads").await, expected);
+    }
+    assert_eq!(recalled(&gateway, "digits").await, 2.0);
+    // Its usage record is a hit's, with the caller and the tags of the body it never decoded.
+    let usage_path = format!("/v1/usage/{}", last_request.lock().unwrap());
+    let mut usage = None;
+    for _ in 0..100 {
+        let reply = gateway
+            .send(Method::GET, &usage_path, &bearer("ads"), Bytes::new())
+            .await;
+        if reply.status == StatusCode::OK {
+            usage = Some(reply.json());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let usage = usage.expect("the recalled hit's usage record is committed");
+    assert_eq!(usage["tenant"], "ads");
+    assert_eq!(usage["cache"], "hit");
+    assert_eq!(usage["outcome"], "success");
+    assert_eq!(usage["tags"], json!({"env": "prod"}));
+    assert_eq!(usage["rows"], 1);
+    assert!(usage["saved_usd"].as_f64() > Some(0.0), "{usage}");
+    // The memo now holds the second tenant's recall; the first tenant's request is decoded
+    // and still finds its own answer.
+    assert_eq!(send("search").await, "hit");
+    assert_eq!(recalled(&gateway, "digits").await, 2.0);
     gateway.stop().await;
 }

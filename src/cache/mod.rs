@@ -69,6 +69,8 @@ struct CacheSeries {
     bypass: Counter,
     /// Answers the full memory tier did not store: their key was new to the doorkeeper.
     not_admitted: Counter,
+    /// Hits a front end found by their key alone (`Cache::recall`), a part of `hit_memory`.
+    recalled: Counter,
 }
 
 impl CacheSeries {
@@ -85,6 +87,7 @@ impl CacheSeries {
             bypass: counter(CacheStatus::Bypass, "none"),
             not_admitted: metrics::counter!(telemetry::CACHE_NOT_ADMITTED,
                 "model" => model.to_string()),
+            recalled: metrics::counter!(telemetry::CACHE_RECALLED, "model" => model.to_string()),
         }
     }
 
@@ -263,6 +266,21 @@ impl Cache {
         self.memory.insert(*key, value.clone()).await;
         self.note_stored(key);
         Some((value, Tier::Redis))
+    }
+
+    /// The memory tier's answer for `key`, if it holds one, counted as a hit of `model`:
+    /// a front end that knows a request's key without decoding it asks here first. A miss
+    /// counts nothing, since the caller then takes the usual path, whose lookup counts it.
+    pub async fn recall(&self, key: &CacheKey, model: &ModelCache) -> Option<Arc<CachedValue>> {
+        let started = Instant::now();
+        if !self.presence.may_contain(key) {
+            return None;
+        }
+        let value = self.memory.get(key).await?;
+        self.lookup_duration.record(started.elapsed().as_secs_f64());
+        model.series.count(CacheStatus::Hit, Tier::Memory);
+        model.series.recalled.increment(1);
+        Some(value)
     }
 
     /// Tells the presence filter about a key just inserted, and rebuilds the filter from the

@@ -130,6 +130,9 @@ pub enum CacheScope {
     Tenant,
 }
 
+/// The largest `cache.body_memo_entries`: 2^24 slots take 256 MiB before any entry.
+pub const MAX_BODY_MEMO_ENTRIES: usize = 1 << 24;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
@@ -140,6 +143,9 @@ pub struct CacheConfig {
     pub redis_url: Option<String>,
     /// Longest a Redis round trip may add to a request before it counts as a miss.
     pub redis_timeout_ms: u64,
+    /// Slots of the HTTP body memo, which answers a hit's exact body again without decoding
+    /// it (rounded up to a power of two; 0 turns it off).
+    pub body_memo_entries: usize,
 }
 
 impl Default for CacheConfig {
@@ -151,6 +157,7 @@ impl Default for CacheConfig {
             scope: CacheScope::Shared,
             redis_url: None,
             redis_timeout_ms: 20,
+            body_memo_entries: 65_536,
         }
     }
 }
@@ -316,6 +323,12 @@ impl Config {
             return Err(invalid(
                 "cache.ttl_seconds",
                 "must be at least 1 (set cache.enabled = false to turn the cache off)",
+            ));
+        }
+        if self.cache.body_memo_entries > MAX_BODY_MEMO_ENTRIES {
+            return Err(invalid(
+                "cache.body_memo_entries",
+                format!("must be at most {MAX_BODY_MEMO_ENTRIES} (0 turns the memo off)"),
             ));
         }
         if let Some(url) = &self.cache.redis_url {

@@ -83,6 +83,11 @@ fn bad_values_name_their_key() {
         ("[cache]\nttl_seconds = 0", Some("cache.ttl_seconds")),
         ("[cache]\nscope = \"global\"", Some("scope")),
         ("[cache]\nredis_url = \"http://x\"", Some("cache.redis_url")),
+        ("[cache]\nbody_memo_entries = 0", None),
+        (
+            "[cache]\nbody_memo_entries = 16777217",
+            Some("cache.body_memo_entries"),
+        ),
         (
             "[pricing.device_per_hour]\ntpu = 1.0",
             Some("pricing.device_per_hour.tpu"),

@@ -5,6 +5,7 @@ mod admin;
 mod data;
 mod decimal;
 pub mod infer;
+pub mod memo;
 mod reader;
 
 use crate::api::{metadata, status};
@@ -18,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use memo::{BodyId, BodyMemo};
 use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,6 +39,11 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
     let grace = Duration::from_millis(gateway.config.server.shutdown_grace_ms);
     let stop = shutdown.wait();
     tokio::pin!(stop);
+    let memo = gateway
+        .cache
+        .as_ref()
+        .and_then(|_| BodyMemo::new(gateway.config.cache.body_memo_entries))
+        .map(Arc::new);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -53,9 +60,11 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
         };
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
+        let memo = memo.clone();
         let service = hyper::service::service_fn(move |request| {
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(route(&gateway, request).await) }
+            let memo = memo.clone();
+            async move { Ok::<_, Infallible>(route(&gateway, memo.as_deref(), request).await) }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
@@ -74,7 +83,11 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
 /// Paths are at most this many segments deep; a longer one matches no route.
 const MAX_SEGMENTS: usize = 8;
 
-async fn route(gateway: &Gateway, request: Request<Incoming>) -> Response<Body> {
+async fn route(
+    gateway: &Gateway,
+    memo: Option<&BodyMemo>,
+    request: Request<Incoming>,
+) -> Response<Body> {
     // Split, so the path can be borrowed while the body moves on to the handler.
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
@@ -107,7 +120,15 @@ async fn route(gateway: &Gateway, request: Request<Incoming>) -> Response<Body> 
             match (action, method) {
                 ([], &Method::GET) => model_metadata(gateway, model, version),
                 (["ready"], &Method::GET) => model_ready(gateway, model, version),
-                (["infer"], &Method::POST) => infer(gateway, model, version, &parts, body).await,
+                (["infer"], &Method::POST) => {
+                    let route = InferRoute {
+                        gateway,
+                        memo,
+                        model,
+                        version,
+                    };
+                    infer(route, &parts, body).await
+                }
                 ([] | ["ready"] | ["infer"], _) => method_not_allowed(method, path),
                 _ => not_found(path),
             }
@@ -178,15 +199,21 @@ fn model_ready(gateway: &Gateway, name: &str, version: Option<&str>) -> Response
     }
 }
 
+/// Where an infer request goes: the model and version from its path, and what serves it.
+struct InferRoute<'a> {
+    gateway: &'a Gateway,
+    memo: Option<&'a BodyMemo>,
+    model: &'a str,
+    version: Option<&'a str>,
+}
+
 async fn infer(
-    gateway: &Gateway,
-    model: &str,
-    version: Option<&str>,
+    route: InferRoute<'_>,
     parts: &hyper::http::request::Parts,
     body: Incoming,
 ) -> Response<Body> {
     let http1 = parts.version < hyper::Version::HTTP_2;
-    match infer_inner(gateway, model, version, parts, body).await {
+    match infer_inner(route, parts, body).await {
         Ok(response) => response,
         Err(error) => {
             let mut response = error_response(&error);
@@ -202,12 +229,16 @@ async fn infer(
 }
 
 async fn infer_inner(
-    gateway: &Gateway,
-    model: &str,
-    version: Option<&str>,
+    route: InferRoute<'_>,
     parts: &hyper::http::request::Parts,
     body: Incoming,
 ) -> Result<Response<Body>, Error> {
+    let InferRoute {
+        gateway,
+        memo,
+        model,
+        version,
+    } = route;
     let limit = gateway.config.server.max_body_bytes.as_usize();
     let headers = &parts.headers;
     let declared = headers
@@ -245,15 +276,44 @@ async fn infer_inner(
             }
         })?
         .to_bytes();
+    // A client's cache directives change what the cache may do: such a request takes the
+    // whole path, and neither uses nor leaves a memo entry.
+    let memo = memo.filter(|_| cache_control.is_none());
+    let body_id = BodyId {
+        model,
+        version,
+        header_length,
+        body: &body,
+    };
+    let fingerprint = memo.map(|memo| memo.fingerprint(&body_id));
+    if let (Some(memo), Some(fingerprint)) = (memo, fingerprint) {
+        if let Some(remembered) = memo.find(fingerprint, &body_id) {
+            let recalled = gateway
+                .infer_recalled(&remembered.recall, Protocol::Http, &credentials)
+                .await;
+            if let Some(result) = recalled {
+                return Ok(infer_response(&result?, &remembered.encoding));
+            }
+        }
+    }
     let (mut core_request, encoding) = infer::decode(model, version, &body, header_length)?;
     if let Some((lookup, store)) = cache_control {
         core_request.options.cache.lookup &= lookup;
         core_request.options.cache.store &= store;
     }
+    core_request.options.recall = memo.is_some();
     let response = gateway
         .infer(core_request, Protocol::Http, &credentials)
         .await?;
-    let (body, json_length) = infer::encode(&response, &encoding);
+    let http = infer_response(&response, &encoding);
+    if let (Some(memo), Some(fingerprint), Some(recall)) = (memo, fingerprint, response.recall) {
+        memo.remember(fingerprint, &body_id, recall, encoding);
+    }
+    Ok(http)
+}
+
+fn infer_response(response: &InferResponse, encoding: &infer::OutputEncoding) -> Response<Body> {
+    let (body, json_length) = infer::encode(response, encoding);
     let mut http = Response::new(Body::from(body));
     let headers = http.headers_mut();
     // Sized once for the content type, its length header and the seven served headers.
@@ -273,8 +333,8 @@ async fn infer_inner(
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
     }
-    served_headers(headers, &response);
-    Ok(http)
+    served_headers(headers, response);
+    http
 }
 
 fn credentials(headers: &hyper::HeaderMap) -> Credentials {

@@ -1,0 +1,223 @@
+//! The body memo: an infer body that comes again byte for byte, after a cache hit, is answered
+//! from that hit's `Recall` without being decoded, validated or keyed once more. Decoding JSON
+//! numbers is most of what a hit costs, and on large tensors by far the most.
+//!
+//! It is a table of slots, each holding at most one body's recall: a body's fingerprint picks
+//! its slot, and a newer body in the same slot replaces the older one. The fingerprint is a fast
+//! keyed hash that only tells most other bodies apart cheaply, so a body that was never
+//! remembered costs one pass of it. Before a slot answers, a keyed blake3 digest of the body
+//! must match as well: two bodies that share a fingerprint, by chance or by design, never share
+//! an answer. The memo holds no answers: a recall whose answer has left the cache is simply
+//! not answered from, and the body is decoded as usual.
+
+use super::infer::OutputEncoding;
+use crate::config::MAX_BODY_MEMO_ENTRIES;
+use crate::request::Recall;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// What makes two infer requests over HTTP the same before decoding: the route's model and
+/// version, the length of the JSON part when binary tensors follow, and the body.
+pub struct BodyId<'a> {
+    pub model: &'a str,
+    pub version: Option<&'a str>,
+    pub header_length: Option<usize>,
+    pub body: &'a [u8],
+}
+
+/// A remembered body: what answers it again, and how its caller wanted the outputs.
+pub struct Remembered {
+    fingerprint: u64,
+    digest: [u8; 32],
+    pub recall: Arc<Recall>,
+    pub encoding: OutputEncoding,
+}
+
+pub struct BodyMemo {
+    /// Each slot's fingerprint, apart from the slot: a body never remembered is turned away
+    /// by one plain load from this dense array, with no lock taken and no pointer followed.
+    fingerprints: Box<[AtomicU64]>,
+    slots: Box<[Mutex<Option<Arc<Remembered>>>]>,
+    /// Slot count less one (a power of two).
+    mask: usize,
+    fingerprint_seed: u64,
+    digest_key: [u8; 32],
+}
+
+impl BodyMemo {
+    /// A table of at least `entries` slots; `None` for 0, which turns the memo off.
+    pub fn new(entries: usize) -> Option<BodyMemo> {
+        if entries == 0 {
+            return None;
+        }
+        let slots = entries.clamp(1, MAX_BODY_MEMO_ENTRIES).next_power_of_two();
+        // Secrets of this process, so nobody outside can aim bodies at one slot or digest.
+        let random = std::collections::hash_map::RandomState::new();
+        let fingerprint_seed = random.hash_one(0x7011_6a7e_u64);
+        let digest_key = *blake3::hash(&random.hash_one(1u64).to_le_bytes()).as_bytes();
+        Some(BodyMemo {
+            fingerprints: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            slots: (0..slots).map(|_| Mutex::new(None)).collect(),
+            mask: slots - 1,
+            fingerprint_seed,
+            digest_key,
+        })
+    }
+
+    /// The fingerprint of `id`, to look it up now and to remember it later.
+    pub fn fingerprint(&self, id: &BodyId<'_>) -> u64 {
+        let mut hash = FoldHash::new(self.fingerprint_seed);
+        hash.write(id.model.as_bytes());
+        match id.version {
+            Some(version) => hash.write(version.as_bytes()),
+            None => hash.write_u64(u64::MAX),
+        }
+        hash.write_u64(id.header_length.map_or(u64::MAX, |n| n as u64));
+        hash.write(id.body);
+        hash.finish()
+    }
+
+    /// What was remembered for exactly these bytes, if anything still is.
+    pub fn find(&self, fingerprint: u64, id: &BodyId<'_>) -> Option<Arc<Remembered>> {
+        let index = fingerprint as usize & self.mask;
+        if self.fingerprints[index].load(Ordering::Relaxed) != fingerprint {
+            return None;
+        }
+        // The slot may have changed since: its entry carries its own fingerprint.
+        let remembered = self.slot(index).clone()?;
+        (remembered.fingerprint == fingerprint && remembered.digest == self.digest(id))
+            .then_some(remembered)
+    }
+
+    /// Remembers how a hit on `id` was answered, in place of whatever its slot held.
+    pub fn remember(
+        &self,
+        fingerprint: u64,
+        id: &BodyId<'_>,
+        recall: Arc<Recall>,
+        encoding: OutputEncoding,
+    ) {
+        let remembered = Arc::new(Remembered {
+            fingerprint,
+            digest: self.digest(id),
+            recall,
+            encoding,
+        });
+        let index = fingerprint as usize & self.mask;
+        let mut slot = self.slot(index);
+        *slot = Some(remembered);
+        self.fingerprints[index].store(fingerprint, Ordering::Relaxed);
+    }
+
+    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Option<Arc<Remembered>>> {
+        // Nothing can panic while a slot is held, but a poisoned slot is still just a slot.
+        self.slots[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn digest(&self, id: &BodyId<'_>) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_keyed(&self.digest_key);
+        // Lengths first, so no field can run into the next.
+        hasher.update(&(id.model.len() as u64).to_le_bytes());
+        hasher.update(id.model.as_bytes());
+        match id.version {
+            Some(version) => {
+                hasher.update(&(version.len() as u64).to_le_bytes());
+                hasher.update(version.as_bytes());
+            }
+            None => {
+                hasher.update(&u64::MAX.to_le_bytes());
+            }
+        }
+        hasher.update(
+            &id.header_length
+                .map_or(u64::MAX, |n| n as u64)
+                .to_le_bytes(),
+        );
+        hasher.update(id.body);
+        *hasher.finalize().as_bytes()
+    }
+}
+
+/// A fast seeded hash: four independent multiply lanes over 8-byte words, so a body of a few
+/// hundred bytes takes a few dozen nanoseconds. Not collision resistant, and not meant to be:
+/// the digest decides.
+struct FoldHash {
+    lanes: [u64; 4],
+    length: u64,
+}
+
+const MULTIPLIERS: [u64; 4] = [
+    0x9e37_79b9_7f4a_7c15,
+    0xc2b2_ae3d_27d4_eb4f,
+    0x1656_67b1_9e37_79f9,
+    0xff51_afd7_ed55_8ccd,
+];
+
+impl FoldHash {
+    fn new(seed: u64) -> FoldHash {
+        FoldHash {
+            lanes: MULTIPLIERS.map(|m| seed ^ m),
+            length: 0,
+        }
+    }
+
+    fn mix(lane: u64, word: u64, multiplier: u64) -> u64 {
+        let product = u128::from(lane ^ word) * u128::from(multiplier);
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.lanes[0] = Self::mix(self.lanes[0], word, MULTIPLIERS[0]);
+        self.length = self.length.wrapping_add(8);
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut blocks = bytes.chunks_exact(32);
+        for block in &mut blocks {
+            for (lane, (word, multiplier)) in self
+                .lanes
+                .iter_mut()
+                .zip(block.chunks_exact(8).zip(MULTIPLIERS))
+            {
+                *lane = Self::mix(*lane, le_word(word), multiplier);
+            }
+        }
+        let rest = blocks.remainder();
+        let mut words = rest.chunks(8);
+        for (lane, multiplier) in self.lanes.iter_mut().zip(MULTIPLIERS) {
+            if let Some(word) = words.next() {
+                *lane = Self::mix(*lane, le_word(word), multiplier);
+            }
+        }
+        // The length ends each field, so "ab" + "c" and "a" + "bc" differ.
+        self.length = self.length.wrapping_add(bytes.len() as u64);
+        self.lanes[1] = Self::mix(self.lanes[1], self.length, MULTIPLIERS[1]);
+    }
+
+    fn finish(&self) -> u64 {
+        let folded = self
+            .lanes
+            .iter()
+            .zip(MULTIPLIERS)
+            .fold(self.length, |acc, (&lane, m)| Self::mix(acc, lane, m));
+        // Avalanche, so the low bits that pick a slot depend on every input bit.
+        let mut x = folded;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x
+    }
+}
+
+/// Up to eight bytes as a little-endian word, zero-filled.
+fn le_word(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(word)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,474 @@
+//! The request path shared by every front end: identity and budget admission, concurrency
+//! admission, model resolution, validation, the cache with single flight, the batcher, the
+//! per-request cost, and exactly one usage record per accepted request. Front ends only
+//! translate.
+
+use crate::backend::BackendError;
+use crate::cache::key::{self, KeyParts};
+use crate::cache::value::CachedValue;
+use crate::cache::Cache;
+use crate::config::{CacheScope, Config, PRIORITY_LEVELS};
+use crate::error::Error;
+use crate::metering::clock;
+use crate::metering::cost;
+use crate::metering::identity::Caller;
+use crate::metering::ledger::LedgerError;
+use crate::metering::meter::{Admission, Metering};
+use crate::metering::record;
+use crate::model::{self, Model, Registry, RequestError};
+use crate::request::{
+    CacheStatus, InferRequest, InferResponse, Outputs, Recall, Rendering, RequestOptions, Served,
+};
+use crate::shutdown::Shutdown;
+use crate::telemetry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use crate::request::Protocol;
+
+mod usage;
+use usage::UsageGuard;
+
+/// What a front end read off the wire about the caller, before anything is checked.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// The bearer API key, without the `Bearer ` prefix.
+    pub bearer: Option<String>,
+    /// `k=v,...` from the `x-tollgate-tags` header or metadata.
+    pub tags: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("cannot open the usage ledger: {0}")]
+    Ledger(#[from] LedgerError),
+}
+
+pub struct Gateway {
+    pub config: Config,
+    pub registry: Registry,
+    pub cache: Option<Arc<Cache>>,
+    pub metering: Arc<Metering>,
+    admission: Arc<Semaphore>,
+    request_prefix: String,
+    next_request: AtomicU64,
+}
+
+impl Gateway {
+    /// Loads every model, opens the ledger and starts the batchers and metering duties. Must
+    /// run inside the tokio runtime.
+    pub fn start(config: Config, shutdown: Shutdown) -> Result<Gateway, StartError> {
+        // Models and the cache register their metric handles while loading: the recorder
+        // must exist by then.
+        telemetry::metrics_handle();
+        let metering = Arc::new(Metering::open(&config)?);
+        let registry = model::load_models(&config)?;
+        telemetry::start_upkeep(shutdown.clone());
+        metering.start_background(&registry, shutdown);
+        let cache = config
+            .cache
+            .enabled
+            .then(|| Arc::new(Cache::new(&config.cache)));
+        let admission = Arc::new(Semaphore::new(config.server.max_concurrent_requests));
+        // Request ids are unique across restarts without coordination: a per-boot prefix.
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let request_prefix = blake3::hash(&boot.to_le_bytes()).to_hex()[..8].to_string();
+        Ok(Gateway {
+            config,
+            registry,
+            cache,
+            metering,
+            admission,
+            request_prefix,
+            next_request: AtomicU64::new(1),
+        })
+    }
+
+    pub fn model(&self, name: &str, version: Option<&str>) -> Result<&Arc<Model>, Error> {
+        Ok(self.registry.resolve(name, version)?)
+    }
+
+    /// Who is calling, with their tags; used by inference and by the admin endpoints.
+    pub fn caller(
+        &self,
+        credentials: &Credentials,
+        tag_parameter: Option<&str>,
+    ) -> Result<Caller, Error> {
+        let identities = &self.metering.identities;
+        let mut caller = identities.caller(credentials.bearer.as_deref())?;
+        let mut tags = Vec::new();
+        for text in [credentials.tags.as_deref(), tag_parameter]
+            .into_iter()
+            .flatten()
+        {
+            tags.extend(identities.tags(text)?);
+        }
+        tags.sort();
+        tags.dedup_by(|a, b| a.0 == b.0);
+        caller.tags = tags;
+        Ok(caller)
+    }
+
+    pub async fn infer(
+        &self,
+        request: InferRequest,
+        protocol: Protocol,
+        credentials: &Credentials,
+    ) -> Result<InferResponse, Error> {
+        let started = Instant::now();
+        self.run(
+            Work::Compute(request),
+            started,
+            protocol,
+            Entry::Asking(credentials),
+        )
+        .await
+    }
+
+    /// Answers a repeat of a request whose hit gave `recall`, from the memory tier, without
+    /// the request being decoded again. `None` when that cannot be done (the answer left
+    /// the tier, the model was reloaded, another tenant asks, the caller is refused or the
+    /// server is full): the front end then decodes and calls `infer`, which answers or
+    /// refuses with the usual outcome. Nothing is counted or recorded for a `None`.
+    pub async fn infer_recalled(
+        &self,
+        recall: &Recall,
+        protocol: Protocol,
+        credentials: &Credentials,
+    ) -> Option<Result<InferResponse, Error>> {
+        let started = Instant::now();
+        let request = &recall.request;
+        let model = self
+            .registry
+            .resolve(&request.model, request.version.as_deref())
+            .ok()?;
+        let cache = self.cache.as_ref().filter(|_| model.cache_enabled)?;
+        if !std::ptr::eq(Arc::as_ptr(model), recall.model.as_ptr()) {
+            return None;
+        }
+        let caller = self
+            .caller(credentials, request.options.tags.as_deref())
+            .ok()?;
+        if self.config.cache.scope == CacheScope::Tenant
+            && recall.tenant.as_deref() != Some(caller.tenant.name.as_ref())
+        {
+            return None;
+        }
+        // Taken before the lookup, so that a hit is only counted for a request let in.
+        let permit = self.admission.clone().try_acquire_owned().ok()?;
+        let value = cache.recall(&recall.key, &model.cache).await?;
+        let work = Work::Recalled {
+            recall,
+            model: model.clone(),
+            value,
+        };
+        Some(
+            self.run(work, started, protocol, Entry::Admitted(caller, permit))
+                .await,
+        )
+    }
+
+    /// The path every request takes once read: caller, admission, exactly one usage record,
+    /// the request metrics.
+    async fn run(
+        &self,
+        work: Work<'_>,
+        started: Instant,
+        protocol: Protocol,
+        entry: Entry<'_>,
+    ) -> Result<InferResponse, Error> {
+        let arrived_ms = clock::now_ms();
+        // Resolved once, here: the metric label needs it and so does the request path.
+        let resolved = match &work {
+            Work::Compute(request) => self
+                .registry
+                .resolve(&request.model, request.version.as_deref())
+                .cloned(),
+            Work::Recalled { model, .. } => Ok(model.clone()),
+        };
+        // Unknown names never become metric labels.
+        let metric_model: Result<Arc<Model>, String> = match &resolved {
+            Ok(model) => Ok(model.clone()),
+            Err(RequestError::UnknownVersion { model, .. }) => Err(model.clone()),
+            Err(_) => Err("unknown".to_string()),
+        };
+        let model_label = || match &metric_model {
+            Ok(model) => model.name.clone(),
+            Err(label) => label.clone(),
+        };
+        let result = async {
+            let (mut caller, _permit) = match entry {
+                Entry::Admitted(caller, permit) => (caller, permit),
+                Entry::Asking(credentials) => {
+                    let tags = work.request().options.tags.as_deref();
+                    let caller = self.caller(credentials, tags)?;
+                    let Ok(permit) = self.admission.clone().try_acquire_owned() else {
+                        metrics::counter!(telemetry::REJECTIONS, "model" => model_label(), "reason" => "server_concurrency").increment(1);
+                        return Err(Error::Overloaded {
+                            limit: self.config.server.max_concurrent_requests,
+                        });
+                    };
+                    (caller, permit)
+                }
+            };
+            // Accepted from here on: whatever happens, one usage record is written. Its id
+            // carries its arrival time, by which the ledger finds it.
+            let counter = self.next_request.fetch_add(1, Ordering::Relaxed);
+            let request_id = record::request_id(&self.request_prefix, counter, arrived_ms);
+            let usage = UsageGuard::new(
+                self.metering.clone(),
+                &mut caller,
+                work.request(),
+                resolved.as_ref().ok(),
+                protocol,
+                arrived_ms,
+                &request_id,
+            );
+            // Failures from here on are outcomes of the record, never early returns.
+            let outcome = match (self.metering.admit(&caller), resolved) {
+                (Ok(admission), Ok(model)) => match work {
+                    Work::Compute(mut request) => {
+                        if admission == Admission::Demoted {
+                            request.options.priority = Some(PRIORITY_LEVELS);
+                        }
+                        self.infer_admitted(model, request, &caller, request_id)
+                            .await
+                    }
+                    Work::Recalled { recall, value, .. } => Ok(answer(
+                        &model,
+                        Answered {
+                            value,
+                            status: CacheStatus::Hit,
+                            rows: recall.rows,
+                            outputs: recall.outputs.as_deref(),
+                        },
+                        recall.request.id.clone(),
+                        request_id,
+                    )),
+                },
+                (Err(error), _) => Err(error),
+                (_, Err(error)) => Err(error.into()),
+            };
+            let record = usage.complete(&outcome, started.elapsed().as_micros() as u64);
+            self.metering.settle(record).await?;
+            outcome
+        }
+        .await;
+        let seconds = started.elapsed().as_secs_f64();
+        match (&result, &metric_model) {
+            (Ok(_), Ok(model)) => model.requests.record_success(protocol, seconds),
+            (Ok(_), Err(_)) => {
+                telemetry::record_request(&model_label(), protocol, "success", seconds)
+            }
+            (Err(error), _) => {
+                telemetry::record_request(&model_label(), protocol, error.metric_label(), seconds)
+            }
+        }
+        result
+    }
+
+    async fn infer_admitted(
+        &self,
+        model: Arc<Model>,
+        mut request: InferRequest,
+        caller: &Caller,
+        request_id: String,
+    ) -> Result<InferResponse, Error> {
+        let control = request.options.cache;
+        let id = request.id.clone();
+        // Moved out before the tensors go to the batcher: a recall keeps them.
+        let asked_version = request.version.take();
+        let tags = request.options.tags.take();
+        let wants_recall = request.options.recall;
+        let prepared = model::prepare(&model, request)?;
+        let rows = prepared.job.rows;
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| model.cache_enabled && (control.lookup || control.store));
+        let (value, status, key) = match cache {
+            Some(cache) => {
+                let tenant = (self.config.cache.scope == CacheScope::Tenant)
+                    .then_some(caller.tenant.name.as_str());
+                let key = key::compute(&KeyParts {
+                    model: &model.name,
+                    version: &model.version,
+                    tenant,
+                    inputs: &prepared.job.inputs,
+                });
+                let runner = model.clone();
+                let job = prepared.job;
+                let (value, status) = cache
+                    .serve(key, &model.cache, control, async move {
+                        execute(&runner, job).await
+                    })
+                    .await?;
+                (value, status, Some(key))
+            }
+            None => {
+                if let Some(cache) = &self.cache {
+                    cache.count_bypass(&model.cache);
+                }
+                let value = Arc::new(execute(&model, prepared.job).await?);
+                (value, CacheStatus::Bypass, None)
+            }
+        };
+        let recall = match key {
+            Some(key) if wants_recall && status == CacheStatus::Hit => Some(Arc::new(Recall {
+                request: InferRequest {
+                    model: model.name.clone(),
+                    version: asked_version,
+                    id: id.clone(),
+                    options: RequestOptions {
+                        tags,
+                        ..RequestOptions::default()
+                    },
+                    ..InferRequest::default()
+                },
+                key,
+                model: Arc::downgrade(&model),
+                tenant: (self.config.cache.scope == CacheScope::Tenant)
+                    .then(|| caller.tenant.name.clone()),
+                outputs: prepared.outputs.clone(),
+                rows,
+            })),
+            _ => None,
+        };
+        let answered = Answered {
+            value,
+            status,
+            rows,
+            outputs: prepared.outputs.as_deref(),
+        };
+        let mut response = answer(&model, answered, id, request_id);
+        response.recall = recall;
+        Ok(response)
+    }
+
+    /// Graceful end: idle time and queued usage records reach the ledger.
+    pub async fn finish(&self) {
+        self.metering.finish().await;
+    }
+}
+
+/// How an admitted request is answered.
+enum Work<'a> {
+    /// Validated, keyed, looked up, and computed on a miss.
+    Compute(InferRequest),
+    /// A recalled hit whose answer the memory tier still held.
+    Recalled {
+        recall: &'a Recall,
+        model: Arc<Model>,
+        value: Arc<CachedValue>,
+    },
+}
+
+impl Work<'_> {
+    /// What the usage record and the caller's tags are read from.
+    fn request(&self) -> &InferRequest {
+        match self {
+            Work::Compute(request) => request,
+            Work::Recalled { recall, .. } => &recall.request,
+        }
+    }
+}
+
+/// How far a request got before `Gateway::run`.
+enum Entry<'a> {
+    /// Only its credentials are known: the caller is still to be found and admitted.
+    Asking(&'a Credentials),
+    /// Already identified and let in (a recall checks both before its lookup).
+    Admitted(Caller, OwnedSemaphorePermit),
+}
+
+/// An answer, and where it came from, before it becomes a response.
+struct Answered<'a> {
+    value: Arc<CachedValue>,
+    status: CacheStatus,
+    rows: usize,
+    /// The outputs asked for (`None`: all of the model's).
+    outputs: Option<&'a [String]>,
+}
+
+fn answer(
+    model: &Model,
+    answered: Answered<'_>,
+    id: Option<String>,
+    request_id: String,
+) -> InferResponse {
+    let Answered {
+        value,
+        status,
+        rows,
+        outputs,
+    } = answered;
+    let computed_here = matches!(status, CacheStatus::Miss | CacheStatus::Bypass);
+    let served = Served {
+        request_id,
+        cache: status,
+        rows,
+        batch_rows: if computed_here {
+            value.batch_rows as usize
+        } else {
+            0
+        },
+        queue_us: if computed_here { value.queue_us } else { 0 },
+        compute_us: if computed_here { value.compute_us } else { 0 },
+        cost_usd: if computed_here { value.cost_usd } else { 0.0 },
+        saved_usd: if computed_here { 0.0 } else { value.cost_usd },
+        device: model.text.device.clone(),
+    };
+    let outputs = match outputs {
+        Some(named) => Outputs::pick(value.outputs.clone(), named.iter().map(String::as_str)),
+        None => Outputs::pick(
+            value.outputs.clone(),
+            model.spec.outputs.iter().map(|o| o.name.as_str()),
+        ),
+    };
+    // Kept from the first repeat on: most computed answers are never asked for again, and
+    // keeping their text would cost every miss a copy and the cache the memory.
+    let outputs = if matches!(status, CacheStatus::Hit | CacheStatus::Coalesced) {
+        outputs.with_rendering(value.rendering.clone())
+    } else {
+        outputs
+    };
+    InferResponse {
+        model: model.name.clone(),
+        version: model.version.clone(),
+        id,
+        outputs,
+        served,
+        recall: None,
+    }
+}
+
+/// Runs one job through the model's batcher and prices its share of the batch.
+async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, Error> {
+    let rows = job.rows;
+    let output = model.batcher.submit(job).await?;
+    Ok(CachedValue {
+        rendering: Arc::new(Rendering::for_outputs(&output.outputs)),
+        outputs: output.outputs,
+        // Device (or upstream) time shared by rows, plus an upstream's per-request price,
+        // shared the same way since one upstream request carried the whole batch.
+        cost_usd: cost::share_of_batch(
+            output.compute_us,
+            rows,
+            output.batch_rows,
+            model.price_per_hour,
+        ) + model.price_per_request * rows as f64 / output.batch_rows.max(1) as f64,
+        compute_us: output.compute_us,
+        rows: rows as u32,
+        batch_rows: output.batch_rows as u32,
+        queue_us: output.queue_us,
+        model: Arc::from(model.name.as_str()),
+        ttl: model.cache.ttl,
+    })
+}

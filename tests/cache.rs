@@ -414,6 +414,13 @@ async fn a_repeated_body_is_answered_without_decoding_while_its_answer_is_cached
     }
     assert_eq!(statuses, ["miss", "hit", "hit"]);
     assert_eq!(recalled(&gateway, "digits_memo").await, 2.0);
+    // A long id is not kept in the memo: each repeat is decoded, and still a hit.
+    body["id"] = json!("x".repeat(600));
+    for _ in 0..3 {
+        let reply = gateway.infer("digits_memo", &body).await;
+        assert_eq!(reply.header("x-tollgate-cache"), "hit");
+    }
+    assert_eq!(recalled(&gateway, "digits_memo").await, 2.0);
     gateway.stop().await;
 }
 

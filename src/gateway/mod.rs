@@ -320,25 +320,33 @@ impl Gateway {
                 (value, CacheStatus::Bypass, None)
             }
         };
+        // A client chooses the id's length: a long one is not kept in a front end's memo.
+        let text_kept = id.as_ref().map_or(0, String::len)
+            + tags.as_ref().map_or(0, String::len)
+            + asked_version.as_ref().map_or(0, String::len);
         let recall = match key {
-            Some(key) if wants_recall && status == CacheStatus::Hit => Some(Arc::new(Recall {
-                request: InferRequest {
-                    model: model.name.clone(),
-                    version: asked_version,
-                    id: id.clone(),
-                    options: RequestOptions {
-                        tags,
-                        ..RequestOptions::default()
+            Some(key)
+                if wants_recall && status == CacheStatus::Hit && text_kept <= MAX_RECALL_TEXT =>
+            {
+                Some(Arc::new(Recall {
+                    request: InferRequest {
+                        model: model.name.clone(),
+                        version: asked_version,
+                        id: id.clone(),
+                        options: RequestOptions {
+                            tags,
+                            ..RequestOptions::default()
+                        },
+                        ..InferRequest::default()
                     },
-                    ..InferRequest::default()
-                },
-                key,
-                model: Arc::downgrade(&model),
-                tenant: (self.config.cache.scope == CacheScope::Tenant)
-                    .then(|| caller.tenant.name.clone()),
-                outputs: prepared.outputs.clone(),
-                rows,
-            })),
+                    key,
+                    model: Arc::downgrade(&model),
+                    tenant: (self.config.cache.scope == CacheScope::Tenant)
+                        .then(|| caller.tenant.name.clone()),
+                    outputs: prepared.outputs.clone(),
+                    rows,
+                }))
+            }
             _ => None,
         };
         let answered = Answered {
@@ -357,6 +365,9 @@ impl Gateway {
         self.metering.finish().await;
     }
 }
+
+/// The most bytes of request text (id, tags, version) a `Recall` keeps.
+const MAX_RECALL_TEXT: usize = 256;
 
 /// How an admitted request is answered.
 enum Work<'a> {

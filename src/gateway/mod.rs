@@ -15,6 +15,7 @@ use crate::metering::identity::Caller;
 use crate::metering::ledger::LedgerError;
 use crate::metering::meter::{Admission, Metering};
 use crate::metering::record;
+use crate::metering::text::Text;
 use crate::model::{self, Model, Registry, RequestError};
 use crate::request::{
     CacheStatus, InferRequest, InferResponse, Outputs, Recall, Rendering, RequestOptions, Served,
@@ -156,9 +157,7 @@ impl Gateway {
         let caller = self
             .caller(credentials, request.options.tags.as_deref())
             .ok()?;
-        if self.config.cache.scope == CacheScope::Tenant
-            && recall.tenant.as_deref() != Some(caller.tenant.name.as_ref())
-        {
+        if recall.tenant.as_ref() != self.key_tenant(&caller) {
             return None;
         }
         // Taken before the lookup, so that a hit is only counted for a request let in.
@@ -295,12 +294,10 @@ impl Gateway {
             .filter(|_| model.cache_enabled && (control.lookup || control.store));
         let (value, status, key) = match cache {
             Some(cache) => {
-                let tenant = (self.config.cache.scope == CacheScope::Tenant)
-                    .then_some(caller.tenant.name.as_str());
                 let key = key::compute(&KeyParts {
                     model: &model.name,
                     version: &model.version,
-                    tenant,
+                    tenant: self.key_tenant(caller).map(Text::as_str),
                     inputs: &prepared.job.inputs,
                 });
                 let runner = model.clone();
@@ -321,12 +318,15 @@ impl Gateway {
             }
         };
         // A client chooses the id's length: a long one is not kept in a front end's memo.
-        let text_kept = id.as_ref().map_or(0, String::len)
-            + tags.as_ref().map_or(0, String::len)
-            + asked_version.as_ref().map_or(0, String::len);
+        let text_kept = || {
+            [&id, &tags, &asked_version]
+                .into_iter()
+                .map(|text| text.as_ref().map_or(0, String::len))
+                .sum::<usize>()
+        };
         let recall = match key {
             Some(key)
-                if wants_recall && status == CacheStatus::Hit && text_kept <= MAX_RECALL_TEXT =>
+                if wants_recall && status == CacheStatus::Hit && text_kept() <= MAX_RECALL_TEXT =>
             {
                 Some(Arc::new(Recall {
                     request: InferRequest {
@@ -341,8 +341,7 @@ impl Gateway {
                     },
                     key,
                     model: Arc::downgrade(&model),
-                    tenant: (self.config.cache.scope == CacheScope::Tenant)
-                        .then(|| caller.tenant.name.clone()),
+                    tenant: self.key_tenant(caller).cloned(),
                     outputs: prepared.outputs.clone(),
                     rows,
                 }))
@@ -358,6 +357,11 @@ impl Gateway {
         let mut response = answer(&model, answered, id, request_id);
         response.recall = recall;
         Ok(response)
+    }
+
+    /// The tenant a cache key is made for: the caller's under `cache.scope = "tenant"`.
+    fn key_tenant<'c>(&self, caller: &'c Caller) -> Option<&'c Text> {
+        (self.config.cache.scope == CacheScope::Tenant).then_some(&caller.tenant.name)
     }
 
     /// Graceful end: idle time and queued usage records reach the ledger.

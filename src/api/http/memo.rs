@@ -26,6 +26,48 @@ pub struct BodyId<'a> {
     pub body: &'a [u8],
 }
 
+impl BodyId<'_> {
+    /// Hands every field to `sink` in one fixed order; the fingerprint and the digest both
+    /// read a body this way, so they can never disagree about what identifies it.
+    fn feed(&self, sink: &mut impl FieldSink) {
+        sink.field(self.model.as_bytes());
+        match self.version {
+            Some(version) => sink.field(version.as_bytes()),
+            None => sink.number(u64::MAX),
+        }
+        sink.number(self.header_length.map_or(u64::MAX, |n| n as u64));
+        sink.field(self.body);
+    }
+}
+
+/// Where `BodyId::feed` writes: each sink keeps fields from running into each other.
+trait FieldSink {
+    fn field(&mut self, bytes: &[u8]);
+    fn number(&mut self, value: u64);
+}
+
+impl FieldSink for blake3::Hasher {
+    fn field(&mut self, bytes: &[u8]) {
+        // Length first, so no field can run into the next.
+        self.update(&(bytes.len() as u64).to_le_bytes());
+        self.update(bytes);
+    }
+
+    fn number(&mut self, value: u64) {
+        self.update(&value.to_le_bytes());
+    }
+}
+
+impl FieldSink for FoldHash {
+    fn field(&mut self, bytes: &[u8]) {
+        self.write(bytes);
+    }
+
+    fn number(&mut self, value: u64) {
+        self.write_u64(value);
+    }
+}
+
 /// A remembered body: what answers it again, and how its caller wanted the outputs.
 pub struct Remembered {
     fingerprint: u64,
@@ -68,13 +110,7 @@ impl BodyMemo {
     /// The fingerprint of `id`, to look it up now and to remember it later.
     pub fn fingerprint(&self, id: &BodyId<'_>) -> u64 {
         let mut hash = FoldHash::new(self.fingerprint_seed);
-        hash.write(id.model.as_bytes());
-        match id.version {
-            Some(version) => hash.write(version.as_bytes()),
-            None => hash.write_u64(u64::MAX),
-        }
-        hash.write_u64(id.header_length.map_or(u64::MAX, |n| n as u64));
-        hash.write(id.body);
+        id.feed(&mut hash);
         hash.finish()
     }
 
@@ -119,24 +155,7 @@ impl BodyMemo {
 
     fn digest(&self, id: &BodyId<'_>) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new_keyed(&self.digest_key);
-        // Lengths first, so no field can run into the next.
-        hasher.update(&(id.model.len() as u64).to_le_bytes());
-        hasher.update(id.model.as_bytes());
-        match id.version {
-            Some(version) => {
-                hasher.update(&(version.len() as u64).to_le_bytes());
-                hasher.update(version.as_bytes());
-            }
-            None => {
-                hasher.update(&u64::MAX.to_le_bytes());
-            }
-        }
-        hasher.update(
-            &id.header_length
-                .map_or(u64::MAX, |n| n as u64)
-                .to_le_bytes(),
-        );
-        hasher.update(id.body);
+        id.feed(&mut hasher);
         *hasher.finalize().as_bytes()
     }
 }

@@ -278,15 +278,16 @@ async fn infer_inner(
         .to_bytes();
     // A client's cache directives change what the cache may do: such a request takes the
     // whole path, and neither uses nor leaves a memo entry.
-    let memo = memo.filter(|_| cache_control.is_none());
     let body_id = BodyId {
         model,
         version,
         header_length,
         body: &body,
     };
-    let fingerprint = memo.map(|memo| memo.fingerprint(&body_id));
-    if let (Some(memo), Some(fingerprint)) = (memo, fingerprint) {
+    let memo = memo
+        .filter(|_| cache_control.is_none())
+        .map(|memo| (memo, memo.fingerprint(&body_id)));
+    if let Some((memo, fingerprint)) = memo {
         if let Some(remembered) = memo.find(fingerprint, &body_id) {
             let recalled = gateway
                 .infer_recalled(&remembered.recall, Protocol::Http, &credentials)
@@ -306,7 +307,7 @@ async fn infer_inner(
         .infer(core_request, Protocol::Http, &credentials)
         .await?;
     let http = infer_response(&response, &encoding);
-    if let (Some(memo), Some(fingerprint), Some(recall)) = (memo, fingerprint, response.recall) {
+    if let (Some((memo, fingerprint)), Some(recall)) = (memo, response.recall) {
         memo.remember(fingerprint, &body_id, recall, encoding);
     }
     Ok(http)

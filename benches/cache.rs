@@ -1,6 +1,7 @@
 //! The prediction cache's hot paths: computing a key (blake3 over model, version, names,
 //! datatypes, shapes and bytes) next to a bare `blake3::hash` of the same input bytes, which is
-//! the floor a key can reach; and a memory-tier hit through `Cache::serve`. Two more key rows
+//! the floor a key can reach; a memory-tier hit through `Cache::serve`; and misses through it,
+//! stored into a growing tier or turned away by a full one. Two more key rows
 //! cover the layouts' other paths: fields too long to be the blake3 key as they are (hashed
 //! first, one extra compression) and two inputs (sorted, hashed with a streaming hasher).
 
@@ -15,6 +16,10 @@ use tollgate::cache::{Cache, ModelCache};
 use tollgate::config::CacheConfig;
 use tollgate::request::CacheControl;
 use tollgate::tensor::{DataType, Tensor};
+
+// The gateway's allocator: what a stored miss costs depends on it as much as on the cache.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn fp32_tensor(bytes: usize) -> Tensor {
     let data: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
@@ -166,6 +171,92 @@ fn bench_serve(c: &mut Criterion) {
     // The runtime entry alone, to read the two figures above net of it.
     group.bench_function("block_on_overhead", |b| {
         b.iter(|| runtime.block_on(async { black_box(1) }))
+    });
+    group.finish();
+    bench_store(c, &runtime, &digits);
+}
+
+/// Misses, next to the same computation without a cache: their difference is what the cache
+/// adds to a miss's CPU, net of the key (benched above) and of anything outside this process
+/// (the HTTP path, other threads). One miss is stored in a tier that grows from empty (each
+/// sample starts a fresh cache, large enough never to evict); the other meets a full one.
+fn bench_store(c: &mut Criterion, runtime: &tokio::runtime::Runtime, digits: &ModelCache) {
+    let config = CacheConfig {
+        max_bytes: tollgate::config::ByteSize(512 << 20),
+        ..CacheConfig::default()
+    };
+    let next_row = std::cell::Cell::new(0u64);
+    let distinct_keys = |count: u64| -> Vec<CacheKey> {
+        let first = next_row.get();
+        next_row.set(first + count);
+        (first..first + count)
+            .map(|i| {
+                let mut row = fp32_tensor(256);
+                let mut data = row.data.to_vec();
+                data[..8].copy_from_slice(&i.to_le_bytes());
+                row.data = Bytes::from(data);
+                key_of(&[row])
+            })
+            .collect()
+    };
+    let serve_all = |cache: &Arc<Cache>, keys: Vec<CacheKey>| {
+        runtime.block_on(async {
+            let started = std::time::Instant::now();
+            for key in keys {
+                let served = cache
+                    .serve(key, digits, CacheControl::default(), async {
+                        Ok(digits_value())
+                    })
+                    .await;
+                black_box(served.expect("computed"));
+            }
+            started.elapsed()
+        })
+    };
+    let mut group = c.benchmark_group("cache_serve");
+    group.bench_function("miss_stored_growing", |b| {
+        b.iter_custom(|iters| serve_all(&Arc::new(Cache::new(&config)), distinct_keys(iters)))
+    });
+    // The floor under the row above: moka alone, with the least configuration a tier bounded by
+    // bytes needs, inserting the same values under the same keys.
+    group.bench_function("moka_insert_growing", |b| {
+        b.iter_custom(|iters| {
+            let keys = distinct_keys(iters);
+            let memory: moka::future::Cache<CacheKey, Arc<CachedValue>> =
+                moka::future::Cache::builder()
+                    .max_capacity(config.max_bytes.0)
+                    .weigher(|_key: &CacheKey, value: &Arc<CachedValue>| value.weight())
+                    .build();
+            runtime.block_on(async {
+                let started = std::time::Instant::now();
+                for key in keys {
+                    memory.insert(key, Arc::new(digits_value())).await;
+                }
+                started.elapsed()
+            })
+        })
+    });
+    // The steady state: a full tier (1 MiB, filled first) turns away answers whose keys its
+    // doorkeeper has not seen, so a miss costs the lookup, the flight and that check.
+    let full = Arc::new(Cache::new(&CacheConfig {
+        max_bytes: tollgate::config::ByteSize(1 << 20),
+        ..CacheConfig::default()
+    }));
+    serve_all(&full, distinct_keys(20_000));
+    group.bench_function("miss_full_not_admitted", |b| {
+        b.iter_custom(|iters| serve_all(&full, distinct_keys(iters)))
+    });
+    group.bench_function("uncached_compute", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = std::time::Instant::now();
+                for _ in 0..iters {
+                    let computed = async { Ok::<_, ()>(Arc::new(digits_value())) }.await;
+                    black_box(computed.expect("computed"));
+                }
+                started.elapsed()
+            })
+        })
     });
     group.finish();
 }

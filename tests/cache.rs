@@ -50,6 +50,11 @@ path = "models/digits/1/model.onnx"
 name = "digits_uncached"
 path = "models/digits/1/model.onnx"
 cache = false
+
+[[models]]
+name = "digits_twice"
+path = "models/digits/1/model.onnx"
+cache_min_uses = 2
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,6 +111,34 @@ async fn a_repeat_is_a_hit_with_identical_outputs_and_no_execution() {
         "JSON and binary share a key"
     );
     gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_min_uses_two_the_second_computation_is_stored_and_the_third_request_hits() {
+    let gateway = common::start(CONFIG).await;
+    let (rows, labels) = common::digits_rows();
+    let body = common::digits_body(&rows[4..5]);
+    let executions = || gateway.metric("tollgate_executions_total", &["model=\"digits_twice\""]);
+    let not_stored = || {
+        gateway.metric(
+            "tollgate_cache_not_admitted_total",
+            &["model=\"digits_twice\""],
+        )
+    };
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let response = gateway.infer("digits_twice", &body).await;
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.output("label")["data"][0], labels[4]);
+        served.push(response.header("x-tollgate-cache").to_string());
+    }
+    assert_eq!(served, ["miss", "miss", "hit"]);
+    assert_eq!(executions().await, 2.0, "computed twice, then answered");
+    assert_eq!(
+        not_stored().await,
+        1.0,
+        "the first computation was not stored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,8 @@
 //! sightings away anyway, but only after paying for the insert: the entry, its place in the
 //! access and write orders, its timer, then its removal. With inputs that never repeat, that
 //! was most of what a miss cost. This filter makes the same decision for a few bit tests.
-//! While the tier has room, everything is stored, so a first repeat is a hit.
+//! While the tier has room, everything is stored, so a first repeat is a hit, unless the model
+//! asks for `cache_min_uses = 2`: then the doorkeeper decides whether or not there is room.
 
 use super::bits::{Bits, Probes};
 use super::key::CacheKey;

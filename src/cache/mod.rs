@@ -40,11 +40,14 @@ pub struct Cache {
 }
 
 /// What the cache knows of one model: the name its values carry (purges go by it), the TTL of
-/// its entries and its counters, registered once at load rather than looked up per request.
+/// its entries, when its answers are stored, and its counters, registered once at load rather
+/// than looked up per request.
 #[derive(Clone)]
 pub struct ModelCache {
     pub name: String,
     pub ttl: Duration,
+    /// False under `min_uses = 2`: an answer is stored only once the doorkeeper has seen its key.
+    store_first_use: bool,
     series: CacheSeries,
 }
 
@@ -54,8 +57,16 @@ impl ModelCache {
         ModelCache {
             name: name.to_string(),
             ttl,
+            store_first_use: true,
             series: CacheSeries::new(name),
         }
+    }
+
+    /// `min_uses` as validated by the config: 1 stores every answer, 2 from an input's second
+    /// computation on.
+    pub fn with_min_uses(mut self, min_uses: u8) -> ModelCache {
+        self.store_first_use = min_uses <= 1;
+        self
     }
 }
 
@@ -67,7 +78,8 @@ struct CacheSeries {
     miss: Counter,
     coalesced: Counter,
     bypass: Counter,
-    /// Answers the full memory tier did not store: their key was new to the doorkeeper.
+    /// Answers not stored because their key was new to the doorkeeper: the memory tier was full,
+    /// or the model stores only from an input's second computation.
     not_admitted: Counter,
     /// Hits a front end found by their key alone (`Cache::recall`), a part of `hit_memory`.
     recalled: Counter,
@@ -195,13 +207,14 @@ impl Cache {
             Role::Leader(publisher) => {
                 let cache = self.clone();
                 let not_admitted = model.series.not_admitted.clone();
+                let store_first_use = model.store_first_use;
                 // The leader runs the flight itself: a miss costs no task of its own and no
                 // hand-off back. Should the leader go away first, the flight moves to a task
                 // (see `Detachable`), so the followers still get their answer.
                 let outcome = Detachable::new(async move {
                     let outcome = compute.await.map(Arc::new);
                     if let (Ok(value), true) = (&outcome, control.store) {
-                        cache.fill(key, value, &not_admitted).await;
+                        cache.fill(key, value, store_first_use, &not_admitted).await;
                     }
                     // Published after the fill: a caller arriving in between finds the value
                     // in memory or joins this flight and still gets the outcome.
@@ -223,17 +236,23 @@ impl Cache {
     }
 
     /// Stores a computed answer: in memory if admitted, and in the shared tier, whose own
-    /// memory policy decides there.
+    /// memory policy decides there. Under `min_uses = 2` a first computation goes to neither.
     async fn fill(
         self: &Arc<Self>,
         key: CacheKey,
         value: &Arc<CachedValue>,
+        store_first_use: bool,
         not_admitted: &Counter,
     ) {
-        // Room left means no eviction and nothing for admission to weigh; the doorkeeper is
-        // asked only when the insert would push something out.
-        let room = self.memory.weighted_size() + u64::from(value.weight()) <= self.max_bytes;
-        if room || self.doorkeeper.seen_before(&key) {
+        let admitted = if store_first_use {
+            // Room left means no eviction and nothing for admission to weigh; the doorkeeper
+            // is asked only when the insert would push something out.
+            self.memory.weighted_size() + u64::from(value.weight()) <= self.max_bytes
+                || self.doorkeeper.seen_before(&key)
+        } else {
+            self.doorkeeper.seen_before(&key)
+        };
+        if admitted {
             // Timed only when something is stored: an answer turned away takes a few bit tests.
             let started = Instant::now();
             self.memory.insert(key, value.clone()).await;
@@ -241,6 +260,9 @@ impl Cache {
             self.fill_duration.record(started.elapsed().as_secs_f64());
         } else {
             not_admitted.increment(1);
+            if !store_first_use {
+                return;
+            }
         }
         // The shared tier's write runs in the background; its time is not the request's.
         if let Some(shared) = &self.shared {

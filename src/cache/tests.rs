@@ -152,6 +152,45 @@ async fn a_full_tier_stores_an_answer_the_second_time_it_is_computed() {
 }
 
 #[tokio::test]
+async fn under_min_uses_two_an_input_is_stored_on_its_second_computation() {
+    let cache = Arc::new(Cache::new(&CacheConfig::default()));
+    let second_sight = model().with_min_uses(2);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let runs = runs.clone();
+        let (_, status) = cache
+            .serve(key(3), &second_sight, CacheControl::default(), async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(value())
+            })
+            .await
+            .unwrap();
+        cache.settle().await;
+        statuses.push((status, cache.memory.contains_key(&key(3))));
+    }
+    assert_eq!(
+        statuses,
+        [
+            (CacheStatus::Miss, false),
+            (CacheStatus::Miss, true),
+            (CacheStatus::Hit, true)
+        ],
+        "(status, stored) after each of three identical requests"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    // Another model of the same cache keeps the default and stores a first computation.
+    let (_, status) = cache
+        .serve(key(4), &model(), CacheControl::default(), async {
+            Ok(value())
+        })
+        .await
+        .unwrap();
+    assert_eq!(status, CacheStatus::Miss);
+    assert!(cache.memory.contains_key(&key(4)));
+}
+
+#[tokio::test]
 async fn stored_keys_still_hit_after_the_presence_filter_is_rebuilt() {
     let cache = Arc::new(Cache::new(&CacheConfig::default()));
     for n in 0..64 {

@@ -146,6 +146,10 @@ pub struct CacheConfig {
     /// Slots of the HTTP body memo, which answers a hit's exact body again without decoding
     /// it (rounded up to a power of two; 0 turns it off).
     pub body_memo_entries: usize,
+    /// How many times an input must be computed before its answer is stored: 1 stores every
+    /// answer; 2 stores one the second time (within the doorkeeper's window), so inputs seen
+    /// once never cost a store. Models may override it.
+    pub min_uses: u8,
 }
 
 impl Default for CacheConfig {
@@ -158,6 +162,7 @@ impl Default for CacheConfig {
             redis_url: None,
             redis_timeout_ms: 20,
             body_memo_entries: 65_536,
+            min_uses: 1,
         }
     }
 }
@@ -325,6 +330,7 @@ impl Config {
                 "must be at least 1 (set cache.enabled = false to turn the cache off)",
             ));
         }
+        check_min_uses("cache.min_uses", Some(self.cache.min_uses))?;
         if self.cache.body_memo_entries > MAX_BODY_MEMO_ENTRIES {
             return Err(invalid(
                 "cache.body_memo_entries",
@@ -427,6 +433,17 @@ impl Config {
             .get(&device.to_string())
             .copied()
             .unwrap_or(0.0)
+    }
+}
+
+/// `min_uses` counts computations the doorkeeper remembers, and it remembers one sighting.
+fn check_min_uses(field: &str, min_uses: Option<u8>) -> Result<(), ConfigError> {
+    match min_uses {
+        None | Some(1 | 2) => Ok(()),
+        Some(_) => Err(invalid(
+            field,
+            "must be 1 (store every answer) or 2 (store an answer the second time its input is computed)",
+        )),
     }
 }
 

@@ -66,6 +66,8 @@ pub struct ModelConfig {
     #[serde(default = "yes")]
     pub cache: bool,
     pub cache_ttl_seconds: Option<u64>,
+    /// Overrides `cache.min_uses` for this model.
+    pub cache_min_uses: Option<u8>,
     pub price_per_request: Option<f64>,
     pub price_per_hour: Option<f64>,
 }
@@ -162,6 +164,7 @@ impl ModelConfig {
                 format!("must be between 1 and {PRIORITY_LEVELS}"),
             ));
         }
+        super::check_min_uses(&key("cache_min_uses"), self.cache_min_uses)?;
         if self.cache_ttl_seconds == Some(0) {
             return Err(invalid(
                 key("cache_ttl_seconds"),

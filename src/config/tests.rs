@@ -84,6 +84,9 @@ fn bad_values_name_their_key() {
         ("[cache]\nscope = \"global\"", Some("scope")),
         ("[cache]\nredis_url = \"http://x\"", Some("cache.redis_url")),
         ("[cache]\nbody_memo_entries = 0", None),
+        ("[cache]\nmin_uses = 2", None),
+        ("[cache]\nmin_uses = 0", Some("cache.min_uses")),
+        ("[cache]\nmin_uses = 3", Some("cache.min_uses")),
         (
             "[cache]\nbody_memo_entries = 16777217",
             Some("cache.body_memo_entries"),
@@ -126,6 +129,10 @@ fn bad_model_entries_name_their_key() {
             "default_priority",
         ),
         ("name = \"m\"\npath = \"m.onnx\"\nwhatever = 1", "whatever"),
+        (
+            "name = \"m\"\npath = \"m.onnx\"\ncache_min_uses = 5",
+            "models[0].cache_min_uses",
+        ),
         (
             "name = \"m\"\npath = \"m.onnx\"\nupstream_model = \"x\"",
             "only applies",

@@ -185,7 +185,8 @@ fn assemble(config: &Config, model_config: &ModelConfig, loaded: Engines) -> Mod
                     .cache_ttl_seconds
                     .unwrap_or(config.cache.ttl_seconds),
             ),
-        ),
+        )
+        .with_min_uses(model_config.cache_min_uses.unwrap_or(config.cache.min_uses)),
         requests: RequestSeries::new(&model_config.name),
         default_priority: model_config.default_priority,
         default_timeout_us: model_config.default_timeout_us,

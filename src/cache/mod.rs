@@ -244,15 +244,12 @@ impl Cache {
         store_first_use: bool,
         not_admitted: &Counter,
     ) {
-        let admitted = if store_first_use {
-            // Room left means no eviction and nothing for admission to weigh; the doorkeeper
-            // is asked only when the insert would push something out.
-            self.memory.weighted_size() + u64::from(value.weight()) <= self.max_bytes
-                || self.doorkeeper.seen_before(&key)
-        } else {
-            self.doorkeeper.seen_before(&key)
-        };
-        if admitted {
+        // Room left means no eviction and nothing for admission to weigh, so the doorkeeper is
+        // asked only when the insert would push something out, or when the model wants a
+        // second sighting whatever the room.
+        let room = store_first_use
+            && self.memory.weighted_size() + u64::from(value.weight()) <= self.max_bytes;
+        if room || self.doorkeeper.seen_before(&key) {
             // Timed only when something is stored: an answer turned away takes a few bit tests.
             let started = Instant::now();
             self.memory.insert(key, value.clone()).await;

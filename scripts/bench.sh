@@ -10,6 +10,7 @@
 #   c  cache miss overhead: cache on with all-distinct inputs vs cache off, in a cache that grows
 #      (emptied before each run), in one held full (a second gateway, 16 MiB, filled first) and
 #      with cache_min_uses = 2 (a first computation is stored nowhere)
+#      and, at a fixed offered rate (open loop), the latency and CPU of the cache-on and -off sides
 #   d  compute-bound AlexNet: gateway rows/s vs ONNX Runtime called in-process (criterion bench)
 #   e  Zipf workload: device-seconds per 1,000 requests, cache + batching vs a naive config,
 #      and the load generator's hit ratio against the gateway's /metrics
@@ -60,6 +61,7 @@ else
     DURATION=10; WARMUP=2; AX_DURATION=25; AX_WARMUP=6; DISTINCT_ALL=2000000
 fi
 CONCURRENCY=32          # closed-loop workers for every digits run
+RATE="${TOLLGATE_BENCH_RATE:-10000}"  # req/s of the open-loop pair in c: about a third of the max 16 capacity
 AX_THREADS="${TOLLGATE_BENCH_ORT_THREADS:-2}"   # ONNX Runtime intra-op threads for AlexNet
 TIME_LIMIT="${TOLLGATE_BENCH_TIME_LIMIT:-2700}" # seconds; sections past it are skipped
 STARTED=$SECONDS
@@ -491,6 +493,27 @@ if wants c && time_left c; then
 fi
 
 if wants c && time_left c; then
+    # The closed-loop pairs measure capacity: every microsecond of CPU shows. A service is not
+    # run at its capacity, so this pair offers the same fixed rate to both sides (open loop,
+    # Poisson arrivals, well under either side's capacity) and compares what a request waits and
+    # what it costs in CPU. The cache grows, as in the pairs above.
+    note "c) the CPU-bound pair (max 16) at a fixed offered rate: $RATE req/s, open loop, cache growing"
+    LOAD_PURGE=$GW
+    for run in $(seq 1 "$RUNS"); do
+        common="--protocol http --rate $RATE --arrivals poisson --duration ${DURATION}s --warmup ${WARMUP}s"
+        common="$common --distinct $DISTINCT_ALL --seed $((300 + run)) --metrics-url http://$GW/metrics"
+        if [ $((run % 2)) = 1 ]; then
+            # shellcheck disable=SC2086
+            load "c_rate_on_r$run" "$GW" digits_b16_cache $common; load "c_rate_off_r$run" "$GW" digits_b16 $common
+        else
+            # shellcheck disable=SC2086
+            load "c_rate_off_r$run" "$GW" digits_b16 $common; load "c_rate_on_r$run" "$GW" digits_b16_cache $common
+        fi
+    done
+    LOAD_PURGE=""
+fi
+
+if wants c && time_left c; then
     # The pairs above start every run from an empty cache, so they measure a cache that grows.
     # A gateway that has served unique inputs for a while holds a full one: this pair measures
     # that steady state, where an answer is stored only the second time it is computed.
@@ -797,6 +820,19 @@ if con or coff:
             cpu_us_per_request("c_twice_on"), "off", cpu_us_per_request("c_cpu_off"),
             ratio(cpu_us_per_request("c_twice_on"), cpu_us_per_request("c_cpu_off")), "(info)",
             None, 1)
+    if reports("c_rate_on"):
+        # Both sides are offered the same rate; the achieved rates show either one falling behind.
+        row("c. req/s achieved at the fixed offered rate: cache on / off", "on", med("c_rate_on"),
+            "off", med("c_rate_off"), ratio(med("c_rate_on"), med("c_rate_off")), "(info)", None)
+        for q in ("p50", "p99"):
+            r = ratio(latency("c_rate_on", q), latency("c_rate_off", q))
+            row(f"c. {q} latency ms at the fixed offered rate, max 16: cache on / off", "on",
+                latency("c_rate_on", q), "off", latency("c_rate_off", q), r, "<= 3% slower",
+                None if r is None else (r - 1) * 100 <= 3.0, 3)
+        row("c. server CPU us per request at the fixed offered rate: cache on / off", "on",
+            cpu_us_per_request("c_rate_on"), "off", cpu_us_per_request("c_rate_off"),
+            ratio(cpu_us_per_request("c_rate_on"), cpu_us_per_request("c_rate_off")), "(info)",
+            None, 1)
     fon, foff = med("c_full_on"), med("c_full_off")
     if fon or foff:
         r = ratio(fon, foff)
@@ -924,7 +960,7 @@ lines = ["| figure | side A | side B | ratio | goal | |", "| --- | --- | --- | -
 lines += ["| " + " | ".join(r) + " |" for r in table]
 detail = []
 for prefix in ("a_gateway", "a_fixed", "b_gateway_batching", "b_gateway_b32", "b_gateway_b16", "b_gateway_nobatching", "b_fixed",
-               "c_cache_on", "c_cache_off", "c_cpu_on", "c_cpu_off", "c_twice_on", "c_full_on", "c_full_off", "d_gateway", "d_nobatch", "e_cached", "e_naive"):
+               "c_cache_on", "c_cache_off", "c_cpu_on", "c_cpu_off", "c_twice_on", "c_rate_on", "c_rate_off", "c_full_on", "c_full_off", "d_gateway", "d_nobatch", "e_cached", "e_naive"):
     if reports(prefix):
         idle = median([read_number(stem + ".foreign") for _, stem in runs(prefix)])
         detail.append(f"| {prefix} | {len(reports(prefix))} | {fmt(med(prefix), 1)} | "

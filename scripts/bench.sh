@@ -233,17 +233,19 @@ load_once() {
     grep -E '^(throughput|latency)' "$OUT/$name.txt" | sed "s/^/  $name: /"
 }
 
-# pair NAME_A ARGS_A -- NAME_B ARGS_B: alternates the two sides RUNS times (A B, B A, ...).
-# Each side's arguments are "TARGET MODEL FLAGS..." as one string (no spaces inside values).
+# pair NAME_A ARGS_A NAME_B ARGS_B [SEED_BASE]: alternates the two sides RUNS times (A B, B A,
+# ...). Each side's arguments are "TARGET MODEL FLAGS..." as one string (no spaces inside
+# values). With SEED_BASE, run N of both sides adds --seed SEED_BASE+N: inputs new to each run.
 pair() {
-    local a=$1 a_args=$2 b=$3 b_args=$4 run
+    local a=$1 a_args=$2 b=$3 b_args=$4 seed_base=${5:-} run seed
     for run in $(seq 1 "$RUNS"); do
+        seed=${seed_base:+--seed $((seed_base + run))}
         if [ $((run % 2)) = 1 ]; then
             # shellcheck disable=SC2086
-            load "${a}_r$run" $a_args; load "${b}_r$run" $b_args
+            load "${a}_r$run" $a_args $seed; load "${b}_r$run" $b_args $seed
         else
             # shellcheck disable=SC2086
-            load "${b}_r$run" $b_args; load "${a}_r$run" $a_args
+            load "${b}_r$run" $b_args $seed; load "${a}_r$run" $a_args $seed
         fi
     done
 }
@@ -499,17 +501,9 @@ if wants c && time_left c; then
     # what it costs in CPU. The cache grows, as in the pairs above.
     note "c) the CPU-bound pair (max 16) at a fixed offered rate: $RATE req/s, open loop, cache growing"
     LOAD_PURGE=$GW
-    for run in $(seq 1 "$RUNS"); do
-        common="--protocol http --rate $RATE --arrivals poisson --duration ${DURATION}s --warmup ${WARMUP}s"
-        common="$common --distinct $DISTINCT_ALL --seed $((300 + run)) --metrics-url http://$GW/metrics"
-        if [ $((run % 2)) = 1 ]; then
-            # shellcheck disable=SC2086
-            load "c_rate_on_r$run" "$GW" digits_b16_cache $common; load "c_rate_off_r$run" "$GW" digits_b16 $common
-        else
-            # shellcheck disable=SC2086
-            load "c_rate_off_r$run" "$GW" digits_b16 $common; load "c_rate_on_r$run" "$GW" digits_b16_cache $common
-        fi
-    done
+    common="--protocol http --rate $RATE --arrivals poisson --duration ${DURATION}s --warmup ${WARMUP}s"
+    common="$common --distinct $DISTINCT_ALL --metrics-url http://$GW/metrics"
+    pair c_rate_on "$GW digits_b16_cache $common" c_rate_off "$GW digits_b16 $common" 300
     LOAD_PURGE=""
 fi
 
@@ -525,16 +519,8 @@ if wants c && time_left c; then
     # Many times more distinct answers than 16 MiB holds, none of them among the measured inputs.
     # shellcheck disable=SC2086
     load c_fill "$GWF" digits_b16_cache $COMMON --distinct "$DISTINCT_ALL" --seed 99
-    for run in $(seq 1 "$RUNS"); do
-        common="$COMMON --distinct $DISTINCT_ALL --seed $((200 + run)) --metrics-url http://$GWF/metrics"
-        if [ $((run % 2)) = 1 ]; then
-            # shellcheck disable=SC2086
-            load "c_full_on_r$run" "$GWF" digits_b16_cache $common; load "c_full_off_r$run" "$GWF" digits_b16 $common
-        else
-            # shellcheck disable=SC2086
-            load "c_full_off_r$run" "$GWF" digits_b16 $common; load "c_full_on_r$run" "$GWF" digits_b16_cache $common
-        fi
-    done
+    common="$COMMON --distinct $DISTINCT_ALL --metrics-url http://$GWF/metrics"
+    pair c_full_on "$GWF digits_b16_cache $common" c_full_off "$GWF digits_b16 $common" 200
     curl -sf "http://$GWF/metrics" >"$OUT/gateway_digits_full.metrics" || true
 fi
 

@@ -485,7 +485,6 @@ if wants c && time_left c; then
             # shellcheck disable=SC2086
             load "c_cache_off_r$run" $off; load "c_cache_on_r$run" $on
             # shellcheck disable=SC2086
-            # shellcheck disable=SC2086
             load "c_twice_on_r$run" $twice_on
             # shellcheck disable=SC2086
             load "c_cpu_off_r$run" $cpu_off; load "c_cpu_on_r$run" $cpu_on

@@ -139,6 +139,7 @@ async fn under_min_uses_two_the_second_computation_is_stored_and_the_third_reque
         1.0,
         "the first computation was not stored"
     );
+    gateway.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

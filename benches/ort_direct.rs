@@ -64,7 +64,7 @@ fn load(model: &str, relative: &str, threads: usize) -> Option<OnnxEngine> {
         intra_op_threads: threads,
         // ONNX Runtime's own default: the runtime alone, at its best, is the limit measured.
         intra_op_spinning: true,
-        runtime: "auto".to_string(),
+        runtime: tollgate::config::RuntimeLibrary::Auto,
     };
     match OnnxEngine::load(&settings) {
         Ok(engine) => Some(engine),

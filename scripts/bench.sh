@@ -198,7 +198,7 @@ load_once() {
     [ -n "$LOAD_PURGE" ] && purge "$LOAD_PURGE"
     settle "$name"
     local busy0=0 m0 s0=0
-    [ -n "$LOAD_BUSY_AT" ] && busy0=$(counter_sum "$LOAD_BUSY_AT" tollgate_device_busy_microseconds_total "$LOAD_BUSY_MODEL")
+    [ -n "$LOAD_BUSY_AT" ] && busy0=$(counter_sum "$LOAD_BUSY_AT" tollgate_device_busy_seconds_total "$LOAD_BUSY_MODEL" 1000000)
     m0=$(machine_ticks)
     if [ -n "$pid" ]; then
         s0=$(cpu_ticks "$pid")
@@ -223,7 +223,7 @@ load_once() {
         rm -f "$OUT/$name.cpu0"
     fi
     if [ -n "$LOAD_BUSY_AT" ]; then
-        echo $(( $(counter_sum "$LOAD_BUSY_AT" tollgate_device_busy_microseconds_total "$LOAD_BUSY_MODEL") - busy0 )) >"$OUT/$name.busy_us"
+        echo $(( $(counter_sum "$LOAD_BUSY_AT" tollgate_device_busy_seconds_total "$LOAD_BUSY_MODEL" 1000000) - busy0 )) >"$OUT/$name.busy_us"
     fi
     # Everything the machine did during the run, less this server and the load generator.
     echo "$m0 $m1 $((s1 - s0)) $(cat "$OUT/$name.client_cpu" 2>/dev/null | tail -1) $(getconf CLK_TCK)" | awk '{
@@ -253,10 +253,10 @@ pair() {
 purge() { curl -sf -X DELETE "http://$1/v1/cache" >/dev/null || echo "bench.sh: cache purge failed" >&2; }
 
 # Sum of a counter over the series whose labels contain model="MODEL".
-counter_sum() { # HOST:PORT METRIC MODEL
-    curl -sf "http://$1/metrics" | awk -v metric="$2" -v label="model=\"$3\"" '
+counter_sum() { # HOST:PORT METRIC MODEL [SCALE]: the series' sum times SCALE, rounded
+    curl -sf "http://$1/metrics" | awk -v metric="$2" -v label="model=\"$3\"" -v scale="${4:-1}" '
         index($1, metric "{") == 1 && index($1, label) { sum += $2 }
-        END { printf "%.0f\n", sum + 0 }'
+        END { printf "%.0f\n", (sum + 0) * scale }'
 }
 
 mkdir -p "$OUT"

@@ -28,8 +28,8 @@ pub enum Error {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     /// Over a `reject` budget; the message names the budget and when it resets.
-    #[error("{0}")]
-    BudgetExhausted(String),
+    #[error("{message}")]
+    BudgetExhausted { message: String, retry_after_s: u64 },
     /// `ledger.durability = "sync"` and the record could not be committed.
     #[error("usage ledger unavailable: {0}")]
     LedgerUnavailable(String),
@@ -66,12 +66,15 @@ impl Error {
             Error::Overloaded { .. } => ErrorClass::Overloaded,
             Error::NotFound(_) => ErrorClass::NotFound,
             Error::Unimplemented(_) => ErrorClass::Unimplemented,
-            Error::Identity(IdentityError::Missing | IdentityError::Unknown) => {
-                ErrorClass::Unauthenticated
-            }
+            Error::Identity(
+                IdentityError::Missing
+                | IdentityError::Unknown
+                | IdentityError::AdminIsNotATenant
+                | IdentityError::AdminMissing,
+            ) => ErrorClass::Unauthenticated,
             Error::Identity(IdentityError::NotAdmin) => ErrorClass::Forbidden,
             Error::Identity(IdentityError::Tags(_)) | Error::BadQuery(_) => ErrorClass::BadRequest,
-            Error::BudgetExhausted(_) => ErrorClass::PaymentRequired,
+            Error::BudgetExhausted { .. } => ErrorClass::PaymentRequired,
             Error::LedgerUnavailable(_) => ErrorClass::Unavailable,
         }
     }

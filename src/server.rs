@@ -70,7 +70,7 @@ impl Server {
                 shutdown,
             )),
         ];
-        tracing::info!(%http_addr, %grpc_addr, "Tollgate is serving KServe V2 over HTTP and gRPC");
+        announce(&gateway, http_addr, grpc_addr);
         Ok(Server {
             http_addr,
             grpc_addr,
@@ -93,6 +93,32 @@ impl Server {
         }
         // After the servers: every answered request's record is queued by now.
         self.gateway.finish().await;
+    }
+}
+
+/// One line that says what this gateway enforces and where its records go, so a wrong config
+/// shows at start rather than on the first bill.
+fn announce(gateway: &Gateway, http_addr: SocketAddr, grpc_addr: SocketAddr) {
+    let config = &gateway.config;
+    let identities = &gateway.metering.identities;
+    let auth = if identities.auth_required() {
+        "required"
+    } else {
+        "off (calls without a known key are billed to `anonymous`)"
+    };
+    tracing::info!(
+        %http_addr,
+        %grpc_addr,
+        auth,
+        tenants = config.tenants.len(),
+        models = gateway.registry.all().count(),
+        ledger = %config.ledger.path.display(),
+        durability = ?config.ledger.durability,
+        cache = config.cache.enabled,
+        "Tollgate is serving KServe V2 over HTTP and gRPC"
+    );
+    if !identities.admin_configured() {
+        tracing::warn!("server.admin_token_blake3 is not set: the /v1 admin and cost endpoints are open to every caller");
     }
 }
 

@@ -17,7 +17,7 @@ pub const QUEUE_DEPTH: &str = "tollgate_queue_depth";
 pub const QUEUE_DURATION: &str = "tollgate_queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "tollgate_compute_duration_seconds";
 pub const REJECTIONS: &str = "tollgate_rejections_total";
-pub const DEVICE_BUSY: &str = "tollgate_device_busy_microseconds_total";
+pub const DEVICE_BUSY: &str = "tollgate_device_busy_seconds_total";
 pub const DEVICE_UTILISATION: &str = "tollgate_device_utilization_ratio";
 pub const CACHE_REQUESTS: &str = "tollgate_cache_requests_total";
 pub const CACHE_ENTRIES: &str = "tollgate_cache_entries";
@@ -35,19 +35,255 @@ pub const ALERT_DELIVERY_FAILURES: &str = "tollgate_alert_delivery_failures_tota
 pub const COST: &str = "tollgate_cost_usd_total";
 pub const SAVED: &str = "tollgate_saved_usd_total";
 pub const IDLE_COST: &str = "tollgate_idle_cost_usd_total";
-pub const DEVICE_IDLE: &str = "tollgate_device_idle_microseconds_total";
+pub const DEVICE_IDLE: &str = "tollgate_device_idle_seconds_total";
 pub const BUDGET_USED: &str = "tollgate_budget_used_ratio";
 pub const CANCELLED: &str = "tollgate_cancelled_requests_total";
-/// Upstream model servers, labelled by model and upstream URL. Requests count attempts actually
-/// sent (`outcome` is "success" or an error kind); errors also count refusals without a send.
 pub const UPSTREAM_REQUESTS: &str = "tollgate_upstream_requests_total";
 pub const UPSTREAM_ERRORS: &str = "tollgate_upstream_errors_total";
 pub const UPSTREAM_DURATION: &str = "tollgate_upstream_request_duration_seconds";
 pub const UPSTREAM_RETRIES: &str = "tollgate_upstream_retries_total";
-/// 0 closed, 1 half-open, 2 open.
 pub const UPSTREAM_BREAKER_STATE: &str = "tollgate_upstream_breaker_state";
 pub const UPSTREAM_HEALTHY: &str = "tollgate_upstream_healthy";
 pub const UPSTREAM_OUTSTANDING: &str = "tollgate_upstream_outstanding_requests";
+pub const LEDGER_RECORDS: &str = "tollgate_ledger_records_total";
+pub const LEDGER_COMMIT_DURATION: &str = "tollgate_ledger_commit_duration_seconds";
+pub const LEDGER_PENDING: &str = "tollgate_ledger_pending_records";
+pub const LEDGER_OVERFLOW: &str = "tollgate_ledger_overflow_records_total";
+pub const LEDGER_DROPPED: &str = "tollgate_ledger_dropped_records_total";
+pub const LEDGER_WRITE_ERRORS: &str = "tollgate_ledger_write_errors_total";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    /// A sum that only grows but is not a whole number (money, seconds of device time). The
+    /// `metrics` crate's counters are integers, so these are recorded with gauge increments
+    /// and exposed as the counters they are (`render`).
+    FloatCounter,
+    Gauge,
+    Histogram,
+}
+
+/// Every series with its type and help text, so the exposition carries `# HELP` for each and
+/// `promtool check metrics` has nothing to say about it.
+const DESCRIBED: &[(&str, Kind, &str)] = &[
+    (
+        REQUESTS,
+        Kind::Counter,
+        "Inference requests answered, by model, protocol and outcome.",
+    ),
+    (
+        REQUEST_DURATION,
+        Kind::Histogram,
+        "Time from a request's arrival to its answer.",
+    ),
+    (
+        EXECUTIONS,
+        Kind::Counter,
+        "Batches run by a model instance (or sent upstream).",
+    ),
+    (
+        INFERENCE_ROWS,
+        Kind::Counter,
+        "Rows computed in those batches.",
+    ),
+    (BATCH_SIZE, Kind::Histogram, "Rows per batch run."),
+    (
+        QUEUE_DEPTH,
+        Kind::Gauge,
+        "Requests waiting in a model's batch queue.",
+    ),
+    (
+        QUEUE_DURATION,
+        Kind::Histogram,
+        "Time a request waited in the batch queue.",
+    ),
+    (
+        COMPUTE_DURATION,
+        Kind::Histogram,
+        "Time one batch took to run.",
+    ),
+    (
+        REJECTIONS,
+        Kind::Counter,
+        "Requests refused or dropped before they ran, by reason.",
+    ),
+    (
+        DEVICE_BUSY,
+        Kind::FloatCounter,
+        "Device time a model instance spent running batches.",
+    ),
+    (
+        DEVICE_UTILISATION,
+        Kind::Gauge,
+        "Share of wall time a model instance was busy, over its last minute.",
+    ),
+    (
+        CACHE_REQUESTS,
+        Kind::Counter,
+        "Cache lookups, by model and status (hit, miss, coalesced, bypass).",
+    ),
+    (
+        CACHE_ENTRIES,
+        Kind::Gauge,
+        "Answers held in the memory tier.",
+    ),
+    (
+        CACHE_BYTES,
+        Kind::Gauge,
+        "Bytes the memory tier's answers weigh.",
+    ),
+    (
+        CACHE_EVICTIONS,
+        Kind::Counter,
+        "Answers that left the memory tier, by reason.",
+    ),
+    (
+        CACHE_NOT_ADMITTED,
+        Kind::Counter,
+        "Computed answers the doorkeeper kept out of the cache.",
+    ),
+    (
+        CACHE_RECALLED,
+        Kind::Counter,
+        "HTTP bodies answered from the body memo without decoding.",
+    ),
+    (
+        CACHE_LOOKUP_DURATION,
+        Kind::Histogram,
+        "Time a cache lookup took (both tiers).",
+    ),
+    (
+        CACHE_FILL_DURATION,
+        Kind::Histogram,
+        "Time storing an answer in the memory tier took.",
+    ),
+    (
+        CACHE_REDIS_ERRORS,
+        Kind::Counter,
+        "Failed Redis operations of the shared tier, by kind.",
+    ),
+    (
+        CACHE_REDIS_BREAKER_OPEN,
+        Kind::Gauge,
+        "1 while the Redis tier's circuit breaker is open.",
+    ),
+    (
+        MODEL_INFO,
+        Kind::Gauge,
+        "1 per loaded model, labelled with its version, device and provider.",
+    ),
+    (ALERTS, Kind::Counter, "Alerts raised, by kind."),
+    (
+        ALERT_DELIVERY_FAILURES,
+        Kind::Counter,
+        "Alerts the webhook did not accept after every retry.",
+    ),
+    (
+        COST,
+        Kind::FloatCounter,
+        "Cost of the device time requests used, in the pricing currency.",
+    ),
+    (
+        SAVED,
+        Kind::FloatCounter,
+        "Cost the cache saved: what the answers it served had cost to compute.",
+    ),
+    (
+        IDLE_COST,
+        Kind::FloatCounter,
+        "Cost of model instances' idle device time, billed to nobody.",
+    ),
+    (
+        DEVICE_IDLE,
+        Kind::FloatCounter,
+        "Device time a model instance spent idle.",
+    ),
+    (
+        BUDGET_USED,
+        Kind::Gauge,
+        "Share of a tenant's budget spent in the current period.",
+    ),
+    (
+        CANCELLED,
+        Kind::Counter,
+        "Requests whose caller left after their batch ran (their cost is not billed).",
+    ),
+    (
+        UPSTREAM_REQUESTS,
+        Kind::Counter,
+        "Requests sent to upstream servers, by outcome.",
+    ),
+    (
+        UPSTREAM_ERRORS,
+        Kind::Counter,
+        "Upstream failures, refusals without a send included, by kind.",
+    ),
+    (
+        UPSTREAM_DURATION,
+        Kind::Histogram,
+        "Time one upstream request took.",
+    ),
+    (
+        UPSTREAM_RETRIES,
+        Kind::Counter,
+        "Upstream requests retried.",
+    ),
+    (
+        UPSTREAM_BREAKER_STATE,
+        Kind::Gauge,
+        "An upstream's circuit breaker: 0 closed, 1 half-open, 2 open.",
+    ),
+    (
+        UPSTREAM_HEALTHY,
+        Kind::Gauge,
+        "1 while an upstream answers its readiness checks.",
+    ),
+    (
+        UPSTREAM_OUTSTANDING,
+        Kind::Gauge,
+        "Requests in flight to an upstream.",
+    ),
+    (
+        LEDGER_RECORDS,
+        Kind::Counter,
+        "Usage records committed to the ledger.",
+    ),
+    (
+        LEDGER_COMMIT_DURATION,
+        Kind::Histogram,
+        "Time one group commit of the ledger took.",
+    ),
+    (
+        LEDGER_PENDING,
+        Kind::Gauge,
+        "Usage records accepted and not yet committed.",
+    ),
+    (
+        LEDGER_OVERFLOW,
+        Kind::Counter,
+        "Usage records that found the ledger's queue full (kept in its backlog if there was room).",
+    ),
+    (
+        LEDGER_DROPPED,
+        Kind::Counter,
+        "Usage records given up without being committed.",
+    ),
+    (
+        LEDGER_WRITE_ERRORS,
+        Kind::Counter,
+        "Failed ledger commit attempts.",
+    ),
+];
+
+fn describe() {
+    for &(name, kind, help) in DESCRIBED {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::FloatCounter | Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+    }
+}
 
 /// Latency buckets from 50 µs to 30 s: cache hits sit at the bottom, heavy models at the top.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -77,6 +313,7 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
         }
+        describe();
         handle
     })
 }
@@ -103,21 +340,56 @@ pub fn start_upkeep(shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Renders the Prometheus text exposition.
+/// Renders the Prometheus text exposition, with the float counters typed as counters.
 pub fn render() -> String {
-    metrics_handle().render()
+    let text = metrics_handle().render();
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        match line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.split_once(' '))
+        {
+            Some((name, kind))
+                if kind.trim_end() == "gauge"
+                    && DESCRIBED
+                        .iter()
+                        .any(|&(n, k, _)| n == name && k == Kind::FloatCounter) =>
+            {
+                out.push_str("# TYPE ");
+                out.push_str(name);
+                out.push_str(" counter\n");
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people: coloured only when stderr is a terminal (and `NO_COLOR` is unset), so a
+    /// file or a log collector gets no escape codes.
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
 }
 
 /// Logs go to stderr. `RUST_LOG` wins; otherwise info, with ONNX Runtime's chatty logs held at
 /// warn.
-pub fn init_logging() {
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 /// The series every successful request of one model touches, registered when the model loads.

@@ -75,6 +75,29 @@ fn cases() -> Vec<Case> {
             "unknown model `nope`",
         ),
         (
+            // Two things are wrong; the missing model is the one to name.
+            "unknown model and short data",
+            "/v2/models/nope/infer",
+            vec![],
+            json(
+                r#"{"inputs":[{"name":"input","shape":[1,64],"datatype":"FP32","data":[1,2]}]}"#
+                    .into(),
+            ),
+            StatusCode::NOT_FOUND,
+            "unknown model `nope`",
+        ),
+        (
+            "FP32 out of range",
+            infer,
+            vec![],
+            json(format!(
+                r#"{{"inputs":[{{"name":"input","shape":[1,64],"datatype":"FP32","data":[1e40,{}]}}]}}"#,
+                row_json(63)
+            )),
+            StatusCode::BAD_REQUEST,
+            "element 0 (1e40): out of range for FP32",
+        ),
+        (
             "unknown version",
             "/v2/models/digits/versions/9/infer",
             vec![],

@@ -66,6 +66,12 @@ async fn status_codes_and_parameters_follow_the_protocol() {
             "unknown model",
         ),
         (
+            // Named before the contents that do not fit the shape.
+            request("nope", vec![1, 64], rows[0][..3].to_vec()),
+            tonic::Code::NotFound,
+            "unknown model",
+        ),
+        (
             request("digits", vec![1, 63], rows[0][..63].to_vec()),
             tonic::Code::InvalidArgument,
             "dimension 1 must be 64",
@@ -108,5 +114,33 @@ async fn status_codes_and_parameters_follow_the_protocol() {
         .unwrap()
         .into_inner();
     assert!(!ready.ready);
+    gateway.stop().await;
+}
+
+/// Nagle's algorithm on the accepted socket holds each small reply until the client's delayed
+/// ACK, tens of milliseconds; without it a cache hit on loopback takes well under a millisecond.
+/// The bound is generous (a debug build on a loaded two-core machine), the delay is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_is_not_held_back_by_nagle() {
+    let gateway = common::start(CONFIG).await;
+    let mut client =
+        GrpcInferenceServiceClient::connect(format!("http://{}", gateway.server.grpc_addr))
+            .await
+            .unwrap();
+    let (rows, _) = common::digits_rows();
+    let message = request("digits", vec![1, 64], rows[0].clone());
+    client.model_infer(message.clone()).await.unwrap();
+    let mut took = Vec::new();
+    for _ in 0..21 {
+        let started = std::time::Instant::now();
+        client.model_infer(message.clone()).await.unwrap();
+        took.push(started.elapsed());
+    }
+    took.sort();
+    let median = took[took.len() / 2];
+    assert!(
+        median < std::time::Duration::from_millis(15),
+        "median gRPC cache hit took {median:?} (all: {took:?})"
+    );
     gateway.stop().await;
 }

@@ -153,7 +153,13 @@ async fn identity_tags_and_admin_access_are_enforced() {
         (
             vec![],
             StatusCode::UNAUTHORIZED,
-            "bearer API key is required",
+            "a tenant's API key is required",
+        ),
+        (
+            // The admin token pays for nothing, so it is no inference key.
+            vec![bearer("root-token")],
+            StatusCode::UNAUTHORIZED,
+            "the admin token is not an inference key",
         ),
         (
             vec![bearer("wrong")],
@@ -200,6 +206,33 @@ async fn identity_tags_and_admin_access_are_enforced() {
     assert_eq!(alerts.status, StatusCode::FORBIDDEN);
     let alerts = admin_get(&gateway, "/v1/alerts").await;
     assert_eq!(alerts.status, StatusCode::OK);
+    let anonymous = gateway
+        .send(Method::GET, "/v1/alerts", &[], Bytes::new())
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let error = anonymous.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("needs the admin token"), "{error}");
+    // A known endpoint asked with the wrong method is a 405 naming the right one, before
+    // any credential is looked at.
+    for (method, path, allowed) in [
+        (Method::GET, "/v1/cache", "DELETE"),
+        (Method::POST, "/v1/costs", "GET"),
+        (Method::GET, "/v2/models/digits/infer", "POST"),
+        (Method::POST, "/v2/health/ready", "GET"),
+    ] {
+        let reply = gateway.send(method.clone(), path, &[], Bytes::new()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(reply.header("allow"), allowed, "{method} {path}");
+        assert!(reply.json()["error"].as_str().unwrap().contains(allowed));
+    }
+    let unknown = gateway
+        .send(Method::GET, "/v1/nothing", &[], Bytes::new())
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     // The gRPC front end asks for the same key in `authorization` metadata.
     let mut client = tollgate::api::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient::connect(
         format!("http://{}", gateway.server.grpc_addr),
@@ -433,6 +466,12 @@ async fn a_reject_budget_blocks_a_demote_budget_only_slows_and_the_webhook_hears
             && error.contains("resets at"),
         "{error}"
     );
+    // A client may wait for the period to end: at most a day for a daily budget.
+    let retry: u64 = blocked
+        .header("retry-after")
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!((1..=86_400).contains(&retry), "Retry-After: {retry}");
     for i in 0..3 {
         let demoted = infer_as(
             &gateway,
@@ -513,19 +552,19 @@ async fn request_and_idle_cost_add_up_to_device_time() {
         1,
         "idle time is charged to the model's __idle__ row"
     );
-    let busy_us = gateway
+    let busy_s = gateway
         .metric(
-            "tollgate_device_busy_microseconds_total",
+            "tollgate_device_busy_seconds_total",
             &["model=\"digits_reconcile\""],
         )
         .await;
-    let idle_us = gateway
+    let idle_s = gateway
         .metric(
-            "tollgate_device_idle_microseconds_total",
+            "tollgate_device_idle_seconds_total",
             &["model=\"digits_reconcile\""],
         )
         .await;
-    let device_cost = (busy_us + idle_us) / 3.6e9 * PRICE_PER_HOUR;
+    let device_cost = (busy_s + idle_s) / 3600.0 * PRICE_PER_HOUR;
     assert!(
         ((total - device_cost) / device_cost).abs() < 1e-9,
         "Σ costs {total} vs device time {device_cost}"

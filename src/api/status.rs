@@ -35,8 +35,12 @@ pub fn grpc_status(error: &Error) -> tonic::Status {
     tonic::Status::new(code, error.to_string())
 }
 
-/// Seconds a refused client should wait before retrying, for `Retry-After`.
-pub fn retry_after_seconds(error: &Error) -> Option<u32> {
-    (error.class() == ErrorClass::Overloaded && !matches!(error, Error::BodyTooLarge { .. }))
-        .then_some(1)
+/// Seconds a refused client should wait before retrying, for `Retry-After`: a moment after
+/// overload, the rest of the budget period after a 402.
+pub fn retry_after_seconds(error: &Error) -> Option<u64> {
+    match error {
+        Error::BudgetExhausted { retry_after_s, .. } => Some((*retry_after_s).max(1)),
+        _ if error.class() == ErrorClass::Overloaded => Some(1),
+        _ => None,
+    }
 }

@@ -4,7 +4,7 @@
 #![allow(unsafe_code)]
 
 use super::{BackendError, BatchInput, Engine};
-use crate::config::Device;
+use crate::config::{Device, RuntimeLibrary};
 use crate::model::spec::{ModelSpec, TensorSpec};
 use crate::tensor::{DataType, Tensor};
 use bytes::Bytes;
@@ -25,7 +25,7 @@ pub struct OnnxSettings {
     /// Whether the intra-op pool busy-waits between runs (ONNX Runtime's default is yes).
     pub intra_op_spinning: bool,
     /// `runtime.onnxruntime`, used if the process-wide environment is not started yet.
-    pub runtime: String,
+    pub runtime: RuntimeLibrary,
 }
 
 pub struct OnnxEngine {

@@ -3,6 +3,7 @@
 //! error instead of a panic inside `ort`.
 
 use super::BackendError;
+use crate::config::RuntimeLibrary;
 use ort::environment::Environment;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -13,16 +14,16 @@ pub const INSTALL_HINT: &str = "run `make runtime` (it installs the onnxruntime=
 /// The project-local folder `make runtime` installs into.
 const LOCAL_DIR: &str = ".runtime";
 
-/// Resolves `runtime.onnxruntime`: an explicit path, or "auto" (ORT_DYLIB_PATH, then `.runtime/`
-/// under the working directory or any ancestor of the executable).
-pub fn locate(setting: &str) -> Result<PathBuf, BackendError> {
-    if setting != "auto" {
-        let path = PathBuf::from(setting);
+/// Resolves `runtime.onnxruntime`: an explicit path (checked by config validation, and again
+/// here since the file may have gone since), or "auto" (ORT_DYLIB_PATH, then `.runtime/` under
+/// the working directory or any ancestor of the executable).
+pub fn locate(setting: &RuntimeLibrary) -> Result<PathBuf, BackendError> {
+    if let RuntimeLibrary::Path(path) = setting {
         return if path.is_file() {
-            Ok(path)
+            Ok(path.clone())
         } else {
             Err(BackendError::RuntimeMissing(format!(
-                "runtime.onnxruntime points at {}, which does not exist; {INSTALL_HINT}",
+                "runtime.onnxruntime points at {}, which is not a file; {INSTALL_HINT}",
                 path.display()
             )))
         };
@@ -69,7 +70,7 @@ static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
 
 /// The process-wide ONNX Runtime environment. ONNX Runtime allows one per process, so the first
 /// caller's library wins and later callers share it.
-pub fn environment(setting: &str) -> Result<&'static Environment, BackendError> {
+pub fn environment(setting: &RuntimeLibrary) -> Result<&'static Environment, BackendError> {
     let result = ENVIRONMENT.get_or_init(|| {
         let path = locate(setting).map_err(|e| e.to_string())?;
         let builder = ort::init_from(&path)
@@ -90,7 +91,10 @@ mod tests {
 
     #[test]
     fn an_explicit_missing_path_names_the_install_command() {
-        let err = locate("/nonexistent/libonnxruntime.so.1").unwrap_err();
+        let err = locate(&RuntimeLibrary::Path(
+            "/nonexistent/libonnxruntime.so.1".into(),
+        ))
+        .unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("/nonexistent/libonnxruntime.so.1"),

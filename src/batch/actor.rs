@@ -3,6 +3,7 @@
 
 use super::instance::Local;
 use super::policy::{self, Candidate, Decision};
+use super::timer::PreciseSleep;
 use super::{BatchError, BatcherSettings, Pending};
 use crate::telemetry;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,6 +85,9 @@ pub(crate) async fn run(
         view: Vec::new(),
     };
     let mut open = true;
+    // The precise wake-up for the deadline the actor waits for, kept while that deadline
+    // stands (arrivals wake the actor many times per batch) and spent once it has fired.
+    let mut precise: Option<(Instant, Option<PreciseSleep>)> = None;
     loop {
         let now = Instant::now();
         reap(&settings, &mut queue, &queued, now);
@@ -98,12 +102,28 @@ pub(crate) async fn run(
                 None => open = false,
             },
             Decision::WaitUntil(at) => {
+                if precise.as_ref().map(|(deadline, _)| *deadline) != Some(at) {
+                    precise = Some((at, Some(PreciseSleep::until(at.into_std()))));
+                }
+                let mut fired = false;
+                let sleep = precise.as_mut().and_then(|(_, sleep)| sleep.as_mut());
                 tokio::select! {
                     arrival = arrivals.recv(), if open => match arrival {
                         Some(pending) => queue.push(pending),
                         None => open = false,
                     },
                     _ = sleep_until(at) => {}
+                    _ = async move {
+                        match sleep {
+                            Some(sleep) => sleep.await,
+                            None => std::future::pending().await,
+                        }
+                    } => fired = true,
+                }
+                if fired {
+                    if let Some((_, sleep)) = precise.as_mut() {
+                        *sleep = None;
+                    }
                 }
             }
             Decision::Dispatch(positions) => {

@@ -211,7 +211,7 @@ impl BatchSeries {
 
 /// Device busy time of one instance: a counter of busy seconds and a utilisation gauge.
 struct BusyMeter {
-    busy_total: metrics::Counter,
+    busy_total: metrics::Gauge,
     /// The same total, readable by the idle meter.
     busy_us: Arc<AtomicU64>,
     utilisation: metrics::Gauge,
@@ -226,7 +226,7 @@ impl BusyMeter {
             ("instance", instance.to_string()),
         ];
         BusyMeter {
-            busy_total: metrics::counter!(telemetry::DEVICE_BUSY, &labels),
+            busy_total: metrics::gauge!(telemetry::DEVICE_BUSY, &labels),
             busy_us,
             utilisation: metrics::gauge!(telemetry::DEVICE_UTILISATION, &labels),
             window_start: Instant::now(),
@@ -235,9 +235,10 @@ impl BusyMeter {
     }
 
     fn record(&mut self, busy: Duration) {
-        // The counter is kept in whole microseconds so rates stay exact when summed.
+        // The idle meter's total is kept in whole microseconds, so that busy plus idle adds up
+        // to wall time exactly.
         let micros = busy.as_micros() as u64;
-        self.busy_total.increment(micros);
+        self.busy_total.increment(micros as f64 / 1e6);
         self.busy_us.fetch_add(micros, Ordering::AcqRel);
         self.window_busy += busy;
         let elapsed = self.window_start.elapsed();

@@ -6,6 +6,7 @@ mod actor;
 mod instance;
 pub mod policy;
 pub mod split;
+mod timer;
 mod worker;
 
 use crate::backend::{BackendError, Engine};

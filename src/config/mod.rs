@@ -7,7 +7,7 @@ mod units;
 mod upstream;
 
 pub use device::Device;
-pub use model::ModelConfig;
+pub use model::{DeviceFallback, ModelConfig};
 pub use units::ByteSize;
 
 use serde::Deserialize;
@@ -64,7 +64,9 @@ pub struct Config {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
+    #[serde(deserialize_with = "socket_addr")]
     pub http_addr: SocketAddr,
+    #[serde(deserialize_with = "socket_addr")]
     pub grpc_addr: SocketAddr,
     pub max_body_bytes: ByteSize,
     pub max_concurrent_requests: usize,
@@ -108,18 +110,28 @@ impl fmt::Debug for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
-    /// Path to `libonnxruntime.so.*`, or "auto".
-    pub onnxruntime: String,
+    pub onnxruntime: RuntimeLibrary,
 }
 
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        RuntimeConfig {
-            onnxruntime: "auto".into(),
-        }
+/// Where the ONNX Runtime library comes from: `"auto"` (ORT_DYLIB_PATH, then `.runtime/`), or
+/// the path of a `libonnxruntime.so.*`, checked to be a file when the config is validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RuntimeLibrary {
+    #[default]
+    Auto,
+    Path(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for RuntimeLibrary {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Ok(match text.as_str() {
+            "auto" => RuntimeLibrary::Auto,
+            _ => RuntimeLibrary::Path(PathBuf::from(text)),
+        })
     }
 }
 
@@ -187,7 +199,7 @@ impl Default for PricingConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     pub path: PathBuf,
-    pub durability: String,
+    pub durability: Durability,
     pub retention_days: u32,
 }
 
@@ -195,10 +207,40 @@ impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             path: PathBuf::from("data/ledger.sqlite"),
-            durability: "async".into(),
+            durability: Durability::Async,
             retention_days: 90,
         }
     }
+}
+
+/// When a request's usage record is safe: `async` records are committed in groups every
+/// 50 ms or so after the answer; `sync` answers only once its record is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Async,
+    Sync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Day,
+    #[default]
+    Month,
+}
+
+/// What happens to a tenant's requests once its budget is spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetAction {
+    /// Alerts only; requests are still served.
+    #[default]
+    Alert,
+    /// Served in the lowest priority lane.
+    Demote,
+    /// Refused with 402 until the period ends.
+    Reject,
 }
 
 #[derive(Clone, Deserialize)]
@@ -211,10 +253,10 @@ pub struct TenantConfig {
     #[serde(default)]
     pub project: String,
     pub budget_usd: Option<f64>,
-    #[serde(default = "default_budget_period")]
-    pub budget_period: String,
-    #[serde(default = "default_budget_action")]
-    pub budget_action: String,
+    #[serde(default)]
+    pub budget_period: BudgetPeriod,
+    #[serde(default)]
+    pub budget_action: BudgetAction,
 }
 
 impl fmt::Debug for TenantConfig {
@@ -225,6 +267,8 @@ impl fmt::Debug for TenantConfig {
             .field("team", &self.team)
             .field("project", &self.project)
             .field("budget_usd", &self.budget_usd)
+            .field("budget_period", &self.budget_period)
+            .field("budget_action", &self.budget_action)
             .finish()
     }
 }
@@ -276,15 +320,53 @@ impl Default for AlertsConfig {
     }
 }
 
-fn default_budget_period() -> String {
-    "month".into()
+/// An `IP:port` listening address. Host names are refused rather than resolved: a name may
+/// stand for several addresses, and which one a gateway listens on must not depend on DNS.
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!("`{text}` is not an IP:port address (such as 127.0.0.1:8000, 0.0.0.0:8000 or [::]:8000; host names are not resolved)")
+    })
 }
-fn default_budget_action() -> String {
-    "alert".into()
+
+fn socket_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_socket_addr(&text).map_err(serde::de::Error::custom)
 }
 
 /// Lowest-priority lane; requests may name 1 (highest) up to this.
 pub const PRIORITY_LEVELS: u8 = 3;
+
+impl RuntimeLibrary {
+    /// A relative path is read from the config file's folder, like model paths.
+    fn validate(&self, base_dir: &Path) -> Result<RuntimeLibrary, ConfigError> {
+        let RuntimeLibrary::Path(path) = self else {
+            return Ok(RuntimeLibrary::Auto);
+        };
+        let resolved = if path.is_relative() {
+            base_dir.join(path)
+        } else {
+            path.clone()
+        };
+        let why = match std::fs::metadata(&resolved) {
+            Ok(meta) if meta.is_file() => return Ok(RuntimeLibrary::Path(resolved)),
+            Ok(meta) if meta.is_dir() => {
+                "is a directory; name the libonnxruntime.so.* file in it".to_string()
+            }
+            Ok(_) => "is not a regular file".to_string(),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                "does not exist".to_string()
+            }
+            Err(error) => format!("cannot be read ({error})"),
+        };
+        Err(invalid(
+            "runtime.onnxruntime",
+            format!(
+                "{} {why} (\"auto\" finds the library `make runtime` installs)",
+                resolved.display()
+            ),
+        ))
+    }
+}
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -383,11 +465,9 @@ impl Config {
         if self.ledger.path.is_relative() {
             self.ledger.path = base_dir.join(&self.ledger.path);
         }
-        if !matches!(self.ledger.durability.as_str(), "async" | "sync") {
-            return Err(invalid(
-                "ledger.durability",
-                "must be \"async\" or \"sync\"",
-            ));
+        self.runtime.onnxruntime = self.runtime.onnxruntime.validate(base_dir)?;
+        for (index, tag) in self.metering.allowed_tags.iter().enumerate() {
+            check_tag_key(&format!("metering.allowed_tags[{index}]"), tag)?;
         }
         if self.models.is_empty() {
             return Err(invalid("models", "at least one [[models]] entry is needed"));
@@ -405,26 +485,53 @@ impl Config {
                 ));
             }
         }
+        self.validate_tenants()?;
+        Ok(self)
+    }
+
+    /// Each tenant once by name and once by key: a key two tenants share leaves "who pays"
+    /// undecided. With `auth.required` there must be someone to call inference at all.
+    fn validate_tenants(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        let mut keys = std::collections::HashMap::new();
         for (index, tenant) in self.tenants.iter().enumerate() {
             let key = format!("tenants[{index}]");
             if tenant.name.is_empty() {
                 return Err(invalid(format!("{key}.name"), "must not be empty"));
             }
-            check_blake3_hex(&format!("{key}.api_key_blake3"), &tenant.api_key_blake3)?;
-            if !matches!(tenant.budget_period.as_str(), "day" | "month") {
+            if !names.insert(tenant.name.as_str()) {
                 return Err(invalid(
-                    format!("{key}.budget_period"),
-                    "must be \"day\" or \"month\"",
+                    format!("{key}.name"),
+                    format!("tenant `{}` is configured twice", tenant.name),
                 ));
             }
-            if !matches!(tenant.budget_action.as_str(), "alert" | "demote" | "reject") {
+            check_blake3_hex(&format!("{key}.api_key_blake3"), &tenant.api_key_blake3)?;
+            let hash = tenant.api_key_blake3.to_ascii_lowercase();
+            if let Some(other) = keys.insert(hash, tenant.name.as_str()) {
                 return Err(invalid(
-                    format!("{key}.budget_action"),
-                    "must be \"alert\", \"demote\" or \"reject\"",
+                    format!("{key}.api_key_blake3"),
+                    format!(
+                        "tenant `{}` has the same API key hash as tenant `{other}`; each key must name one payer",
+                        tenant.name
+                    ),
                 ));
+            }
+            if let Some(budget) = tenant.budget_usd {
+                if !budget.is_finite() || budget < 0.0 {
+                    return Err(invalid(
+                        format!("{key}.budget_usd"),
+                        "must be a non-negative number of the pricing currency",
+                    ));
+                }
             }
         }
-        Ok(self)
+        if self.auth.required && self.tenants.is_empty() {
+            return Err(invalid(
+                "auth.required",
+                "is true but no [[tenants]] are configured, so no key could call inference",
+            ));
+        }
+        Ok(())
     }
 
     pub fn price_per_hour(&self, device: Device) -> f64 {
@@ -444,6 +551,19 @@ fn check_min_uses(field: &str, min_uses: Option<u8>) -> Result<(), ConfigError> 
             field,
             "must be 1 (store every answer) or 2 (store an answer the second time its input is computed)",
         )),
+    }
+}
+
+/// Tag keys travel as `key=value` pairs separated by commas, so neither may be in a key.
+fn check_tag_key(field: &str, key: &str) -> Result<(), ConfigError> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    if !key.is_empty() && key.len() <= 64 && key.bytes().all(allowed) {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!("`{key}` is not a tag key: use 1 to 64 letters, digits, '_', '-' or '.' (the key alone, without `=value`)"),
+        ))
     }
 }
 

@@ -5,6 +5,13 @@ use super::{invalid, upstream, ConfigError, Device, PRIORITY_LEVELS};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// Where a model whose device cannot be used runs instead; the CPU is the only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceFallback {
+    Cpu,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -40,7 +47,7 @@ pub struct ModelConfig {
     #[serde(default = "default_device")]
     pub device: String,
     /// "cpu" lets a model whose CUDA provider fails to register run on the CPU instead.
-    pub device_fallback: Option<String>,
+    pub device_fallback: Option<DeviceFallback>,
     #[serde(default = "one")]
     pub instances: usize,
     #[serde(default = "one")]
@@ -117,14 +124,6 @@ impl ModelConfig {
         }
         if Device::parse(&self.device).is_none() {
             return Err(invalid(key("device"), "must be \"cpu\" or \"cuda:N\""));
-        }
-        if let Some(fallback) = &self.device_fallback {
-            if fallback != "cpu" {
-                return Err(invalid(
-                    key("device_fallback"),
-                    "the only fallback is \"cpu\"",
-                ));
-            }
         }
         if !(1..=64).contains(&self.instances) {
             return Err(invalid(key("instances"), "must be between 1 and 64"));

@@ -97,11 +97,85 @@ fn bad_values_name_their_key() {
         ),
         (
             "[ledger]\ndurability = \"maybe\"",
-            Some("ledger.durability"),
+            Some("unknown variant `maybe`, expected `async` or `sync`"),
         ),
+        ("[ledger]\ndurability = \"sync\"", None),
         ("[auth]\nrequired = \"yes\"", Some("required")),
+        ("[auth]\nrequired = true", Some("auth.required")),
+        (
+            "[metering]\nallowed_tags = [\"env=prod\"]",
+            Some("metering.allowed_tags[0]"),
+        ),
+        ("[metering]\nallowed_tags = [\"\"]", Some("allowed_tags[0]")),
+        (
+            "[metering]\nallowed_tags = [\"env\", \"a,b\"]",
+            Some("allowed_tags[1]"),
+        ),
+        ("[metering]\nallowed_tags = [\"env\", \"feature.x\"]", None),
+        (
+            "[runtime]\nonnxruntime = \"nowhere/libonnxruntime.so.1\"",
+            Some("does not exist"),
+        ),
+        ("[runtime]\nonnxruntime = \".\"", Some("is a directory")),
+        ("[runtime]\nonnxruntime = \"m.onnx\"", None),
+        ("[runtime]\nonnxruntime = \"auto\"", None),
     ];
     for (extra, expected) in cases {
+        check(extra, *expected);
+    }
+}
+
+fn tenant(name: &str, key: &str, extra: &str) -> String {
+    let hash = blake3::hash(key.as_bytes()).to_hex();
+    format!("[[tenants]]\nname = \"{name}\"\napi_key_blake3 = \"{hash}\"\n{extra}\n")
+}
+
+#[test]
+fn tenants_are_one_payer_each() {
+    let upper = blake3::hash(b"a").to_hex().to_ascii_uppercase();
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (tenant("a", "a", "budget_usd = 10.0"), None),
+        (tenant("a", "a", "budget_usd = 0.0"), None),
+        (
+            tenant("a", "a", "budget_usd = -1.0"),
+            Some("tenants[0].budget_usd"),
+        ),
+        (
+            tenant("a", "a", "budget_usd = nan"),
+            Some("tenants[0].budget_usd"),
+        ),
+        (
+            tenant("a", "a", "") + &tenant("a", "b", ""),
+            Some("`tenants[1].name`: tenant `a` is configured twice"),
+        ),
+        (
+            tenant("a", "a", "") + &tenant("b", "a", ""),
+            Some("tenant `b` has the same API key hash as tenant `a`"),
+        ),
+        (
+            tenant("a", "a", "")
+                + &format!("[[tenants]]\nname = \"b\"\napi_key_blake3 = \"{upper}\"\n"),
+            Some("tenants[1].api_key_blake3"),
+        ),
+        (
+            tenant("a", "a", "budget_period = \"week\""),
+            Some("unknown variant `week`"),
+        ),
+        (
+            tenant("a", "a", "budget_action = \"shout\""),
+            Some("unknown variant `shout`"),
+        ),
+        (
+            tenant(
+                "a",
+                "a",
+                "budget_period = \"day\"\nbudget_action = \"demote\"",
+            ),
+            None,
+        ),
+        (tenant("a", "a", "") + "[auth]\nrequired = true\n", None),
+    ];
+    for (extra, expected) in &cases {
         check(extra, *expected);
     }
 }
@@ -171,7 +245,7 @@ fn every_key_of_the_shared_configuration_contract_is_accepted() {
         )
         .replace("models/digits/1/model.onnx", "m.onnx");
     let config = Config::parse(&text, &dir.path().join("config.toml")).unwrap();
-    assert_eq!(config.tenants[0].budget_action, "reject");
+    assert_eq!(config.tenants[0].budget_action, BudgetAction::Reject);
     assert_eq!(config.models[0].max_queue_size, 1024);
 }
 

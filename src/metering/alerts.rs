@@ -95,7 +95,14 @@ impl Alerts {
             threshold_percent,
             message,
         };
-        tracing::warn!(kind = kind.as_str(), tenant = ?alert.tenant, model = ?alert.model, "alert: {}", alert.message);
+        // Fields that do not apply are left out rather than logged as `None`.
+        tracing::warn!(
+            kind = kind.as_str(),
+            tenant = alert.tenant.as_deref(),
+            model = alert.model.as_deref(),
+            "alert: {}",
+            alert.message
+        );
         metrics::counter!(crate::telemetry::ALERTS, "kind" => kind.as_str()).increment(1);
         if let Ok(mut recent) = self.recent.lock() {
             if recent.len() == KEPT {

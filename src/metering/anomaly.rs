@@ -2,6 +2,7 @@
 //! weighted mean and variance; a minute above mean + k·σ counts, and `window` such minutes in a
 //! row raise one alert (re-armed once spend falls back).
 
+use super::money::usd;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -128,8 +129,11 @@ fn close_minutes(
                     mean: series.mean,
                     sigma,
                     message: format!(
-                        "tenant `{tenant}` on model `{model}` spent ${spend:.6}/min for {} minutes, above the usual ${:.6} ± ${sigma:.6}",
-                        series.above, series.mean
+                        "tenant `{tenant}` on model `{model}` spent {}/min for {} minutes, above the usual {} ± {}",
+                        usd(spend),
+                        series.above,
+                        usd(series.mean),
+                        usd(sigma)
                     ),
                 });
             }

@@ -3,17 +3,12 @@
 //! priority lane (idle capacity only), or reject with 402.
 
 use super::clock;
-use crate::config::TenantConfig;
+use super::money::usd;
+use crate::config::{BudgetAction as Action, BudgetPeriod as Period, TenantConfig};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 pub const THRESHOLDS: [u8; 3] = [50, 80, 100];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    Day,
-    Month,
-}
 
 impl Period {
     fn start(self, ms: i64) -> i64 {
@@ -38,19 +33,16 @@ impl Period {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Alert,
-    Demote,
-    Reject,
-}
-
 /// What admission does with a tenant's next request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     Allow,
     Demote,
-    Reject(String),
+    /// Refused until `resets_at_ms`, when the next period starts.
+    Reject {
+        message: String,
+        resets_at_ms: i64,
+    },
 }
 
 /// A threshold crossed by a charge.
@@ -95,16 +87,7 @@ impl Budgets {
             .iter()
             .filter_map(|t| {
                 let limit = t.budget_usd?;
-                let period = if t.budget_period == "day" {
-                    Period::Day
-                } else {
-                    Period::Month
-                };
-                let action = match t.budget_action.as_str() {
-                    "demote" => Action::Demote,
-                    "reject" => Action::Reject,
-                    _ => Action::Alert,
-                };
+                let (period, action) = (t.budget_period, t.budget_action);
                 let state = State {
                     limit,
                     period,
@@ -161,13 +144,19 @@ impl Budgets {
         match state.action {
             Action::Alert => Verdict::Allow,
             Action::Demote => Verdict::Demote,
-            Action::Reject => Verdict::Reject(format!(
-                "tenant `{tenant}` has spent ${:.6} of its {} budget of ${:.6}; it resets at {}",
-                state.spent,
-                state.period.name(),
-                state.limit,
-                clock::iso8601(state.period.end(now_ms))
-            )),
+            Action::Reject => {
+                let resets_at_ms = state.period.end(now_ms);
+                Verdict::Reject {
+                    message: format!(
+                        "tenant `{tenant}` has spent {} of its {} budget of {}; it resets at {}",
+                        usd(state.spent),
+                        state.period.name(),
+                        usd(state.limit),
+                        clock::iso8601(resets_at_ms)
+                    ),
+                    resets_at_ms,
+                }
+            }
         }
     }
 
@@ -193,10 +182,10 @@ impl Budgets {
                     spent: state.spent,
                     limit: state.limit,
                     message: format!(
-                        "tenant `{tenant}` reached {threshold}% of its {} budget (${:.6} of ${:.6}; resets at {})",
+                        "tenant `{tenant}` reached {threshold}% of its {} budget ({} of {}; resets at {})",
                         state.period.name(),
-                        state.spent,
-                        state.limit,
+                        usd(state.spent),
+                        usd(state.limit),
                         clock::iso8601(state.period.end(now_ms))
                     ),
                 });
@@ -220,15 +209,15 @@ impl Budgets {
 mod tests {
     use super::*;
 
-    fn tenant(name: &str, budget: f64, period: &str, action: &str) -> TenantConfig {
+    fn tenant(name: &str, budget: f64, period: Period, action: Action) -> TenantConfig {
         TenantConfig {
             name: name.into(),
             api_key_blake3: String::new(),
             team: String::new(),
             project: String::new(),
             budget_usd: Some(budget),
-            budget_period: period.into(),
-            budget_action: action.into(),
+            budget_period: period,
+            budget_action: action,
         }
     }
 
@@ -238,9 +227,9 @@ mod tests {
     fn thresholds_fire_once_and_the_action_applies_at_100_percent() {
         let budgets = Budgets::new(
             &[
-                tenant("a", 1.0, "month", "reject"),
-                tenant("d", 1.0, "day", "demote"),
-                tenant("q", 1.0, "day", "alert"),
+                tenant("a", 1.0, Period::Month, Action::Reject),
+                tenant("d", 1.0, Period::Day, Action::Demote),
+                tenant("q", 1.0, Period::Day, Action::Alert),
             ],
             NOW,
         );
@@ -258,7 +247,7 @@ mod tests {
             .collect();
         assert_eq!(crossed, vec![80, 100]);
         match budgets.check("a", NOW) {
-            Verdict::Reject(message) => {
+            Verdict::Reject { message, .. } => {
                 assert!(
                     message.contains("tenant `a`") && message.contains("resets at"),
                     "{message}"
@@ -275,9 +264,9 @@ mod tests {
 
     #[test]
     fn a_new_period_starts_from_zero() {
-        let budgets = Budgets::new(&[tenant("d", 1.0, "day", "reject")], NOW);
+        let budgets = Budgets::new(&[tenant("d", 1.0, Period::Day, Action::Reject)], NOW);
         budgets.charge("d", 5.0, NOW);
-        assert!(matches!(budgets.check("d", NOW), Verdict::Reject(_)));
+        assert!(matches!(budgets.check("d", NOW), Verdict::Reject { .. }));
         let tomorrow = clock::next_day_start(NOW) + 1;
         assert_eq!(budgets.check("d", tomorrow), Verdict::Allow);
         assert_eq!(
@@ -289,7 +278,7 @@ mod tests {
 
     #[test]
     fn restored_spend_counts_and_does_not_realert() {
-        let budgets = Budgets::new(&[tenant("a", 1.0, "month", "reject")], NOW);
+        let budgets = Budgets::new(&[tenant("a", 1.0, Period::Month, Action::Reject)], NOW);
         budgets.restore("a", 0.9, NOW);
         let crossed: Vec<u8> = budgets
             .charge("a", 0.2, NOW)

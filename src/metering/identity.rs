@@ -8,11 +8,21 @@ use std::sync::Arc;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum IdentityError {
-    #[error("authorization: a bearer API key is required (Authorization: Bearer <key>)")]
+    #[error("authorization: a tenant's API key is required (Authorization: Bearer <key>)")]
     Missing,
     #[error("authorization: the API key is not recognised")]
     Unknown,
-    #[error("authorization: this endpoint needs the admin token")]
+    /// The admin token names nobody who pays, so it cannot call inference where every call
+    /// must be billed to a tenant.
+    #[error(
+        "authorization: the admin token is not an inference key; call with a tenant's API key"
+    )]
+    AdminIsNotATenant,
+    #[error(
+        "authorization: this endpoint needs the admin token (Authorization: Bearer <admin token>)"
+    )]
+    AdminMissing,
+    #[error("authorization: this endpoint needs the admin token, not a tenant's key")]
     NotAdmin,
     #[error("tags: {0}")]
     Tags(String),
@@ -74,28 +84,16 @@ impl Identities {
     }
 
     /// Resolves the bearer key of an inference call. Without `auth.required`, a missing or
-    /// unknown key is the anonymous tenant, so attribution works where enforcement is off.
+    /// unknown key is the anonymous tenant, so attribution works where enforcement is off;
+    /// with it, only a tenant's key is let in (the admin token included: it pays for nothing).
     pub fn caller(&self, bearer: Option<&str>) -> Result<Caller, IdentityError> {
         let hash = bearer.map(|key| blake3::hash(key.as_bytes()));
-        let admin = match (&hash, &self.admin) {
-            (Some(hash), Some(admin)) => hash == admin,
-            _ => false,
-        };
-        let tenant = hash.as_ref().and_then(|hash| {
-            // blake3::Hash compares in constant time; every tenant is compared.
-            let mut found = None;
-            for (known, tenant) in &self.tenants {
-                if known == hash {
-                    found = Some(tenant.clone());
-                }
-            }
-            found
-        });
-        let tenant = match (tenant, bearer, self.required) {
+        let admin = self.is_admin(hash.as_ref());
+        let tenant = match (self.tenant(hash.as_ref()), bearer, self.required) {
             (Some(tenant), _, _) => tenant,
             (None, _, false) => self.anonymous.clone(),
             (None, None, true) => return Err(IdentityError::Missing),
-            (None, Some(_), true) if admin => self.anonymous.clone(),
+            (None, Some(_), true) if admin => return Err(IdentityError::AdminIsNotATenant),
             (None, Some(_), true) => return Err(IdentityError::Unknown),
         };
         Ok(Caller {
@@ -105,17 +103,58 @@ impl Identities {
         })
     }
 
+    /// Resolves the bearer key of an admin or cost call: the admin token, or a tenant's key
+    /// (which may read that tenant's own costs and records). With no admin token configured,
+    /// every caller is admin (a development set-up; the gateway warns at start).
+    pub fn admin_caller(&self, bearer: Option<&str>) -> Result<Caller, IdentityError> {
+        let hash = bearer.map(|key| blake3::hash(key.as_bytes()));
+        let admin = self.admin.is_none() || self.is_admin(hash.as_ref());
+        let tenant = match (self.tenant(hash.as_ref()), bearer) {
+            (Some(tenant), _) => tenant,
+            _ if admin => self.anonymous.clone(),
+            (None, None) => return Err(IdentityError::AdminMissing),
+            (None, Some(_)) => return Err(IdentityError::Unknown),
+        };
+        Ok(Caller {
+            tenant,
+            tags: Vec::new(),
+            admin,
+        })
+    }
+
+    fn is_admin(&self, hash: Option<&blake3::Hash>) -> bool {
+        // blake3::Hash compares in constant time.
+        matches!((hash, &self.admin), (Some(hash), Some(admin)) if hash == admin)
+    }
+
+    fn tenant(&self, hash: Option<&blake3::Hash>) -> Option<Arc<Tenant>> {
+        let hash = hash?;
+        // Every tenant is compared, so the time taken does not say which one matched.
+        let mut found = None;
+        for (known, tenant) in &self.tenants {
+            if known == hash {
+                found = Some(tenant.clone());
+            }
+        }
+        found
+    }
+
     /// Admin endpoints need the admin token; with none configured they are open (development).
     pub fn require_admin(&self, caller: &Caller) -> Result<(), IdentityError> {
-        if self.admin.is_none() || caller.admin {
+        if caller.admin {
             Ok(())
         } else {
             Err(IdentityError::NotAdmin)
         }
     }
 
+    /// Whether admin endpoints are guarded at all (the start-up line warns when they are not).
     pub fn admin_configured(&self) -> bool {
         self.admin.is_some()
+    }
+
+    pub fn auth_required(&self) -> bool {
+        self.required
     }
 
     /// Parses `k=v,k2=v2`, keeping only keys the config allows; any other key is an error, so a
@@ -169,8 +208,8 @@ mod tests {
             team: "search-team".into(),
             project: "ranking".into(),
             budget_usd: None,
-            budget_period: "month".into(),
-            budget_action: "alert".into(),
+            budget_period: Default::default(),
+            budget_action: Default::default(),
         });
         Identities::new(&config)
     }
@@ -181,6 +220,8 @@ mod tests {
             (true, Some("s3cret"), Ok("search")),
             (true, None, Err(IdentityError::Missing)),
             (true, Some("guess"), Err(IdentityError::Unknown)),
+            (true, Some("root"), Err(IdentityError::AdminIsNotATenant)),
+            (false, Some("root"), Ok("anonymous")),
             (false, None, Ok("anonymous")),
             (false, Some("guess"), Ok("anonymous")),
             (false, Some("s3cret"), Ok("search")),
@@ -200,10 +241,25 @@ mod tests {
     #[test]
     fn only_the_admin_token_opens_admin_endpoints() {
         let ids = identities(true);
-        let admin = ids.caller(Some("root")).unwrap();
+        let admin = ids.admin_caller(Some("root")).unwrap();
         assert!(ids.require_admin(&admin).is_ok());
-        let tenant = ids.caller(Some("s3cret")).unwrap();
+        let tenant = ids.admin_caller(Some("s3cret")).unwrap();
+        assert_eq!(tenant.tenant.name.as_str(), "search");
         assert_eq!(ids.require_admin(&tenant), Err(IdentityError::NotAdmin));
+        assert_eq!(
+            ids.admin_caller(None).unwrap_err(),
+            IdentityError::AdminMissing
+        );
+        assert_eq!(
+            ids.admin_caller(Some("guess")).unwrap_err(),
+            IdentityError::Unknown
+        );
+        let mut open = Config::default();
+        open.server.admin_token_blake3 = None;
+        let open = Identities::new(&open);
+        assert!(open
+            .require_admin(&open.admin_caller(None).unwrap())
+            .is_ok());
     }
 
     #[test]

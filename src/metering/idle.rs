@@ -59,8 +59,8 @@ impl IdleMeter {
             }
             instance.recorded_idle_us += idle_us;
             let cost = idle_us as f64 / 3_600_000_000.0 * instance.price_per_hour;
-            metrics::counter!(telemetry::DEVICE_IDLE, "model" => instance.model.to_string(), "instance" => instance.index.to_string())
-                .increment(idle_us);
+            metrics::gauge!(telemetry::DEVICE_IDLE, "model" => instance.model.to_string(), "instance" => instance.index.to_string())
+                .increment(idle_us as f64 / 1e6);
             metrics::gauge!(telemetry::IDLE_COST, "model" => instance.model.to_string())
                 .increment(cost);
             // Ends with the time, as request ids do, so `Ledger::usage` finds idle records too.

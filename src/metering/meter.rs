@@ -11,7 +11,7 @@ use super::idle::IdleMeter;
 use super::ledger::{Ledger, LedgerError, LedgerSettings};
 use super::record::UsageRecord;
 use super::text::Text;
-use crate::config::Config;
+use crate::config::{Config, Durability};
 use crate::error::Error;
 use crate::model::Registry;
 use crate::shutdown::Shutdown;
@@ -55,7 +55,7 @@ pub enum Admission {
 impl Metering {
     /// Opens the ledger and rebuilds this period's budget spend from it.
     pub fn open(config: &Config) -> Result<Metering, LedgerError> {
-        let ledger = Ledger::open(LedgerSettings::from_config(&config.ledger)?)?;
+        let ledger = Ledger::open(LedgerSettings::from_config(&config.ledger))?;
         let now_ms = clock::now_ms();
         let budgets = Budgets::new(&config.tenants, now_ms);
         for (tenant, since) in budgets.periods(now_ms) {
@@ -79,7 +79,7 @@ impl Metering {
             )),
             idle: Mutex::new(None),
             gauges: RwLock::new(HashMap::new()),
-            sync: config.ledger.durability == "sync",
+            sync: config.ledger.durability == Durability::Sync,
             idle_interval: Duration::from_secs(config.metering.idle_interval_seconds),
             ledger_alarm: AtomicBool::new(false),
         })
@@ -87,10 +87,20 @@ impl Metering {
 
     /// Budget admission for a caller's next request.
     pub fn admit(&self, caller: &Caller) -> Result<Admission, Error> {
-        match self.budgets.check(&caller.tenant.name, clock::now_ms()) {
+        let now_ms = clock::now_ms();
+        match self.budgets.check(&caller.tenant.name, now_ms) {
             Verdict::Allow => Ok(Admission::Normal),
             Verdict::Demote => Ok(Admission::Demoted),
-            Verdict::Reject(message) => Err(Error::BudgetExhausted(message)),
+            Verdict::Reject {
+                message,
+                resets_at_ms,
+            } => Err(Error::BudgetExhausted {
+                message,
+                // Whole seconds, rounded up, so a client that waits this long finds the new period.
+                retry_after_s: u64::try_from(resets_at_ms - now_ms)
+                    .unwrap_or(0)
+                    .div_ceil(1000),
+            }),
         }
     }
 

@@ -10,5 +10,6 @@ pub mod identity;
 pub mod idle;
 pub mod ledger;
 pub mod meter;
+pub mod money;
 pub mod record;
 pub mod text;

@@ -9,7 +9,7 @@ use crate::backend::remote::{self, Target, Upstream, UpstreamSettings, UpstreamU
 use crate::backend::{BackendError, Engine};
 use crate::batch::{self, BatcherSettings, Policy};
 use crate::cache::ModelCache;
-use crate::config::{Config, Device, ModelConfig};
+use crate::config::{Config, Device, DeviceFallback, ModelConfig};
 use crate::telemetry::RequestSeries;
 use std::path::Path;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ fn load_local(
         model: model_config.name.clone(),
         path: path.to_path_buf(),
         device: model_config.device(),
-        cpu_fallback: model_config.device_fallback.as_deref() == Some("cpu"),
+        cpu_fallback: model_config.device_fallback == Some(DeviceFallback::Cpu),
         intra_op_threads: model_config.intra_op_threads,
         intra_op_spinning: model_config.intra_op_spinning,
         runtime: config.runtime.onnxruntime.clone(),

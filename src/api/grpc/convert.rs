@@ -15,16 +15,53 @@ fn bad(field: impl std::fmt::Display, expectation: impl std::fmt::Display) -> Er
     Error::Decode(format!("{field}: {expectation}"))
 }
 
-pub fn request(message: proto::ModelInferRequest) -> Result<InferRequest, Error> {
+/// A request whose tensors or parameters could not be read, with the model it named, so the
+/// front end can say "no such model" first when that is also true.
+pub struct Unreadable {
+    pub error: Error,
+    pub model: String,
+    pub version: String,
+}
+
+pub fn request(message: proto::ModelInferRequest) -> Result<InferRequest, Unreadable> {
     let proto::ModelInferRequest {
         model_name,
         model_version,
         id,
         parameters,
-        inputs: input_messages,
+        inputs,
         outputs: output_messages,
         raw_input_contents,
     } = message;
+    let read = tensors(inputs, raw_input_contents).and_then(|inputs| {
+        let mut options = RequestOptions::default();
+        params::apply(&mut options, parameter_values(&parameters))?;
+        Ok((inputs, options))
+    });
+    let (inputs, options) = match read {
+        Ok(read) => read,
+        Err(error) => {
+            return Err(Unreadable {
+                error,
+                model: model_name,
+                version: model_version,
+            })
+        }
+    };
+    Ok(InferRequest {
+        model: model_name,
+        version: (!model_version.is_empty()).then_some(model_version),
+        id: (!id.is_empty()).then_some(id),
+        inputs,
+        outputs: output_messages.into_iter().map(|o| o.name).collect(),
+        options,
+    })
+}
+
+fn tensors(
+    input_messages: Vec<proto::model_infer_request::InferInputTensor>,
+    raw_input_contents: Vec<Bytes>,
+) -> Result<Vec<Tensor>, Error> {
     if !raw_input_contents.is_empty() && raw_input_contents.len() != input_messages.len() {
         return Err(bad(
             "raw_input_contents",
@@ -78,16 +115,7 @@ pub fn request(message: proto::ModelInferRequest) -> Result<InferRequest, Error>
             data,
         });
     }
-    let mut options = RequestOptions::default();
-    params::apply(&mut options, parameter_values(&parameters))?;
-    Ok(InferRequest {
-        model: model_name,
-        version: (!model_version.is_empty()).then_some(model_version),
-        id: (!id.is_empty()).then_some(id),
-        inputs,
-        outputs: output_messages.into_iter().map(|o| o.name).collect(),
-        options,
-    })
+    Ok(inputs)
 }
 
 fn parameter_values(

@@ -32,9 +32,11 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
     let service = GrpcInferenceServiceServer::new(InferenceService { gateway })
         .max_decoding_message_size(limit)
         .max_encoding_message_size(usize::MAX);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // The builder's `tcp_nodelay` only reaches sockets tonic binds itself; a listener handed
+    // in must set it per accepted stream, or Nagle's algorithm holds every small reply until
+    // the client's delayed ACK (tens of milliseconds a call).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown.wait())
         .await;
@@ -190,7 +192,15 @@ async fn infer(
     message: proto::ModelInferRequest,
     credentials: &Credentials,
 ) -> Result<proto::ModelInferResponse, crate::error::Error> {
-    let request = convert::request(message)?;
+    let request = match convert::request(message) {
+        Ok(request) => request,
+        Err(unreadable) => {
+            // As over HTTP: an unknown model is named before what is wrong with the tensors.
+            let version = Some(unreadable.version.as_str()).filter(|v| !v.is_empty());
+            gateway.model(&unreadable.model, version)?;
+            return Err(unreadable.error);
+        }
+    };
     let response = gateway.infer(request, Protocol::Grpc, credentials).await?;
     Ok(convert::response(response))
 }

@@ -12,7 +12,38 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 use serde_json::json;
 
-/// Serves `/v1/...`; `None` when no endpoint matches the path.
+/// The `/v1` endpoints, each with the one method it answers.
+#[derive(Clone, Copy)]
+enum Endpoint<'a> {
+    Costs,
+    Focus,
+    Usage(&'a str),
+    Alerts,
+    Cache,
+}
+
+impl<'a> Endpoint<'a> {
+    fn find(segments: &[&'a str]) -> Option<Endpoint<'a>> {
+        Some(match segments {
+            ["costs"] => Endpoint::Costs,
+            ["costs", "focus"] => Endpoint::Focus,
+            ["usage", request_id] => Endpoint::Usage(request_id),
+            ["alerts"] => Endpoint::Alerts,
+            ["cache"] => Endpoint::Cache,
+            _ => return None,
+        })
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Endpoint::Cache => Method::DELETE,
+            _ => Method::GET,
+        }
+    }
+}
+
+/// Serves `/v1/...`; `None` when no endpoint matches the path. A known path asked with another
+/// method is a 405 before any credential is looked at.
 pub async fn route(
     gateway: &Gateway,
     method: &Method,
@@ -20,32 +51,33 @@ pub async fn route(
     query: Option<&str>,
     credentials: &Credentials,
 ) -> Option<Response<Body>> {
-    let caller = match gateway.caller(credentials, None) {
-        Ok(caller) => caller,
-        Err(error) => return Some(error_response(&error)),
-    };
+    let endpoint = Endpoint::find(segments)?;
+    if *method != endpoint.method() {
+        return Some(super::method_not_allowed(method, &endpoint.method()));
+    }
     let identities = &gateway.metering.identities;
+    let caller = match identities.admin_caller(credentials.bearer.as_deref()) {
+        Ok(caller) => caller,
+        Err(error) => return Some(error_response(&Error::from(error))),
+    };
     let admin = identities.require_admin(&caller).map_err(Error::from);
-    let result = match (method, segments) {
-        (&Method::GET, ["costs"]) => costs(gateway, &caller, admin.is_ok(), query).await,
-        (&Method::GET, ["costs", "focus"]) => match admin {
+    let result = match endpoint {
+        Endpoint::Costs => costs(gateway, &caller, admin.is_ok(), query).await,
+        Endpoint::Focus => match admin {
             Ok(()) => focus(gateway, query).await,
             Err(error) => Err(error),
         },
-        (&Method::GET, ["usage", request_id]) => {
-            usage(gateway, &caller, admin.is_ok(), request_id).await
-        }
-        (&Method::GET, ["alerts"]) => admin.map(|()| {
+        Endpoint::Usage(request_id) => usage(gateway, &caller, admin.is_ok(), request_id).await,
+        Endpoint::Alerts => admin.map(|()| {
             json_response(
                 StatusCode::OK,
                 &json!({"alerts": gateway.metering.alerts.list()}),
             )
         }),
-        (&Method::DELETE, ["cache"]) => match admin {
+        Endpoint::Cache => match admin {
             Ok(()) => Ok(purge_cache(gateway, query).await),
             Err(error) => Err(error),
         },
-        _ => return None,
     };
     Some(result.unwrap_or_else(|error| error_response(&error)))
 }

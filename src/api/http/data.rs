@@ -75,6 +75,16 @@ fn is_delimiter(byte: u8) -> bool {
     matches!(byte, b',' | b']' | b' ' | b'\n' | b'\r' | b'\t')
 }
 
+/// JSON has no infinities, so a number that reads as one was too large for its type: answering
+/// it would feed the model an infinity nobody sent (and write `null` back out).
+fn finite<T: Into<f64> + Copy>(value: T, dtype: DataType) -> Result<T, String> {
+    if value.into().is_finite() {
+        Ok(value)
+    } else {
+        Err(format!("out of range for {dtype}"))
+    }
+}
+
 /// Appends one element, read from its token as `dtype`.
 pub(super) fn push(out: &mut Vec<u8>, dtype: DataType, token: &str) -> Result<(), String> {
     fn int<T: TryFrom<i128>>(token: &str, dtype: DataType) -> Result<T, String> {
@@ -109,11 +119,11 @@ pub(super) fn push(out: &mut Vec<u8>, dtype: DataType, token: &str) -> Result<()
         DataType::Int32 => out.extend(int::<i32>(token, dtype)?.to_le_bytes()),
         DataType::Uint64 => out.extend(int::<u64>(token, dtype)?.to_le_bytes()),
         DataType::Int64 => out.extend(int::<i64>(token, dtype)?.to_le_bytes()),
-        DataType::Fp16 => out.extend(f16::from_f64(double(token)?).to_le_bytes()),
-        DataType::Bf16 => out.extend(bf16::from_f64(double(token)?).to_le_bytes()),
+        DataType::Fp16 => out.extend(finite(f16::from_f64(double(token)?), dtype)?.to_le_bytes()),
+        DataType::Bf16 => out.extend(finite(bf16::from_f64(double(token)?), dtype)?.to_le_bytes()),
         // `parse` tried the fast path on every FP32 element before it got here.
-        DataType::Fp32 => out.extend(float::<f32>(token)?.to_le_bytes()),
-        DataType::Fp64 => out.extend(double(token)?.to_le_bytes()),
+        DataType::Fp32 => out.extend(finite(float::<f32>(token)?, dtype)?.to_le_bytes()),
+        DataType::Fp64 => out.extend(finite(double(token)?, dtype)?.to_le_bytes()),
         DataType::Bytes => return Err("BYTES (string) tensors are not supported yet".into()),
     }
     Ok(())
@@ -184,6 +194,22 @@ mod tests {
             ("[true,false]", DataType::Bool, 2, Ok(vec![1, 0])),
             ("[1.0]", DataType::Fp16, 1, Ok(vec![0x00, 0x3c])),
             ("[300]", DataType::Uint8, 1, Err("out of range")),
+            (
+                "[1, 1e40]",
+                DataType::Fp32,
+                2,
+                Err("element 1 (1e40): out of range for FP32"),
+            ),
+            ("[-1e39]", DataType::Fp32, 1, Err("out of range for FP32")),
+            ("[70000]", DataType::Fp16, 1, Err("out of range for FP16")),
+            ("[1e39]", DataType::Bf16, 1, Err("out of range for BF16")),
+            ("[1e400]", DataType::Fp64, 1, Err("out of range for FP64")),
+            (
+                "[3.4e38]",
+                DataType::Fp32,
+                1,
+                Ok(3.4e38f32.to_le_bytes().to_vec()),
+            ),
             ("[1.5]", DataType::Int32, 1, Err("not an integer")),
             ("[\"a\"]", DataType::Fp32, 1, Err("is a string")),
             ("[1,2,3]", DataType::Fp32, 2, Err("more than the 2")),

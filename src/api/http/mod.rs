@@ -129,7 +129,8 @@ async fn route(
                     };
                     infer(route, &parts, body).await
                 }
-                ([] | ["ready"] | ["infer"], _) => method_not_allowed(method, path),
+                ([] | ["ready"], _) => method_not_allowed(method, &Method::GET),
+                (["infer"], _) => method_not_allowed(method, &Method::POST),
                 _ => not_found(path),
             }
         }
@@ -151,7 +152,9 @@ async fn route(
                 None => not_found(path),
             }
         }
-        (["v2", "health", _] | ["v2"] | ["metrics"], _) => method_not_allowed(method, path),
+        (["v2", "health", "live" | "ready"] | ["v2"] | ["metrics"], _) => {
+            method_not_allowed(method, &Method::GET)
+        }
         _ => not_found(path),
     }
 }
@@ -297,7 +300,13 @@ async fn infer_inner(
             }
         }
     }
-    let (mut core_request, encoding) = infer::decode(model, version, &body, header_length)?;
+    let decoded = infer::decode(model, version, &body, header_length);
+    if decoded.is_err() {
+        // A body that cannot be read for a model that does not exist: the model is the
+        // first thing wrong with it.
+        gateway.model(model, version)?;
+    }
+    let (mut core_request, encoding) = decoded?;
     if let Some((lookup, store)) = cache_control {
         core_request.options.cache.lookup &= lookup;
         core_request.options.cache.store &= store;
@@ -440,9 +449,14 @@ fn not_found(path: &str) -> Response<Body> {
     error_response(&Error::NotFound(format!("no such endpoint: {path}")))
 }
 
-fn method_not_allowed(method: &Method, path: &str) -> Response<Body> {
-    json_response(
+/// A 405 names the method it does answer, in `Allow` as the protocol wants.
+fn method_not_allowed(method: &Method, allowed: &Method) -> Response<Body> {
+    let mut response = json_response(
         StatusCode::METHOD_NOT_ALLOWED,
-        &json!({"error": format!("{method} is not allowed on {path}")}),
-    )
+        &json!({"error": format!("{method} is not allowed here; use {allowed}")}),
+    );
+    if let Ok(value) = HeaderValue::from_str(allowed.as_str()) {
+        response.headers_mut().insert(hyper::header::ALLOW, value);
+    }
+    response
 }

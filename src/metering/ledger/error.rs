@@ -12,6 +12,14 @@ pub enum LedgerError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    #[error("the ledger {} is in use by another gateway ({holder}); give each gateway a ledger.path of its own", path.display())]
+    InUse { path: PathBuf, holder: String },
+    #[error("cannot lock the ledger at {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     #[error("cannot start the ledger writer thread: {0}")]
     Spawn(#[source] Arc<std::io::Error>),
     #[error("ledger database error: {0}")]
@@ -31,8 +39,6 @@ pub enum LedgerError {
     Closed,
     #[error("corrupt ledger row: {0}")]
     Corrupt(String),
-    #[error("unknown ledger durability {0:?} (expected \"async\" or \"sync\")")]
-    Durability(String),
     #[error(transparent)]
     Query(#[from] QueryError),
 }

@@ -42,6 +42,7 @@
 
 mod error;
 mod focus;
+mod lock;
 mod query;
 mod store;
 mod writer;
@@ -62,24 +63,18 @@ pub use error::{LedgerError, QueryError};
 pub use focus::FocusQuery;
 pub use query::{CostQuery, CostRow, GroupKey};
 
-use crate::config::LedgerConfig;
+use crate::config::{Durability, LedgerConfig};
 use crate::metering::record::UsageRecord;
 use writer::{Command, Shared, Writer};
 
 /// Metric names; all start with `tollgate_ledger_` and end in their unit.
+/// The ledger's series; their names and help live with the others in `telemetry`.
 pub mod metric {
-    /// Records committed (new rows).
-    pub const RECORDS: &str = "tollgate_ledger_records_total";
-    /// Time to commit one group.
-    pub const COMMIT_DURATION: &str = "tollgate_ledger_commit_duration_seconds";
-    /// Records accepted and not yet committed (channel, in-memory backlog, current group).
-    pub const PENDING: &str = "tollgate_ledger_pending_records";
-    /// Records that found the channel full (kept in the backlog if there was room).
-    pub const OVERFLOW: &str = "tollgate_ledger_overflow_records_total";
-    /// Records given up: backlog full, or the writer gone.
-    pub const DROPPED: &str = "tollgate_ledger_dropped_records_total";
-    /// Failed commit attempts.
-    pub const WRITE_ERRORS: &str = "tollgate_ledger_write_errors_total";
+    pub use crate::telemetry::{
+        LEDGER_COMMIT_DURATION as COMMIT_DURATION, LEDGER_DROPPED as DROPPED,
+        LEDGER_OVERFLOW as OVERFLOW, LEDGER_PENDING as PENDING, LEDGER_RECORDS as RECORDS,
+        LEDGER_WRITE_ERRORS as WRITE_ERRORS,
+    };
 }
 
 /// Default capacity of the channel to the writer.
@@ -112,17 +107,12 @@ impl LedgerSettings {
         }
     }
 
-    pub fn from_config(config: &LedgerConfig) -> Result<LedgerSettings, LedgerError> {
-        let sync = match config.durability.as_str() {
-            "sync" => true,
-            "async" => false,
-            other => return Err(LedgerError::Durability(other.to_string())),
-        };
-        Ok(LedgerSettings {
-            sync,
+    pub fn from_config(config: &LedgerConfig) -> LedgerSettings {
+        LedgerSettings {
+            sync: config.durability == Durability::Sync,
             retention_days: config.retention_days,
             ..LedgerSettings::new(config.path.clone())
-        })
+        }
     }
 }
 
@@ -174,6 +164,8 @@ struct Inner {
     legacy_max_id: i64,
     settings: LedgerSettings,
     writer: WriterThread,
+    /// Released last, once the writer has committed what was queued.
+    _lock: lock::WriterLock,
 }
 
 struct WriterThread(Option<JoinHandle<()>>);
@@ -197,6 +189,8 @@ impl Drop for WriterThread {
 impl Ledger {
     /// Opens or creates the ledger (and the file's directory) and starts the writer thread.
     pub fn open(settings: LedgerSettings) -> Result<Ledger, LedgerError> {
+        // Before the file is opened: a second gateway must not migrate it either.
+        let lock = lock::WriterLock::acquire(&settings.path)?;
         let opened = store::open_writer(&settings.path, settings.sync)?;
         let shared = Arc::new(Shared::new(settings.max_pending));
         let (tx, rx) = std::sync::mpsc::sync_channel(settings.channel_capacity.max(1));
@@ -213,6 +207,7 @@ impl Ledger {
                 legacy_max_id: opened.legacy_max_id,
                 settings,
                 writer: WriterThread(Some(handle)),
+                _lock: lock,
             }),
         })
     }

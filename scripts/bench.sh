@@ -15,8 +15,10 @@
 #   e  Zipf workload: device-seconds per 1,000 requests, cache + batching vs a naive config,
 #      and the load generator's hit ratio against the gateway's /metrics
 #   f  peers (Triton via nvidia-pytriton, MLServer) when installed under .peers/: scripts/peers/c32.sh
+#   g  the gRPC front end beside HTTP: cache-hit latency at concurrency 1 and req/s at 32, and a
+#      lone miss's latency under the shipped batching (max 64, 1 ms delay: the delay's precision)
 #
-# Usage: scripts/bench.sh [--quick] [--runs N] [--only a,b,c,d,e,f] [--threads N] [--criterion]
+# Usage: scripts/bench.sh [--quick] [--runs N] [--only a,b,c,d,e,f,g] [--threads N] [--criterion]
 #                         [--no-build]
 #   --quick      shorter runs (4 s instead of 10 s: about half the time of the full run, ~20 min)
 #   --runs N     runs per side (default 3; medians are reported)
@@ -37,7 +39,7 @@ cd "$(dirname "$0")/.."
 OUT=target/bench
 RUNS=3
 QUICK=0
-ONLY="a,b,c,d,e,f"
+ONLY="a,b,c,d,e,f,g"
 CRITERION=0
 BUILD=1
 THREADS=""
@@ -131,14 +133,15 @@ wait_http() { # URL SECONDS
     done
 }
 
-# start_gateway VAR CONFIG LOG: starts the gateway on free ports, sets VAR to HOST:PORT (HTTP)
-# and VAR_PID to its pid.
+# start_gateway VAR CONFIG LOG: starts the gateway on free ports, sets VAR to HOST:PORT (HTTP),
+# VAR_GRPC to its gRPC HOST:PORT and VAR_PID to its pid.
 start_gateway() {
     local var=$1 config=$2 log=$3 http grpc
     http=$(free_port); grpc=$(free_port)
     "$GATEWAY" serve --config "$config" --http-addr "127.0.0.1:$http" --grpc-addr "127.0.0.1:$grpc" >"$log" 2>&1 &
     PIDS+=($!)
     printf -v "$var" '%s' "127.0.0.1:$http"
+    printf -v "${var}_GRPC" '%s' "127.0.0.1:$grpc"
     printf -v "${var}_PID" '%s' "$!"
     SERVER_PID["127.0.0.1:$http"]=$!
     wait_http "http://127.0.0.1:$http/v2/health/ready" 120 || { tail -20 "$log" >&2; return 1; }
@@ -316,7 +319,7 @@ fi
 
 # ---- the digits gateway: one process, one model entry per configuration --------------------
 digits_sections=0
-for s in a b c e; do wants $s && digits_sections=1; done
+for s in a b c e g; do wants $s && digits_sections=1; done
 if [ "$digits_sections" = 1 ]; then
     cat >"$OUT/digits.toml" <<'EOF'
 # Written by scripts/bench.sh. One gateway, the digits model under seven configurations.
@@ -521,6 +524,19 @@ if wants c && time_left c; then
     common="$COMMON --distinct $DISTINCT_ALL --metrics-url http://$GWF/metrics"
     pair c_full_on "$GWF digits_b16_cache $common" c_full_off "$GWF digits_b16 $common" 200
     curl -sf "http://$GWF/metrics" >"$OUT/gateway_digits_full.metrics" || true
+fi
+
+if wants g && time_left g; then
+    note "g) gRPC beside HTTP: cache hits at c=1 (latency) and c=$CONCURRENCY (req/s); a lone miss at c=1"
+    ONE="--concurrency 1 --duration ${DURATION}s --warmup ${WARMUP}s --distinct 1 --seed 1"
+    MANY="--concurrency $CONCURRENCY --duration ${DURATION}s --warmup ${WARMUP}s --distinct 1 --seed 1"
+    pair g_http_c1 "$GW digits_cache --protocol http $ONE" g_grpc_c1 "$GW_GRPC digits_cache --protocol grpc $ONE"
+    pair g_http_c32 "$GW digits_cache --protocol http $MANY" g_grpc_c32 "$GW_GRPC digits_cache --protocol grpc $MANY"
+    # Cache off, one client: every request waits alone for max_queue_delay_us (1 ms) to pass.
+    for run in $(seq 1 "$RUNS"); do
+        load "g_lone_miss_r$run" "$GW" digits_nocache --protocol http --concurrency 1 \
+            --duration "${DURATION}s" --warmup "${WARMUP}s" --distinct 1000 --seed 7
+    done
 fi
 
 if wants e && time_left e; then
@@ -923,6 +939,22 @@ if cached is not None or naive is not None:
     summary["e. mean batch size with cache+batching"] = median(
         [(r.get("server_metrics") or {}).get("mean_batch_size") for r in reports("e_cached")])
 
+# g: the gRPC front end beside HTTP
+if reports("g_http_c1") or reports("g_grpc_c1"):
+    h1, g1 = latency("g_http_c1", "p50"), latency("g_grpc_c1", "p50")
+    row("g. cache-hit p50 ms at c=1: gRPC / HTTP", "grpc", g1, "http", h1, ratio(g1, h1),
+        "(info)", None, 3)
+    h1, g1 = latency("g_http_c1", "p99"), latency("g_grpc_c1", "p99")
+    row("g. cache-hit p99 ms at c=1: gRPC / HTTP", "grpc", g1, "http", h1, ratio(g1, h1),
+        "(info)", None, 3)
+    h32, g32 = med("g_http_c32"), med("g_grpc_c32")
+    row(f"g. cache-hit req/s at c=32: gRPC / HTTP", "grpc", g32, "http", h32, ratio(g32, h32),
+        "(info)", None)
+if reports("g_lone_miss"):
+    p50 = latency("g_lone_miss", "p50")
+    row("g. lone miss p50 ms (max 64, max_queue_delay_us 1000)", "p50", p50, "", None, None,
+        "(info: about 1 ms + compute)", None, 3)
+
 # criterion figures, when run with --criterion
 crit = out / "criterion"
 def crit_ns(path):
@@ -945,7 +977,8 @@ lines = ["| figure | side A | side B | ratio | goal | |", "| --- | --- | --- | -
 lines += ["| " + " | ".join(r) + " |" for r in table]
 detail = []
 for prefix in ("a_gateway", "a_fixed", "b_gateway_batching", "b_gateway_b32", "b_gateway_b16", "b_gateway_nobatching", "b_fixed",
-               "c_cache_on", "c_cache_off", "c_cpu_on", "c_cpu_off", "c_twice_on", "c_rate_on", "c_rate_off", "c_full_on", "c_full_off", "d_gateway", "d_nobatch", "e_cached", "e_naive"):
+               "c_cache_on", "c_cache_off", "c_cpu_on", "c_cpu_off", "c_twice_on", "c_rate_on", "c_rate_off", "c_full_on", "c_full_off", "d_gateway", "d_nobatch", "e_cached", "e_naive",
+               "g_http_c1", "g_grpc_c1", "g_http_c32", "g_grpc_c32", "g_lone_miss"):
     if reports(prefix):
         idle = median([read_number(stem + ".foreign") for _, stem in runs(prefix)])
         detail.append(f"| {prefix} | {len(reports(prefix))} | {fmt(med(prefix), 1)} | "

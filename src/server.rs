@@ -113,7 +113,7 @@ fn announce(gateway: &Gateway, http_addr: SocketAddr, grpc_addr: SocketAddr) {
         tenants = config.tenants.len(),
         models = gateway.registry.all().count(),
         ledger = %config.ledger.path.display(),
-        durability = ?config.ledger.durability,
+        durability = config.ledger.durability.as_str(),
         cache = config.cache.enabled,
         "Tollgate is serving KServe V2 over HTTP and gRPC"
     );

@@ -446,6 +446,52 @@ fn request_labels(
 mod tests {
     use super::*;
 
+    /// Prometheus's naming rules, which `promtool check metrics` also enforces on a live
+    /// scrape (in the interop suite): `_total` on counters only, base units, one entry a name.
+    #[test]
+    fn described_series_follow_prometheus_naming() {
+        let mut names = std::collections::HashSet::new();
+        for &(name, kind, help) in DESCRIBED {
+            assert!(names.insert(name), "{name} is described twice");
+            assert!(name.starts_with("tollgate_"), "{name}");
+            assert!(!help.is_empty(), "{name} has no help");
+            let counter = matches!(kind, Kind::Counter | Kind::FloatCounter);
+            assert_eq!(
+                name.ends_with("_total"),
+                counter,
+                "{name}: `_total` is for counters"
+            );
+            for word in name.split('_') {
+                assert!(
+                    ![
+                        "microseconds",
+                        "milliseconds",
+                        "ms",
+                        "us",
+                        "kilobytes",
+                        "megabytes"
+                    ]
+                    .contains(&word),
+                    "{name}: use base units (seconds, bytes)"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn float_counters_are_typed_as_counters() {
+        metrics_handle();
+        metrics::gauge!(COST, "tenant" => "t", "team" => "", "model" => "m").increment(0.5);
+        metrics::gauge!(QUEUE_DEPTH, "model" => "m").set(1.0);
+        let text = render();
+        assert!(text.contains(&format!("# TYPE {COST} counter")), "{text}");
+        assert!(
+            text.contains(&format!("# TYPE {QUEUE_DEPTH} gauge")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("# HELP {COST} ")), "{text}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn upkeep_runs_on_its_timer_until_shutdown() {
         let (trigger, shutdown) = crate::shutdown::channel();

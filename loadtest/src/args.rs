@@ -32,10 +32,17 @@ OPTIONS:
   --metrics-url URL         Prometheus endpoint scraped before and after the run
   --json FILE               write all figures as JSON
   --timeout D               per-request timeout (default 10s)
+  --header 'NAME: VALUE'    sent with every request (HTTP header, gRPC metadata); repeatable
+  --api-key KEY             the same as --header 'authorization: Bearer KEY'
+                            (or set TOLLGATE_API_KEY, which keeps the key out of the process list)
   --no-progress             no live progress line on stderr
   -h, --help                this text
 
 Durations take ms, s, m or h suffixes (a bare number is seconds).
+
+EXIT STATUS:
+  0 when most requests succeeded; 2 for a bad command line; 3 when --verify found mismatches;
+  4 when most requests failed (a missing API key, a wrong model, an overloaded server).
 ";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +84,8 @@ pub struct Config {
     pub metrics_url: Option<String>,
     pub timeout: Duration,
     pub progress: bool,
+    /// Lower-case names and their values, sent with every request and metadata call.
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -158,6 +167,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let (mut json, mut npy, mut verify, mut metrics_url) = (None, None, None, None);
     let mut timeout = Duration::from_secs(10);
     let mut progress = true;
+    let mut headers = Vec::new();
+    let mut api_key = None;
 
     let args: Vec<String> = args.into_iter().collect();
     // Help wins over any other mistake on the line.
@@ -223,6 +234,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             "--verify" => verify = Some(PathBuf::from(v)),
             "--metrics-url" => metrics_url = Some(v.to_string()),
             "--timeout" => timeout = parse_duration(v)?,
+            "--header" => headers.push(parse_header(v)?),
+            "--api-key" => api_key = Some(v.to_string()),
             _ => return err(format!("unknown flag {flag}")),
         }
     }
@@ -286,6 +299,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             return err(format!("--metrics-url must be an http:// URL, got {url:?}"));
         }
     }
+    if let Some(key) = api_key.or_else(|| std::env::var("TOLLGATE_API_KEY").ok()) {
+        if headers.iter().any(|(name, _)| name == "authorization") {
+            return err("give --api-key or an authorization --header, not both");
+        }
+        headers.push(parse_header(&format!("authorization: Bearer {key}"))?);
+    }
     Ok(Command::Run(Box::new(Config {
         target,
         model,
@@ -305,7 +324,29 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
         metrics_url,
         timeout,
         progress,
+        headers,
     })))
+}
+
+/// `NAME: VALUE`, with a name and value that both HTTP and gRPC metadata can carry.
+fn parse_header(text: &str) -> Result<(String, String), ArgError> {
+    let Some((name, value)) = text.split_once(':') else {
+        return err(format!("--header expects 'NAME: VALUE', got {text:?}"));
+    };
+    let name = name.trim().to_ascii_lowercase();
+    let value = value.trim().to_string();
+    if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return err(format!("--header: {name:?} is not a header name"));
+    }
+    if name.ends_with("-bin") {
+        return err("--header: binary (-bin) metadata is not supported");
+    }
+    if value.is_empty() || hyper::header::HeaderValue::from_str(&value).is_err() {
+        return err(format!(
+            "--header: the value of {name} is empty or not printable ASCII"
+        ));
+    }
+    Ok((name, value))
 }
 
 #[cfg(test)]

@@ -56,6 +56,17 @@ fn good_lines() {
                     && c.timeout == Duration::from_millis(1500)
             },
         ),
+        (
+            "--concurrency 1 --header=X-Tollgate-Tags:env=prod --api-key=k",
+            |c| {
+                c.headers
+                    == vec![
+                        ("x-tollgate-tags".to_string(), "env=prod".to_string()),
+                        ("authorization".to_string(), "Bearer k".to_string()),
+                    ]
+            },
+        ),
+        ("--concurrency 1", |c| c.headers.is_empty()),
         ("--concurrency 1 --requests 1000", |c| {
             c.requests == Some(1000) && c.duration == Duration::from_secs(600)
         }),
@@ -96,6 +107,26 @@ fn bad_lines() {
             "mutually exclusive",
         ),
         ("--target h:1 --model m --concurrency 0", "between"),
+        (
+            "--target h:1 --model m --concurrency 1 --header=nocolon",
+            "NAME: VALUE",
+        ),
+        (
+            "--target h:1 --model m --concurrency 1 --header=:v",
+            "not a header name",
+        ),
+        (
+            "--target h:1 --model m --concurrency 1 --header=x:",
+            "empty",
+        ),
+        (
+            "--target h:1 --model m --concurrency 1 --header=x-bin:AA",
+            "binary",
+        ),
+        (
+            "--target h:1 --model m --concurrency 1 --api-key=k --header=Authorization:x",
+            "not both",
+        ),
         ("--target h:1 --model m --concurrency many", "number"),
         ("--target h:1 --model m --rate -3", "positive"),
         (

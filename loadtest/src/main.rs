@@ -65,13 +65,21 @@ async fn run(cfg: Config) -> Result<ExitCode> {
     } else {
         None
     };
+    let headers = http::header_map(&cfg.headers)?;
+    let metadata = grpc::metadata_map(&cfg.headers)?;
+    let mut http_options = http::HttpOptions {
+        target: &cfg.target,
+        model: &cfg.model,
+        version,
+        binary: cfg.protocol == Protocol::HttpBinary,
+        decode_output: false,
+        output_name: None,
+        headers: &headers,
+    };
     // gRPC targets may expose no HTTP port at all, so metadata comes over the same protocol as the load.
     let meta = match &grpc_clients {
-        Some(clients) => grpc::fetch_metadata(&clients[0], &cfg.model, version).await?,
-        None => {
-            http::fetch_metadata(&http_client, &cfg.target, &cfg.model, version, cfg.timeout)
-                .await?
-        }
+        Some(clients) => grpc::fetch_metadata(&clients[0], &cfg.model, version, &metadata).await?,
+        None => http::fetch_metadata(&http_client, &http_options, cfg.timeout).await?,
     };
     let Some(first) = meta.inputs.first() else {
         bail!("model {:?} lists no inputs in its metadata", cfg.model);
@@ -112,25 +120,25 @@ async fn run(cfg: Config) -> Result<ExitCode> {
     let client = match grpc_clients {
         Some(clients) => Client::Grpc(grpc::prepare(
             clients,
-            &cfg.model,
-            version,
-            &work,
-            decode,
-            output_name.as_deref(),
-        )?),
-        None => Client::Http(http::prepare(
-            http_client.clone(),
-            http::HttpOptions {
-                target: &cfg.target,
+            grpc::GrpcOptions {
                 model: &cfg.model,
                 version,
-                binary: cfg.protocol == Protocol::HttpBinary,
                 decode_output: decode,
                 output_name: output_name.as_deref(),
+                metadata,
             },
-            &meta,
             &work,
         )?),
+        None => {
+            http_options.decode_output = decode;
+            http_options.output_name = output_name.as_deref();
+            Client::Http(http::prepare(
+                http_client.clone(),
+                http_options,
+                &meta,
+                &work,
+            )?)
+        }
     };
 
     let metrics_uri = cfg
@@ -138,13 +146,20 @@ async fn run(cfg: Config) -> Result<ExitCode> {
         .as_deref()
         .map(|u| u.parse::<hyper::Uri>().context("bad --metrics-url"))
         .transpose()?;
-    let before = match &metrics_uri {
-        Some(uri) => scrape(&http_client, uri, &cfg).await,
-        None => None,
-    };
+    // The server's counters are read when measuring starts, not before the warm-up, so the
+    // figures compared with ours cover the same requests.
+    let start = tokio::time::Instant::now();
+    let before = metrics_uri.clone().map(|uri| {
+        let (client, timeout) = (http_client.clone(), cfg.timeout);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start + cfg.warmup).await;
+            scrape(&client, &uri, timeout).await
+        })
+    });
 
     let picker = workload::Picker::new(distinct, cfg.zipf);
     let plan = runner::Plan {
+        start,
         load: cfg.load,
         warmup: cfg.warmup,
         duration: cfg.duration,
@@ -156,8 +171,12 @@ async fn run(cfg: Config) -> Result<ExitCode> {
     };
     let result = runner::run(client, picker, verifier.clone(), plan).await;
 
+    let before = match before {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
     let server = match (&metrics_uri, &before) {
-        (Some(uri), Some(before)) => scrape(&http_client, uri, &cfg)
+        (Some(uri), Some(before)) => scrape(&http_client, uri, cfg.timeout)
             .await
             .map(|after| metrics_scrape::delta(before, &after)),
         _ => None,
@@ -175,20 +194,39 @@ async fn run(cfg: Config) -> Result<ExitCode> {
         std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     let mismatches = result.stats.errors.get("mismatch").copied().unwrap_or(0);
+    let failed: u64 = result.stats.errors.values().sum();
     Ok(if decode && mismatches > 0 {
         ExitCode::from(3)
+    } else if mostly_failed(result.stats.ok, failed) {
+        let commonest = result.stats.errors.iter().max_by_key(|(_, n)| **n);
+        let (kind, count) = commonest.map_or(("?", 0), |(k, n)| (k.as_str(), *n));
+        eprintln!(
+            "error: {failed} of {} requests failed (most often {kind}: {count}){}",
+            failed + result.stats.ok,
+            if kind == "http_401" || kind == "grpc_unauthenticated" {
+                "; give the tenant's key with --api-key"
+            } else {
+                ""
+            }
+        );
+        ExitCode::from(4)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A run in which at most half the requests got an answer measured failures, not the server.
+fn mostly_failed(ok: u64, failed: u64) -> bool {
+    failed > 0 && failed >= ok
 }
 
 /// A failed scrape only loses the server-side figures, so it warns instead of aborting the run.
 async fn scrape(
     client: &http::HyperClient,
     uri: &hyper::Uri,
-    cfg: &Config,
+    timeout: std::time::Duration,
 ) -> Option<Vec<metrics_scrape::Sample>> {
-    match http::get(client, uri.clone(), cfg.timeout).await {
+    match http::get(client, uri.clone(), timeout).await {
         Ok(body) => Some(metrics_scrape::parse(&String::from_utf8_lossy(&body))),
         Err(e) => {
             eprintln!("warning: metrics scrape failed, server figures omitted: {e:#}");

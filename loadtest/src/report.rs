@@ -203,10 +203,14 @@ pub fn render(s: &Summary) -> String {
             c.hit, c.miss, c.coalesced, c.bypass, c.other, pct(c.hit_ratio), pct(c.no_execution_ratio));
     }
     if s.cost_usd != 0.0 || s.saved_usd != 0.0 {
+        let answered = s.ok.max(1) as f64;
         let _ = writeln!(
             o,
-            "cost        ${:.6} spent, ${:.6} saved",
-            s.cost_usd, s.saved_usd
+            "cost        {} spent, {} saved; per 1,000 requests {} spent, {} saved",
+            money(s.cost_usd),
+            money(s.saved_usd),
+            money(s.cost_usd / answered * 1000.0),
+            money(s.saved_usd / answered * 1000.0),
         );
     }
     if let Some(v) = s.verified {
@@ -237,9 +241,34 @@ pub fn render(s: &Summary) -> String {
     o
 }
 
+/// Dollars as a person reads them: cents for amounts of a cent or more, four significant
+/// digits in scientific form below (a request often costs a few billionths of a dollar).
+fn money(usd: f64) -> String {
+    if usd == 0.0 {
+        "$0".into()
+    } else if usd.abs() >= 0.01 {
+        format!("${usd:.2}")
+    } else {
+        format!("${usd:.3e}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_keeps_small_amounts_readable() {
+        for (usd, want) in [
+            (0.0, "$0"),
+            (12.345, "$12.35"),
+            (0.01, "$0.01"),
+            (1.5111e-8, "$1.511e-8"),
+            (0.000999, "$9.990e-4"),
+        ] {
+            assert_eq!(money(usd), want);
+        }
+    }
     use crate::stats::ReplyInfo;
 
     #[test]

@@ -260,3 +260,83 @@ fn intra_op_spinning_is_off_unless_asked_for() {
     assert!(parse("intra_op_spinning = true\n").unwrap());
     assert!(parse("intra_op_spinning = \"yes\"\n").is_err());
 }
+
+/// The keys serde accepts in one section, read from its own "unknown field" message (which
+/// lists every field), so this follows the structs without a second list to keep.
+fn accepted_keys(section: &str) -> Vec<String> {
+    let (dir, model) = with_model_file();
+    let text = match section {
+        "" => format!("zz_unknown = 1\n{model}"),
+        "models" => format!("{model}zz_unknown = 1\n"),
+        "tenants" => format!(
+            "[[tenants]]\nname = \"t\"\napi_key_blake3 = \"{}\"\nzz_unknown = 1\n{model}",
+            blake3::hash(b"k").to_hex()
+        ),
+        _ => format!("[{section}]\nzz_unknown = 1\n{model}"),
+    };
+    let message = Config::parse(&text, &dir.path().join("config.toml"))
+        .expect_err("an unknown key is refused")
+        .to_string();
+    let listed = message
+        .split_once("expected one of ")
+        .or_else(|| message.split_once("expected "))
+        .unwrap_or_else(|| panic!("no field list in `{message}`"))
+        .1;
+    listed
+        .split(',')
+        .filter_map(|item| item.trim().strip_prefix('`')?.split('`').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn config_toml_lists_every_key_the_parser_accepts() {
+    let text = include_str!("../../config.toml");
+    // Where each section's keys are written: its table header up to the next header (models
+    // and tenants are arrays of tables, tenants shown commented out).
+    let body = |header: &str| -> String {
+        let start = text
+            .find(header)
+            .unwrap_or_else(|| panic!("config.toml has no `{header}`"));
+        let rest = &text[start + header.len()..];
+        let end = rest
+            .find("\n[")
+            .or_else(|| rest.find("\n# [["))
+            .unwrap_or(rest.len());
+        rest[..end].to_string()
+    };
+    let sections = [
+        ("", "".to_string()),
+        ("server", body("[server]")),
+        ("runtime", body("[runtime]")),
+        ("cache", body("[cache]")),
+        (
+            "pricing",
+            body("[pricing]") + &body("[pricing.device_per_hour]"),
+        ),
+        ("ledger", body("[ledger]")),
+        ("metering", body("[metering]")),
+        ("alerts", body("[alerts]")),
+        ("auth", body("[auth]")),
+        ("tenants", body("# [[tenants]]")),
+        ("models", body("\n[[models]]\n")),
+    ];
+    let mut missing = Vec::new();
+    for (section, written) in &sections {
+        for key in accepted_keys(section) {
+            let present = if section.is_empty() {
+                text.contains(&format!("[{key}]")) || text.contains(&format!("[[{key}]]"))
+            } else {
+                key == "device_per_hour"
+                    || written.lines().any(|line| {
+                        let line = line.trim_start_matches(['#', ' ']);
+                        line.starts_with(&format!("{key} ")) || line.starts_with(&format!("{key}="))
+                    })
+            };
+            if !present {
+                missing.push(format!("{section}.{key}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "config.toml does not list: {missing:?}");
+}

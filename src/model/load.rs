@@ -132,6 +132,10 @@ fn assemble(config: &Config, model_config: &ModelConfig, loaded: Engines) -> Mod
     if model_config.max_batch_size > 1 && !batching {
         tracing::warn!(model = %model_config.name, "max_batch_size is set but the model has no open first dimension on every input and output; batching is off");
     }
+    if model_config.max_batch_size == 0 && spec.has_batch_dimension() {
+        // Triton's default, kept; but a model that could batch and does not is worth a line.
+        tracing::warn!(model = %model_config.name, "max_batch_size is not set, so batching is off although the model's first dimension is open; set max_batch_size (e.g. 64) to batch");
+    }
     let policy = Policy {
         max_batch_rows: if batching {
             model_config.max_batch_size

@@ -543,3 +543,18 @@ def test_grpc_triton_extensions_answer_unimplemented(gateway, call):
         call(gateway.grpc)
     assert "UNIMPLEMENTED" in str(raised.value.status())
     assert gateway.grpc.is_server_live()
+
+
+def test_the_readme_python_examples_run_as_written(capsys):
+    """A new user pastes the README's tritonclient snippets; both must run against the gateway."""
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = readme.split("```python\n")[1:]
+    snippets = [block.split("```", 1)[0] for block in blocks]
+    assert len(snippets) >= 2, "the README shows an HTTP and a gRPC example"
+    http, grpc_address = os.environ["TOLLGATE_HTTP"], os.environ["TOLLGATE_GRPC"]
+    scope: dict = {}
+    for snippet in snippets:
+        code = snippet.replace("127.0.0.1:8000", http).replace("127.0.0.1:8001", grpc_address)
+        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    printed = capsys.readouterr().out.split("\n")
+    assert any(line.endswith(("miss", "hit", "coalesced")) for line in printed), printed

@@ -67,3 +67,72 @@ def test_open_loop_latency_rises_past_capacity():
     # Measured from the intended send time, the backlog shows up as latency that grows with it.
     assert loaded_p99 > 10 * calm_p99 and loaded_p99 > 300, (calm_p99, loaded_p99)
     assert overload["requests_per_s"] < 900 * 0.8
+
+
+def test_warm_up_stays_out_of_the_server_counts():
+    # Closed loop at concurrency 2: at most the two requests in flight at the end of the
+    # warm-up can be counted by the server and not by the harness.
+    report = run("--target", HTTP, "--model", "digits", "--concurrency", "2",
+                 "--warmup", "1s", "--duration", "1s", "--distinct", "20", "--seed", "21")
+    measured = report["ok"] + report["errors_total"]
+    assert abs(report["server_metrics"]["requests_total"] - measured) <= 2, report
+
+
+@pytest.fixture(scope="module")
+def gateway_with_auth():
+    """A second gateway, as a platform team runs it: every call needs a tenant's key."""
+    import socket
+    import time
+    import urllib.request
+
+    binary = REPO / "target" / "debug" / "tollgate"
+    key = "loadtest-key"
+    digest = subprocess.run([str(binary), "hash-key", key], capture_output=True, text=True,
+                            check=True).stdout.strip()
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = pathlib.Path(tmp) / "auth.toml"
+        config.write_text(
+            f'[ledger]\npath = "{tmp}/ledger.sqlite"\n'
+            "[auth]\nrequired = true\n"
+            f'[[tenants]]\nname = "bench"\napi_key_blake3 = "{digest}"\n'
+            f'[[models]]\nname = "digits"\npath = "{REPO}/models/digits/1/model.onnx"\n'
+            "max_batch_size = 8\n"
+        )
+        http, grpc = free_port(), free_port()
+        process = subprocess.Popen(
+            [str(binary), "serve", "--config", str(config), "--http-addr", f"127.0.0.1:{http}",
+             "--grpc-addr", f"127.0.0.1:{grpc}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(150):
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", key
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_harness_authenticates_and_fails_loudly_without_a_key(gateway_with_auth, protocol):
+    http, grpc, key = gateway_with_auth
+    target = grpc if protocol == "grpc" else http
+    common = [HARNESS, "--target", target, "--protocol", protocol, "--model", "digits",
+              "--concurrency", "2", "--requests", "50", "--no-progress"]
+    refused = subprocess.run(common, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert "--api-key" in refused.stderr, refused.stderr
+    served = subprocess.run(common + ["--api-key", key], capture_output=True, text=True,
+                            timeout=120)
+    assert served.returncode == 0, served.stdout + served.stderr
+    assert "50 ok, 0 errors" in served.stdout, served.stdout
+    assert "per 1,000 requests" in served.stdout and "e-" in served.stdout, served.stdout

@@ -94,3 +94,27 @@ def test_prometheus_scrapes_request_counts_and_histograms(prometheus):
     assert buckets, "the latency histogram is not visible to Prometheus"
     batches = query(prometheus, "tollgate_batch_size_count")
     assert batches, "the batch-size histogram is not visible to Prometheus"
+
+
+def test_promtool_finds_nothing_to_lint_in_the_live_exposition():
+    """Ops teams lint what they scrape; every series needs HELP, counters `_total`, base units."""
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.fail("promtool is not installed: `make test` installs it with prometheus from apt")
+    client = httpclient.InferenceServerClient(GATEWAY)
+    rows = np.full((1, 64), 5.0, dtype=np.float32)
+    tensor = httpclient.InferInput("input", rows.shape, "FP32")
+    tensor.set_data_from_numpy(rows)
+    client.infer("digits", [tensor])  # a miss (or a hit of an earlier test): cost or saved
+    client.infer("digits", [tensor])  # a hit
+    with pytest.raises(Exception):
+        client.infer("nope", [tensor])  # an error series
+    with urllib.request.urlopen(f"http://{GATEWAY}/metrics", timeout=5) as response:
+        exposition = response.read()
+    assert b"tollgate_cost_usd_total" in exposition
+    assert b"tollgate_device_busy_seconds_total" in exposition
+    lint = subprocess.run(
+        [binary, "check", "metrics"], input=exposition, capture_output=True, timeout=30
+    )
+    report = (lint.stdout + lint.stderr).decode()
+    assert lint.returncode == 0 and report.strip() == "", report

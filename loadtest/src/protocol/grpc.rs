@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
 #[allow(clippy::all, missing_docs)]
@@ -45,15 +46,41 @@ pub async fn connect(target: &str, lanes: usize, timeout: Duration) -> Result<Ve
     Ok(clients)
 }
 
+/// The `--header` pairs as gRPC metadata (the argument parser checked them already).
+pub fn metadata_map(headers: &[(String, String)]) -> Result<MetadataMap> {
+    let mut map = MetadataMap::new();
+    for (name, value) in headers {
+        let key = tonic::metadata::AsciiMetadataKey::from_bytes(name.as_bytes())
+            .with_context(|| format!("{name} cannot be gRPC metadata"))?;
+        map.append(
+            key,
+            value
+                .parse()
+                .with_context(|| format!("the value of {name}"))?,
+        );
+    }
+    Ok(map)
+}
+
+fn with_metadata<T>(message: T, metadata: &MetadataMap) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    *request.metadata_mut() = metadata.clone();
+    request
+}
+
 pub async fn fetch_metadata(
     client: &RpcClient,
     model: &str,
     version: Option<&str>,
+    metadata: &MetadataMap,
 ) -> Result<ModelMeta> {
-    let req = pb::ModelMetadataRequest {
-        name: model.to_string(),
-        version: version.unwrap_or_default().to_string(),
-    };
+    let req = with_metadata(
+        pb::ModelMetadataRequest {
+            name: model.to_string(),
+            version: version.unwrap_or_default().to_string(),
+        },
+        metadata,
+    );
     let resp = client
         .clone()
         .model_metadata(req)
@@ -81,17 +108,31 @@ pub struct GrpcInfer {
     requests: Arc<Vec<ModelInferRequest>>,
     decode: bool,
     want_name: Option<Arc<str>>,
+    metadata: Arc<MetadataMap>,
+}
+
+/// What every gRPC request of a run carries besides its tensors.
+pub struct GrpcOptions<'a> {
+    pub model: &'a str,
+    pub version: Option<&'a str>,
+    pub decode_output: bool,
+    pub output_name: Option<&'a str>,
+    pub metadata: MetadataMap,
 }
 
 /// Builds every distinct request once; raw contents are `Bytes`, so per-send clones do not copy tensors.
 pub fn prepare(
     clients: Vec<RpcClient>,
-    model: &str,
-    version: Option<&str>,
+    opts: GrpcOptions<'_>,
     work: &Workload,
-    decode_output: bool,
-    output_name: Option<&str>,
 ) -> Result<GrpcInfer> {
+    let GrpcOptions {
+        model,
+        version,
+        decode_output,
+        output_name,
+        metadata,
+    } = opts;
     let mut requests = Vec::with_capacity(work.requests.len());
     for set in &work.requests {
         let mut inputs = Vec::with_capacity(set.len());
@@ -119,6 +160,7 @@ pub fn prepare(
         requests: Arc::new(requests),
         decode: decode_output,
         want_name: output_name.map(Arc::from),
+        metadata: Arc::new(metadata),
     })
 }
 
@@ -149,6 +191,7 @@ pub fn reply_info(params: &HashMap<String, InferParameter>) -> ReplyInfo {
 impl GrpcInfer {
     pub async fn send(&self, index: usize, lane: usize) -> Outcome {
         let req = self.requests.get(index).ok_or("bad_index")?.clone();
+        let req = with_metadata(req, &self.metadata);
         let mut client = self.clients[lane % self.clients.len()].clone();
         let resp = client
             .model_infer(req)

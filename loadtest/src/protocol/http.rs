@@ -54,10 +54,33 @@ pub fn model_path(model: &str, version: Option<&str>) -> String {
     }
 }
 
+/// The `--header` pairs as a map, checked by the argument parser already.
+pub fn header_map(headers: &[(String, String)]) -> Result<HeaderMap> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes())?,
+            hyper::header::HeaderValue::from_str(value)?,
+        );
+    }
+    Ok(map)
+}
+
 /// GET a URL and return the body, failing on non-2xx statuses.
 pub async fn get(client: &HyperClient, uri: Uri, timeout: Duration) -> Result<Bytes> {
+    get_with(client, uri, &HeaderMap::new(), timeout).await
+}
+
+/// GET with extra headers (the caller's credentials, for metadata).
+pub async fn get_with(
+    client: &HyperClient,
+    uri: Uri,
+    headers: &HeaderMap,
+    timeout: Duration,
+) -> Result<Bytes> {
     let shown = uri.to_string();
-    let req = Request::get(uri).body(Full::new(Bytes::new()))?;
+    let mut req = Request::get(uri).body(Full::new(Bytes::new()))?;
+    req.headers_mut().extend(headers.clone());
     let fut = async {
         let resp = client.request(req).await?;
         let status = resp.status();
@@ -79,13 +102,16 @@ pub async fn get(client: &HyperClient, uri: Uri, timeout: Duration) -> Result<By
 
 pub async fn fetch_metadata(
     client: &HyperClient,
-    target: &str,
-    model: &str,
-    version: Option<&str>,
+    opts: &HttpOptions<'_>,
     timeout: Duration,
 ) -> Result<ModelMeta> {
-    let uri: Uri = format!("http://{target}{}", model_path(model, version)).parse()?;
-    let body = get(client, uri, timeout)
+    let uri: Uri = format!(
+        "http://{}{}",
+        opts.target,
+        model_path(opts.model, opts.version)
+    )
+    .parse()?;
+    let body = get_with(client, uri, opts.headers, timeout)
         .await
         .context("fetching model metadata")?;
     serde_json::from_slice(&body).context("model metadata is not KServe V2 JSON")
@@ -105,6 +131,8 @@ pub struct HttpInfer {
     /// Decode an output for verification; `want_name: None` then means the first output.
     decode: bool,
     want_name: Option<Arc<str>>,
+    /// `--header` and `--api-key`, sent with every request.
+    headers: Arc<HeaderMap>,
 }
 
 pub struct HttpOptions<'a> {
@@ -115,6 +143,7 @@ pub struct HttpOptions<'a> {
     /// Decode an output for verification: the named one, or the first when no name is given.
     pub decode_output: bool,
     pub output_name: Option<&'a str>,
+    pub headers: &'a HeaderMap,
 }
 
 /// Encodes every distinct request once, so sending costs a refcount bump rather than serialisation.
@@ -185,6 +214,7 @@ pub fn prepare(
         binary: opts.binary,
         decode: opts.decode_output,
         want_name: opts.output_name.map(Arc::from),
+        headers: Arc::new(opts.headers.clone()),
     })
 }
 
@@ -215,9 +245,12 @@ impl HttpInfer {
         if let Some(len) = p.header_len {
             b = b.header(HEADER_LEN, len);
         }
-        let req = b
+        let mut req = b
             .body(Full::new(p.body.clone()))
             .map_err(|_| "request_build")?;
+        if !self.headers.is_empty() {
+            req.headers_mut().extend(self.headers.as_ref().clone());
+        }
         let resp = self
             .client
             .request(req)

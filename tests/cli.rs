@@ -121,3 +121,97 @@ fn sigterm_drains_and_exits_cleanly() {
     assert!(status.success(), "exit {status:?}: {log}");
     assert!(log.contains("shutting down"), "{log}");
 }
+
+#[test]
+fn every_command_answers_help_and_version() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["check-config", "--help"],
+        vec!["hash-key", "--help"],
+    ] {
+        let out = tollgate().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("Usage: tollgate"), "{args:?}: {stdout}");
+    }
+    for args in [vec!["--version"], vec!["serve", "--version"]] {
+        let out = tollgate().args(&args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(env!("CARGO_PKG_VERSION")),
+            "{args:?}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn hash_key_ignores_one_trailing_newline() {
+    let want = blake3::hash(b"s3cret").to_hex().to_string();
+    for input in ["s3cret", "s3cret\n", "s3cret\r\n"] {
+        let mut child = tollgate()
+            .arg("hash-key")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want,
+            "{input:?}"
+        );
+    }
+    let out = tollgate().args(["hash-key", "s3cret"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+}
+
+#[test]
+fn start_up_errors_say_what_is_wrong_once() {
+    let cases = [
+        (
+            None,
+            "cannot read /nonexistent/tollgate.toml: No such file or directory",
+        ),
+        (
+            Some("[server]\nhttp_addr = \"localhost:8100\"\n[[models]]\nname = \"d\"\npath = \"MODEL\"\n"),
+            "`localhost:8100` is not an IP:port address",
+        ),
+        (
+            Some("[runtime]\nonnxruntime = \"/tmp\"\n[[models]]\nname = \"d\"\npath = \"MODEL\"\n"),
+            "/tmp is a directory",
+        ),
+    ];
+    for (index, (text, fragment)) in cases.iter().enumerate() {
+        let path = match text {
+            Some(text) => write_config(&format!("bad-{index}.toml"), text),
+            None => std::path::PathBuf::from("/nonexistent/tollgate.toml"),
+        };
+        let out = tollgate()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(fragment), "{stderr}");
+        assert!(
+            stderr.matches("os error").count() <= 1,
+            "the cause twice: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let out = tollgate()
+        .args(["serve", "--http-addr", "localhost:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an IP:port address"));
+}

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tollgate::cache::key::{compute, CacheKey, KeyParts};
 use tollgate::cache::value::CachedValue;
-use tollgate::cache::{Cache, ModelCache};
+use tollgate::cache::ModelCache;
+
+/// The cache as the gateway runs it, carrying the gateway's error.
+type Cache = tollgate::cache::Cache<tollgate::gateway::Error>;
 use tollgate::config::CacheConfig;
 use tollgate::request::CacheControl;
 use tollgate::tensor::{DataType, Tensor};

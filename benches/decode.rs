@@ -8,7 +8,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use std::hint::black_box;
 use std::time::Duration;
 use tollgate::api::http::infer::{decode, encode};
-use tollgate::api::http::{parse_json_data, write_json_data};
+use tollgate::kserve::json::{parse as parse_json_data, write as write_json_data};
 use tollgate::request::{CacheStatus, InferResponse, Served};
 use tollgate::tensor::{DataType, Tensor};
 

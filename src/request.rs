@@ -1,34 +1,14 @@
 //! The protocol-neutral request and response every front end decodes into and encodes from.
 
 use crate::cache::key::CacheKey;
-use crate::metering::text::Text;
 use crate::model::Model;
 use crate::tensor::Tensor;
 use bytes::Bytes;
+use smol_str::SmolStr;
 use std::sync::{Arc, OnceLock, Weak};
 
-/// The front end a request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Http,
-    Grpc,
-}
-
-impl Protocol {
-    pub const ALL: [Protocol; 2] = [Protocol::Http, Protocol::Grpc];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Grpc => "grpc",
-        }
-    }
-
-    /// Position in `ALL`, for per-protocol arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
+/// The front end a request came through; a metric label as well, so it lives with them.
+pub use crate::telemetry::Protocol;
 
 #[derive(Debug, Clone, Default)]
 pub struct InferRequest {
@@ -134,7 +114,7 @@ pub struct Recall {
     /// The model the key was made for; a reloaded model is another one, so the recall lapses.
     pub(crate) model: Weak<Model>,
     /// The tenant in the key, under `cache.scope = "tenant"`; another caller's tenant lapses it.
-    pub(crate) tenant: Option<Text>,
+    pub(crate) tenant: Option<SmolStr>,
     /// The outputs asked for (`None`: all of them).
     pub(crate) outputs: Option<Vec<String>>,
     pub(crate) rows: usize,
@@ -282,7 +262,7 @@ pub struct Served {
     pub cost_usd: f64,
     pub saved_usd: f64,
     /// The device that computed it ("cpu", "cuda:0"); shared with the model and usage record.
-    pub device: Text,
+    pub device: SmolStr,
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Logs and metrics. Metric names live here, one constant each, so every layer records the same
 //! series; the Prometheus text is rendered on our own HTTP port at `/metrics`.
 
-use crate::request::Protocol;
 use crate::shutdown::Shutdown;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -282,6 +281,29 @@ fn describe() {
             Kind::FloatCounter | Kind::Gauge => metrics::describe_gauge!(name, help),
             Kind::Histogram => metrics::describe_histogram!(name, help),
         }
+    }
+}
+
+/// The front end a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::Http, Protocol::Grpc];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+
+    /// Position in `ALL`, for per-protocol arrays.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 

@@ -18,6 +18,10 @@ use protocol::{grpc, http, Client};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Mixed into the seed of the warm-up's inputs.
+const WARMUP_STREAM: u64 = 0x5741_524d;
 
 /// Open-loop gRPC traffic is spread over this many channels.
 const OPEN_LOOP_GRPC_LANES: usize = 4;
@@ -146,35 +150,35 @@ async fn run(cfg: Config) -> Result<ExitCode> {
         .as_deref()
         .map(|u| u.parse::<hyper::Uri>().context("bad --metrics-url"))
         .transpose()?;
-    // The server's counters are read when measuring starts, not before the warm-up, so the
-    // figures compared with ours cover the same requests.
-    let start = tokio::time::Instant::now();
-    let before = metrics_uri.clone().map(|uri| {
-        let (client, timeout) = (http_client.clone(), cfg.timeout);
-        tokio::spawn(async move {
-            tokio::time::sleep_until(start + cfg.warmup).await;
-            scrape(&client, &uri, timeout).await
-        })
-    });
-
     let picker = workload::Picker::new(distinct, cfg.zipf);
-    let plan = runner::Plan {
-        start,
+    let plan = |duration, max_requests, seed, progress| runner::Plan {
         load: cfg.load,
-        warmup: cfg.warmup,
-        duration: cfg.duration,
-        max_requests: cfg.requests,
+        warmup: Duration::ZERO,
+        duration,
+        max_requests,
         timeout: cfg.timeout,
-        seed: cfg.seed,
+        seed,
         rows_per_request: work.rows_per_request as u64,
-        progress: cfg.progress && std::io::stderr().is_terminal(),
+        progress: progress && cfg.progress && std::io::stderr().is_terminal(),
     };
-    let result = runner::run(client, picker, verifier.clone(), plan).await;
-
-    let before = match before {
-        Some(task) => task.await.ok().flatten(),
+    // The warm-up runs on its own and drains before the server's counters are read, so that
+    // both sides count the same requests. Its inputs come from a seed of their own, as they
+    // would from the stream's first draws.
+    if !cfg.warmup.is_zero() {
+        let warmup = plan(
+            cfg.warmup,
+            None,
+            rng::derive_seed(&[cfg.seed, WARMUP_STREAM]),
+            false,
+        );
+        runner::run(client.clone(), picker.clone(), None, warmup).await;
+    }
+    let before = match &metrics_uri {
+        Some(uri) => scrape(&http_client, uri, cfg.timeout).await,
         None => None,
     };
+    let measured = plan(cfg.duration, cfg.requests, cfg.seed, true);
+    let result = runner::run(client, picker, verifier.clone(), measured).await;
     let server = match (&metrics_uri, &before) {
         (Some(uri), Some(before)) => scrape(&http_client, uri, cfg.timeout)
             .await

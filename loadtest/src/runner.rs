@@ -18,8 +18,6 @@ pub const MAX_OUTSTANDING: usize = 10_000;
 const MAX_SHARDS: usize = 64;
 
 pub struct Plan {
-    /// When the run began; warm-up ends `warmup` after it.
-    pub start: Instant,
     pub load: Load,
     pub warmup: Duration,
     pub duration: Duration,
@@ -150,7 +148,7 @@ pub async fn run(
         in_flight: AtomicUsize::new(0),
         shards: (0..shard_count).map(|_| Mutex::new(Stats::new())).collect(),
     });
-    let start = plan.start;
+    let start = Instant::now();
     let measure_start = start + plan.warmup;
     let end = measure_start + plan.duration;
     // Every request has its own timeout, so this only trips if the runtime itself is starved.

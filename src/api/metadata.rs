@@ -1,7 +1,7 @@
 //! Server and model metadata in the protocol's terms, built once for both front ends.
 
-use crate::model::spec::TensorSpec;
 use crate::model::Model;
+use crate::spec::TensorSpec;
 
 pub const SERVER_NAME: &str = "tollgate";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");

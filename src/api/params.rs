@@ -1,8 +1,8 @@
 //! Request-level parameters shared by both protocols (`priority`, `timeout`, `cache`), read from
 //! a protocol-neutral view so HTTP and gRPC accept exactly the same things.
 
-use crate::error::Error;
 use crate::gateway::Credentials;
+use crate::gateway::Error;
 use crate::request::{CacheControl, RequestOptions};
 
 /// The caller's credentials from the `authorization` header or metadata (`Bearer <key>`) and

@@ -1,6 +1,8 @@
 //! The one place where failures become wire codes: an HTTP status or a gRPC code per class.
 
-use crate::error::{Error, ErrorClass};
+use crate::error::ErrorClass;
+use crate::gateway::Error;
+use crate::metering::MeteringError;
 use hyper::StatusCode;
 
 pub fn http_status(error: &Error) -> StatusCode {
@@ -39,7 +41,9 @@ pub fn grpc_status(error: &Error) -> tonic::Status {
 /// overload, the rest of the budget period after a 402.
 pub fn retry_after_seconds(error: &Error) -> Option<u64> {
     match error {
-        Error::BudgetExhausted { retry_after_s, .. } => Some((*retry_after_s).max(1)),
+        Error::Metering(MeteringError::BudgetExhausted { retry_after_s, .. }) => {
+            Some((*retry_after_s).max(1))
+        }
         _ if error.class() == ErrorClass::Overloaded => Some(1),
         _ => None,
     }

@@ -5,7 +5,7 @@
 
 use super::{BackendError, BatchInput, Engine};
 use crate::config::{Device, RuntimeLibrary};
-use crate::model::spec::{ModelSpec, TensorSpec};
+use crate::spec::{ModelSpec, TensorSpec};
 use crate::tensor::{DataType, Tensor};
 use bytes::Bytes;
 use ort::ep;

@@ -8,7 +8,6 @@
 use super::hasher::KeyHasher;
 use super::key::CacheKey;
 use super::value::CachedValue;
-use crate::error::Error;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -16,26 +15,35 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use tokio::sync::Notify;
 
-pub type Outcome = Result<Arc<CachedValue>, Error>;
+/// A computation's outcome; `E` is the computing layer's error, which the cache only carries.
+pub type Outcome<E> = Result<Arc<CachedValue>, E>;
 
-pub enum Role {
+pub enum Role<E> {
     /// The first caller: it must start the computation and publish its outcome.
-    Leader(Publisher),
+    Leader(Publisher<E>),
     /// A later caller: it waits for the leader's outcome.
-    Follower(Arc<Flight>),
+    Follower(Arc<Flight<E>>),
 }
 
 /// One computation's outcome as its followers see it.
-#[derive(Default)]
-pub struct Flight {
+pub struct Flight<E> {
     /// `Some(None)` once the leader's work was lost without an outcome.
-    outcome: OnceLock<Option<Outcome>>,
+    outcome: OnceLock<Option<Outcome<E>>>,
     landed: Notify,
 }
 
-impl Flight {
+impl<E> Default for Flight<E> {
+    fn default() -> Self {
+        Flight {
+            outcome: OnceLock::new(),
+            landed: Notify::new(),
+        }
+    }
+}
+
+impl<E: Clone> Flight<E> {
     /// Waits for the leader's outcome; `None` if its work was lost.
-    pub async fn outcome(&self) -> Option<Outcome> {
+    pub async fn outcome(&self) -> Option<Outcome<E>> {
         let landed = self.landed.notified();
         tokio::pin!(landed);
         // Registered before the check: a publication between the two still wakes this waiter.
@@ -48,14 +56,21 @@ impl Flight {
     }
 }
 
-#[derive(Default)]
-pub struct Flights {
-    in_flight: Mutex<HashMap<CacheKey, Arc<Flight>, KeyHasher>>,
+pub struct Flights<E> {
+    in_flight: Mutex<HashMap<CacheKey, Arc<Flight<E>>, KeyHasher>>,
 }
 
-impl Flights {
+impl<E> Default for Flights<E> {
+    fn default() -> Self {
+        Flights {
+            in_flight: Mutex::default(),
+        }
+    }
+}
+
+impl<E> Flights<E> {
     /// Joins the computation for `key`, starting one if none is running.
-    pub fn join(self: &Arc<Self>, key: CacheKey) -> Role {
+    pub fn join(self: &Arc<Self>, key: CacheKey) -> Role<E> {
         let mut in_flight = lock(&self.in_flight);
         if let Some(flight) = in_flight.get(&key) {
             return Role::Follower(flight.clone());
@@ -84,21 +99,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The leader's duty to publish exactly once. Dropped unpublished (its work was lost, say at
 /// shutdown), it publishes the loss, so no follower waits for ever.
-pub struct Publisher {
-    flights: Arc<Flights>,
+pub struct Publisher<E> {
+    flights: Arc<Flights<E>>,
     key: CacheKey,
-    flight: Arc<Flight>,
+    flight: Arc<Flight<E>>,
     published: bool,
 }
 
-impl Publisher {
+impl<E: Clone> Publisher<E> {
     /// Hands `outcome` to every follower and ends the flight, so later misses start afresh
     /// (after a failure, or once the value is in the cache, where later callers find it).
-    pub fn publish(mut self, outcome: &Outcome) {
+    pub fn publish(mut self, outcome: &Outcome<E>) {
         self.land(Some(outcome.clone()));
     }
 
-    fn land(&mut self, outcome: Option<Outcome>) {
+    fn land(&mut self, outcome: Option<Outcome<E>>) {
         self.published = true;
         // Set before the flight leaves the map: a caller joining in between finds it done.
         let _ = self.flight.outcome.set(outcome);
@@ -107,10 +122,14 @@ impl Publisher {
     }
 }
 
-impl Drop for Publisher {
+impl<E> Drop for Publisher<E> {
     fn drop(&mut self) {
         if !self.published {
-            self.land(None);
+            // The loss carries no value, so this needs no `E: Clone` and can live in `Drop`.
+            self.published = true;
+            let _ = self.flight.outcome.set(None);
+            self.flights.land(&self.key);
+            self.flight.landed.notify_waiters();
         }
     }
 }
@@ -183,15 +202,21 @@ mod tests {
         CacheKey([n; 32])
     }
 
-    fn failure() -> Outcome {
-        Err(Error::Decode("boom".into()))
+    #[derive(Debug, Clone, PartialEq)]
+    struct Boom;
+
+    fn failure() -> Outcome<Boom> {
+        Err(Boom)
     }
 
     /// A flight for `key` with its leader and one follower already waiting on it.
     async fn leader_and_waiting_follower(
-        flights: &Arc<Flights>,
+        flights: &Arc<Flights<Boom>>,
         key: CacheKey,
-    ) -> (Publisher, tokio::task::JoinHandle<Option<Outcome>>) {
+    ) -> (
+        Publisher<Boom>,
+        tokio::task::JoinHandle<Option<Outcome<Boom>>>,
+    ) {
         let Role::Leader(publisher) = flights.join(key) else {
             panic!("the first caller leads");
         };
@@ -205,24 +230,21 @@ mod tests {
 
     #[tokio::test]
     async fn followers_get_the_published_outcome_whenever_they_ask() {
-        let flights = Arc::new(Flights::default());
+        let flights = Arc::new(Flights::<Boom>::default());
         let (publisher, waiting) = leader_and_waiting_follower(&flights, key(1)).await;
         let Role::Follower(late) = flights.join(key(1)) else {
             panic!("the flight is still open");
         };
         publisher.publish(&failure());
-        assert!(matches!(
-            waiting.await.unwrap(),
-            Some(Err(Error::Decode(_)))
-        ));
+        assert!(matches!(waiting.await.unwrap(), Some(Err(Boom))));
         // Joined before the flight landed, asked after: the outcome is still there.
-        assert!(matches!(late.outcome().await, Some(Err(Error::Decode(_)))));
+        assert!(matches!(late.outcome().await, Some(Err(Boom))));
         assert!(matches!(flights.join(key(1)), Role::Leader(_)), "landed");
     }
 
     #[tokio::test]
     async fn a_leader_lost_unpublished_releases_its_followers() {
-        let flights = Arc::new(Flights::default());
+        let flights = Arc::new(Flights::<Boom>::default());
         let (publisher, waiting) = leader_and_waiting_follower(&flights, key(2)).await;
         drop(publisher);
         assert!(waiting.await.unwrap().is_none());

@@ -12,7 +12,6 @@ mod redis;
 pub mod value;
 
 use crate::config::CacheConfig;
-use crate::error::Error;
 use crate::request::{CacheControl, CacheStatus};
 use crate::telemetry;
 use admission::Doorkeeper;
@@ -26,14 +25,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use value::CachedValue;
 
+/// A computation that was lost before it had an outcome (at shutdown): what its waiters get.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the computation for this request was abandoned (the gateway is stopping)")]
+pub struct Abandoned;
+
 /// Shared by the request path and the flights it starts (a flight can outlive its caller), so
-/// it lives behind an `Arc`.
-pub struct Cache {
+/// it lives behind an `Arc`. `E` is the error of the computations it runs, which it only
+/// hands back to their callers (it never stores one).
+pub struct Cache<E> {
     memory: moka::future::Cache<CacheKey, Arc<CachedValue>, KeyHasher>,
     max_bytes: u64,
     doorkeeper: Doorkeeper,
     presence: Presence,
-    flights: Arc<Flights>,
+    flights: Arc<Flights<E>>,
     shared: Option<Arc<redis::SharedTier>>,
     lookup_duration: Histogram,
     fill_duration: Histogram,
@@ -141,8 +146,11 @@ impl moka::Expiry<CacheKey, Arc<CachedValue>> for PerModelTtl {
     }
 }
 
-impl Cache {
-    pub fn new(config: &CacheConfig) -> Cache {
+impl<E> Cache<E>
+where
+    E: Clone + From<Abandoned> + Send + Sync + 'static,
+{
+    pub fn new(config: &CacheConfig) -> Cache<E> {
         // Registered once: a full cache evicts on nearly every miss.
         let expired = metrics::counter!(telemetry::CACHE_EVICTIONS, "reason" => "expired");
         let evicted_for_size = metrics::counter!(telemetry::CACHE_EVICTIONS, "reason" => "size");
@@ -189,9 +197,9 @@ impl Cache {
         model: &ModelCache,
         control: CacheControl,
         compute: F,
-    ) -> Result<(Arc<CachedValue>, CacheStatus), Error>
+    ) -> Result<(Arc<CachedValue>, CacheStatus), E>
     where
-        F: Future<Output = Result<CachedValue, Error>> + Send + 'static,
+        F: Future<Output = Result<CachedValue, E>> + Send + 'static,
     {
         if control.lookup {
             let started = Instant::now();
@@ -229,9 +237,7 @@ impl Cache {
         match outcome {
             Some(Ok(value)) => Ok((value, status)),
             Some(Err(error)) => Err(error),
-            None => Err(Error::Backend(crate::backend::BackendError::Execution(
-                "the computation for this request was abandoned".into(),
-            ))),
+            None => Err(E::from(Abandoned)),
         }
     }
 

@@ -27,6 +27,21 @@ fn value() -> CachedValue {
     }
 }
 
+/// What a computation under test fails with; the cache only carries it.
+#[derive(Debug, Clone, PartialEq)]
+enum Failure {
+    Boom,
+    Abandoned,
+}
+
+impl From<Abandoned> for Failure {
+    fn from(_: Abandoned) -> Failure {
+        Failure::Abandoned
+    }
+}
+
+type TestCache = Cache<Failure>;
+
 fn key(n: u8) -> CacheKey {
     CacheKey([n; 32])
 }
@@ -37,7 +52,7 @@ fn model() -> ModelCache {
 
 #[tokio::test]
 async fn a_caller_who_gives_up_does_not_cancel_the_computation() {
-    let cache = Arc::new(Cache::new(&CacheConfig::default()));
+    let cache = Arc::new(TestCache::new(&CacheConfig::default()));
     let runs = Arc::new(AtomicUsize::new(0));
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let leader = {
@@ -86,11 +101,11 @@ async fn a_caller_who_gives_up_does_not_cancel_the_computation() {
 
 #[tokio::test]
 async fn a_failure_reaches_every_waiter_and_is_not_stored() {
-    let cache = Arc::new(Cache::new(&CacheConfig::default()));
+    let cache = Arc::new(TestCache::new(&CacheConfig::default()));
     let (release, released) = tokio::sync::oneshot::channel::<()>();
     let failing = async move {
         let _ = released.await;
-        Err(Error::Decode("boom".into()))
+        Err(Failure::Boom)
     };
     let first = {
         let cache = cache.clone();
@@ -134,7 +149,7 @@ async fn a_full_tier_stores_an_answer_the_second_time_it_is_computed() {
         max_bytes: crate::config::ByteSize(u64::from(value().weight()) + 10),
         ..CacheConfig::default()
     };
-    let cache = Arc::new(Cache::new(&config));
+    let cache = Arc::new(TestCache::new(&config));
     let compute = || async { Ok(value()) };
     let model = model();
     let serve = |n| cache.serve(key(n), &model, CacheControl::default(), compute());
@@ -153,7 +168,7 @@ async fn a_full_tier_stores_an_answer_the_second_time_it_is_computed() {
 
 #[tokio::test]
 async fn under_min_uses_two_an_input_is_stored_on_its_second_computation() {
-    let cache = Arc::new(Cache::new(&CacheConfig::default()));
+    let cache = Arc::new(TestCache::new(&CacheConfig::default()));
     let second_sight = model().with_min_uses(2);
     let runs = Arc::new(AtomicUsize::new(0));
     let mut statuses = Vec::new();
@@ -192,7 +207,7 @@ async fn under_min_uses_two_an_input_is_stored_on_its_second_computation() {
 
 #[tokio::test]
 async fn stored_keys_still_hit_after_the_presence_filter_is_rebuilt() {
-    let cache = Arc::new(Cache::new(&CacheConfig::default()));
+    let cache = Arc::new(TestCache::new(&CacheConfig::default()));
     for n in 0..64 {
         cache
             .serve(key(n), &model(), CacheControl::default(), async {

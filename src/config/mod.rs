@@ -5,10 +5,12 @@ mod device;
 mod model;
 mod units;
 mod upstream;
+mod upstream_url;
 
 pub use device::Device;
 pub use model::{DeviceFallback, ModelConfig};
 pub use units::ByteSize;
+pub use upstream_url::{UpstreamUrl, Wire};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

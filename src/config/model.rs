@@ -1,7 +1,7 @@
 //! One `[[models]]` entry: its keys, their defaults and its validation (upstream keys are in
 //! `upstream.rs`).
 
-use super::{invalid, upstream, ConfigError, Device, PRIORITY_LEVELS};
+use super::{invalid, upstream, ConfigError, Device, UpstreamUrl, PRIORITY_LEVELS};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -20,10 +20,10 @@ pub struct ModelConfig {
     pub version: String,
     pub path: Option<PathBuf>,
     /// A KServe V2 server that runs this model instead of a local `path` (see upstream.rs).
-    pub upstream: Option<String>,
+    pub upstream: Option<UpstreamUrl>,
     /// Several servers of the same model, balanced; validation folds `upstream` in here.
     #[serde(default)]
-    pub upstreams: Vec<String>,
+    pub upstreams: Vec<UpstreamUrl>,
     /// The upstream's name for the model; defaults to `name`.
     pub upstream_model: Option<String>,
     pub upstream_version: Option<String>,

@@ -3,7 +3,6 @@
 //! `upstreams = [...]`; validation folds both into `upstreams`.
 
 use super::{invalid, ConfigError, ModelConfig};
-use crate::backend::remote::UpstreamUrl;
 
 pub fn default_timeout_ms() -> u64 {
     30_000
@@ -37,29 +36,25 @@ impl ModelConfig {
 
     pub(super) fn validate_upstream(&mut self, index: usize) -> Result<(), ConfigError> {
         let key = |field: &str| format!("models[{index}].{field}");
-        if let Some(single) = &self.upstream {
+        if let Some(single) = self.upstream.take() {
             if !self.upstreams.is_empty() {
                 return Err(invalid(
                     key("upstreams"),
                     "give `upstream` or `upstreams`, not both",
                 ));
             }
-            let parsed = UpstreamUrl::parse(single).map_err(|why| invalid(key("upstream"), why))?;
-            self.upstreams = vec![parsed.label];
-        } else {
-            let mut seen = Vec::with_capacity(self.upstreams.len());
-            for (position, text) in self.upstreams.iter().enumerate() {
-                let field = key(&format!("upstreams[{position}]"));
-                let parsed = UpstreamUrl::parse(text).map_err(|why| invalid(&field, why))?;
-                if seen.contains(&parsed.label) {
-                    return Err(invalid(
-                        field,
-                        format!("`{}` is listed twice", parsed.label),
-                    ));
-                }
-                seen.push(parsed.label);
+            self.upstreams = vec![single];
+        }
+        for (position, url) in self.upstreams.iter().enumerate() {
+            if self.upstreams[..position]
+                .iter()
+                .any(|u| u.label == url.label)
+            {
+                return Err(invalid(
+                    key(&format!("upstreams[{position}]")),
+                    format!("`{}` is listed twice", url.label),
+                ));
             }
-            self.upstreams = seen;
         }
         let model = self.upstream_model.get_or_insert_with(|| self.name.clone());
         if model.is_empty() {
@@ -147,7 +142,8 @@ mod tests {
     fn upstream_models_validate_and_normalise() {
         let config = parse("upstream = \"http://a:8000/\"").unwrap();
         let model = &config.models[0];
-        assert_eq!(model.upstreams, vec!["http://a:8000".to_string()]);
+        let labels: Vec<&str> = model.upstreams.iter().map(|u| u.label.as_str()).collect();
+        assert_eq!(labels, vec!["http://a:8000"]);
         assert_eq!(model.upstream_model_name(), "m");
         assert!(model.upstream_binary);
         let config =
@@ -159,7 +155,7 @@ mod tests {
     #[test]
     fn bad_upstream_keys_are_named() {
         let cases: &[(&str, &str)] = &[
-            ("upstream = \"tcp://a:1\"", "models[0].upstream"),
+            ("upstream = \"tcp://a:1\"", "must start with http://"),
             ("upstream = \"http://a\"", "explicit port"),
             (
                 "upstreams = [\"http://a:1\", \"http://a:1/\"]",
@@ -167,7 +163,7 @@ mod tests {
             ),
             (
                 "upstreams = [\"http://a:1\", \"nope\"]",
-                "models[0].upstreams[1]",
+                "`nope` must start with",
             ),
             (
                 "upstream = \"http://a:1\"\nupstreams = [\"http://b:1\"]",

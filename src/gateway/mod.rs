@@ -8,20 +8,19 @@ use crate::cache::key::{self, KeyParts};
 use crate::cache::value::CachedValue;
 use crate::cache::Cache;
 use crate::config::{CacheScope, Config, PRIORITY_LEVELS};
-use crate::error::Error;
 use crate::metering::clock;
 use crate::metering::cost;
 use crate::metering::identity::Caller;
 use crate::metering::ledger::LedgerError;
 use crate::metering::meter::{Admission, Metering};
 use crate::metering::record;
-use crate::metering::text::Text;
 use crate::model::{self, Model, Registry, RequestError};
 use crate::request::{
     CacheStatus, InferRequest, InferResponse, Outputs, Recall, Rendering, RequestOptions, Served,
 };
 use crate::shutdown::Shutdown;
 use crate::telemetry;
+use smol_str::SmolStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,7 +28,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use crate::request::Protocol;
 
+mod error;
 mod usage;
+
+pub use error::Error;
 use usage::UsageGuard;
 
 /// What a front end read off the wire about the caller, before anything is checked.
@@ -52,7 +54,7 @@ pub enum StartError {
 pub struct Gateway {
     pub config: Config,
     pub registry: Registry,
-    pub cache: Option<Arc<Cache>>,
+    pub cache: Option<Arc<Cache<Error>>>,
     pub metering: Arc<Metering>,
     admission: Arc<Semaphore>,
     request_prefix: String,
@@ -252,7 +254,7 @@ impl Gateway {
                         request_id,
                     )),
                 },
-                (Err(error), _) => Err(error),
+                (Err(error), _) => Err(error.into()),
                 (_, Err(error)) => Err(error.into()),
             };
             let record = usage.complete(&outcome, started.elapsed().as_micros() as u64);
@@ -297,7 +299,7 @@ impl Gateway {
                 let key = key::compute(&KeyParts {
                     model: &model.name,
                     version: &model.version,
-                    tenant: self.key_tenant(caller).map(Text::as_str),
+                    tenant: self.key_tenant(caller).map(SmolStr::as_str),
                     inputs: &prepared.job.inputs,
                 });
                 let runner = model.clone();
@@ -360,7 +362,7 @@ impl Gateway {
     }
 
     /// The tenant a cache key is made for: the caller's under `cache.scope = "tenant"`.
-    fn key_tenant<'c>(&self, caller: &'c Caller) -> Option<&'c Text> {
+    fn key_tenant<'c>(&self, caller: &'c Caller) -> Option<&'c SmolStr> {
         (self.config.cache.scope == CacheScope::Tenant).then_some(&caller.tenant.name)
     }
 

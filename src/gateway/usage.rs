@@ -1,14 +1,14 @@
 //! The usage record of an accepted request, from admission to its outcome: whatever happens to
 //! the request, including its caller going away, exactly one record reaches the ledger.
 
-use crate::error::Error;
+use super::Error;
 use crate::metering::identity::Caller;
 use crate::metering::meter::Metering;
 use crate::metering::record::UsageRecord;
-use crate::metering::text::Text;
 use crate::model::Model;
 use crate::request::{InferRequest, InferResponse, Protocol};
 use crate::telemetry;
+use smol_str::SmolStr;
 use std::sync::Arc;
 
 /// Holds the usage record of an accepted request until it completes. If the request future is
@@ -20,7 +20,7 @@ pub(super) struct UsageGuard {
     metering: Arc<Metering>,
     record: Option<UsageRecord>,
     /// The resolved model's version, for the record of a successful answer.
-    version: Text,
+    version: SmolStr,
 }
 
 impl UsageGuard {
@@ -39,15 +39,15 @@ impl UsageGuard {
         // exactly); only a name that resolved to nothing is copied.
         let model_name = match resolved {
             Some(text) => text.name.clone(),
-            None => Text::copy(&request.model),
+            None => SmolStr::new(&request.model),
         };
         let version = match (request.version.as_deref(), resolved) {
-            (None, _) => Text::EMPTY,
+            (None, _) => SmolStr::default(),
             (Some(asked), Some(text)) if text.version == asked => text.version.clone(),
-            (Some(asked), _) => Text::copy(asked),
+            (Some(asked), _) => SmolStr::new(asked),
         };
         let record = UsageRecord {
-            request_id: Text::copy(request_id),
+            request_id: SmolStr::new(request_id),
             time_ms: arrived_ms,
             tenant: caller.tenant.name.clone(),
             team: caller.tenant.team.clone(),
@@ -65,7 +65,7 @@ impl UsageGuard {
             cost_usd: 0.0,
             saved_usd: 0.0,
             outcome: "cancelled".into(),
-            device: Text::EMPTY,
+            device: SmolStr::default(),
         };
         UsageGuard {
             metering,
@@ -90,7 +90,7 @@ impl UsageGuard {
                 record.version = if response.version == self.version {
                     self.version.clone()
                 } else {
-                    Text::copy(&response.version)
+                    SmolStr::new(&response.version)
                 };
                 record.cache = served.cache.as_str().into();
                 record.rows = served.rows as u32;

@@ -2,8 +2,9 @@
 //! themselves are never stored or logged), the admin token, and the tags a request may carry.
 
 use super::record::ANONYMOUS_TENANT;
-use super::text::Text;
 use crate::config::{Config, TenantConfig};
+use crate::error::ErrorClass;
+use smol_str::SmolStr;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -28,12 +29,25 @@ pub enum IdentityError {
     Tags(String),
 }
 
+impl IdentityError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            IdentityError::Missing
+            | IdentityError::Unknown
+            | IdentityError::AdminIsNotATenant
+            | IdentityError::AdminMissing => ErrorClass::Unauthenticated,
+            IdentityError::NotAdmin => ErrorClass::Forbidden,
+            IdentityError::Tags(_) => ErrorClass::BadRequest,
+        }
+    }
+}
+
 /// The paying side of a request. `Text`, because every usage record carries these three.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
-    pub name: Text,
-    pub team: Text,
-    pub project: Text,
+    pub name: SmolStr,
+    pub team: SmolStr,
+    pub project: SmolStr,
 }
 
 #[derive(Debug, Clone)]
@@ -58,9 +72,9 @@ fn parse_hash(hex: &str) -> Option<blake3::Hash> {
 impl Identities {
     pub fn new(config: &Config) -> Identities {
         let tenant = |t: &TenantConfig| Tenant {
-            name: Text::copy(&t.name),
-            team: Text::copy(&t.team),
-            project: Text::copy(&t.project),
+            name: SmolStr::new(&t.name),
+            team: SmolStr::new(&t.team),
+            project: SmolStr::new(&t.project),
         };
         Identities {
             tenants: config
@@ -69,9 +83,9 @@ impl Identities {
                 .filter_map(|t| Some((parse_hash(&t.api_key_blake3)?, Arc::new(tenant(t)))))
                 .collect(),
             anonymous: Arc::new(Tenant {
-                name: Text::from_static(ANONYMOUS_TENANT),
-                team: Text::EMPTY,
-                project: Text::EMPTY,
+                name: SmolStr::new_static(ANONYMOUS_TENANT),
+                team: SmolStr::default(),
+                project: SmolStr::default(),
             }),
             admin: config
                 .server

@@ -3,17 +3,17 @@
 //! plus idle cost add up to every instance's whole time at the device's price.
 
 use super::record::{self, UsageRecord, IDLE_TENANT};
-use super::text::Text;
 use crate::model::Registry;
 use crate::telemetry;
+use smol_str::SmolStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
 
 struct Instance {
-    model: Text,
-    version: Text,
-    device: Text,
+    model: SmolStr,
+    version: SmolStr,
+    device: SmolStr,
     index: usize,
     price_per_hour: f64,
     busy_us: Arc<AtomicU64>,
@@ -73,8 +73,8 @@ impl IdleMeter {
                 request_id: id.into(),
                 time_ms: now_ms,
                 tenant: IDLE_TENANT.into(),
-                team: Text::EMPTY,
-                project: Text::EMPTY,
+                team: SmolStr::default(),
+                project: SmolStr::default(),
                 tags: Vec::new(),
                 model: instance.model.clone(),
                 version: instance.version.clone(),

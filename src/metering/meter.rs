@@ -10,12 +10,12 @@ use super::identity::{Caller, Identities};
 use super::idle::IdleMeter;
 use super::ledger::{Ledger, LedgerError, LedgerSettings};
 use super::record::UsageRecord;
-use super::text::Text;
+use super::MeteringError;
 use crate::config::{Config, Durability};
-use crate::error::Error;
 use crate::model::Registry;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
+use smol_str::SmolStr;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,7 +35,7 @@ pub struct Metering {
     budgets: Budgets,
     anomalies: Mutex<Detector>,
     idle: Mutex<Option<IdleMeter>>,
-    gauges: RwLock<HashMap<Text, HashMap<Text, MoneyGauges>>>,
+    gauges: RwLock<HashMap<SmolStr, HashMap<SmolStr, MoneyGauges>>>,
     sync: bool,
     idle_interval: Duration,
     ledger_alarm: AtomicBool,
@@ -86,7 +86,7 @@ impl Metering {
     }
 
     /// Budget admission for a caller's next request.
-    pub fn admit(&self, caller: &Caller) -> Result<Admission, Error> {
+    pub fn admit(&self, caller: &Caller) -> Result<Admission, MeteringError> {
         let now_ms = clock::now_ms();
         match self.budgets.check(&caller.tenant.name, now_ms) {
             Verdict::Allow => Ok(Admission::Normal),
@@ -94,7 +94,7 @@ impl Metering {
             Verdict::Reject {
                 message,
                 resets_at_ms,
-            } => Err(Error::BudgetExhausted {
+            } => Err(MeteringError::BudgetExhausted {
                 message,
                 // Whole seconds, rounded up, so a client that waits this long finds the new period.
                 retry_after_s: u64::try_from(resets_at_ms - now_ms)
@@ -106,13 +106,13 @@ impl Metering {
 
     /// Accounts one finished request: budgets, anomalies, metrics, and its ledger record. With
     /// `ledger.durability = "sync"` this returns only once the record is committed.
-    pub async fn settle(&self, record: UsageRecord) -> Result<(), Error> {
+    pub async fn settle(&self, record: UsageRecord) -> Result<(), MeteringError> {
         self.account(&record);
         if self.sync {
             self.ledger
                 .record_committed(record)
                 .await
-                .map_err(|e| Error::LedgerUnavailable(e.to_string()))
+                .map_err(|e| MeteringError::LedgerUnavailable(e.to_string()))
         } else {
             self.enqueue(record);
             Ok(())

@@ -12,4 +12,29 @@ pub mod ledger;
 pub mod meter;
 pub mod money;
 pub mod record;
-pub mod text;
+
+pub use error::MeteringError;
+
+mod error {
+    use crate::error::ErrorClass;
+
+    /// Why metering refused or could not account for a request.
+    #[derive(Debug, Clone, thiserror::Error)]
+    pub enum MeteringError {
+        /// Over a `reject` budget; the message names the budget and when it resets.
+        #[error("{message}")]
+        BudgetExhausted { message: String, retry_after_s: u64 },
+        /// `ledger.durability = "sync"` and the record could not be committed.
+        #[error("usage ledger unavailable: {0}")]
+        LedgerUnavailable(String),
+    }
+
+    impl MeteringError {
+        pub fn class(&self) -> ErrorClass {
+            match self {
+                MeteringError::BudgetExhausted { .. } => ErrorClass::PaymentRequired,
+                MeteringError::LedgerUnavailable(_) => ErrorClass::Unavailable,
+            }
+        }
+    }
+}

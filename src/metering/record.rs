@@ -1,7 +1,7 @@
 //! One usage record: everything the ledger keeps about one accepted request (or one stretch of
 //! a model instance's idle time, under the tenant `__idle__`), and the form of request ids.
 
-use super::text::Text;
+use smol_str::SmolStr;
 
 /// Tenant name under which idle device time is recorded: charged to the model, not to anyone.
 pub const IDLE_TENANT: &str = "__idle__";
@@ -13,20 +13,20 @@ pub const ANONYMOUS_TENANT: &str = "anonymous";
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UsageRecord {
     /// Ends with `-` and `time_ms` in hex (see `request_id`), which is how the ledger finds it.
-    pub request_id: Text,
+    pub request_id: SmolStr,
     /// When the request arrived, in milliseconds since the Unix epoch (UTC).
     pub time_ms: i64,
-    pub tenant: Text,
-    pub team: Text,
-    pub project: Text,
+    pub tenant: SmolStr,
+    pub team: SmolStr,
+    pub project: SmolStr,
     /// Allowed tags only (keys listed in config), sorted by key.
     pub tags: Vec<(String, String)>,
-    pub model: Text,
-    pub version: Text,
+    pub model: SmolStr,
+    pub version: SmolStr,
     /// "http", "grpc", or "internal" for idle records.
-    pub protocol: Text,
+    pub protocol: SmolStr,
     /// "hit", "miss", "coalesced", "bypass", or "none" when the request failed before the cache.
-    pub cache: Text,
+    pub cache: SmolStr,
     pub rows: u32,
     pub batch_size: u32,
     pub queue_us: u64,
@@ -36,9 +36,9 @@ pub struct UsageRecord {
     pub cost_usd: f64,
     pub saved_usd: f64,
     /// "success", an error class such as "bad_request" or "timeout", or "idle".
-    pub outcome: Text,
+    pub outcome: SmolStr,
     /// The device that ran it ("cpu", "cuda:0"); for FOCUS resource columns.
-    pub device: Text,
+    pub device: SmolStr,
 }
 
 /// Hex digits the time at the end of an id takes at least: 11 reach the year 2527, so ids of

@@ -2,14 +2,14 @@
 //! one remote engine per instance for an upstream server), the spec read from the model or the
 //! upstream's metadata, and the model's batcher started over those engines.
 
-use super::spec::ModelSpec;
 use super::{Model, ModelText, Registry};
 use crate::backend::onnx::{OnnxEngine, OnnxSettings};
-use crate::backend::remote::{self, Target, Upstream, UpstreamSettings, UpstreamUrl};
+use crate::backend::remote::{self, Target, Upstream, UpstreamSettings};
 use crate::backend::{BackendError, Engine};
 use crate::batch::{self, BatcherSettings, Policy};
 use crate::cache::ModelCache;
 use crate::config::{Config, Device, DeviceFallback, ModelConfig};
+use crate::spec::ModelSpec;
 use crate::telemetry::RequestSeries;
 use std::path::Path;
 use std::sync::Arc;
@@ -85,16 +85,7 @@ fn load_local(
 }
 
 fn load_upstream(model_config: &ModelConfig) -> Result<Engines, BackendError> {
-    let urls = model_config
-        .upstreams
-        .iter()
-        .map(|text| {
-            UpstreamUrl::parse(text).map_err(|reason| BackendError::Load {
-                model: model_config.name.clone(),
-                reason,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let urls = model_config.upstreams.clone();
     let millis = Duration::from_millis;
     let settings = UpstreamSettings {
         model: model_config.name.clone(),

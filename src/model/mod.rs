@@ -2,7 +2,6 @@
 //! reach the cache or a batch.
 
 mod load;
-pub mod spec;
 mod validate;
 
 pub use load::load_models;
@@ -11,8 +10,8 @@ pub use validate::{prepare, Prepared};
 use crate::batch::BatchHandle;
 use crate::config::Device;
 use crate::error::ErrorClass;
-use crate::metering::text::Text;
-use spec::ModelSpec;
+use crate::spec::ModelSpec;
+use smol_str::SmolStr;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -78,20 +77,20 @@ pub struct Model {
 /// usage record then takes references to them instead of copies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelText {
-    pub name: Text,
-    pub version: Text,
-    pub device: Text,
+    pub name: SmolStr,
+    pub version: SmolStr,
+    pub device: SmolStr,
 }
 
 impl ModelText {
     pub fn new(name: &str, version: &str, device: &Device) -> ModelText {
         ModelText {
-            name: Text::copy(name),
-            version: Text::copy(version),
+            name: SmolStr::new(name),
+            version: SmolStr::new(version),
             // Static where the name is: a CPU model's records share nothing at all.
             device: match device {
-                Device::Cpu => Text::from_static("cpu"),
-                other => Text::from(other.to_string()),
+                Device::Cpu => SmolStr::new_static("cpu"),
+                other => SmolStr::from(other.to_string()),
             },
         }
     }

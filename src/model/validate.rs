@@ -86,7 +86,7 @@ pub fn prepare(model: &Model, request: InferRequest) -> Result<Prepared, Request
     })
 }
 
-fn check_tensor(spec: &super::spec::TensorSpec, tensor: &Tensor) -> Result<(), RequestError> {
+fn check_tensor(spec: &crate::spec::TensorSpec, tensor: &Tensor) -> Result<(), RequestError> {
     let field = |what: &str| format!("inputs[`{}`].{what}", tensor.name);
     if tensor.dtype == DataType::Bytes {
         return Err(RequestError::invalid(

@@ -13,10 +13,7 @@ use tokio::net::TcpListener;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-pub mod proto {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("inference");
-}
+pub use crate::kserve::proto;
 
 use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
 
@@ -191,7 +188,7 @@ async fn infer(
     gateway: &Gateway,
     message: proto::ModelInferRequest,
     credentials: &Credentials,
-) -> Result<proto::ModelInferResponse, crate::error::Error> {
+) -> Result<proto::ModelInferResponse, crate::gateway::Error> {
     let request = match convert::request(message) {
         Ok(request) => request,
         Err(unreadable) => {

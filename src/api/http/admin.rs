@@ -3,7 +3,7 @@
 //! its own costs and usage records.
 
 use super::{error_response, json_response, Body};
-use crate::error::Error;
+use crate::gateway::Error;
 use crate::gateway::{Credentials, Gateway};
 use crate::metering::clock;
 use crate::metering::identity::Caller;

@@ -1,9 +1,10 @@
 //! KServe V2 REST inference bodies: JSON tensors and the binary tensor extension, decoded into
 //! the core request and encoded back from the core response.
 
-use super::{data, reader};
+use super::reader;
 use crate::api::params::{self, ParamValue};
-use crate::error::Error;
+use crate::gateway::Error;
+use crate::kserve::json;
 use crate::request::{InferRequest, InferResponse, RequestOptions};
 use crate::tensor::{DataType, Tensor};
 use bytes::Bytes;
@@ -186,7 +187,7 @@ pub fn decode(
                     Bytes::from(bytes)
                 }
                 _ => Bytes::from(
-                    data::parse(text, dtype, elements).map_err(|why| bad(field("data"), why))?,
+                    json::parse(text, dtype, elements).map_err(|why| bad(field("data"), why))?,
                 ),
             },
             (None, None) => {
@@ -326,7 +327,7 @@ pub fn encode(response: &InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, 
             binary_parts.push(&tensor.data);
         } else {
             body.extend_from_slice(b",\"data\":");
-            data::write(&mut body, tensor.dtype, &tensor.data);
+            json::write(&mut body, tensor.dtype, &tensor.data);
         }
         body.push(b'}');
     }

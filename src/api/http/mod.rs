@@ -2,14 +2,12 @@
 //! `/metrics` and the admin endpoints under `/v1`.
 
 mod admin;
-mod data;
-mod decimal;
 pub mod infer;
 pub mod memo;
 mod reader;
 
 use crate::api::{metadata, status};
-use crate::error::Error;
+use crate::gateway::Error;
 use crate::gateway::{Credentials, Gateway, Protocol};
 use crate::request::InferResponse;
 use crate::shutdown::Shutdown;
@@ -25,8 +23,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-
-pub use data::{parse as parse_json_data, write as write_json_data};
 
 pub(super) type Body = Full<Bytes>;
 

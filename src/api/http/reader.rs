@@ -1,14 +1,14 @@
 //! A strict single-pass reader for the usual shape of a KServe V2 JSON request: the keys the
 //! protocol defines, strings without escapes, flat parameter objects, and tensor data read
 //! into little-endian bytes while its array is walked. serde reads a body in two passes over
-//! the data (it delimits `data`, then `data::parse` reads the numbers); this reads it in one.
+//! the data (it delimits `data`, then `json::parse` reads the numbers); this reads it in one.
 //!
 //! Anything else, and every malformed body, is declined (`None`) and left to serde, which
 //! also words the errors: this reader only ever decides how fast a body is read, never whether
 //! it is accepted or what it means. The tests hold it to that against serde.
 
-use super::data;
 use super::infer::{InputHeader, OutputHeader, RequestHeader};
+use crate::kserve::json;
 use crate::tensor::DataType;
 use serde_json::{Map, Number, Value};
 use std::borrow::Cow;
@@ -249,24 +249,13 @@ impl<'a> Reader<'a> {
     }
 
     fn element(&mut self, elements: &mut Elements) -> Option<()> {
-        let start = self.at;
-        // The exact fast path of the usual element; what follows it must end a JSON number.
-        if elements.dtype == DataType::Fp32 && plain_start(self.bytes, start) {
-            if let Some((value, end)) = data::fast_fp32(self.bytes, start) {
-                self.at = end;
-                if let Some(out) = &mut elements.out {
-                    out.extend_from_slice(&value.to_le_bytes());
-                }
-                return Some(());
-            }
-        }
         let token = match self.peek()? {
             b't' if self.literal("true") => "true",
             b'f' if self.literal("false") => "false",
             _ => self.number()?,
         };
         if let Some(out) = &mut elements.out {
-            if data::push(out, elements.dtype, token).is_err() {
+            if json::push(out, elements.dtype, token).is_err() {
                 // A named datatype that cannot hold it is an error, which serde's path words.
                 if elements.named {
                     return None;
@@ -276,13 +265,6 @@ impl<'a> Reader<'a> {
         }
         Some(())
     }
-}
-
-/// Whether a number starting at `at` begins as JSON allows: no leading zero before a digit.
-/// (`decimal::scan_f32` reads the rest only in forms JSON allows.)
-fn plain_start(bytes: &[u8], at: usize) -> bool {
-    let first = at + usize::from(bytes.get(at) == Some(&b'-'));
-    !(bytes.get(first) == Some(&b'0') && bytes.get(first + 1).is_some_and(u8::is_ascii_digit))
 }
 
 /// The end of the JSON number at `bytes[at]`: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.

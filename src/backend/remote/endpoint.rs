@@ -5,8 +5,8 @@
 use super::breaker::{Breaker, State, Ticket};
 use super::error::UpstreamError;
 use super::transport::Transport;
-use super::url::UpstreamUrl;
 use super::Call;
+use crate::config::UpstreamUrl;
 use crate::telemetry;
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -4,12 +4,12 @@
 
 use super::error::{describe, grpc_code_class, never_reached, UpstreamError};
 use super::metadata::{self, Metadata};
-use super::url::UpstreamUrl;
 use super::Target;
-use crate::api::grpc::convert::typed_to_bytes;
-use crate::api::grpc::proto;
 use crate::backend::BatchInput;
-use crate::model::spec::ModelSpec;
+use crate::config::UpstreamUrl;
+use crate::kserve::proto;
+use crate::kserve::typed::typed_to_bytes;
+use crate::spec::ModelSpec;
 use crate::tensor::Tensor;
 use bytes::Bytes;
 use proto::grpc_inference_service_client::GrpcInferenceServiceClient;

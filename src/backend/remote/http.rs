@@ -4,9 +4,10 @@
 use super::error::{describe, http_status_class, never_reached, UpstreamError};
 use super::http_codec::{self, HEADER_LENGTH};
 use super::metadata::Metadata;
-use super::url::{path_segment, UpstreamUrl, Wire};
+use super::url::path_segment;
 use super::Target;
 use crate::backend::BatchInput;
+use crate::config::{UpstreamUrl, Wire};
 use crate::tensor::Tensor;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};

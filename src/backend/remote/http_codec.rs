@@ -3,9 +3,9 @@
 //! Numbers go through the same JSON tensor codec as our own front end.
 
 use super::metadata::{self, Metadata};
-use crate::api::http::{parse_json_data, write_json_data};
 use crate::backend::BatchInput;
-use crate::model::spec::ModelSpec;
+use crate::kserve::json;
+use crate::spec::ModelSpec;
 use crate::tensor::Tensor;
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -71,7 +71,7 @@ pub fn encode_request(
         } else {
             // JSON is the slow path anyway; one contiguous copy keeps it simple.
             let mut text = Vec::with_capacity(size * 3 + 2);
-            write_json_data(&mut text, input.dtype, &input.concatenated());
+            json::write(&mut text, input.dtype, &input.concatenated());
             let text = String::from_utf8(text).map_err(|e| e.to_string())?;
             Some(RawValue::from_string(text).map_err(|e| e.to_string())?)
         };
@@ -175,7 +175,7 @@ pub fn decode_response(body: &Bytes, header_length: Option<usize>) -> Result<Vec
                 body.slice(binary_at - size..binary_at)
             }
             (None, Some(json)) => Bytes::from(
-                parse_json_data(json.get(), dtype, elements)
+                json::parse(json.get(), dtype, elements)
                     .map_err(|e| format!("output `{name}`: {e}"))?,
             ),
             (None, None) => return Err(format!("output `{name}` carries no data")),

@@ -1,7 +1,7 @@
 //! What an upstream says about its model, turned into the spec requests are checked against.
 //! Both wire protocols describe tensors alike, so they share this conversion.
 
-use crate::model::spec::{ModelSpec, TensorSpec};
+use crate::spec::{ModelSpec, TensorSpec};
 use crate::tensor::DataType;
 
 /// Model metadata as an upstream reported it.

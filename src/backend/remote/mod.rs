@@ -23,11 +23,11 @@ mod startup;
 mod transport;
 pub mod url;
 
+pub use crate::config::{UpstreamUrl, Wire};
 pub use startup::{start, Started};
-pub use url::UpstreamUrl;
 
 use crate::backend::{BackendError, BatchInput};
-use crate::model::spec::ModelSpec;
+use crate::spec::ModelSpec;
 use crate::telemetry;
 use crate::tensor::Tensor;
 use balance::Candidate;

@@ -5,8 +5,8 @@ use super::error::UpstreamError;
 use super::grpc::GrpcTransport;
 use super::http::HttpTransport;
 use super::metadata::Metadata;
-use super::url::{UpstreamUrl, Wire};
 use super::{Call, Target};
+use crate::config::{UpstreamUrl, Wire};
 use crate::tensor::Tensor;
 use std::time::Duration;
 

@@ -326,17 +326,31 @@ fn bind(
         to_sql_int(r.latency_us),
     );
     let (cost_usd, saved_usd) = (finite(r.cost_usd), finite(r.saved_usd));
+    let (request_id, tenant, team, project) = (
+        r.request_id.as_str(),
+        r.tenant.as_str(),
+        r.team.as_str(),
+        r.project.as_str(),
+    );
+    let (model, version, protocol, cache, outcome, device) = (
+        r.model.as_str(),
+        r.version.as_str(),
+        r.protocol.as_str(),
+        r.cache.as_str(),
+        r.outcome.as_str(),
+        r.device.as_str(),
+    );
     let values: [&dyn ToSql; COLUMNS] = [
-        &r.request_id,
+        &request_id,
         &r.time_ms,
-        &r.tenant,
-        &r.team,
-        &r.project,
+        &tenant,
+        &team,
+        &project,
         &tags,
-        &r.model,
-        &r.version,
-        &r.protocol,
-        &r.cache,
+        &model,
+        &version,
+        &protocol,
+        &cache,
         &r.rows,
         &r.batch_size,
         &queue_us,
@@ -344,8 +358,8 @@ fn bind(
         &latency_us,
         &cost_usd,
         &saved_usd,
-        &r.outcome,
-        &r.device,
+        &outcome,
+        &device,
     ];
     for (offset, value) in values.into_iter().enumerate() {
         stmt.raw_bind_parameter(first + offset, value)?;
@@ -396,17 +410,20 @@ pub(super) fn record_from_row(row: &Row<'_>) -> Result<UsageRecord, LedgerError>
         Ok(u64::try_from(row.get::<_, i64>(i)?).unwrap_or(0))
     };
     let tags: String = row.get(5)?;
+    let text = |i: usize| -> rusqlite::Result<smol_str::SmolStr> {
+        Ok(smol_str::SmolStr::new(row.get_ref(i)?.as_str()?))
+    };
     Ok(UsageRecord {
-        request_id: row.get(0)?,
+        request_id: text(0)?,
         time_ms: row.get(1)?,
-        tenant: row.get(2)?,
-        team: row.get(3)?,
-        project: row.get(4)?,
+        tenant: text(2)?,
+        team: text(3)?,
+        project: text(4)?,
         tags: tags_from_json(&tags)?,
-        model: row.get(6)?,
-        version: row.get(7)?,
-        protocol: row.get(8)?,
-        cache: row.get(9)?,
+        model: text(6)?,
+        version: text(7)?,
+        protocol: text(8)?,
+        cache: text(9)?,
         rows: row.get(10)?,
         batch_size: row.get(11)?,
         queue_us: unsigned(12)?,
@@ -414,8 +431,8 @@ pub(super) fn record_from_row(row: &Row<'_>) -> Result<UsageRecord, LedgerError>
         latency_us: unsigned(14)?,
         cost_usd: row.get(15)?,
         saved_usd: row.get(16)?,
-        outcome: row.get(17)?,
-        device: row.get(18)?,
+        outcome: text(17)?,
+        device: text(18)?,
     })
 }
 

@@ -48,7 +48,7 @@ fn agrees(json: &[u8]) -> bool {
         if let (Some((dtype, bytes)), Some(text)) = (&input.read, input.data) {
             let size = dtype.element_size().unwrap_or(1);
             assert_eq!(
-                data::parse(text, *dtype, bytes.len() / size).as_ref(),
+                crate::kserve::json::parse(text, *dtype, bytes.len() / size).as_ref(),
                 Ok(bytes),
                 "{text}"
             );

@@ -116,7 +116,7 @@ async fn child_writes_until_killed() {
             let records: Vec<UsageRecord> = (0..100)
                 .map(|i| rec(&format!("b{batch}-{i}"), 1, "t", "m"))
                 .collect();
-            let ids: Vec<Text> = records.iter().map(|r| r.request_id.clone()).collect();
+            let ids: Vec<SmolStr> = records.iter().map(|r| r.request_id.clone()).collect();
             for r in records {
                 let _ = ledger.record(r);
             }

@@ -96,7 +96,7 @@ async fn focus_export_has_every_mandatory_column_and_hourly_rows() {
         0,
         "none",
     );
-    (idle.compute_us, idle.batch_size, idle.team) = (60_000_000, 0, Text::EMPTY);
+    (idle.compute_us, idle.batch_size, idle.team) = (60_000_000, 0, SmolStr::default());
     for r in [x1, x2, x3, idle] {
         let _ = ledger.record(r);
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::metering::record;
-use crate::metering::text::Text;
+use smol_str::SmolStr;
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub(super) struct TempDir(PathBuf);
@@ -63,11 +63,11 @@ pub(super) fn rec(name: &str, time_ms: i64, tenant: &str, model: &str) -> UsageR
     UsageRecord {
         request_id: id(name, time_ms).into(),
         time_ms,
-        tenant: Text::copy(tenant),
+        tenant: SmolStr::new(tenant),
         team: format!("team-{tenant}").into(),
         project: "proj".into(),
         tags: Vec::new(),
-        model: Text::copy(model),
+        model: SmolStr::new(model),
         version: "1".into(),
         protocol: "http".into(),
         cache: "miss".into(),
@@ -94,7 +94,7 @@ pub(super) fn tagged(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    (r.cost_usd, r.rows, r.cache) = (cost, rows, Text::copy(cache));
+    (r.cost_usd, r.rows, r.cache) = (cost, rows, SmolStr::new(cache));
     r
 }
 

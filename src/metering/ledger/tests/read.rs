@@ -7,7 +7,8 @@ use crate::metering::record::IDLE_TENANT;
 async fn sample_ledger(dir: &TempDir) -> Ledger {
     let ledger = open(dir, |_| {});
     let mut idle = tagged(rec("idle", 500, IDLE_TENANT, "m1"), &[], 16.0, 0, "none");
-    (idle.team, idle.project, idle.outcome) = (Text::EMPTY, Text::EMPTY, "idle".into());
+    (idle.team, idle.project, idle.outcome) =
+        (SmolStr::default(), SmolStr::default(), "idle".into());
     let records = [
         tagged(
             rec("a1", 100, "a", "m1"),

@@ -37,7 +37,7 @@ CREATE INDEX usage_tenant_time ON usage (tenant, time_ms);
 /// Records as schema 1 held them: ids without a time (gateway), or with a decimal one (idle).
 fn legacy_records() -> Vec<UsageRecord> {
     let named = |id: &str, time_ms: i64, tenant: &str| UsageRecord {
-        request_id: Text::copy(id),
+        request_id: SmolStr::new(id),
         ..rec("unused", time_ms, tenant, "digits")
     };
     let mut tagged = named("4f9a3da8-00000002", 1_795_906_800_500, "mail");

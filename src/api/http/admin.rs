@@ -98,7 +98,7 @@ fn range(query: Option<&str>) -> Result<(i64, i64), Error> {
         None => Ok(default),
         Some(text) => clock::parse_time(text).ok_or_else(|| {
             Error::BadQuery(format!(
-                "{name}: `{text}` is not a time (use Unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ)"
+                "{name}: `{text}` is not a time (use Unix seconds, a date such as 2026-12-01, or an RFC 3339 time with its offset such as 2026-12-01T00:00:00Z)"
             ))
         }),
     }

@@ -1,39 +1,18 @@
 //! Cache keys: blake3-256 over everything that determines an answer. Unlike Triton's key, the
 //! datatype and shape are part of it, so equal bytes read as different tensors never collide.
 //!
-//! # Layout (v3)
+//! # Layout (v4)
 //!
-//! The key is computed in two steps, so that the tensor bytes, which dominate the cost, are
-//! hashed exactly as a bare `blake3::hash` would hash them:
-//!
-//! 1. **Fields → fields key.** Everything except the tensor bytes is encoded into one byte
-//!    string: model, resolved version, tenant (a 0/1 tag, then the name), the input count and,
-//!    for every input sorted by name, its name, datatype tag, rank, dims and byte length.
-//!    Strings are length-prefixed and every integer is an unsigned LEB128 varint, so the string
-//!    splits back into its fields one way only. It becomes a 32-byte blake3 key:
-//!    - up to `SHORT_FIELDS` (30) bytes, the fields *are* the key, written out as
-//!      `[VERSION, len, fields…, 0…]` (a typical single-input request encodes to 20-30 bytes);
-//!    - longer, `blake3::keyed_hash(DOMAIN, fields)` with the top bit of byte 0 set.
-//!
-//!    Byte 0 tells the two apart (`VERSION` < 0x80 ≤ a hashed key's), the length byte makes
-//!    the short form injective, and blake3 makes the hashed one collision resistant (255 bits).
-//! 2. **Bytes.** `key = blake3::keyed_hash(fields_key, data_0 ‖ data_1 ‖ …)`, the inputs'
-//!    bytes in the same sorted order, read in place from the tensors (never copied). Their
-//!    lengths are fixed by the fields, so the concatenation is unambiguous.
-//!
-//! Why this shape: keyed mode costs the same as plain hashing, and its key is the chaining
-//! value every chunk and parent node starts from, so it carries the fields into the hash of
-//! the bytes without hashing them in front of the bytes. Step 2 runs on blake3's wide SIMD
-//! path from chunk 0, and a typical request pays no compression beyond a bare hash of its
-//! bytes (longer fields pay one per 64 bytes). v2 hashed the bytes to a digest, then the fields
-//! and the digest (0.78x of a bare hash at 4 KiB); always hashing the fields, even short ones,
-//! costs one compression (~55 ns here), which measured only about 0.9x.
-//!
-//! Collisions: distinct fields give distinct fields keys (except by a blake3 collision), and a
-//! keyed hash under two different keys starts every chunk and parent node from a different
-//! chaining value, so equal keys need a collision in blake3's compression function. The keys
-//! are public; they separate inputs, they are not secrets. One input or many follow the same
-//! layout, so there is no separate single-input format to keep apart.
+//! blake3's key-derivation mode (`Hasher::new_derive_key`) under the context string `CONTEXT`,
+//! over the fields, then the tensor bytes. The fields are model, resolved version, tenant
+//! (a 0/1 tag, then the name), the input count and, for every input sorted by name, its name,
+//! datatype tag, rank, dims and byte length. Strings are length-prefixed and every integer is
+//! an unsigned LEB128 varint, so the fields split back one way only; the bytes follow in the
+//! same sorted order, read in place from the tensors (never copied), and their lengths are
+//! fixed by the fields, so the whole input is unambiguous. The context string keeps these keys
+//! apart from any other use of blake3 and names the layout's version: a new layout takes a new
+//! context, and old entries of the shared (Redis) tier then simply miss. The keys separate
+//! inputs; they are not secrets.
 
 use crate::tensor::Tensor;
 use std::fmt;
@@ -54,20 +33,8 @@ impl CacheKey {
     }
 }
 
-/// Bump both of these whenever the hashed layout changes, so old shared-tier (Redis) entries
-/// are never misread: `VERSION` leads every short fields key and `DOMAIN` keys the hash of
-/// longer fields. (v2 and older hashed in blake3's plain mode; v3's keyed mode flag alone keeps
-/// it apart from them.) A test checks that the two name the same version.
-const VERSION: u8 = 3;
-const DOMAIN: &[u8; blake3::KEY_LEN] = b"tollgate.cache.key.v3.fields.key";
-
-/// The longest fields that are used as the fields key as they are: 32 bytes less the version
-/// and length bytes.
-const SHORT_FIELDS: usize = blake3::KEY_LEN - 2;
-
-/// Set in byte 0 of every hashed fields key; never in a short one, whose byte 0 is `VERSION`.
-const HASHED: u8 = 0x80;
-const _: () = assert!(VERSION < HASHED);
+/// Globally unique and fixed for a layout, as blake3's key derivation wants its context.
+const CONTEXT: &str = "tollgate 2026-12 prediction cache key v4";
 
 /// What identifies an answer: the model and its resolved version, an optional tenant scope and
 /// the inputs. Outputs are not part of it: the whole output set is cached and each caller takes
@@ -80,28 +47,28 @@ pub struct KeyParts<'a> {
 }
 
 pub fn compute(parts: &KeyParts<'_>) -> CacheKey {
+    let mut hasher = blake3::Hasher::new_derive_key(CONTEXT);
     match parts.inputs {
-        // The common case gets no allocation for sorting and a one-shot hash of the bytes.
+        // The common case needs no allocation for sorting.
         [input] => {
-            let fields_key = fields_key(parts, std::slice::from_ref(&input));
-            CacheKey(*blake3::keyed_hash(&fields_key, &input.data).as_bytes())
+            write_fields(&mut hasher, parts, std::slice::from_ref(&input));
+            hasher.update(&input.data);
         }
         // Sorted by name so the key does not depend on the order a client listed its inputs in.
         inputs => {
             let mut sorted: Vec<&Tensor> = inputs.iter().collect();
             sorted.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut hasher = blake3::Hasher::new_keyed(&fields_key(parts, &sorted));
+            write_fields(&mut hasher, parts, &sorted);
             for input in &sorted {
                 hasher.update(&input.data);
             }
-            CacheKey(*hasher.finalize().as_bytes())
         }
     }
+    CacheKey(*hasher.finalize().as_bytes())
 }
 
-/// Step 1: encode every field but the tensor bytes and turn them into a blake3 key.
-fn fields_key(parts: &KeyParts<'_>, sorted: &[&Tensor]) -> [u8; blake3::KEY_LEN] {
-    let mut fields = Fields::new();
+fn write_fields(hasher: &mut blake3::Hasher, parts: &KeyParts<'_>, sorted: &[&Tensor]) {
+    let mut fields = Fields::new(hasher);
     fields.string(parts.model);
     fields.string(parts.version);
     match parts.tenant {
@@ -121,53 +88,44 @@ fn fields_key(parts: &KeyParts<'_>, sorted: &[&Tensor]) -> [u8; blake3::KEY_LEN]
         }
         fields.varint(tensor.data.len() as u64);
     }
-    fields.finish()
+    fields.flush();
 }
 
-/// The streaming hasher that fields too long for the buffer spill into, made on first use.
-fn spill(hasher: &mut Option<Box<blake3::Hasher>>) -> &mut blake3::Hasher {
-    hasher.get_or_insert_with(|| Box::new(blake3::Hasher::new_keyed(DOMAIN)))
-}
-
-/// Room for the fields of most requests; longer ones spill into a streaming hasher.
+/// Room for the fields of most requests.
 const FIELDS_BUF: usize = 128;
 
 /// The longest LEB128 encoding of a `u64`.
 const MAX_VARINT: usize = 10;
 
-/// The encoded fields, gathered in a stack buffer: a typical request's fields become the key
-/// as they are, and longer ones are hashed with one call rather than many small
-/// `Hasher::update` calls, which cost more than the hashing itself. Whether or not they spill,
-/// the bytes hashed are the same, so the key is too.
-struct Fields {
+/// The encoded fields, gathered in a stack buffer and handed to the hasher in one call: many
+/// small `Hasher::update` calls cost more than the hashing itself.
+struct Fields<'h> {
     buf: [u8; FIELDS_BUF],
     len: usize,
-    spill: Option<Box<blake3::Hasher>>,
+    hasher: &'h mut blake3::Hasher,
 }
 
-impl Fields {
-    fn new() -> Self {
+impl<'h> Fields<'h> {
+    fn new(hasher: &'h mut blake3::Hasher) -> Self {
         Fields {
             buf: [0; FIELDS_BUF],
             len: 0,
-            spill: None,
+            hasher,
         }
     }
 
     /// Length-prefixed, so ("ab","c") and ("a","bc") encode differently.
-    #[inline]
     fn string(&mut self, s: &str) {
         self.varint(s.len() as u64);
         self.bytes(s.as_bytes());
     }
 
     /// Unsigned LEB128: seven bits a byte, low first, the top bit set on all but the last.
-    #[inline]
     fn varint(&mut self, mut value: u64) {
         if FIELDS_BUF - self.len < MAX_VARINT {
             self.flush();
         }
-        // Written in place; in bounds because there is room for the longest varint now.
+        // In bounds: there is room for the longest varint now.
         let mut at = self.len;
         while value >= 0x80 {
             self.buf[at] = (value as u8) | 0x80;
@@ -178,7 +136,6 @@ impl Fields {
         self.len = at + 1;
     }
 
-    #[inline]
     fn bytes(&mut self, bytes: &[u8]) {
         if bytes.len() > FIELDS_BUF - self.len {
             self.flush();
@@ -188,36 +145,17 @@ impl Fields {
                 room.copy_from_slice(bytes);
                 self.len += bytes.len();
             }
-            // Longer than the whole buffer: straight to the streaming hasher.
+            // Longer than the whole buffer: straight to the hasher.
             None => {
-                spill(&mut self.spill).update(bytes);
+                self.hasher.update(bytes);
             }
         }
     }
 
-    /// Hands what is buffered to the streaming hasher, leaving the buffer empty.
+    /// Hands what is buffered to the hasher, leaving the buffer empty.
     fn flush(&mut self) {
         let len = std::mem::take(&mut self.len);
-        spill(&mut self.spill).update(&self.buf[..len]);
-    }
-
-    fn finish(self) -> [u8; blake3::KEY_LEN] {
-        let rest = &self.buf[..self.len];
-        let hashed = match self.spill {
-            // Short: the fields themselves, behind the version and their length; no hashing.
-            None if rest.len() <= SHORT_FIELDS => {
-                let mut key = [0u8; blake3::KEY_LEN];
-                key[0] = VERSION;
-                key[1] = rest.len() as u8;
-                key[2..2 + rest.len()].copy_from_slice(rest);
-                return key;
-            }
-            None => blake3::keyed_hash(DOMAIN, rest),
-            Some(mut hasher) => hasher.update(rest).finalize(),
-        };
-        let mut key = *hashed.as_bytes();
-        key[0] |= HASHED;
-        key
+        self.hasher.update(&self.buf[..len]);
     }
 }
 
@@ -319,8 +257,9 @@ mod tests {
         assert_ne!(key("ab", "c", None, &[]), key("a", "bc", None, &[]));
     }
 
-    /// The v3 layout written out the plain way (a growing `Vec`, fixed helper order), so the
-    /// buffered encoder and the single-input shortcut are checked against the documented format.
+    /// The documented layout written the plain way (the fields into one vector, then the
+    /// derive-key hash of the fields followed by the bytes), so the buffered encoder and the
+    /// single-input shortcut are checked against it.
     fn reference(model: &str, version: &str, tenant: Option<&str>, inputs: &[Tensor]) -> CacheKey {
         fn varint(out: &mut Vec<u8>, mut value: u64) {
             loop {
@@ -359,18 +298,12 @@ mod tests {
             }
             varint(&mut fields, t.data.len() as u64);
         }
-        let mut fields_key = [0u8; 32];
-        if fields.len() <= 30 {
-            fields_key[0] = 3;
-            fields_key[1] = fields.len() as u8;
-            fields_key[2..2 + fields.len()].copy_from_slice(&fields);
-        } else {
-            fields_key =
-                *blake3::keyed_hash(b"tollgate.cache.key.v3.fields.key", &fields).as_bytes();
-            fields_key[0] |= 0x80;
+        let mut hasher = blake3::Hasher::new_derive_key("tollgate 2026-12 prediction cache key v4");
+        hasher.update(&fields);
+        for t in &sorted {
+            hasher.update(&t.data);
         }
-        let data: Vec<u8> = sorted.iter().flat_map(|t| t.data.iter().copied()).collect();
-        CacheKey(*blake3::keyed_hash(&fields_key, &data).as_bytes())
+        CacheKey(*hasher.finalize().as_bytes())
     }
 
     #[test]
@@ -437,7 +370,8 @@ mod tests {
             ),
         ];
         for (value, expected) in cases {
-            let mut fields = Fields::new();
+            let mut hasher = blake3::Hasher::new();
+            let mut fields = Fields::new(&mut hasher);
             fields.varint(value);
             assert_eq!(&fields.buf[..fields.len], expected, "varint({value})");
         }
@@ -492,7 +426,7 @@ mod tests {
             // lengths tell these apart.
             ("m", None, vec![bytes("s", 4), bytes("t", 8)]),
             ("m", None, vec![bytes("s", 8), bytes("t", 4)]),
-            // Fields long enough to be hashed, and the same bytes under a short fields key.
+            // Long fields, and the same bytes under short ones.
             (long, Some("t"), vec![f("x", &[1, 2], 8)]),
             (long, None, vec![f("x", &[1, 2], 8)]),
         ];
@@ -520,71 +454,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn short_and_hashed_fields_keys_stay_apart() {
-        // Model names from 0 to 40 bytes take the fields from well under SHORT_FIELDS to well
-        // over it, so both forms and the boundary between them are covered.
-        let x = tensor("x", DataType::Fp32, &[1, 2], &[7; 8]);
-        let mut keys = Vec::new();
-        let (mut short, mut hashed) = (0, 0);
-        for n in 0..=40 {
-            let model = "m".repeat(n);
-            let inputs = [x.clone()];
-            let parts = KeyParts {
-                model: &model,
-                version: "1",
-                tenant: None,
-                inputs: &inputs,
-            };
-            let fields_key = fields_key(&parts, &[&x]);
-            if fields_key[0] == VERSION {
-                short += 1;
-                let len = usize::from(fields_key[1]);
-                assert!(len <= SHORT_FIELDS, "model of {n} bytes");
-                assert!(fields_key[2 + len..].iter().all(|&b| b == 0), "zero padded");
-            } else {
-                hashed += 1;
-                assert_ne!(fields_key[0] & HASHED, 0, "model of {n} bytes");
-            }
-            let key = key(&model, "1", None, &inputs);
-            assert_eq!(
-                key,
-                reference(&model, "1", None, &inputs),
-                "model of {n} bytes"
-            );
-            keys.push(key);
-        }
-        assert!(short > 0 && hashed > 0, "{short} short, {hashed} hashed");
-        for i in 0..keys.len() {
-            for j in (i + 1)..keys.len() {
-                assert_ne!(keys[i], keys[j], "models of {i} and {j} bytes share a key");
-            }
-        }
-    }
-
-    #[test]
-    fn version_and_domain_agree() {
-        let domain = std::str::from_utf8(DOMAIN).expect("DOMAIN is ASCII");
-        assert!(
-            domain.contains(&format!(".v{VERSION}.")),
-            "bump VERSION and DOMAIN together: {domain} vs {VERSION}"
-        );
-    }
-
-    /// Pins the v3 layout. If this fails, the hashed layout changed: bump `DOMAIN` (so shared
-    /// tier entries written by the old layout are never read as the new one) and update it. The
-    /// first pins a short fields key, the second a hashed one.
+    /// Pins the v4 layout. If this fails, the hashed layout changed: bump `CONTEXT` (so shared
+    /// tier entries written by the old layout are never read as the new one) and update it.
     #[test]
     fn layout_is_pinned() {
         let bytes = [0, 0, 128, 63, 0, 0, 0, 64];
         let input = [tensor("input", DataType::Fp32, &[1, 2], &bytes)];
         assert_eq!(
             key("digits", "1", None, &input).to_hex(),
-            "a6d2d37665ee0ad75354198d3c63a3ca2ee3bc380cbee56c314a07d46b08e41b"
+            "0f7386442b5931961a24cbc10c504f72ce66ce5ead21c88e0c77c28162cf0e35"
         );
         assert_eq!(
             key("digits", "1", Some("a tenant with a long name"), &input).to_hex(),
-            "9fe89d2899cf1890607ab8f7039b1c4ea8e3bd32a14b1dacb42c4ca4aaa6de84"
+            "a33104527fb5d34d4bd378ee9256e6067d1fff56989b66b32674d628e8dbc64b"
         );
     }
 }

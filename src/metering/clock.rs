@@ -17,7 +17,10 @@ pub fn now_ms() -> i64 {
 
 /// The UTC calendar date containing `ms` (clamped to jiff's range, years -9999 to 9999).
 fn date(ms: i64) -> Date {
-    let ms = ms.clamp(Timestamp::MIN.as_millisecond(), Timestamp::MAX.as_millisecond());
+    let ms = ms.clamp(
+        Timestamp::MIN.as_millisecond(),
+        Timestamp::MAX.as_millisecond(),
+    );
     Timestamp::from_millisecond(ms)
         .unwrap_or(Timestamp::UNIX_EPOCH)
         .to_zoned_datetime(TimeZone::UTC)

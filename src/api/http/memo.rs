@@ -13,7 +13,7 @@
 use super::infer::OutputEncoding;
 use crate::config::MAX_BODY_MEMO_ENTRIES;
 use crate::request::Recall;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -58,9 +58,12 @@ impl FieldSink for blake3::Hasher {
     }
 }
 
-impl FieldSink for FoldHash {
+/// foldhash: fast and seeded, not collision resistant, and not meant to be: the digest decides.
+impl FieldSink for foldhash::quality::FoldHasher<'_> {
     fn field(&mut self, bytes: &[u8]) {
+        // The length ends each field, so "ab" + "c" and "a" + "bc" differ.
         self.write(bytes);
+        self.write_usize(bytes.len());
     }
 
     fn number(&mut self, value: u64) {
@@ -83,7 +86,7 @@ pub struct BodyMemo {
     slots: Box<[Mutex<Option<Arc<Remembered>>>]>,
     /// Slot count less one (a power of two).
     mask: usize,
-    fingerprint_seed: u64,
+    fingerprint: foldhash::quality::FixedState,
     digest_key: [u8; 32],
 }
 
@@ -96,20 +99,21 @@ impl BodyMemo {
         let slots = entries.clamp(1, MAX_BODY_MEMO_ENTRIES).next_power_of_two();
         // Secrets of this process, so nobody outside can aim bodies at one slot or digest.
         let random = std::collections::hash_map::RandomState::new();
-        let fingerprint_seed = random.hash_one(0x7011_6a7e_u64);
+        let fingerprint =
+            foldhash::quality::FixedState::with_seed(random.hash_one(0x7011_6a7e_u64));
         let digest_key = *blake3::hash(&random.hash_one(1u64).to_le_bytes()).as_bytes();
         Some(BodyMemo {
             fingerprints: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             slots: (0..slots).map(|_| Mutex::new(None)).collect(),
             mask: slots - 1,
-            fingerprint_seed,
+            fingerprint,
             digest_key,
         })
     }
 
     /// The fingerprint of `id`, to look it up now and to remember it later.
     pub fn fingerprint(&self, id: &BodyId<'_>) -> u64 {
-        let mut hash = FoldHash::new(self.fingerprint_seed);
+        let mut hash = self.fingerprint.build_hasher();
         id.feed(&mut hash);
         hash.finish()
     }
@@ -158,84 +162,6 @@ impl BodyMemo {
         id.feed(&mut hasher);
         *hasher.finalize().as_bytes()
     }
-}
-
-/// A fast seeded hash: four independent multiply lanes over 8-byte words, so a body of a few
-/// hundred bytes takes a few dozen nanoseconds. Not collision resistant, and not meant to be:
-/// the digest decides.
-struct FoldHash {
-    lanes: [u64; 4],
-    length: u64,
-}
-
-const MULTIPLIERS: [u64; 4] = [
-    0x9e37_79b9_7f4a_7c15,
-    0xc2b2_ae3d_27d4_eb4f,
-    0x1656_67b1_9e37_79f9,
-    0xff51_afd7_ed55_8ccd,
-];
-
-impl FoldHash {
-    fn new(seed: u64) -> FoldHash {
-        FoldHash {
-            lanes: MULTIPLIERS.map(|m| seed ^ m),
-            length: 0,
-        }
-    }
-
-    fn mix(lane: u64, word: u64, multiplier: u64) -> u64 {
-        let product = u128::from(lane ^ word) * u128::from(multiplier);
-        (product as u64) ^ ((product >> 64) as u64)
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.lanes[0] = Self::mix(self.lanes[0], word, MULTIPLIERS[0]);
-        self.length = self.length.wrapping_add(8);
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut blocks = bytes.chunks_exact(32);
-        for block in &mut blocks {
-            for (lane, (word, multiplier)) in self
-                .lanes
-                .iter_mut()
-                .zip(block.chunks_exact(8).zip(MULTIPLIERS))
-            {
-                *lane = Self::mix(*lane, le_word(word), multiplier);
-            }
-        }
-        let rest = blocks.remainder();
-        let mut words = rest.chunks(8);
-        for (lane, multiplier) in self.lanes.iter_mut().zip(MULTIPLIERS) {
-            if let Some(word) = words.next() {
-                *lane = Self::mix(*lane, le_word(word), multiplier);
-            }
-        }
-        // The length ends each field, so "ab" + "c" and "a" + "bc" differ.
-        self.length = self.length.wrapping_add(bytes.len() as u64);
-        self.lanes[1] = Self::mix(self.lanes[1], self.length, MULTIPLIERS[1]);
-    }
-
-    fn finish(&self) -> u64 {
-        let folded = self
-            .lanes
-            .iter()
-            .zip(MULTIPLIERS)
-            .fold(self.length, |acc, (&lane, m)| Self::mix(acc, lane, m));
-        // Avalanche, so the low bits that pick a slot depend on every input bit.
-        let mut x = folded;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x
-    }
-}
-
-/// Up to eight bytes as a little-endian word, zero-filled.
-fn le_word(bytes: &[u8]) -> u64 {
-    let mut word = [0u8; 8];
-    word[..bytes.len()].copy_from_slice(bytes);
-    u64::from_le_bytes(word)
 }
 
 #[cfg(test)]

@@ -95,7 +95,6 @@ fn bench_key(c: &mut Criterion) {
 
 fn digits_value() -> CachedValue {
     CachedValue {
-        rendering: Default::default(),
         outputs: vec![
             Tensor {
                 name: "label".into(),

@@ -3,9 +3,9 @@
 use crate::cache::key::CacheKey;
 use crate::model::Model;
 use crate::tensor::Tensor;
-use bytes::Bytes;
+
 use smol_str::SmolStr;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 
 /// The front end a request came through; a metric label as well, so it lives with them.
 pub use crate::telemetry::Protocol;
@@ -127,8 +127,6 @@ pub struct Outputs {
     all: Arc<[Tensor]>,
     /// Positions in `all`, in answer order; `None` answers with all of them as stored.
     picked: Option<Vec<usize>>,
-    /// The encoded form kept with a cached set, when the answer is that whole set.
-    rendering: Option<Arc<Rendering>>,
 }
 
 impl Outputs {
@@ -136,11 +134,7 @@ impl Outputs {
     pub fn pick<'a>(all: Arc<[Tensor]>, wanted: impl Iterator<Item = &'a str> + Clone) -> Outputs {
         // The common case, everything in stored order, needs no list of positions.
         if wanted.clone().eq(all.iter().map(|t| t.name.as_str())) {
-            return Outputs {
-                all,
-                picked: None,
-                rendering: None,
-            };
+            return Outputs { all, picked: None };
         }
         let picked = wanted
             .filter_map(|name| all.iter().position(|t| t.name == name))
@@ -148,23 +142,7 @@ impl Outputs {
         Outputs {
             all,
             picked: Some(picked),
-            rendering: None,
         }
-    }
-
-    /// Lets a front end keep its encoding of the set in `rendering`, which belongs to the
-    /// cached answer these tensors came from; only an answer with the whole set, in stored
-    /// order, uses it.
-    pub fn with_rendering(mut self, rendering: Arc<Rendering>) -> Outputs {
-        if self.picked.is_none() {
-            self.rendering = Some(rendering);
-        }
-        self
-    }
-
-    /// Where the encoding of this whole set is kept, if anywhere.
-    pub fn rendering(&self) -> Option<&Rendering> {
-        self.rendering.as_deref()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Tensor> + '_ {
@@ -189,62 +167,7 @@ impl From<Vec<Tensor>> for Outputs {
         Outputs {
             all: tensors.into(),
             picked: None,
-            rendering: None,
         }
-    }
-}
-
-/// A cached answer's outputs as a front end last encoded them, so that a repeat (a cache hit)
-/// copies bytes instead of formatting numbers again. The core never reads it. What may be
-/// kept is bounded by `limit`, which the cache counts in the entry's weight.
-#[derive(Debug, Default)]
-pub struct Rendering {
-    text: OnceLock<Bytes>,
-    limit: usize,
-}
-
-impl Rendering {
-    /// Generous for any number in text (25 bytes with its separator), plus names and shapes.
-    const BYTES_PER_ELEMENT: usize = 25;
-    /// Larger sets are not kept: their cost is in the data, which formatting is small next to.
-    pub const MAX: usize = 64 * 1024;
-
-    /// Room for an encoding of `outputs`; none when it could exceed `MAX`.
-    pub fn for_outputs(outputs: &[Tensor]) -> Rendering {
-        let needed = outputs.iter().try_fold(64usize, |sum, t| {
-            let elements = t.data.len() / t.dtype.element_size().unwrap_or(1);
-            let tensor = elements
-                .checked_mul(Self::BYTES_PER_ELEMENT)?
-                .checked_add(t.name.len() * 6 + t.shape.len() * 21 + 96)?;
-            sum.checked_add(tensor)
-        });
-        Rendering {
-            text: OnceLock::new(),
-            limit: needed.filter(|&n| n <= Self::MAX).unwrap_or(0),
-        }
-    }
-
-    /// Bytes this may come to hold.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    pub fn get(&self) -> Option<&Bytes> {
-        self.text.get()
-    }
-
-    /// Keeps `text` unless it exceeds the limit (or another answer kept one first).
-    pub fn keep(&self, text: &[u8]) {
-        if text.len() <= self.limit && self.text.get().is_none() {
-            let _ = self.text.set(Bytes::copy_from_slice(text));
-        }
-    }
-}
-
-/// Never part of what an answer is.
-impl PartialEq for Rendering {
-    fn eq(&self, _: &Rendering) -> bool {
-        true
     }
 }
 

@@ -540,3 +540,31 @@ api_key_blake3 = "{}"
     assert_eq!(recalled(&gateway, "digits").await, 2.0);
     gateway.stop().await;
 }
+
+/// What `max_bytes` buys: a digits answer (48 bytes of outputs) must not weigh several times
+/// that, or the tier holds a fraction of the answers its size suggests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digits_answer_weighs_a_few_hundred_bytes() {
+    let gateway = common::start(
+        "[[models]]\nname = \"digits\"\npath = \"models/digits/1/model.onnx\"\nmax_batch_size = 64\n",
+    )
+    .await;
+    for n in 0..500u32 {
+        let row: Vec<f32> = (0..64)
+            .map(|i| ((n * 64 + i) % 17) as f32 + n as f32 / 1000.0)
+            .collect();
+        let reply = gateway.infer("digits", &common::digits_body(&[row])).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    if let Some(cache) = &gateway.server.gateway.cache {
+        cache.settle().await;
+    }
+    let entries = gateway.metric("tollgate_cache_entries", &[]).await;
+    let bytes = gateway.metric("tollgate_cache_bytes", &[]).await;
+    assert_eq!(entries, 500.0);
+    assert!(
+        bytes / entries <= 400.0,
+        "{bytes} bytes for {entries} entries"
+    );
+    gateway.stop().await;
+}

@@ -1,11 +1,11 @@
-//! The bit array under the cache's two Bloom filters (the doorkeeper and the presence filter):
-//! two probes per key, each read from digest bytes that nothing else of the cache uses.
+//! The bit array under the doorkeeper's Bloom filter: two probes per key, read from digest
+//! bytes that nothing else of the cache uses.
 
 use super::key::CacheKey;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Two probe positions of a key. The key is a blake3 digest, so any of its bytes are as good as
-/// a hash; each filter takes its own bytes, so their false positives do not coincide.
+/// a hash.
 #[derive(Clone, Copy)]
 pub struct Probes([u64; 2]);
 
@@ -13,12 +13,6 @@ impl Probes {
     /// Bytes 8..24 (the map hasher reads 0..8).
     pub fn doorkeeper(key: &CacheKey) -> Probes {
         Probes([word_at(key, 8), word_at(key, 16)])
-    }
-
-    /// Bytes 24..32, a half for each probe: 32 bits cover the largest array.
-    pub fn presence(key: &CacheKey) -> Probes {
-        let word = word_at(key, 24);
-        Probes([word & 0xffff_ffff, word >> 32])
     }
 }
 
@@ -55,11 +49,12 @@ impl Bits {
     }
 
     /// Keys the array takes before about one absent key in twenty reads as present (two probes
-    /// at an eighth of the bits set per key): how much each filter lets in before it starts over.
+    /// at an eighth of the bits set per key): how much the filter lets in before it starts over.
     pub fn comfortable_keys(&self) -> u64 {
         self.len() / 8
     }
 
+    #[cfg(test)]
     pub fn contains(&self, probes: Probes) -> bool {
         probes.0.iter().all(|&hash| {
             let (word, bit) = self.position(hash);
@@ -80,7 +75,7 @@ impl Bits {
         was_set
     }
 
-    /// Racing sets may survive or be lost; each filter says why that is harmless for it.
+    /// Racing sets may survive or be lost; the doorkeeper says why that is harmless.
     pub fn clear(&self) {
         for word in self.words.iter() {
             word.store(0, Ordering::Relaxed);
@@ -93,7 +88,7 @@ impl Bits {
     }
 }
 
-/// Keys and a false-positive count shared by the filters' tests.
+/// Keys and a false-positive count for the filter's tests.
 #[cfg(test)]
 pub mod testing {
     use super::CacheKey;
@@ -136,13 +131,12 @@ mod tests {
     fn a_set_key_is_contained_until_cleared() {
         let array = Bits::for_capacity(0);
         let key = testing::key(1);
-        for probes in [Probes::doorkeeper(&key), Probes::presence(&key)] {
-            assert!(!array.contains(probes));
-            assert!(!array.test_and_set(probes));
-            assert!(array.contains(probes));
-            assert!(array.test_and_set(probes));
-            array.clear();
-            assert!(!array.contains(probes));
-        }
+        let probes = Probes::doorkeeper(&key);
+        assert!(!array.contains(probes));
+        assert!(!array.test_and_set(probes));
+        assert!(array.contains(probes));
+        assert!(array.test_and_set(probes));
+        array.clear();
+        assert!(!array.contains(probes));
     }
 }

@@ -7,7 +7,6 @@ mod bits;
 mod flight;
 mod hasher;
 pub mod key;
-mod presence;
 mod redis;
 pub mod value;
 
@@ -19,7 +18,6 @@ use flight::{Detachable, Flights, Role};
 use hasher::KeyHasher;
 use key::CacheKey;
 use metrics::{Counter, Histogram};
-use presence::Presence;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +35,6 @@ pub struct Cache<E> {
     memory: moka::future::Cache<CacheKey, Arc<CachedValue>, KeyHasher>,
     max_bytes: u64,
     doorkeeper: Doorkeeper,
-    presence: Presence,
     flights: Arc<Flights<E>>,
     shared: Option<Arc<redis::SharedTier>>,
     lookup_duration: Histogram,
@@ -181,7 +178,6 @@ where
             memory,
             max_bytes: config.max_bytes.0,
             doorkeeper: Doorkeeper::for_capacity(config.max_bytes.0),
-            presence: Presence::for_capacity(config.max_bytes.0),
             flights: Arc::new(Flights::default()),
             shared,
             lookup_duration: metrics::histogram!(telemetry::CACHE_LOOKUP_DURATION),
@@ -259,7 +255,6 @@ where
             // Timed only when something is stored: an answer turned away takes a few bit tests.
             let started = Instant::now();
             self.memory.insert(key, value.clone()).await;
-            self.note_stored(&key);
             self.fill_duration.record(started.elapsed().as_secs_f64());
         } else {
             not_admitted.increment(1);
@@ -278,18 +273,12 @@ where
         key: &CacheKey,
         model: &ModelCache,
     ) -> Option<(Arc<CachedValue>, Tier)> {
-        // A key the doorkeeper has seen is looked up even when it was never stored: the read
-        // moka records counts towards the key's frequency, which its admission weighs when the
-        // key is stored on this second computation.
-        if self.presence.may_contain(key) || self.doorkeeper.contains(key) {
-            if let Some(value) = self.memory.get(key).await {
-                return Some((value, Tier::Memory));
-            }
+        if let Some(value) = self.memory.get(key).await {
+            return Some((value, Tier::Memory));
         }
         let shared = self.shared.as_ref()?;
         let value = Arc::new(shared.fetch(key, &model.name, model.ttl).await?);
         self.memory.insert(*key, value.clone()).await;
-        self.note_stored(key);
         Some((value, Tier::Redis))
     }
 
@@ -298,38 +287,11 @@ where
     /// counts nothing, since the caller then takes the usual path, whose lookup counts it.
     pub async fn recall(&self, key: &CacheKey, model: &ModelCache) -> Option<Arc<CachedValue>> {
         let started = Instant::now();
-        if !self.presence.may_contain(key) {
-            return None;
-        }
         let value = self.memory.get(key).await?;
         self.lookup_duration.record(started.elapsed().as_secs_f64());
         model.series.count(CacheStatus::Hit, Tier::Memory);
         model.series.recalled.increment(1);
         Some(value)
-    }
-
-    /// Tells the presence filter about a key just inserted, and rebuilds the filter from the
-    /// tier's keys (on a blocking thread: a large tier takes a while to walk) when it is due.
-    fn note_stored(self: &Arc<Self>, key: &CacheKey) {
-        if !self.presence.add(key) || !self.presence.begin_rebuild() {
-            return;
-        }
-        let cache = self.clone();
-        let rebuild = move || cache.rebuild_presence();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(rebuild)),
-            Err(_) => rebuild(),
-        }
-    }
-
-    /// Feeds every key the tier holds to a rebuild that `Presence::begin_rebuild` started.
-    fn rebuild_presence(&self) {
-        let mut held = 0;
-        for (key, _) in self.memory.iter() {
-            self.presence.rebuild_with(&key);
-            held += 1;
-        }
-        self.presence.finish_rebuild(held);
     }
 
     /// Records a request that did not use the cache at all.

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn value() -> CachedValue {
     CachedValue {
-        rendering: Default::default(),
         outputs: vec![Tensor {
             name: "y".into(),
             dtype: DataType::Uint8,
@@ -203,45 +202,4 @@ async fn under_min_uses_two_an_input_is_stored_on_its_second_computation() {
         .unwrap();
     assert_eq!(status, CacheStatus::Miss);
     assert!(cache.memory.contains_key(&key(4)));
-}
-
-#[tokio::test]
-async fn stored_keys_still_hit_after_the_presence_filter_is_rebuilt() {
-    let cache = Arc::new(TestCache::new(&CacheConfig::default()));
-    for n in 0..64 {
-        cache
-            .serve(key(n), &model(), CacheControl::default(), async {
-                Ok(value())
-            })
-            .await
-            .unwrap();
-    }
-    // The tier loses half its keys; the filter still has their bits until it is rebuilt.
-    for n in (0..64).step_by(2) {
-        cache.memory.invalidate(&key(n)).await;
-    }
-    assert!(cache.presence.begin_rebuild());
-    cache.rebuild_presence();
-    for n in 0..64 {
-        assert_eq!(cache.presence.may_contain(&key(n)), n % 2 == 1, "key {n}");
-    }
-    for n in (1..64).step_by(2) {
-        let (_, status) = cache
-            .serve(key(n), &model(), CacheControl::default(), async {
-                panic!("it is cached")
-            })
-            .await
-            .unwrap();
-        assert_eq!(status, CacheStatus::Hit, "key {n}");
-    }
-    // A key the filter has never seen is a miss that computes, and is a hit after that.
-    for expected in [CacheStatus::Miss, CacheStatus::Hit] {
-        let (_, status) = cache
-            .serve(key(200), &model(), CacheControl::default(), async {
-                Ok(value())
-            })
-            .await
-            .unwrap();
-        assert_eq!(status, expected);
-    }
 }

@@ -1,7 +1,6 @@
 //! What the cache stores for one answer, and its compact versioned binary form for the shared
 //! tier. Anything that fails to decode is treated as a miss by the caller, never as an error.
 
-use crate::request::Rendering;
 use crate::tensor::{DataType, Tensor};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::sync::Arc;
@@ -20,8 +19,6 @@ pub struct CachedValue {
     /// For purging one model and for per-model TTLs; not part of the binary form.
     pub model: Arc<str>,
     pub ttl: Duration,
-    /// How a front end last encoded `outputs`, for the next hit; not part of the binary form.
-    pub rendering: Arc<Rendering>,
 }
 
 impl CachedValue {
@@ -32,7 +29,7 @@ impl CachedValue {
             .iter()
             .map(|t| t.data.len() + t.name.len() + t.shape.len() * 8 + 64)
             .sum();
-        u32::try_from(payload + self.rendering.limit() + 128).unwrap_or(u32::MAX)
+        u32::try_from(payload + 128).unwrap_or(u32::MAX)
     }
 }
 
@@ -102,7 +99,6 @@ pub fn decode(mut bytes: Bytes, model: Arc<str>, ttl: Duration) -> Option<Cached
         return None;
     }
     Some(CachedValue {
-        rendering: Arc::new(Rendering::for_outputs(&outputs)),
         outputs: outputs.into(),
         cost_usd,
         compute_us,
@@ -139,7 +135,6 @@ mod tests {
 
     fn sample() -> CachedValue {
         CachedValue {
-            rendering: Default::default(),
             outputs: vec![
                 Tensor {
                     name: "label".into(),

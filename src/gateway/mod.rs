@@ -16,7 +16,7 @@ use crate::metering::meter::{Admission, Metering};
 use crate::metering::record;
 use crate::model::{self, Model, Registry, RequestError};
 use crate::request::{
-    CacheStatus, InferRequest, InferResponse, Outputs, Recall, Rendering, RequestOptions, Served,
+    CacheStatus, InferRequest, InferResponse, Outputs, Recall, RequestOptions, Served,
 };
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -449,13 +449,6 @@ fn answer(
             model.spec.outputs.iter().map(|o| o.name.as_str()),
         ),
     };
-    // Kept from the first repeat on: most computed answers are never asked for again, and
-    // keeping their text would cost every miss a copy and the cache the memory.
-    let outputs = if matches!(status, CacheStatus::Hit | CacheStatus::Coalesced) {
-        outputs.with_rendering(value.rendering.clone())
-    } else {
-        outputs
-    };
     InferResponse {
         model: model.name.clone(),
         version: model.version.clone(),
@@ -471,7 +464,6 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
     let rows = job.rows;
     let output = model.batcher.submit(job).await?;
     Ok(CachedValue {
-        rendering: Arc::new(Rendering::for_outputs(&output.outputs)),
         outputs: output.outputs,
         // Device (or upstream) time shared by rows, plus an upstream's per-request price,
         // shared the same way since one upstream request carried the whole batch.

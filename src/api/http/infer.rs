@@ -292,17 +292,6 @@ pub fn encode(response: &InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, 
     body.extend_from_slice(b",\"parameters\":");
     write_served(&mut body, &response.served);
     body.extend_from_slice(b",\"outputs\":");
-    // A cached set answered in full and as text is formatted once, then copied on each hit.
-    let kept = response
-        .outputs
-        .rendering()
-        .filter(|_| !encoding.all_binary && encoding.binary.is_empty());
-    if let Some(text) = kept.and_then(|r| r.get()) {
-        body.extend_from_slice(text);
-        body.extend_from_slice(b"}");
-        return (body, None);
-    }
-    let outputs_at = body.len();
     body.push(b'[');
     for (index, tensor) in response.outputs.iter().enumerate() {
         if index > 0 {
@@ -332,9 +321,6 @@ pub fn encode(response: &InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, 
         body.push(b'}');
     }
     body.push(b']');
-    if let Some(rendering) = kept {
-        rendering.keep(&body[outputs_at..]);
-    }
     body.push(b'}');
     if binary_parts.is_empty() {
         return (body, None);

@@ -1,8 +1,6 @@
 //! Decoding checks that need no model: framing, sizes and the binary extension.
 
 use super::*;
-use crate::request::{Outputs, Rendering};
-use std::sync::Arc;
 
 fn binary_body(json: &str, payload: &[u8]) -> (Bytes, usize) {
     let mut body = json.as_bytes().to_vec();
@@ -169,61 +167,4 @@ fn binary_outputs_follow_the_json_header() {
     assert!(json["outputs"][1].get("data").is_none());
     assert_eq!(json["outputs"][0]["data"], serde_json::json!([0.5, -2.0]));
     assert_eq!(&body[length..], &1.0f32.to_le_bytes());
-}
-
-#[test]
-fn a_kept_rendering_answers_repeats_with_the_same_bytes() {
-    let tensors = vec![fp32("y", &[0.5, -2.0, 3.25]), fp32("z\n", &[1.0])];
-    let rendering = Arc::new(Rendering::for_outputs(&tensors));
-    let all: Arc<[Tensor]> = tensors.into();
-    let answer = |names: &[&str], id: Option<&str>| {
-        let mut response = response(id, Vec::new());
-        response.outputs =
-            Outputs::pick(all.clone(), names.iter().copied()).with_rendering(rendering.clone());
-        response
-    };
-    let plain = |names: &[&str], id: Option<&str>| {
-        let mut response = response(id, Vec::new());
-        response.outputs = Outputs::pick(all.clone(), names.iter().copied());
-        response
-    };
-    let text = OutputEncoding::default();
-    // The first answer formats and keeps; the next copies, whatever its own id says.
-    let (first, _) = encode(&answer(&["y", "z\n"], None), &text);
-    assert!(rendering.get().is_some(), "the whole set in text is kept");
-    let (again, _) = encode(&answer(&["y", "z\n"], Some("x")), &text);
-    assert_eq!(first, encode(&plain(&["y", "z\n"], None), &text).0);
-    assert_eq!(again, encode(&plain(&["y", "z\n"], Some("x")), &text).0);
-    // A subset, another order or a binary output is never answered from what was kept.
-    let binary = OutputEncoding {
-        binary: vec!["z\n".into()],
-        all_binary: false,
-    };
-    let cases: &[(&[&str], &OutputEncoding)] = &[
-        (&["y"], &text),
-        (&["z\n", "y"], &text),
-        (&["y", "z\n"], &binary),
-    ];
-    for (names, encoding) in cases {
-        assert_eq!(
-            encode(&answer(names, None), encoding),
-            encode(&plain(names, None), encoding),
-            "{names:?}"
-        );
-    }
-}
-
-#[test]
-fn a_rendering_beyond_its_limit_is_not_kept() {
-    let small = vec![fp32("y", &[0.5])];
-    let rendering = Rendering::for_outputs(&small);
-    // Room for the worst case of every element, checked against what is actually written.
-    assert!(rendering.limit() >= 25 + 96);
-    rendering.keep(&vec![b'0'; rendering.limit() + 1]);
-    assert!(rendering.get().is_none());
-    rendering.keep(b"[]");
-    assert_eq!(rendering.get().map(|b| &b[..]), Some(&b"[]"[..]));
-    // Sets whose text could pass the cap keep nothing and weigh nothing for it.
-    let large = vec![fp32("y", &vec![0.0; Rendering::MAX / 25 + 1])];
-    assert_eq!(Rendering::for_outputs(&large).limit(), 0);
 }

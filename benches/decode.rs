@@ -142,7 +142,6 @@ fn response(outputs: Vec<Tensor>) -> InferResponse {
         version: "1".into(),
         id: None,
         outputs: outputs.into(),
-        recall: None,
         served: Served {
             request_id: "0123abcd-00000001".into(),
             cache: CacheStatus::Miss,

@@ -154,7 +154,7 @@ fn bench_gateway(c: &mut Criterion) {
             let response = runtime
                 .block_on(gateway.infer(request, Protocol::Http, &anonymous))
                 .expect("hit");
-            encode(&response, &encoding)
+            encode(&response.response, &encoding)
         })
     });
     // The same hit answered from the body memo: the body is fingerprinted and digested
@@ -187,7 +187,7 @@ fn bench_gateway(c: &mut Criterion) {
                 .block_on(gateway.infer_recalled(&remembered.recall, Protocol::Http, &anonymous))
                 .expect("still cached")
                 .expect("hit");
-            encode(&response, &remembered.encoding)
+            encode(&response.response, &remembered.encoding)
         })
     });
     // What every other request pays for the memo: a body never remembered is fingerprinted and

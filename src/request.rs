@@ -1,11 +1,9 @@
 //! The protocol-neutral request and response every front end decodes into and encodes from.
 
-use crate::cache::key::CacheKey;
-use crate::model::Model;
 use crate::tensor::Tensor;
 
 use smol_str::SmolStr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 /// The front end a request came through; a metric label as well, so it lives with them.
 pub use crate::telemetry::Protocol;
@@ -98,26 +96,6 @@ pub struct InferResponse {
     pub id: Option<String>,
     pub outputs: Outputs,
     pub served: Served,
-    /// Given with a cache hit when the request asked for it (`RequestOptions::recall`).
-    pub recall: Option<Arc<Recall>>,
-}
-
-/// What a cache hit needs to be answered again without its request being decoded: a front
-/// end that recognises the same bytes once more hands this back (`Gateway::infer_recalled`).
-/// The answer itself stays in the cache, so purges, expiry and eviction apply as before.
-#[derive(Debug)]
-pub struct Recall {
-    /// The request without its tensors: model and version as asked, id, and the `tags`
-    /// parameter, which the usage record carries.
-    pub(crate) request: InferRequest,
-    pub(crate) key: CacheKey,
-    /// The model the key was made for; a reloaded model is another one, so the recall lapses.
-    pub(crate) model: Weak<Model>,
-    /// The tenant in the key, under `cache.scope = "tenant"`; another caller's tenant lapses it.
-    pub(crate) tenant: Option<SmolStr>,
-    /// The outputs asked for (`None`: all of them).
-    pub(crate) outputs: Option<Vec<String>>,
-    pub(crate) rows: usize,
 }
 
 /// A response's output tensors: the computed (or cached) set, shared with the cache entry

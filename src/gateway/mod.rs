@@ -11,13 +11,12 @@ use crate::config::{CacheScope, Config, PRIORITY_LEVELS};
 use crate::metering::clock;
 use crate::metering::cost;
 use crate::metering::identity::Caller;
+use crate::metering::idle::MeteredInstance;
 use crate::metering::ledger::LedgerError;
 use crate::metering::meter::{Admission, Metering};
 use crate::metering::record;
 use crate::model::{self, Model, Registry, RequestError};
-use crate::request::{
-    CacheStatus, InferRequest, InferResponse, Outputs, Recall, RequestOptions, Served,
-};
+use crate::request::{CacheStatus, InferRequest, InferResponse, Outputs, RequestOptions, Served};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use smol_str::SmolStr;
@@ -29,9 +28,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use crate::request::Protocol;
 
 mod error;
+mod recall;
 mod usage;
 
 pub use error::Error;
+pub use recall::Recall;
 use usage::UsageGuard;
 
 /// What a front end read off the wire about the caller, before anything is checked.
@@ -71,7 +72,7 @@ impl Gateway {
         let metering = Arc::new(Metering::open(&config)?);
         let registry = model::load_models(&config)?;
         telemetry::start_upkeep(shutdown.clone());
-        metering.start_background(&registry, shutdown);
+        metering.start_background(metered_instances(&registry), shutdown);
         let cache = config
             .cache
             .enabled
@@ -124,7 +125,7 @@ impl Gateway {
         request: InferRequest,
         protocol: Protocol,
         credentials: &Credentials,
-    ) -> Result<InferResponse, Error> {
+    ) -> Result<Reply, Error> {
         let started = Instant::now();
         self.run(
             Work::Compute(request),
@@ -145,7 +146,7 @@ impl Gateway {
         recall: &Recall,
         protocol: Protocol,
         credentials: &Credentials,
-    ) -> Option<Result<InferResponse, Error>> {
+    ) -> Option<Result<Reply, Error>> {
         let started = Instant::now();
         let request = &recall.request;
         let model = self
@@ -184,7 +185,7 @@ impl Gateway {
         started: Instant,
         protocol: Protocol,
         entry: Entry<'_>,
-    ) -> Result<InferResponse, Error> {
+    ) -> Result<Reply, Error> {
         let arrived_ms = clock::now_ms();
         // Resolved once, here: the metric label needs it and so does the request path.
         let resolved = match &work {
@@ -242,17 +243,20 @@ impl Gateway {
                         self.infer_admitted(model, request, &caller, request_id)
                             .await
                     }
-                    Work::Recalled { recall, value, .. } => Ok(answer(
-                        &model,
-                        Answered {
-                            value,
-                            status: CacheStatus::Hit,
-                            rows: recall.rows,
-                            outputs: recall.outputs.as_deref(),
-                        },
-                        recall.request.id.clone(),
-                        request_id,
-                    )),
+                    Work::Recalled { recall, value, .. } => Ok(Reply {
+                        response: answer(
+                            &model,
+                            Answered {
+                                value,
+                                status: CacheStatus::Hit,
+                                rows: recall.rows,
+                                outputs: recall.outputs.as_deref(),
+                            },
+                            recall.request.id.clone(),
+                            request_id,
+                        ),
+                        recall: None,
+                    }),
                 },
                 (Err(error), _) => Err(error.into()),
                 (_, Err(error)) => Err(error.into()),
@@ -281,7 +285,7 @@ impl Gateway {
         mut request: InferRequest,
         caller: &Caller,
         request_id: String,
-    ) -> Result<InferResponse, Error> {
+    ) -> Result<Reply, Error> {
         let control = request.options.cache;
         let id = request.id.clone();
         // Moved out before the tensors go to the batcher: a recall keeps them.
@@ -356,9 +360,10 @@ impl Gateway {
             rows,
             outputs: prepared.outputs.as_deref(),
         };
-        let mut response = answer(&model, answered, id, request_id);
-        response.recall = recall;
-        Ok(response)
+        Ok(Reply {
+            response: answer(&model, answered, id, request_id),
+            recall,
+        })
     }
 
     /// The tenant a cache key is made for: the caller's under `cache.scope = "tenant"`.
@@ -370,6 +375,37 @@ impl Gateway {
     pub async fn finish(&self) {
         self.metering.finish().await;
     }
+}
+
+/// An answer, and with a hit that asked for it (`RequestOptions::recall`), the way back to it.
+pub struct Reply {
+    pub response: InferResponse,
+    pub recall: Option<Arc<Recall>>,
+}
+
+/// Every local model instance, for idle billing. An upstream model's instance threads wait on
+/// someone else's server; their idle time is not a device of ours standing still.
+fn metered_instances(registry: &Registry) -> Vec<MeteredInstance> {
+    registry
+        .all()
+        .filter(|model| model.upstream.is_none())
+        .flat_map(|model| {
+            model
+                .batcher
+                .busy_counters()
+                .iter()
+                .enumerate()
+                .map(|(index, busy_us)| MeteredInstance {
+                    model: model.text.name.clone(),
+                    version: model.text.version.clone(),
+                    device: model.text.device.clone(),
+                    index,
+                    price_per_hour: model.price_per_hour,
+                    busy_us: busy_us.clone(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 /// The most bytes of request text (id, tags, version) a `Recall` keeps.
@@ -455,7 +491,6 @@ fn answer(
         id,
         outputs,
         served,
-        recall: None,
     }
 }
 

@@ -2,11 +2,12 @@
 //! the request, including its caller going away, exactly one record reaches the ledger.
 
 use super::Error;
+use super::Reply;
 use crate::metering::identity::Caller;
 use crate::metering::meter::Metering;
 use crate::metering::record::UsageRecord;
 use crate::model::Model;
-use crate::request::{InferRequest, InferResponse, Protocol};
+use crate::request::{InferRequest, Protocol};
 use crate::telemetry;
 use smol_str::SmolStr;
 use std::sync::Arc;
@@ -76,7 +77,7 @@ impl UsageGuard {
 
     pub(super) fn complete(
         mut self,
-        outcome: &Result<InferResponse, Error>,
+        outcome: &Result<Reply, Error>,
         latency_us: u64,
     ) -> UsageRecord {
         let Some(mut record) = self.record.take() else {
@@ -85,7 +86,7 @@ impl UsageGuard {
         };
         record.latency_us = latency_us;
         match outcome {
-            Ok(response) => {
+            Ok(Reply { response, .. }) => {
                 let served = &response.served;
                 record.version = if response.version == self.version {
                     self.version.clone()

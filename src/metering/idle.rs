@@ -3,20 +3,25 @@
 //! plus idle cost add up to every instance's whole time at the device's price.
 
 use super::record::{self, UsageRecord, IDLE_TENANT};
-use crate::model::Registry;
 use crate::telemetry;
 use smol_str::SmolStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::time::Instant;
 
+/// One model instance whose idle time is billed: what the gateway tells metering of it.
+pub struct MeteredInstance {
+    pub model: SmolStr,
+    pub version: SmolStr,
+    pub device: SmolStr,
+    pub index: usize,
+    pub price_per_hour: f64,
+    /// The instance's busy time so far, which its worker keeps.
+    pub busy_us: Arc<AtomicU64>,
+}
+
 struct Instance {
-    model: SmolStr,
-    version: SmolStr,
-    device: SmolStr,
-    index: usize,
-    price_per_hour: f64,
-    busy_us: Arc<AtomicU64>,
+    metered: MeteredInstance,
     recorded_idle_us: u64,
 }
 
@@ -26,23 +31,14 @@ pub struct IdleMeter {
 }
 
 impl IdleMeter {
-    pub fn new(registry: &Registry, started: Instant) -> IdleMeter {
-        let mut instances = Vec::new();
-        // An upstream model's instance threads wait on someone else's server; their idle time
-        // is not a device of ours standing still.
-        for model in registry.all().filter(|m| m.upstream.is_none()) {
-            for (index, busy_us) in model.batcher.busy_counters().iter().enumerate() {
-                instances.push(Instance {
-                    model: model.text.name.clone(),
-                    version: model.text.version.clone(),
-                    device: model.text.device.clone(),
-                    index,
-                    price_per_hour: model.price_per_hour,
-                    busy_us: busy_us.clone(),
-                    recorded_idle_us: 0,
-                });
-            }
-        }
+    pub fn new(instances: Vec<MeteredInstance>, started: Instant) -> IdleMeter {
+        let instances = instances
+            .into_iter()
+            .map(|metered| Instance {
+                metered,
+                recorded_idle_us: 0,
+            })
+            .collect();
         IdleMeter { started, instances }
     }
 
@@ -50,14 +46,18 @@ impl IdleMeter {
     pub fn tick(&mut self, now: Instant, now_ms: i64) -> Vec<UsageRecord> {
         let wall_us = now.saturating_duration_since(self.started).as_micros() as u64;
         let mut records = Vec::new();
-        for instance in &mut self.instances {
+        for Instance {
+            metered: instance,
+            recorded_idle_us,
+        } in &mut self.instances
+        {
             // Cumulative, so a batch that straddles a tick is settled at the next one.
             let idle_total = wall_us.saturating_sub(instance.busy_us.load(Ordering::Acquire));
-            let idle_us = idle_total.saturating_sub(instance.recorded_idle_us);
+            let idle_us = idle_total.saturating_sub(*recorded_idle_us);
             if idle_us == 0 {
                 continue;
             }
-            instance.recorded_idle_us += idle_us;
+            *recorded_idle_us += idle_us;
             let cost = idle_us as f64 / 3_600_000_000.0 * instance.price_per_hour;
             metrics::gauge!(telemetry::DEVICE_IDLE, "model" => instance.model.to_string(), "instance" => instance.index.to_string())
                 .increment(idle_us as f64 / 1e6);

@@ -7,12 +7,11 @@ use super::anomaly::{self, Anomaly, Detector};
 use super::budget::{Budgets, Verdict};
 use super::clock;
 use super::identity::{Caller, Identities};
-use super::idle::IdleMeter;
+use super::idle::{IdleMeter, MeteredInstance};
 use super::ledger::{Ledger, LedgerError, LedgerSettings};
 use super::record::UsageRecord;
 use super::MeteringError;
 use crate::config::{Config, Durability};
-use crate::model::Registry;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use smol_str::SmolStr;
@@ -208,9 +207,9 @@ impl Metering {
     }
 
     /// Starts the background duties over the loaded models; they end with `shutdown`.
-    pub fn start_background(self: &Arc<Self>, registry: &Registry, shutdown: Shutdown) {
+    pub fn start_background(self: &Arc<Self>, instances: Vec<MeteredInstance>, shutdown: Shutdown) {
         if let Ok(mut idle) = self.idle.lock() {
-            *idle = Some(IdleMeter::new(registry, Instant::now()));
+            *idle = Some(IdleMeter::new(instances, Instant::now()));
         }
         let metering = self.clone();
         tokio::spawn(async move {

@@ -198,6 +198,9 @@ async fn infer(
             return Err(unreadable.error);
         }
     };
-    let response = gateway.infer(request, Protocol::Grpc, credentials).await?;
+    let response = gateway
+        .infer(request, Protocol::Grpc, credentials)
+        .await?
+        .response;
     Ok(convert::response(response))
 }

@@ -12,7 +12,7 @@
 
 use super::infer::OutputEncoding;
 use crate::config::MAX_BODY_MEMO_ENTRIES;
-use crate::request::Recall;
+use crate::gateway::Recall;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

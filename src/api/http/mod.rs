@@ -292,7 +292,7 @@ async fn infer_inner(
                 .infer_recalled(&remembered.recall, Protocol::Http, &credentials)
                 .await;
             if let Some(result) = recalled {
-                return Ok(infer_response(&result?, &remembered.encoding));
+                return Ok(infer_response(&result?.response, &remembered.encoding));
             }
         }
     }
@@ -311,7 +311,7 @@ async fn infer_inner(
     let response = gateway
         .infer(core_request, Protocol::Http, &credentials)
         .await?;
-    let http = infer_response(&response, &encoding);
+    let http = infer_response(&response.response, &encoding);
     if let (Some((memo, fingerprint)), Some(recall)) = (memo, response.recall) {
         memo.remember(fingerprint, &body_id, recall, encoding);
     }

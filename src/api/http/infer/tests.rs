@@ -101,7 +101,6 @@ fn response(id: Option<&str>, outputs: Vec<Tensor>) -> InferResponse {
         version: "1".into(),
         id: id.map(str::to_string),
         outputs: outputs.into(),
-        recall: None,
         served: crate::request::Served {
             request_id: "abc-00000001".into(),
             cache: crate::request::CacheStatus::Hit,

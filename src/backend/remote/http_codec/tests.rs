@@ -30,7 +30,6 @@ fn response(outputs: Vec<Tensor>) -> InferResponse {
         version: "1".into(),
         id: None,
         outputs: outputs.into(),
-        recall: None,
         served: Served {
             request_id: "r".into(),
             cache: CacheStatus::Miss,

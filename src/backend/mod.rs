@@ -67,10 +67,4 @@ pub trait Engine: Send + 'static {
 
     /// The execution provider that actually runs the model, for metadata and logs.
     fn provider(&self) -> &str;
-
-    /// True when `run` computes on the calling thread alone: no network, no waiting on other
-    /// tasks. Only such engines may run a short request inline on a runtime thread.
-    fn runs_locally(&self) -> bool {
-        false
-    }
 }

@@ -120,10 +120,6 @@ impl OnnxEngine {
 }
 
 impl Engine for OnnxEngine {
-    fn runs_locally(&self) -> bool {
-        true
-    }
-
     fn run(&mut self, inputs: &[BatchInput]) -> Result<Vec<Tensor>, BackendError> {
         let allocator = Allocator::default();
         let mut values: Vec<(String, DynTensor)> = Vec::with_capacity(inputs.len());

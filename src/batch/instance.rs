@@ -1,53 +1,27 @@
-//! A model instance: one engine and its busy-time meter behind a lock, shared by the instance's
-//! worker thread and by the inline path, which lets a short request run on its caller's thread
-//! when the model is idle (see `BatchHandle::submit`).
+//! A model instance: one engine and its busy-time meter behind a lock, which its worker thread
+//! takes for each batch.
 
 use super::{split, BatchError};
 use crate::backend::Engine;
 use crate::telemetry;
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Utilisation is reported over windows of this length.
 const UTILISATION_WINDOW: Duration = Duration::from_secs(10);
 
-/// Runs longer than this (as a recent average) never happen inline: they would hold a runtime
-/// thread that every connection shares.
-pub(crate) const INLINE_MAX_COMPUTE: Duration = Duration::from_micros(200);
-
-/// Marks "no run measured yet": an unknown model is treated as a slow one.
-const UNMEASURED: u64 = u64::MAX;
-
-/// What the instances of one model share: its per-batch series and its recent compute time.
+/// What the instances of one model share: its per-batch series.
 pub(crate) struct ModelRuns {
     series: BatchSeries,
-    /// Exponentially weighted mean of recent batches' compute time, in µs.
-    recent_compute_us: AtomicU64,
 }
 
 impl ModelRuns {
     pub(crate) fn new(model: &str) -> ModelRuns {
         ModelRuns {
             series: BatchSeries::new(model),
-            recent_compute_us: AtomicU64::new(UNMEASURED),
         }
-    }
-
-    /// True when recent runs were short enough to run on a runtime thread.
-    pub(crate) fn short(&self) -> bool {
-        self.recent_compute_us.load(Ordering::Relaxed) <= INLINE_MAX_COMPUTE.as_micros() as u64
-    }
-
-    fn observe(&self, compute: Duration) {
-        let now = compute.as_micros() as u64;
-        // Racing updates may lose one sample; the mean only steers the inline choice.
-        let mean = match self.recent_compute_us.load(Ordering::Relaxed) {
-            UNMEASURED => now,
-            old => (old * 7 + now) / 8,
-        };
-        self.recent_compute_us.store(mean, Ordering::Relaxed);
     }
 }
 
@@ -56,8 +30,6 @@ pub(crate) struct Instance {
     runs: Arc<ModelRuns>,
     /// Busy microseconds so far, readable by the idle meter without the lock.
     busy_us: Arc<AtomicU64>,
-    /// True when the engine computes on the calling thread alone (no network, no waiting).
-    local: bool,
 }
 
 struct State {
@@ -80,9 +52,7 @@ impl Claimed<'_> {
         let result = self.state.engine.run(&batch_inputs);
         let compute = started.elapsed();
         self.state.meter.record(compute);
-        let runs = &self.instance.runs;
-        runs.observe(compute);
-        let series = &runs.series;
+        let series = &self.instance.runs.series;
         series.executions.increment(1);
         series.rows.increment(batch_rows as u64);
         series.batch_size.record(batch_rows as f64);
@@ -102,33 +72,6 @@ impl Claimed<'_> {
     }
 }
 
-/// The local instances of one model, for runs on the calling thread.
-#[derive(Clone)]
-pub(crate) struct Local {
-    instances: Arc<[Arc<Instance>]>,
-    runs: Arc<ModelRuns>,
-}
-
-impl Local {
-    /// Keeps the instances whose engines compute locally; the others never run here.
-    pub(crate) fn new(instances: &[Arc<Instance>], runs: Arc<ModelRuns>) -> Local {
-        Local {
-            instances: instances.iter().filter(|i| i.local).cloned().collect(),
-            runs,
-        }
-    }
-
-    /// An idle local instance, if recent runs were short enough to run here at all.
-    pub(crate) fn idle(&self) -> Option<Claimed<'_>> {
-        if !self.runs.short() {
-            return None;
-        }
-        self.instances
-            .iter()
-            .find_map(|instance| instance.try_claim())
-    }
-}
-
 /// One batch's answer: each member's outputs, with the batch's size and compute time.
 pub(crate) struct Ran {
     pub per_member: Vec<Arc<[Tensor]>>,
@@ -144,7 +87,6 @@ impl Instance {
         runs: Arc<ModelRuns>,
     ) -> Instance {
         let busy_us = Arc::new(AtomicU64::new(0));
-        let local = engine.runs_locally();
         Instance {
             state: Mutex::new(State {
                 engine,
@@ -152,7 +94,6 @@ impl Instance {
             }),
             runs,
             busy_us,
-            local,
         }
     }
 
@@ -171,19 +112,6 @@ impl Instance {
             instance: self,
             state,
         }
-    }
-
-    /// Takes the engine if it is idle.
-    pub(crate) fn try_claim(&self) -> Option<Claimed<'_>> {
-        let state = match self.state.try_lock() {
-            Ok(state) => state,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return None,
-        };
-        Some(Claimed {
-            instance: self,
-            state,
-        })
     }
 }
 

@@ -12,7 +12,7 @@ mod worker;
 use crate::backend::{BackendError, Engine};
 use crate::error::ErrorClass;
 use crate::tensor::Tensor;
-use instance::{Instance, Local, ModelRuns};
+use instance::{Instance, ModelRuns};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -89,24 +89,16 @@ pub struct BatchHandle {
     sender: mpsc::UnboundedSender<Pending>,
     queued: Arc<AtomicUsize>,
     settings: Arc<BatcherSettings>,
-    local: Local,
     /// Busy microseconds of each instance, for idle-time metering.
     busy: Arc<[Arc<AtomicU64>]>,
 }
 
 impl BatchHandle {
     /// Queues the job and waits for its batch. The queue is unbounded as a channel but bounded
-    /// by the admission counter, so a refusal is immediate and memory stays bounded.
-    ///
-    /// Without batching, a job that finds the queue empty and an instance idle runs at once on
-    /// the caller's thread, provided the model's recent runs were short (`INLINE_MAX_COMPUTE`)
-    /// and its engine computes locally. Nothing waits that it could overtake, and it saves the
-    /// hand-offs to the actor and the worker thread and back, which cost a small model far
-    /// more than its computation (BENCHMARKS.md).
+    /// by the admission counter, so a refusal is immediate and memory stays bounded. Every run
+    /// happens on an instance's own thread, never on a runtime thread that every connection
+    /// shares, however short the model's runs have been.
     pub async fn submit(&self, job: Job) -> Result<JobOutput, BatchError> {
-        if let Some(done) = self.try_inline(&job) {
-            return done;
-        }
         let limit = self.settings.max_queue_size;
         if self.queued.fetch_add(1, Ordering::AcqRel) >= limit {
             self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -131,24 +123,10 @@ impl BatchHandle {
         receive.await.unwrap_or_else(|_| Err(self.closed()))
     }
 
-    fn try_inline(&self, job: &Job) -> Option<Result<JobOutput, BatchError>> {
-        if self.settings.batching
-            || self.queued.load(Ordering::Acquire) > 0
-            || job
-                .deadline
-                .is_some_and(|deadline| deadline <= Instant::now())
-        {
-            return None;
-        }
-        let mut instance = self.local.idle()?;
-        let ran = instance.run(&[&job.inputs], &[job.rows]);
-        instance.queue_waits().record(0.0);
-        Some(ran.map(|mut ran| JobOutput {
-            outputs: ran.per_member.pop().unwrap_or_else(|| Arc::new([])),
-            batch_rows: ran.batch_rows,
-            queue_us: 0,
-            compute_us: ran.compute.as_micros() as u64,
-        }))
+    /// False once the batching loop has stopped: the model can answer nothing any more, and
+    /// says so on its readiness endpoint.
+    pub fn is_running(&self) -> bool {
+        !self.sender.is_closed()
     }
 
     pub fn queued(&self) -> usize {
@@ -196,22 +174,18 @@ pub fn start(settings: BatcherSettings, engines: Vec<Box<dyn Engine>>) -> BatchH
             work_receiver.clone(),
         );
     }
+    drop(runs);
     let busy = instances.iter().map(|i| i.busy_us().clone()).collect();
-    let local = Local::new(&instances, runs);
     tokio::spawn(actor::run(
         settings.clone(),
         receiver,
-        actor::Outlets {
-            workers: work_sender,
-            local: local.clone(),
-        },
+        work_sender,
         queued.clone(),
     ));
     BatchHandle {
         sender,
         queued,
         settings,
-        local,
         busy,
     }
 }

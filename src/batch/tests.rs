@@ -14,8 +14,6 @@ use std::time::Duration;
 struct Fake {
     runs: Arc<Mutex<Vec<(f32, usize)>>>,
     gate: Option<Arc<Mutex<std::sync::mpsc::Receiver<()>>>>,
-    /// Claims to compute locally, which allows inline runs.
-    local: bool,
     /// Each run takes at least this long (wall time).
     work: Duration,
     /// The thread each run happened on.
@@ -54,10 +52,6 @@ impl Engine for Fake {
 
     fn provider(&self) -> &str {
         "fake"
-    }
-
-    fn runs_locally(&self) -> bool {
-        self.local
     }
 }
 
@@ -330,89 +324,59 @@ async fn no_row_ever_reaches_the_wrong_caller() {
     assert!(largest > 1, "concurrent callers were batched together");
 }
 
-/// Runs sequential requests and says, for each, whether it ran on the worker thread.
-async fn ran_on_worker(fake: &Fake, max_rows: usize, requests: usize) -> Vec<bool> {
-    let handle = start(
-        settings(max_rows, Duration::ZERO, 16),
-        vec![Box::new(fake.clone())],
-    );
-    for i in 0..requests {
-        let output = handle.submit(job(&[i as f32], 1, 2, None)).await.unwrap();
-        assert_eq!(values(&output), vec![2.0 * i as f32 + 1.0]);
-    }
-    let threads = fake.threads.lock().unwrap().clone();
-    threads
-        .iter()
-        .map(|name| name.as_deref() == Some("fake-0"))
-        .collect()
-}
-
+/// However short a model's runs, every one happens on its instance's thread, never on a
+/// runtime thread that every connection shares.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_local_runs_leave_the_worker_thread_once_measured() {
-    // The first run is measured on the worker thread; once a model is known to be short, its
-    // runs happen on the runtime (the caller's thread, or the actor's when batching), whether
-    // or not it batches.
-    let short = |max_rows| {
-        (
-            Fake {
-                local: true,
-                ..Fake::default()
-            },
-            max_rows,
-        )
-    };
-    for (fake, max_rows) in [short(1), short(4)] {
-        let where_ran = ran_on_worker(&fake, max_rows, 3).await;
-        assert_eq!(where_ran, vec![true, false, false], "max rows {max_rows}");
-    }
-    // Never on the runtime: an engine that is not local, or a slow model.
-    let cases = [
-        ("not local", Fake::default()),
-        (
-            "slow",
-            Fake {
-                local: true,
-                work: instance::INLINE_MAX_COMPUTE * 3,
-                ..Fake::default()
-            },
-        ),
-    ];
-    for (case, fake) in cases {
-        for max_rows in [1, 4] {
-            let fresh = Fake {
-                runs: Arc::default(),
-                threads: Arc::default(),
-                ..fake.clone()
-            };
-            let where_ran = ran_on_worker(&fresh, max_rows, 3).await;
-            assert_eq!(where_ran, vec![true; 3], "{case}, max rows {max_rows}");
+async fn every_run_happens_on_the_instance_thread() {
+    for max_rows in [1, 4] {
+        let fake = Fake::default();
+        let handle = start(
+            settings(max_rows, Duration::ZERO, 16),
+            vec![Box::new(fake.clone())],
+        );
+        for i in 0..5 {
+            let output = handle.submit(job(&[i as f32], 1, 2, None)).await.unwrap();
+            assert_eq!(values(&output), vec![2.0 * i as f32 + 1.0]);
         }
+        let threads = fake.threads.lock().unwrap().clone();
+        assert_eq!(
+            threads,
+            vec![Some("fake-0".to_string()); 5],
+            "max rows {max_rows}"
+        );
+    }
+}
+
+/// Panics on the input 13, computes otherwise.
+struct Fragile(Fake);
+
+impl Engine for Fragile {
+    fn run(&mut self, inputs: &[BatchInput]) -> Result<Vec<Tensor>, BackendError> {
+        if inputs[0].concatenated()[..4] == 13f32.to_le_bytes() {
+            panic!("the engine gave up on 13");
+        }
+        self.0.run(inputs)
+    }
+
+    fn provider(&self) -> &str {
+        "fragile"
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_queued_request_is_never_overtaken_inline() {
-    let (mut fake, open) = gated();
-    fake.local = true;
+async fn an_engine_panic_fails_its_batch_and_the_instance_goes_on() {
     let handle = start(
         settings(1, Duration::ZERO, 16),
-        vec![Box::new(fake.clone())],
+        vec![Box::new(Fragile(Fake::default()))],
     );
-    // One measured run makes the model known as short.
-    open.send(()).unwrap();
-    handle.submit(job(&[0.0], 1, 2, None)).await.unwrap();
-    // The next run holds the device (inline, here, on a helper task); a request submitted
-    // meanwhile must queue, and must not run before the device is free.
-    let holder = tokio::spawn({
-        let handle = handle.clone();
-        async move { handle.submit(job(&[1.0], 1, 2, None)).await }
-    });
-    settle(|| fake.entered.load(Ordering::SeqCst) == 2).await;
-    let waiting = enqueue(&handle, job(&[2.0], 1, 2, None)).await;
-    open.send(()).unwrap();
-    open.send(()).unwrap();
-    assert_eq!(values(&holder.await.unwrap().unwrap()), vec![3.0]);
-    assert_eq!(values(&waiting.await.unwrap()), vec![5.0]);
-    let runs: Vec<f32> = fake.runs.lock().unwrap().iter().map(|r| r.0).collect();
-    assert_eq!(runs, vec![0.0, 1.0, 2.0], "served in arrival order");
+    let failed = handle.submit(job(&[13.0], 1, 2, None)).await.unwrap_err();
+    assert!(
+        failed
+            .to_string()
+            .contains("the engine panicked: the engine gave up on 13"),
+        "{failed}"
+    );
+    let output = handle.submit(job(&[1.0], 1, 2, None)).await.unwrap();
+    assert_eq!(values(&output), vec![3.0]);
+    assert!(handle.is_running());
 }

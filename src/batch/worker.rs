@@ -4,6 +4,8 @@
 use super::actor::Batch;
 use super::instance::{Claimed, Instance};
 use super::{BatchError, BatcherSettings, JobOutput};
+use crate::backend::BackendError;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -31,9 +33,8 @@ pub(crate) fn spawn(
     }
 }
 
-/// Runs a batch on a claimed instance and answers its members; also used by the actor when it
-/// runs a short model's batch itself.
-pub(crate) fn run_batch(settings: &BatcherSettings, mut instance: Claimed<'_>, batch: Batch) {
+/// Runs a batch on a claimed instance and answers its members.
+fn run_batch(settings: &BatcherSettings, mut instance: Claimed<'_>, batch: Batch) {
     // Callers who left while the batch waited for this worker cost no device time.
     let members: Vec<_> = batch
         .members
@@ -47,9 +48,18 @@ pub(crate) fn run_batch(settings: &BatcherSettings, mut instance: Claimed<'_>, b
     let inputs: Vec<&[crate::tensor::Tensor]> =
         members.iter().map(|m| m.job.inputs.as_slice()).collect();
     let rows: Vec<usize> = members.iter().map(|m| m.job.rows).collect();
+    // An engine that panics fails this batch, not the instance: the thread goes on taking
+    // batches, and the members get an error rather than a caller waiting on a dead thread.
     let ran = {
         let _span = members[0].span.enter();
-        instance.run(&inputs, &rows)
+        std::panic::catch_unwind(AssertUnwindSafe(|| instance.run(&inputs, &rows))).unwrap_or_else(
+            |panic| {
+                Err(BatchError::Backend(BackendError::Execution(format!(
+                    "the engine panicked: {}",
+                    panic_message(panic.as_ref())
+                ))))
+            },
+        )
     };
     // Free the engine before answering: an answered caller may come straight back for it.
     let queue_waits = instance.queue_waits();
@@ -77,4 +87,12 @@ pub(crate) fn run_batch(settings: &BatcherSettings, mut instance: Claimed<'_>, b
             }
         }
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }

@@ -97,11 +97,14 @@ impl ModelText {
 }
 
 impl Model {
-    /// Local models are ready once loaded; upstream ones while some upstream is.
+    /// Local models are ready while their batcher runs; upstream ones while some upstream is
+    /// ready as well.
     pub fn is_ready(&self) -> bool {
-        self.upstream
-            .as_ref()
-            .is_none_or(|upstream| upstream.is_ready())
+        self.batcher.is_running()
+            && self
+                .upstream
+                .as_ref()
+                .is_none_or(|upstream| upstream.is_ready())
     }
 }
 

@@ -149,7 +149,9 @@ async fn costs_follow_device_time_and_hits_save_the_original_cost() {
 async fn identity_tags_and_admin_access_are_enforced() {
     let gateway = common::start(&config("[auth]\nrequired = true\n")).await;
     let body = common::digits_body(&[row(3)]);
-    let cases: Vec<(Vec<(&str, String)>, StatusCode, &str)> = vec![
+    // (headers, status, fragment of the error)
+    type Case<'a> = (Vec<(&'a str, String)>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![],
             StatusCode::UNAUTHORIZED,

@@ -143,7 +143,7 @@ mod tests {
 
     fn with_header(version: u8, mut header: String, data: &[u8]) -> Vec<u8> {
         let prefix = if version == 1 { 10 } else { 12 };
-        while (prefix + header.len() + 1) % 64 != 0 {
+        while !(prefix + header.len() + 1).is_multiple_of(64) {
             header.push(' ');
         }
         header.push('\n');

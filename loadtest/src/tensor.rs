@@ -183,7 +183,7 @@ pub fn decode_raw(dtype: DType, raw: &[u8]) -> Result<Vec<Scalar>, String> {
         DType::U32 | DType::I32 | DType::F32 => 4,
         _ => 8,
     };
-    if raw.len() % size != 0 {
+    if !raw.len().is_multiple_of(size) {
         return Err(format!(
             "{} bytes is not a whole number of {}",
             raw.len(),

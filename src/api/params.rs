@@ -105,7 +105,12 @@ mod tests {
 
     #[test]
     fn parameters_are_read_alike_from_either_protocol() {
-        let cases: Vec<(Vec<(&str, ParamValue)>, Result<RequestOptions, &str>)> = vec![
+        // (parameters, the options they make or a fragment of the error)
+        type Case<'a> = (
+            Vec<(&'a str, ParamValue<'a>)>,
+            Result<RequestOptions, &'a str>,
+        );
+        let cases: Vec<Case> = vec![
             (vec![], Ok(RequestOptions::default())),
             (
                 vec![

@@ -152,20 +152,21 @@ fn copy_in(allocator: &Allocator, input: &BatchInput) -> Result<DynTensor, Backe
     let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
     let mut tensor = DynTensor::new(allocator, element_type, shape)
         .map_err(|e| BackendError::Execution(format!("input `{}`: {e}", input.name)))?;
-    let expected = Tensor::element_count(&input.shape).unwrap_or(usize::MAX)
-        * input.dtype.element_size().unwrap_or(0);
+    let expected = Tensor::element_count(&input.shape)
+        .and_then(|count| count.checked_mul(input.dtype.element_size()?));
     let supplied: usize = input.parts.iter().map(Bytes::len).sum();
-    if supplied != expected {
+    if expected != Some(supplied) {
+        let needed = expected.map_or("more than fits in memory".to_string(), |b| b.to_string());
         return Err(BackendError::Execution(format!(
-            "input `{}` has {supplied} bytes for a shape needing {expected}",
+            "input `{}` has {supplied} bytes for a shape needing {needed}",
             input.name
         )));
     }
     let base = tensor.data_ptr_mut().cast::<u8>();
     let mut offset = 0;
     for part in &input.parts {
-        // SAFETY: `base` points at ONNX Runtime's CPU buffer of exactly `expected` bytes for
-        // this shape and datatype (checked above), and the parts add up to `expected`, so every
+        // SAFETY: `base` points at ONNX Runtime's CPU buffer of exactly the bytes this shape and
+        // datatype need, which the parts add up to (checked above), so every
         // write stays inside it; the source is a distinct Rust allocation.
         unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), base.add(offset), part.len()) };
         offset += part.len();

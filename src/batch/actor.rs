@@ -40,7 +40,7 @@ impl Queue {
         self.view.clear();
         self.view.extend(self.pending.iter().map(|p| Candidate {
             rows: p.job.rows,
-            group: p.job.group,
+            group: p.job.group.clone(),
             enqueued: p.enqueued,
             deadline: p.job.deadline,
         }));

@@ -50,10 +50,22 @@ pub struct Job {
     /// Rows this request contributes to a batch (its first dimension when batching).
     pub rows: usize,
     /// Requests only share a batch when this matches (non-batch dims and datatypes).
-    pub group: u64,
+    pub group: BatchGroup,
     /// 1 is the highest lane.
     pub priority: u8,
     pub deadline: Option<Instant>,
+}
+
+/// The non-batch dimensions a model leaves open, as one request gave them: requests share a
+/// batch only when these are equal. Empty for most models (every other dimension is fixed),
+/// which costs no allocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchGroup(Option<Arc<[usize]>>);
+
+impl BatchGroup {
+    pub fn of_open_dims(dims: Vec<usize>) -> BatchGroup {
+        BatchGroup((!dims.is_empty()).then(|| dims.into()))
+    }
 }
 
 /// What a request gets back from its batch.

@@ -1,6 +1,7 @@
 //! The batching decision, as a pure function of the policy, the queue and the clock, so the
 //! rules (Triton's dynamic batcher semantics) are tested as a table without threads or sleeps.
 
+use super::BatchGroup;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -20,7 +21,7 @@ pub struct Policy {
 pub struct Candidate {
     pub rows: usize,
     /// Requests batch together only when their group matches (same non-batch dims and dtypes).
-    pub group: u64,
+    pub group: BatchGroup,
     pub enqueued: Instant,
     pub deadline: Option<Instant>,
 }
@@ -35,18 +36,8 @@ pub enum Decision {
     Dispatch(Vec<usize>),
 }
 
-/// Positions of requests whose deadline has passed; they must be answered with a timeout and
-/// never run.
-pub fn expired(queue: &[Candidate], now: Instant) -> Vec<usize> {
-    queue
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
-        .map(|(i, _)| i)
-        .collect()
-}
-
-/// Decides what to do with the queue now. Expired requests must have been removed first.
+/// Decides what to do with the queue now. Expired requests must have been removed first (the
+/// actor's `reap` answers them with a timeout).
 ///
 /// The batch is led by the first request in service order and takes the following requests of
 /// its group, in order, while they fit. It is sent at once when it is full or when it reaches a
@@ -116,6 +107,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn groups_compare_their_dims_exactly() {
+        let group = BatchGroup::of_open_dims;
+        assert_eq!(group(vec![]), BatchGroup::default());
+        assert_eq!(group(vec![12, 3]), group(vec![12, 3]));
+        for (a, b) in [
+            (vec![12, 3], vec![1, 23]),
+            (vec![3], vec![3, 0]),
+            (vec![], vec![0]),
+        ] {
+            assert_ne!(group(a.clone()), group(b.clone()), "{a:?} vs {b:?}");
+        }
+    }
+
     /// (rows, group, enqueued µs after t0, deadline µs after t0)
     type Spec = (usize, u64, u64, Option<u64>);
 
@@ -124,7 +129,13 @@ mod tests {
             .iter()
             .map(|&(rows, group, at, deadline)| Candidate {
                 rows,
-                group,
+                // Group 0 stands for a model with no open dimension; others for one open
+                // dimension of that size.
+                group: BatchGroup::of_open_dims(if group == 0 {
+                    vec![]
+                } else {
+                    vec![group as usize]
+                }),
                 enqueued: t0 + Duration::from_micros(at),
                 deadline: deadline.map(|d| t0 + Duration::from_micros(d)),
             })
@@ -254,17 +265,5 @@ mod tests {
             };
             assert_eq!(got, expected, "case: {name}");
         }
-    }
-
-    #[test]
-    fn expiry_finds_only_passed_deadlines() {
-        let t0 = Instant::now();
-        let q = queue(
-            t0,
-            &[(1, 0, 0, Some(100)), (1, 0, 0, None), (1, 0, 0, Some(500))],
-        );
-        assert_eq!(expired(&q, t0 + Duration::from_micros(100)), vec![0]);
-        assert_eq!(expired(&q, t0 + Duration::from_micros(600)), vec![0, 2]);
-        assert!(expired(&q, t0).is_empty());
     }
 }

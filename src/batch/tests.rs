@@ -81,7 +81,7 @@ fn job(rows: &[f32], width: usize, priority: u8, deadline: Option<Instant>) -> J
             ),
         }],
         rows: rows.len() / width,
-        group: width as u64,
+        group: BatchGroup::of_open_dims(vec![width]),
         priority,
         deadline,
     }

@@ -241,7 +241,7 @@ fn every_key_of_the_shared_configuration_contract_is_accepted() {
     let text = text
         .replace(
             "hex of blake3(api key)",
-            &blake3::hash(b"key").to_hex().to_string(),
+            blake3::hash(b"key").to_hex().as_str(),
         )
         .replace("models/digits/1/model.onnx", "m.onnx");
     let config = Config::parse(&text, &dir.path().join("config.toml")).unwrap();

@@ -211,7 +211,7 @@ fn half_width(token: &str, wide: f64, half: Half) -> u16 {
     let chosen = match compare_decimal(token.trim_start_matches('-'), magnitude) {
         std::cmp::Ordering::Greater => high,
         std::cmp::Ordering::Less => low,
-        std::cmp::Ordering::Equal if low % 2 == 0 => low,
+        std::cmp::Ordering::Equal if low.is_multiple_of(2) => low,
         std::cmp::Ordering::Equal => high,
     };
     chosen | sign
@@ -304,7 +304,9 @@ mod tests {
 
     #[test]
     fn numbers_parse_into_little_endian_bytes() {
-        let cases: &[(&str, DataType, usize, Result<Vec<u8>, &str>)] = &[
+        // (JSON data, datatype, elements, the bytes or a fragment of the error)
+        type Case<'a> = (&'a str, DataType, usize, Result<Vec<u8>, &'a str>);
+        let cases: &[Case] = &[
             ("[1, 2]", DataType::Uint8, 2, Ok(vec![1, 2])),
             ("[[1],[2]]", DataType::Int16, 2, Ok(vec![1, 0, 2, 0])),
             ("[-1]", DataType::Int8, 1, Ok(vec![255])),
@@ -440,7 +442,7 @@ mod tests {
     /// can round twice): each case sits just above or below the midpoint of two FP16 values.
     #[test]
     fn half_precision_is_rounded_once_from_the_text() {
-        let cases: &[(&str, DataType, f32)] = &[
+        let cases: &[(&str, DataType, f64)] = &[
             // 1 + 2^-11 is the midpoint of 1 and 1 + 2^-10: ties go to even (1.0).
             ("1.00048828125", DataType::Fp16, 1.0),
             ("1.00048828125000001", DataType::Fp16, 1.0009765625),
@@ -464,8 +466,8 @@ mod tests {
         for (token, dtype, want) in cases {
             let bytes = parse(&format!("[{token}]"), *dtype, 1).unwrap();
             let got = match dtype {
-                DataType::Fp16 => f16::from_le_bytes([bytes[0], bytes[1]]).to_f32(),
-                _ => bf16::from_le_bytes([bytes[0], bytes[1]]).to_f32(),
+                DataType::Fp16 => f16::from_le_bytes([bytes[0], bytes[1]]).to_f64(),
+                _ => bf16::from_le_bytes([bytes[0], bytes[1]]).to_f64(),
             };
             assert_eq!(got, *want, "{token} as {dtype}");
         }
@@ -483,7 +485,7 @@ mod tests {
             while half.to_f64(low + 1).is_finite() {
                 let (a, b) = (half.to_f64(low), half.to_f64(low + 1));
                 let midpoint = (a + b) / 2.0;
-                let even = if low % 2 == 0 { low } else { low + 1 };
+                let even = if low.is_multiple_of(2) { low } else { low + 1 };
                 for (token, want) in [
                     (format!("{:e}", midpoint - (b - a) * 1e-9), low),
                     (format!("{:e}", midpoint + (b - a) * 1e-9), low + 1),

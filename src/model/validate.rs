@@ -2,11 +2,10 @@
 //! message names the field and what was expected, because it goes straight back to the caller.
 
 use super::{Model, RequestError};
-use crate::batch::Job;
+use crate::batch::{BatchGroup, Job};
 use crate::config::PRIORITY_LEVELS;
 use crate::request::InferRequest;
 use crate::tensor::{DataType, Tensor};
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -73,7 +72,7 @@ pub fn prepare(model: &Model, request: InferRequest) -> Result<Prepared, Request
         (default, None) => Some(default),
     };
     let deadline = timeout_us.map(|us| Instant::now() + Duration::from_micros(us));
-    let group = batch_group(&inputs);
+    let group = batch_group(model, &inputs);
     Ok(Prepared {
         job: Job {
             inputs,
@@ -190,14 +189,25 @@ fn requested_outputs(
     Ok(Some(requested))
 }
 
-/// Requests batch together only if everything but the first dimension agrees.
-fn batch_group(inputs: &[Tensor]) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    for tensor in inputs {
-        tensor.dtype.hash(&mut hasher);
-        tensor.shape.get(1..).hash(&mut hasher);
-    }
-    hasher.finish()
+/// Requests batch together only if everything but the first dimension agrees. Datatypes, ranks
+/// and fixed dimensions are the spec's, already checked; only the dimensions the model leaves
+/// open can differ, so those are the group, compared exactly.
+fn batch_group(model: &Model, inputs: &[Tensor]) -> BatchGroup {
+    let open: Vec<usize> = model
+        .spec
+        .inputs
+        .iter()
+        .zip(inputs)
+        .flat_map(|(spec, tensor)| {
+            spec.shape
+                .iter()
+                .zip(&tensor.shape)
+                .skip(1)
+                .filter(|(declared, _)| **declared == -1)
+                .map(|(_, &dim)| dim)
+        })
+        .collect();
+    BatchGroup::of_open_dims(open)
 }
 
 fn names<'a>(names: impl Iterator<Item = &'a str>) -> String {

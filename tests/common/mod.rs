@@ -214,9 +214,11 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (make redis)");
+        // Owned from here, so that a start that never answers is still stopped on the panic.
+        let redis = Redis { port, child };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Redis { port, child };
+                return redis;
             }
             std::thread::sleep(Duration::from_millis(50));
         }

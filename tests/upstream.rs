@@ -457,3 +457,51 @@ async fn start_up_fails_clearly_when_no_upstream_describes_the_model() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Names of this process's threads (Linux keeps the first 15 bytes of each).
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|task| std::fs::read_to_string(task.path().join("comm")).ok())
+                .map(|name| name.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An upstream model's instances are tasks: 48 of them, all busy, hold no thread of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upstream_instances_hold_no_threads() {
+    let upstream = common::start(&upstream_config(&[("digits_up_many", "")])).await;
+    let url = format!("upstream = \"http://{}\"", upstream.server.http_addr);
+    let front = Arc::new(
+        common::start(&front_config(
+            "up48",
+            "digits_up_many",
+            &url,
+            "instances = 48\ncache = false",
+        ))
+        .await,
+    );
+    let rows = peers::rows(48, 0.5);
+    let tasks: Vec<_> = rows
+        .into_iter()
+        .map(|row| {
+            let front = front.clone();
+            tokio::spawn(async move { front.infer("up48", &common::digits_body(&[row])).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    let named: Vec<String> = thread_names()
+        .into_iter()
+        .filter(|name| name.starts_with("up48-"))
+        .collect();
+    assert!(
+        named.is_empty(),
+        "threads for upstream instances: {named:?}"
+    );
+}

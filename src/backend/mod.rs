@@ -1,6 +1,7 @@
-//! Engines that execute a batch: the ONNX Runtime engine for local models and the remote engine
-//! for models served by an upstream KServe V2 server. An engine is owned by one worker thread
-//! and never shared, which is why `run` may take `&mut self`.
+//! Engines that execute a batch: the ONNX Runtime engine for local models, which computes on
+//! the thread that calls it (each instance owns a thread and its engine, so `run` may take
+//! `&mut self`), and the remote engine for models served by an upstream KServe V2 server,
+//! which only waits on the network (its instances are tasks, and hold no thread).
 
 pub mod onnx;
 pub mod remote;
@@ -9,6 +10,9 @@ pub mod runtime;
 use crate::error::ErrorClass;
 use crate::tensor::{DataType, Tensor};
 use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
@@ -60,11 +64,47 @@ impl BatchInput {
     }
 }
 
-/// Something that runs whole batches. Implemented by the ONNX Runtime engine and, in tests, by
-/// fakes that compute a known function of their input.
+/// Something that runs whole batches on the calling thread. Implemented by the ONNX Runtime
+/// engine and, in tests, by fakes that compute a known function of their input.
 pub trait Engine: Send + 'static {
     fn run(&mut self, inputs: &[BatchInput]) -> Result<Vec<Tensor>, BackendError>;
 
     /// The execution provider that actually runs the model, for metadata and logs.
     fn provider(&self) -> &str;
+}
+
+/// What an `AsyncEngine` returns.
+pub type EngineFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Tensor>, BackendError>> + Send + 'a>>;
+
+/// Something that runs whole batches by waiting on something else (an upstream server). One
+/// engine serves all of a model's instances at once.
+pub trait AsyncEngine: Send + Sync + 'static {
+    fn run<'a>(&'a self, inputs: &'a [BatchInput]) -> EngineFuture<'a>;
+
+    fn provider(&self) -> &str;
+}
+
+/// A model's engines, as its batcher runs them.
+pub enum Engines {
+    /// One engine per instance, each on a thread of its own.
+    Threads(Vec<Box<dyn Engine>>),
+    /// One engine shared by `instances` tasks, each with one batch in flight at most.
+    Tasks {
+        engine: Arc<dyn AsyncEngine>,
+        instances: usize,
+    },
+}
+
+impl Engines {
+    pub fn len(&self) -> usize {
+        match self {
+            Engines::Threads(engines) => engines.len(),
+            Engines::Tasks { instances, .. } => *instances,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

@@ -35,7 +35,7 @@ impl Queue {
     }
 
     /// Asks the policy about the queue as it stands. The view's buffer is kept: the actor
-    /// decides once per wake-up, and allocating it each time showed in profiles.
+    /// decides on every wake-up, and most answers are "wait".
     fn decide(&mut self, policy: &policy::Policy, now: Instant) -> Decision {
         self.view.clear();
         self.view.extend(self.pending.iter().map(|p| Candidate {

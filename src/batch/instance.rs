@@ -1,13 +1,14 @@
-//! A model instance: one engine and its busy-time meter behind a lock, which its worker thread
-//! takes for each batch.
+//! A model instance: its engine (owned, behind a lock its thread takes for each batch; or shared
+//! with the model's other instance tasks) and its busy-time meter.
 
 use super::{split, BatchError};
-use crate::backend::Engine;
+use crate::backend::{AsyncEngine, BackendError, Engine};
 use crate::telemetry;
 use crate::tensor::Tensor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Utilisation is reported over windows of this length.
 const UTILISATION_WINDOW: Duration = Duration::from_secs(10);
@@ -26,50 +27,18 @@ impl ModelRuns {
 }
 
 pub(crate) struct Instance {
-    state: Mutex<State>,
+    engine: Runner,
+    meter: Mutex<BusyMeter>,
     runs: Arc<ModelRuns>,
     /// Busy microseconds so far, readable by the idle meter without the lock.
     busy_us: Arc<AtomicU64>,
 }
 
-struct State {
-    engine: Box<dyn Engine>,
-    meter: BusyMeter,
-}
-
-/// An instance whose engine this thread holds until the value is dropped.
-pub(crate) struct Claimed<'a> {
-    instance: &'a Instance,
-    state: MutexGuard<'a, State>,
-}
-
-impl Claimed<'_> {
-    /// Runs one batch: members' inputs and rows in batch order.
-    pub(crate) fn run(&mut self, inputs: &[&[Tensor]], rows: &[usize]) -> Result<Ran, BatchError> {
-        let batch_rows: usize = rows.iter().sum();
-        let batch_inputs = split::gather(inputs);
-        let started = Instant::now();
-        let result = self.state.engine.run(&batch_inputs);
-        let compute = started.elapsed();
-        self.state.meter.record(compute);
-        let series = &self.instance.runs.series;
-        series.executions.increment(1);
-        series.rows.increment(batch_rows as u64);
-        series.batch_size.record(batch_rows as f64);
-        series.compute.record(compute.as_secs_f64());
-        let outputs = result?;
-        let per_member = split::scatter(outputs, rows)?;
-        Ok(Ran {
-            per_member,
-            batch_rows,
-            compute,
-        })
-    }
-
-    /// The model's queue-wait histogram, to record into after the claim is released.
-    pub(crate) fn queue_waits(&self) -> metrics::Histogram {
-        self.instance.runs.series.queue.clone()
-    }
+/// How an instance runs its batches: on its own thread, or as a task awaiting an engine that
+/// every instance of the model shares.
+enum Runner {
+    Blocking(Mutex<Box<dyn Engine>>),
+    Async(Arc<dyn AsyncEngine>),
 }
 
 /// One batch's answer: each member's outputs, with the batch's size and compute time.
@@ -80,18 +49,29 @@ pub(crate) struct Ran {
 }
 
 impl Instance {
-    pub(crate) fn new(
+    pub(crate) fn blocking(
         model: &str,
         index: usize,
         engine: Box<dyn Engine>,
         runs: Arc<ModelRuns>,
     ) -> Instance {
+        Instance::new(model, index, Runner::Blocking(Mutex::new(engine)), runs)
+    }
+
+    pub(crate) fn shared(
+        model: &str,
+        index: usize,
+        engine: Arc<dyn AsyncEngine>,
+        runs: Arc<ModelRuns>,
+    ) -> Instance {
+        Instance::new(model, index, Runner::Async(engine), runs)
+    }
+
+    fn new(model: &str, index: usize, engine: Runner, runs: Arc<ModelRuns>) -> Instance {
         let busy_us = Arc::new(AtomicU64::new(0));
         Instance {
-            state: Mutex::new(State {
-                engine,
-                meter: BusyMeter::new(model, index, busy_us.clone()),
-            }),
+            engine,
+            meter: Mutex::new(BusyMeter::new(model, index, busy_us.clone())),
             runs,
             busy_us,
         }
@@ -101,18 +81,89 @@ impl Instance {
         &self.busy_us
     }
 
-    /// Takes the engine, waiting while another thread runs a batch on it.
-    pub(crate) fn claim(&self) -> Claimed<'_> {
-        let state = match self.state.lock() {
-            Ok(state) => state,
-            // A panic inside an engine poisons its lock; the engine itself is still whole.
-            Err(poisoned) => poisoned.into_inner(),
+    /// Runs one batch on this thread: members' inputs and rows in batch order. Only an
+    /// instance's own thread calls this, and only for a blocking engine.
+    pub(crate) fn run_blocking(
+        &self,
+        inputs: &[&[Tensor]],
+        rows: &[usize],
+    ) -> Result<Ran, BatchError> {
+        let Runner::Blocking(engine) = &self.engine else {
+            return Err(misplaced());
         };
-        Claimed {
-            instance: self,
-            state,
-        }
+        let batch_inputs = split::gather(inputs);
+        let started = Instant::now();
+        // A panic inside an engine poisons its lock; the engine itself is still whole.
+        let result = engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .run(&batch_inputs);
+        self.account(started.elapsed(), result, rows)
     }
+
+    /// Runs one batch of an async engine. The request runs in a task of its own, so that it
+    /// finishes (and a breaker's probe reports back) whatever happens to this caller, and so
+    /// that a panic in it fails this batch rather than the instance.
+    pub(crate) async fn run_async(
+        &self,
+        inputs: &[&[Tensor]],
+        rows: &[usize],
+    ) -> Result<Ran, BatchError> {
+        let Runner::Async(engine) = &self.engine else {
+            return Err(misplaced());
+        };
+        let batch_inputs = split::gather(inputs);
+        let engine = engine.clone();
+        let started = Instant::now();
+        let result = tokio::spawn(
+            async move { engine.run(&batch_inputs).await }.instrument(tracing::Span::current()),
+        )
+        .await
+        .unwrap_or_else(|failed| {
+            Err(BackendError::Execution(if failed.is_panic() {
+                "the engine panicked".to_string()
+            } else {
+                "the gateway is shutting down".to_string()
+            }))
+        });
+        self.account(started.elapsed(), result, rows)
+    }
+
+    /// Meters a run, counts it in the model's series and splits its outputs by member.
+    fn account(
+        &self,
+        compute: Duration,
+        result: Result<Vec<Tensor>, BackendError>,
+        rows: &[usize],
+    ) -> Result<Ran, BatchError> {
+        let batch_rows: usize = rows.iter().sum();
+        self.meter
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(compute);
+        let series = &self.runs.series;
+        series.executions.increment(1);
+        series.rows.increment(batch_rows as u64);
+        series.batch_size.record(batch_rows as f64);
+        series.compute.record(compute.as_secs_f64());
+        let per_member = split::scatter(result?, rows)?;
+        Ok(Ran {
+            per_member,
+            batch_rows,
+            compute,
+        })
+    }
+
+    /// The model's queue-wait histogram.
+    pub(crate) fn queue_waits(&self) -> &metrics::Histogram {
+        &self.runs.series.queue
+    }
+}
+
+fn misplaced() -> BatchError {
+    BatchError::Backend(BackendError::Execution(
+        "an instance was asked to run its engine the wrong way".into(),
+    ))
 }
 
 /// The per-batch series of one model, registered once.

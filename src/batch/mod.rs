@@ -9,7 +9,7 @@ pub mod split;
 mod timer;
 mod worker;
 
-use crate::backend::{BackendError, Engine};
+use crate::backend::{BackendError, Engines};
 use crate::error::ErrorClass;
 use crate::tensor::Tensor;
 use instance::{Instance, ModelRuns};
@@ -162,30 +162,41 @@ impl BatchHandle {
 
 /// Starts a model's batcher: one actor task and one thread per engine. Must be called inside a
 /// tokio runtime. The threads end when every handle is dropped and the queue drains.
-pub fn start(settings: BatcherSettings, engines: Vec<Box<dyn Engine>>) -> BatchHandle {
+pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
     let settings = Arc::new(settings);
     let queued = Arc::new(AtomicUsize::new(0));
     let (sender, receiver) = mpsc::unbounded_channel();
     // Capacity 1: one batch waits ready while the workers run theirs, so a device never idles
     // for assembly, and requests that arrive meanwhile can still join the next batch.
     let (work_sender, work_receiver) = mpsc::channel(1);
-    let work_receiver = Arc::new(std::sync::Mutex::new(work_receiver));
     let runs = Arc::new(ModelRuns::new(&settings.model));
-    let instances: Arc<[Arc<Instance>]> = engines
-        .into_iter()
-        .enumerate()
-        .map(|(index, engine)| {
-            Arc::new(Instance::new(&settings.model, index, engine, runs.clone()))
-        })
-        .collect();
-    for (index, instance) in instances.iter().enumerate() {
-        worker::spawn(
-            settings.clone(),
-            index,
-            instance.clone(),
-            work_receiver.clone(),
-        );
-    }
+    let model = settings.model.as_str();
+    let instances: Vec<Arc<Instance>> = match engines {
+        Engines::Threads(engines) => {
+            let receiver = Arc::new(std::sync::Mutex::new(work_receiver));
+            let instances: Vec<_> = engines
+                .into_iter()
+                .enumerate()
+                .map(|(index, engine)| {
+                    Arc::new(Instance::blocking(model, index, engine, runs.clone()))
+                })
+                .collect();
+            for (index, instance) in instances.iter().enumerate() {
+                worker::spawn_thread(settings.clone(), index, instance.clone(), receiver.clone());
+            }
+            instances
+        }
+        Engines::Tasks { engine, instances } => {
+            let receiver = Arc::new(tokio::sync::Mutex::new(work_receiver));
+            let instances: Vec<_> = (0..instances)
+                .map(|index| Arc::new(Instance::shared(model, index, engine.clone(), runs.clone())))
+                .collect();
+            for instance in &instances {
+                worker::spawn_task(settings.clone(), instance.clone(), receiver.clone());
+            }
+            instances
+        }
+    };
     drop(runs);
     let busy = instances.iter().map(|i| i.busy_us().clone()).collect();
     tokio::spawn(actor::run(

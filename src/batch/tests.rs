@@ -2,7 +2,7 @@
 //! shedding, callers who left, and that no row ever reaches the wrong caller.
 
 use super::*;
-use crate::backend::BatchInput;
+use crate::backend::{BatchInput, Engine};
 use bytes::Bytes;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
@@ -112,7 +112,7 @@ async fn a_lone_request_waits_for_the_queue_delay() {
     let fake = Fake::default();
     let handle = start(
         settings(8, Duration::from_millis(10), 16),
-        vec![Box::new(fake.clone())],
+        Engines::Threads(vec![Box::new(fake.clone())]),
     );
     let started = Instant::now();
     let task = tokio::spawn({
@@ -137,7 +137,7 @@ async fn requests_within_the_delay_share_one_batch_and_a_full_batch_does_not_wai
     let fake = Fake::default();
     let handle = start(
         settings(4, Duration::from_secs(3600), 16),
-        vec![Box::new(fake.clone())],
+        Engines::Threads(vec![Box::new(fake.clone())]),
     );
     let started = Instant::now();
     let tasks: Vec<_> = (0..4)
@@ -163,7 +163,7 @@ async fn an_expired_request_times_out_without_running() {
     let fake = Fake::default();
     let handle = start(
         settings(8, Duration::from_millis(50), 16),
-        vec![Box::new(fake.clone())],
+        Engines::Threads(vec![Box::new(fake.clone())]),
     );
     let deadline = Some(Instant::now() + Duration::from_millis(1));
     let result = handle.submit(job(&[1.0], 1, 2, deadline)).await;
@@ -208,7 +208,7 @@ async fn higher_priority_requests_overtake_queued_ones() {
     let (fake, open) = gated();
     let handle = start(
         settings(1, Duration::ZERO, 16),
-        vec![Box::new(fake.clone())],
+        Engines::Threads(vec![Box::new(fake.clone())]),
     );
     let running = enqueue(&handle, job(&[0.0], 1, 3, None)).await;
     let handed_over = enqueue(&handle, job(&[1.0], 1, 3, None)).await;
@@ -233,7 +233,10 @@ async fn higher_priority_requests_overtake_queued_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_at_once_and_admitted_requests_still_finish() {
     let (fake, open) = gated();
-    let handle = start(settings(1, Duration::ZERO, 2), vec![Box::new(fake.clone())]);
+    let handle = start(
+        settings(1, Duration::ZERO, 2),
+        Engines::Threads(vec![Box::new(fake.clone())]),
+    );
     let mut admitted = Vec::new();
     let mut refused = 0;
     for value in 0..10 {
@@ -265,7 +268,7 @@ async fn callers_who_left_cost_no_device_time() {
     let (fake, open) = gated();
     let handle = start(
         settings(1, Duration::ZERO, 16),
-        vec![Box::new(fake.clone())],
+        Engines::Threads(vec![Box::new(fake.clone())]),
     );
     let running = enqueue(&handle, job(&[0.0], 1, 2, None)).await;
     let handed_over = enqueue(&handle, job(&[1.0], 1, 2, None)).await;
@@ -287,7 +290,10 @@ async fn callers_who_left_cost_no_device_time() {
 async fn no_row_ever_reaches_the_wrong_caller() {
     let fake = Fake::default();
     let engines: Vec<Box<dyn Engine>> = vec![Box::new(fake.clone()), Box::new(fake.clone())];
-    let handle = start(settings(16, Duration::from_micros(300), 4096), engines);
+    let handle = start(
+        settings(16, Duration::from_micros(300), 4096),
+        Engines::Threads(engines),
+    );
     let calls = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -332,7 +338,7 @@ async fn every_run_happens_on_the_instance_thread() {
         let fake = Fake::default();
         let handle = start(
             settings(max_rows, Duration::ZERO, 16),
-            vec![Box::new(fake.clone())],
+            Engines::Threads(vec![Box::new(fake.clone())]),
         );
         for i in 0..5 {
             let output = handle.submit(job(&[i as f32], 1, 2, None)).await.unwrap();
@@ -367,7 +373,7 @@ impl Engine for Fragile {
 async fn an_engine_panic_fails_its_batch_and_the_instance_goes_on() {
     let handle = start(
         settings(1, Duration::ZERO, 16),
-        vec![Box::new(Fragile(Fake::default()))],
+        Engines::Threads(vec![Box::new(Fragile(Fake::default()))]),
     );
     let failed = handle.submit(job(&[13.0], 1, 2, None)).await.unwrap_err();
     assert!(

@@ -1,16 +1,18 @@
-//! A model instance's thread: takes whole batches from the actor and runs them on its
-//! instance, so long blocking runs never touch the async executor.
+//! Where a model's instances take whole batches from the actor and run them: a thread per
+//! instance for an engine that computes (so long blocking runs never touch the async
+//! executor), a task per instance for one that only waits on the network.
 
 use super::actor::Batch;
-use super::instance::{Claimed, Instance};
-use super::{BatchError, BatcherSettings, JobOutput};
+use super::instance::{Instance, Ran};
+use super::{BatchError, BatcherSettings, JobOutput, Pending};
 use crate::backend::BackendError;
+use crate::tensor::Tensor;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub(crate) fn spawn(
+pub(crate) fn spawn_thread(
     settings: Arc<BatcherSettings>,
     index: usize,
     instance: Arc<Instance>,
@@ -26,50 +28,73 @@ pub(crate) fn spawn(
                 Err(_) => None,
             };
             let Some(batch) = next else { break };
-            run_batch(&settings, instance.claim(), batch);
+            let Some(members) = live(batch) else { continue };
+            let started = Instant::now();
+            let (inputs, rows) = parts(&members);
+            // An engine that panics fails this batch, not the instance: the thread goes on
+            // taking batches, and the members get an error rather than waiting on a dead one.
+            let ran = {
+                let _span = members[0].span.enter();
+                std::panic::catch_unwind(AssertUnwindSafe(|| instance.run_blocking(&inputs, &rows)))
+                    .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
+            };
+            answer(&settings, &instance, members, started, ran);
         });
     if let Err(error) = spawned {
         tracing::error!(%error, thread = %name, "cannot start a model instance thread");
     }
 }
 
-/// Runs a batch on a claimed instance and answers its members.
-fn run_batch(settings: &BatcherSettings, mut instance: Claimed<'_>, batch: Batch) {
-    // Callers who left while the batch waited for this worker cost no device time.
+pub(crate) fn spawn_task(
+    settings: Arc<BatcherSettings>,
+    instance: Arc<Instance>,
+    batches: Arc<tokio::sync::Mutex<mpsc::Receiver<Batch>>>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let next = batches.lock().await.recv().await;
+            let Some(batch) = next else { break };
+            let Some(members) = live(batch) else { continue };
+            let started = Instant::now();
+            let (inputs, rows) = parts(&members);
+            let span = members[0].span.clone();
+            let ran =
+                tracing::Instrument::instrument(instance.run_async(&inputs, &rows), span).await;
+            answer(&settings, &instance, members, started, ran);
+        }
+    });
+}
+
+/// The members still waiting: callers who left while the batch waited cost no device time.
+fn live(batch: Batch) -> Option<Vec<Pending>> {
     let members: Vec<_> = batch
         .members
         .into_iter()
         .filter(|m| !m.reply.is_closed())
         .collect();
-    if members.is_empty() {
-        return;
-    }
-    let started = Instant::now();
-    let inputs: Vec<&[crate::tensor::Tensor]> =
-        members.iter().map(|m| m.job.inputs.as_slice()).collect();
-    let rows: Vec<usize> = members.iter().map(|m| m.job.rows).collect();
-    // An engine that panics fails this batch, not the instance: the thread goes on taking
-    // batches, and the members get an error rather than a caller waiting on a dead thread.
-    let ran = {
-        let _span = members[0].span.enter();
-        std::panic::catch_unwind(AssertUnwindSafe(|| instance.run(&inputs, &rows))).unwrap_or_else(
-            |panic| {
-                Err(BatchError::Backend(BackendError::Execution(format!(
-                    "the engine panicked: {}",
-                    panic_message(panic.as_ref())
-                ))))
-            },
-        )
-    };
-    // Free the engine before answering: an answered caller may come straight back for it.
-    let queue_waits = instance.queue_waits();
-    drop(instance);
+    (!members.is_empty()).then_some(members)
+}
+
+fn parts(members: &[Pending]) -> (Vec<&[Tensor]>, Vec<usize>) {
+    (
+        members.iter().map(|m| m.job.inputs.as_slice()).collect(),
+        members.iter().map(|m| m.job.rows).collect(),
+    )
+}
+
+fn answer(
+    settings: &BatcherSettings,
+    instance: &Instance,
+    members: Vec<Pending>,
+    started: Instant,
+    ran: Result<Ran, BatchError>,
+) {
     match ran {
         Ok(ran) => {
             let compute_us = ran.compute.as_micros() as u64;
             for (member, outputs) in members.into_iter().zip(ran.per_member) {
                 let queue = started.duration_since(member.enqueued);
-                queue_waits.record(queue.as_secs_f64());
+                instance.queue_waits().record(queue.as_secs_f64());
                 let _ = member.reply.send(Ok(JobOutput {
                     outputs,
                     batch_rows: ran.batch_rows,
@@ -89,10 +114,13 @@ fn run_batch(settings: &BatcherSettings, mut instance: Claimed<'_>, batch: Batch
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
+fn panicked(panic: &(dyn std::any::Any + Send)) -> BatchError {
+    let message = panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
+        .unwrap_or("no message");
+    BatchError::Backend(BackendError::Execution(format!(
+        "the engine panicked: {message}"
+    )))
 }

@@ -1,6 +1,6 @@
 //! Hashing for maps keyed by `CacheKey`. The key is already a blake3 digest, uniform in every
-//! bit, so hashing it again with SipHash (the std and moka default) only costs time: with a full
-//! cache, where admission hashes every eviction candidate, that was a seventh of a miss's CPU.
+//! bit, so hashing it again with SipHash (the std and moka default) only costs time, and a full
+//! cache's admission hashes every eviction candidate (BENCHMARKS.md has the figures).
 
 use super::key::CacheKey;
 use std::collections::hash_map::RandomState;

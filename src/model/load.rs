@@ -5,7 +5,7 @@
 use super::{Model, ModelText, Registry};
 use crate::backend::onnx::{OnnxEngine, OnnxSettings};
 use crate::backend::remote::{self, Target, Upstream, UpstreamSettings};
-use crate::backend::{BackendError, Engine};
+use crate::backend::{BackendError, Engine, Engines};
 use crate::batch::{self, BatcherSettings, Policy};
 use crate::cache::ModelCache;
 use crate::config::{Config, Device, DeviceFallback, ModelConfig};
@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What either kind of model brings to the common part of loading.
-struct Engines {
-    engines: Vec<Box<dyn Engine>>,
+struct Loaded {
+    engines: Engines,
     spec: ModelSpec,
     provider: String,
     device: Device,
@@ -42,7 +42,7 @@ fn load_local(
     config: &Config,
     model_config: &ModelConfig,
     path: &Path,
-) -> Result<Engines, BackendError> {
+) -> Result<Loaded, BackendError> {
     let settings = OnnxSettings {
         model: model_config.name.clone(),
         path: path.to_path_buf(),
@@ -69,11 +69,13 @@ fn load_local(
     } else {
         model_config.device()
     };
-    Ok(Engines {
-        engines: engines
-            .into_iter()
-            .map(|e| Box::new(e) as Box<dyn Engine>)
-            .collect(),
+    Ok(Loaded {
+        engines: Engines::Threads(
+            engines
+                .into_iter()
+                .map(|e| Box::new(e) as Box<dyn Engine>)
+                .collect(),
+        ),
         spec,
         provider,
         device,
@@ -84,7 +86,7 @@ fn load_local(
     })
 }
 
-fn load_upstream(model_config: &ModelConfig) -> Result<Engines, BackendError> {
+fn load_upstream(model_config: &ModelConfig) -> Result<Loaded, BackendError> {
     let urls = model_config.upstreams.clone();
     let millis = Duration::from_millis;
     let settings = UpstreamSettings {
@@ -105,7 +107,7 @@ fn load_upstream(model_config: &ModelConfig) -> Result<Engines, BackendError> {
     };
     let started = remote::start(&settings, model_config.instances)?;
     let upstream = started.upstream;
-    Ok(Engines {
+    Ok(Loaded {
         engines: started.engines,
         spec: upstream.spec().clone(),
         provider: format!("upstream:{}", upstream.platform()),
@@ -117,7 +119,7 @@ fn load_upstream(model_config: &ModelConfig) -> Result<Engines, BackendError> {
 }
 
 /// The part every model shares: batching policy, batcher and the registry entry.
-fn assemble(config: &Config, model_config: &ModelConfig, loaded: Engines) -> Model {
+fn assemble(config: &Config, model_config: &ModelConfig, loaded: Loaded) -> Model {
     let spec = loaded.spec;
     let batching = model_config.max_batch_size > 1 && spec.has_batch_dimension();
     if model_config.max_batch_size > 1 && !batching {

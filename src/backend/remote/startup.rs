@@ -1,5 +1,5 @@
 //! Start-up of an upstream model: wait until some upstream describes the model, then build its
-//! endpoints, start the health watcher and hand out one engine per instance.
+//! endpoints, start the health watcher and hand out the engine its instances share.
 //!
 //! Model loading is synchronous and runs on a runtime thread, yet the metadata needs network
 //! I/O. It is fetched on a helper thread with its own small runtime (and throwaway connections),
@@ -12,7 +12,7 @@ use super::engine::RemoteEngine;
 use super::metadata::{self, Metadata};
 use super::transport::Transport;
 use super::{health, Upstream, UpstreamSettings};
-use crate::backend::{BackendError, Engine};
+use crate::backend::{BackendError, Engines};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +22,10 @@ use tokio::time::Instant;
 /// Pause between rounds of asking every upstream for metadata at start-up.
 const STARTUP_RETRY: Duration = Duration::from_millis(500);
 
-/// A started upstream model: its shared state and the engines for its instance threads.
+/// A started upstream model: its shared state and the engine its instance tasks share.
 pub struct Started {
     pub upstream: Arc<Upstream>,
-    pub engines: Vec<Box<dyn Engine>>,
+    pub engines: Engines,
 }
 
 /// Must be called inside the tokio runtime that will serve the model.
@@ -69,9 +69,10 @@ pub fn start(settings: &UpstreamSettings, instances: usize) -> Result<Started, B
         health_interval: settings.health_interval,
     });
     runtime.spawn(health::watch(Arc::downgrade(&upstream)));
-    let engines = (0..instances.max(1))
-        .map(|_| Box::new(RemoteEngine::new(upstream.clone(), runtime.clone())) as Box<dyn Engine>)
-        .collect();
+    let engines = Engines::Tasks {
+        engine: Arc::new(RemoteEngine::new(upstream.clone())),
+        instances: instances.max(1),
+    };
     Ok(Started { upstream, engines })
 }
 

@@ -33,7 +33,8 @@
 //! # Schema and lookups by id
 //!
 //! Schema 2 (`store`) indexes `usage` by time and by tenant and time, and not by request id: a
-//! UNIQUE index on the id cost a quarter of every insert, and ids are unique by construction.
+//! UNIQUE index on the id made every insert dearer (BENCHMARKS.md), and ids are unique by
+//! construction.
 //! Instead every id ends with its record's `time_ms` in hex (`record::request_id`,
 //! `record::push_id_time`), and `usage` finds a record with one probe of the time index. Rows
 //! copied from a schema 1 ledger (at most the row id kept as `legacy_max_id` in `ledger_meta`)

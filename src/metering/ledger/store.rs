@@ -26,8 +26,8 @@ const MAX_IDLE_READERS: usize = 4;
 /// The `usage` table of schema 2, created under `name` (the migration builds it beside the
 /// old one). `row_count` rather than `rows`: ROWS is an SQL keyword (window frames).
 ///
-/// `request_id` has no UNIQUE constraint (schema 1 had one): its index cost a quarter of every
-/// insert. Ids are unique by construction, a failed group rolls back whole, and a lookup by id
+/// `request_id` has no UNIQUE constraint (schema 1 had one): its index made every insert dearer.
+/// Ids are unique by construction, a failed group rolls back whole, and a lookup by id
 /// goes through the time the id carries (`query::usage`).
 fn usage_table(name: &str) -> String {
     format!(

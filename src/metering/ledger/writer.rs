@@ -209,7 +209,7 @@ impl Writer {
     ///
     /// Between drains the writer parks instead of blocking on the channel: a blocked receiver
     /// would be woken by every asynchronous record (a futex wake and two context switches per
-    /// request, measured at a fifth of a cache hit's CPU). Only commands somebody waits on
+    /// request). Only commands somebody waits on
     /// (`Ledger::wake_writer`) cut the park short.
     fn gather(&mut self, first: Command, group: &mut Group) -> bool {
         let deadline = Instant::now() + GROUP_WINDOW;

@@ -573,3 +573,59 @@ async fn request_and_idle_cost_add_up_to_device_time() {
     );
     gateway.stop().await;
 }
+
+/// A cache miss whose caller leaves while its batch waits still runs (a caller arriving later
+/// may be waiting on it), and its cost goes on the leaving request's record, outcome
+/// `cancelled`: device time a request caused is never billed to nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_computation_whose_caller_left_is_billed_to_that_request() {
+    let slow = "[[models]]\nname = \"digits_left\"\npath = \"models/digits/1/model.onnx\"\nmax_batch_size = 8\nmax_queue_delay_us = 300000\n";
+    let gateway = common::start(&config(slow)).await;
+    let body = common::digits_body(&[row(77)]).to_string();
+    let request = format!(
+        "POST /v2/models/digits_left/infer HTTP/1.1\r\nhost: x\r\nauthorization: Bearer search-key\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(gateway.server.http_addr)
+            .await
+            .unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // Gone while the batch still waits out its 300 ms delay.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let cancelled_cost = loop {
+        flush_ledger(&gateway).await;
+        let reply = admin_get(&gateway, "/v1/costs?group_by=model,outcome").await;
+        let cost = reply.json()["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| {
+                r["group"]["model"] == "digits_left" && r["group"]["outcome"] == "cancelled"
+            })
+            .map(|r| r["cost_usd"].as_f64().unwrap())
+            .sum::<f64>();
+        if cost > 0.0 || std::time::Instant::now() > deadline {
+            break cost;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        cancelled_cost > 0.0,
+        "the computation's cost reached no record"
+    );
+    // The answer was cached: the next identical request is a hit that saves what was billed.
+    let hit = gateway
+        .infer("digits_left", &common::digits_body(&[row(77)]))
+        .await;
+    assert_eq!(hit.header("x-tollgate-cache"), "hit");
+    let saved = header_f64(&hit, "x-tollgate-saved-usd");
+    assert!(
+        (saved - cancelled_cost).abs() <= cancelled_cost * 1e-9,
+        "{saved} saved vs {cancelled_cost} billed"
+    );
+    gateway.stop().await;
+}

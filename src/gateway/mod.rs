@@ -224,7 +224,7 @@ impl Gateway {
             // carries its arrival time, by which the ledger finds it.
             let counter = self.next_request.fetch_add(1, Ordering::Relaxed);
             let request_id = record::request_id(&self.request_prefix, counter, arrived_ms);
-            let usage = UsageGuard::new(
+            let mut usage = UsageGuard::new(
                 self.metering.clone(),
                 &mut caller,
                 work.request(),
@@ -240,7 +240,7 @@ impl Gateway {
                         if admission == Admission::Demoted {
                             request.options.priority = Some(PRIORITY_LEVELS);
                         }
-                        self.infer_admitted(model, request, &caller, request_id)
+                        self.infer_admitted(model, request, &caller, &mut usage)
                             .await
                     }
                     Work::Recalled { recall, value, .. } => Ok(Reply {
@@ -284,8 +284,9 @@ impl Gateway {
         model: Arc<Model>,
         mut request: InferRequest,
         caller: &Caller,
-        request_id: String,
+        usage: &mut UsageGuard,
     ) -> Result<Reply, Error> {
+        let request_id = usage.request_id();
         let control = request.options.cache;
         let id = request.id.clone();
         // Moved out before the tensors go to the batcher: a recall keeps them.
@@ -308,9 +309,16 @@ impl Gateway {
                 });
                 let runner = model.clone();
                 let job = prepared.job;
+                // Only a leader's computation runs; it bills this request even if it ends
+                // after the caller left.
+                let tab = usage.tab();
                 let (value, status) = cache
                     .serve(key, &model.cache, control, async move {
-                        execute(&runner, job).await
+                        let value = execute(&runner, job).await;
+                        if let Ok(value) = &value {
+                            tab.computed(value);
+                        }
+                        value
                     })
                     .await?;
                 (value, status, Some(key))

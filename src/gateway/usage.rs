@@ -1,8 +1,10 @@
 //! The usage record of an accepted request, from admission to its outcome: whatever happens to
-//! the request, including its caller going away, exactly one record reaches the ledger.
+//! the request, including its caller going away, exactly one record reaches the ledger, and a
+//! computation it started is billed to it even when it finishes after the caller left.
 
 use super::Error;
 use super::Reply;
+use crate::cache::value::CachedValue;
 use crate::metering::identity::Caller;
 use crate::metering::meter::Metering;
 use crate::metering::record::UsageRecord;
@@ -10,7 +12,7 @@ use crate::model::Model;
 use crate::request::{InferRequest, Protocol};
 use crate::telemetry;
 use smol_str::SmolStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Holds the usage record of an accepted request until it completes. If the request future is
 /// dropped first (the client went away), the record is still written, as `cancelled`.
@@ -22,6 +24,106 @@ pub(super) struct UsageGuard {
     record: Option<UsageRecord>,
     /// The resolved model's version, for the record of a successful answer.
     version: SmolStr,
+    /// Where a computation this request leads reports what it cost; `None` until one starts.
+    tab: Option<Arc<Tab>>,
+}
+
+/// What a computation led by a request cost, kept for that request's record. A cache miss's
+/// computation runs on in a task of its own when its caller leaves (other callers may wait for
+/// it), so it can finish after the caller's record was made: the record then waits here and
+/// is written, with the cost, when the computation ends, or without a cost if it never does.
+pub(super) struct Tab {
+    metering: Arc<Metering>,
+    state: Mutex<TabState>,
+}
+
+#[derive(Default)]
+struct TabState {
+    /// Set once the computation has finished.
+    computed: Option<Computed>,
+    /// The record of a caller that left before the computation finished.
+    waiting: Option<UsageRecord>,
+}
+
+#[derive(Clone, Copy)]
+struct Computed {
+    cost_usd: f64,
+    compute_us: u64,
+    queue_us: u64,
+    rows: u32,
+    batch_rows: u32,
+}
+
+impl Tab {
+    /// Called by the computation when it ends with an answer.
+    pub(super) fn computed(&self, value: &CachedValue) {
+        let computed = Computed {
+            cost_usd: value.cost_usd,
+            compute_us: value.compute_us,
+            queue_us: value.queue_us,
+            rows: value.rows,
+            batch_rows: value.batch_rows,
+        };
+        let waiting = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.computed = Some(computed);
+            state.waiting.take()
+        };
+        if let Some(mut record) = waiting {
+            charge(&mut record, computed);
+            write(&self.metering, record);
+        }
+    }
+
+    /// A left caller's record: written now with the cost if the computation has finished,
+    /// else kept until it does.
+    fn settle_cancelled(&self, mut record: UsageRecord) {
+        let computed = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match state.computed {
+                Some(computed) => computed,
+                None => {
+                    state.waiting = Some(record);
+                    return;
+                }
+            }
+        };
+        charge(&mut record, computed);
+        write(&self.metering, record);
+    }
+}
+
+/// The computation was dropped without an answer (a failure, or shutdown): a record still
+/// waiting is written as it is, so no record is ever lost.
+impl Drop for Tab {
+    fn drop(&mut self) {
+        let waiting = self
+            .state
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .waiting
+            .take();
+        if let Some(record) = waiting {
+            write(&self.metering, record);
+        }
+    }
+}
+
+fn charge(record: &mut UsageRecord, computed: Computed) {
+    record.cache = "miss".into();
+    record.rows = computed.rows;
+    record.batch_size = computed.batch_rows;
+    record.queue_us = computed.queue_us;
+    record.compute_us = computed.compute_us;
+    record.cost_usd = computed.cost_usd;
+}
+
+/// A cancelled request's record: counted, accounted (its cost counts towards the budget) and
+/// handed to the ledger.
+fn write(metering: &Metering, record: UsageRecord) {
+    metrics::counter!(telemetry::CANCELLED, "model" => record.model.to_string()).increment(1);
+    metering.account(&record);
+    metering.enqueue(record);
 }
 
 impl UsageGuard {
@@ -72,7 +174,27 @@ impl UsageGuard {
             metering,
             record: Some(record),
             version: resolved.map(|t| t.version.clone()).unwrap_or_default(),
+            tab: None,
         }
+    }
+
+    /// The tab a computation led by this request reports its cost to.
+    pub(super) fn tab(&mut self) -> Arc<Tab> {
+        self.tab
+            .get_or_insert_with(|| {
+                Arc::new(Tab {
+                    metering: self.metering.clone(),
+                    state: Mutex::default(),
+                })
+            })
+            .clone()
+    }
+
+    pub(super) fn request_id(&self) -> String {
+        self.record
+            .as_ref()
+            .map(|r| r.request_id.to_string())
+            .unwrap_or_default()
     }
 
     pub(super) fn complete(
@@ -112,10 +234,10 @@ impl UsageGuard {
 impl Drop for UsageGuard {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            metrics::counter!(telemetry::CANCELLED, "model" => record.model.to_string())
-                .increment(1);
-            self.metering.account(&record);
-            self.metering.enqueue(record);
+            match &self.tab {
+                Some(tab) => tab.settle_cancelled(record),
+                None => write(&self.metering, record),
+            }
         }
     }
 }

@@ -45,7 +45,7 @@ pub struct ModelConfig {
     #[serde(default = "upstream::default_startup_wait_ms")]
     pub upstream_startup_wait_ms: u64,
     #[serde(default = "default_device")]
-    pub device: String,
+    pub device: Device,
     /// "cpu" lets a model whose CUDA provider fails to register run on the CPU instead.
     pub device_fallback: Option<DeviceFallback>,
     #[serde(default = "one")]
@@ -122,9 +122,6 @@ impl ModelConfig {
                 self.path = Some(resolved);
             }
         }
-        if Device::parse(&self.device).is_none() {
-            return Err(invalid(key("device"), "must be \"cpu\" or \"cuda:N\""));
-        }
         if !(1..=64).contains(&self.instances) {
             return Err(invalid(key("instances"), "must be between 1 and 64"));
         }
@@ -182,15 +179,15 @@ impl ModelConfig {
     }
 
     pub fn device(&self) -> Device {
-        Device::parse(&self.device).unwrap_or(Device::Cpu)
+        self.device
     }
 }
 
 fn default_version() -> String {
     "1".into()
 }
-fn default_device() -> String {
-    "cpu".into()
+fn default_device() -> Device {
+    Device::Cpu
 }
 fn one() -> usize {
     1

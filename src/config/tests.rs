@@ -188,7 +188,7 @@ fn bad_model_entries_name_their_key() {
         ("name = \"m\"\npath = \"missing.onnx\"", "no model file"),
         (
             "name = \"m\"\npath = \"m.onnx\"\ndevice = \"gpu\"",
-            "models[0].device",
+            "`gpu` is not a device",
         ),
         (
             "name = \"m\"\npath = \"m.onnx\"\ninstances = 0",

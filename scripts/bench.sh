@@ -36,7 +36,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=target/bench
+OUT="${TOLLGATE_BENCH_OUT:-target/bench}"   # bench_compare.sh gives each side a folder of its own
 RUNS=3
 QUICK=0
 ONLY="a,b,c,d,e,f,g"
@@ -68,7 +68,7 @@ AX_THREADS="${TOLLGATE_BENCH_ORT_THREADS:-2}"   # ONNX Runtime intra-op threads 
 TIME_LIMIT="${TOLLGATE_BENCH_TIME_LIMIT:-2700}" # seconds; sections past it are skipped
 STARTED=$SECONDS
 
-GATEWAY=./target/release/tollgate
+GATEWAY="${TOLLGATE_BENCH_GATEWAY:-./target/release/tollgate}"   # another build, to measure it instead
 LOADTEST=./target/release/tollgate-loadtest
 FIXED=./target/release/tollgate-fixed-server
 ALEXNET=models/generated/alexnet/1/model.onnx
@@ -402,6 +402,12 @@ intra_op_threads = 1
 max_batch_size = 0
 cache = false
 EOF
+    # TOLLGATE_BENCH_MEMO_ENTRIES=0 measures the gateway without its body memo.
+    if [ -n "${TOLLGATE_BENCH_MEMO_ENTRIES:-}" ]; then
+        sed -i "s/^max_bytes = \"512MiB\"$/&\nbody_memo_entries = $TOLLGATE_BENCH_MEMO_ENTRIES/" "$OUT/digits.toml"
+    fi
+    # Model paths as absolute ones, so the config can live in any folder.
+    sed -i "s#\.\./\.\./models/#$PWD/models/#" "$OUT/digits.toml"
     # Every request is written to the usage ledger: give this run a fresh one of its own.
     rm -f "$OUT"/ledger-digits.sqlite*
     printf '\n[ledger]\npath = "%s"\n' "$PWD/$OUT/ledger-digits.sqlite" >>"$OUT/digits.toml"

@@ -289,7 +289,8 @@ done
 # and --criterion) also rebuilds target/release's binaries, with the dev-dependencies' features
 # unified in, and nothing measured here should change half-way through an invocation.
 mkdir -p "$OUT/bin"
-cp "$GATEWAY" "$LOADTEST" "$FIXED" "$OUT/bin/"
+cp "$GATEWAY" "$OUT/bin/tollgate"
+cp "$LOADTEST" "$FIXED" "$OUT/bin/"
 GATEWAY="$OUT/bin/tollgate"
 LOADTEST="$OUT/bin/tollgate-loadtest"
 FIXED="$OUT/bin/tollgate-fixed-server"

@@ -67,20 +67,23 @@ fn a_missing_onnx_runtime_is_one_clear_line_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-#[test]
-fn sigterm_drains_and_exits_cleanly() {
-    let config = write_config(
-        "serve.toml",
-        "[server]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n[[models]]\nname = \"d\"\npath = \"MODEL\"\n",
-    );
+/// A `tollgate serve` that has logged the line `ready` accepts, with the lines before it and a
+/// thread that collects the rest of its log.
+struct Serving {
+    child: std::process::Child,
+    before: Vec<String>,
+    line: String,
+    reader: std::thread::JoinHandle<String>,
+}
+
+fn serve(args: &[&str], config: &std::path::Path, ready: impl Fn(&str) -> bool) -> Serving {
     let mut child = tollgate()
-        .args(["serve", "--config"])
-        .arg(&config)
+        .args(args)
+        .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until it is serving: it logs a line naming both addresses.
     let stderr = child.stderr.take().unwrap();
     let (lines, seen) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -92,14 +95,34 @@ fn sigterm_drains_and_exits_cleanly() {
         }
         log
     });
+    let mut before = Vec::new();
     loop {
         let line = seen
             .recv_timeout(Duration::from_secs(60))
             .expect("the gateway starts serving");
-        if line.contains("serving") {
-            break;
+        if ready(&line) {
+            return Serving {
+                child,
+                before,
+                line,
+                reader,
+            };
         }
+        before.push(line);
     }
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let config = write_config(
+        "serve.toml",
+        "[server]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n[[models]]\nname = \"d\"\npath = \"MODEL\"\n",
+    );
+    let Serving {
+        mut child, reader, ..
+    } = serve(&["serve", "--config"], &config, |line| {
+        line.contains("serving")
+    });
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -120,6 +143,10 @@ fn sigterm_drains_and_exits_cleanly() {
     let log = reader.join().unwrap();
     assert!(status.success(), "exit {status:?}: {log}");
     assert!(log.contains("shutting down"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log that is no terminal: {log}"
+    );
 }
 
 #[test]
@@ -214,4 +241,64 @@ fn start_up_errors_say_what_is_wrong_once() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an IP:port address"));
+}
+
+/// Logs a collector can read: one JSON object a line, the start-up line saying what is
+/// enforced and where records go, and no escape codes. A second gateway on the same ledger is
+/// refused while the first runs.
+#[test]
+fn json_logs_say_what_is_enforced_and_a_second_gateway_on_the_ledger_is_refused() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tollgate-cli-json-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = dir.join("ledger.sqlite");
+    let config = write_config(
+        "json.toml",
+        &format!(
+            "[server]\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\n[ledger]\npath = \"{}\"\n[[tenants]]\nname = \"t\"\napi_key_blake3 = \"{}\"\n[auth]\nrequired = true\n[[models]]\nname = \"d\"\npath = \"MODEL\"\n",
+            ledger.display(),
+            blake3::hash(b"k").to_hex()
+        ),
+    );
+    let mut started = serve(
+        &["serve", "--log-format", "json", "--config"],
+        &config,
+        |line| line.contains("serving"),
+    );
+    for line in &started.before {
+        assert!(
+            !line.contains('\u{1b}'),
+            "escape codes in a log that is no terminal: {line}"
+        );
+        let _: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+    }
+    let serving: serde_json::Value = serde_json::from_str(&started.line).unwrap();
+    assert_eq!(serving["auth"], "required", "{serving}");
+    assert_eq!(serving["tenants"], 1, "{serving}");
+    assert_eq!(serving["models"], 1, "{serving}");
+    assert!(
+        serving["ledger"]
+            .as_str()
+            .is_some_and(|l| l.ends_with("ledger.sqlite")),
+        "{serving}"
+    );
+    let second = tollgate()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(message.contains("in use by another gateway"), "{message}");
+    let pid = started.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(started.child.wait().unwrap().success());
+    let _ = started.reader.join();
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -56,41 +56,47 @@ fn is_delimiter(byte: u8) -> bool {
     matches!(byte, b',' | b']' | b' ' | b'\n' | b'\r' | b'\t')
 }
 
-/// Whether `token` is a number as JSON writes it: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-/// lexical also reads forms JSON does not have (`NaN`, `inf`, `.5`, `+1`), which must not
-/// become tensor values.
-fn is_json_number(token: &[u8]) -> bool {
+/// The end of the JSON number at `bytes[at]`: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+/// lexical also reads forms JSON does not have (`NaN`, `inf`, `.5`, `+1`), which must not become
+/// tensor values, so every number is delimited by JSON's grammar first.
+pub fn number_end(bytes: &[u8], mut at: usize) -> Option<usize> {
     let digits = |at: &mut usize| {
         let start = *at;
-        while token.get(*at).is_some_and(u8::is_ascii_digit) {
+        while bytes.get(*at).is_some_and(u8::is_ascii_digit) {
             *at += 1;
         }
         *at > start
     };
-    let mut at = usize::from(token.first() == Some(&b'-'));
-    match token.get(at) {
-        Some(b'0') => at += 1,
-        Some(b'1'..=b'9') => {
+    if bytes.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    match bytes.get(at)? {
+        b'0' => at += 1,
+        b'1'..=b'9' => {
             digits(&mut at);
         }
-        _ => return false,
+        _ => return None,
     }
-    if token.get(at) == Some(&b'.') {
+    if bytes.get(at) == Some(&b'.') {
         at += 1;
         if !digits(&mut at) {
-            return false;
+            return None;
         }
     }
-    if matches!(token.get(at), Some(b'e' | b'E')) {
+    if matches!(bytes.get(at), Some(b'e' | b'E')) {
         at += 1;
-        if matches!(token.get(at), Some(b'+' | b'-')) {
+        if matches!(bytes.get(at), Some(b'+' | b'-')) {
             at += 1;
         }
         if !digits(&mut at) {
-            return false;
+            return None;
         }
     }
-    at == token.len()
+    Some(at)
+}
+
+fn is_json_number(token: &[u8]) -> bool {
+    number_end(token, 0) == Some(token.len())
 }
 
 /// Appends one element, read from its token as `dtype`.

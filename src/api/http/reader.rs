@@ -85,7 +85,7 @@ impl<'a> Reader<'a> {
     fn number(&mut self) -> Option<&'a str> {
         self.skip_whitespace();
         let start = self.at;
-        self.at = number_end(self.bytes, start)?;
+        self.at = json::number_end(self.bytes, start)?;
         std::str::from_utf8(&self.bytes[start..self.at]).ok()
     }
 
@@ -265,43 +265,6 @@ impl<'a> Reader<'a> {
         }
         Some(())
     }
-}
-
-/// The end of the JSON number at `bytes[at]`: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-fn number_end(bytes: &[u8], mut at: usize) -> Option<usize> {
-    let digits = |at: &mut usize| {
-        let start = *at;
-        while bytes.get(*at).is_some_and(u8::is_ascii_digit) {
-            *at += 1;
-        }
-        *at > start
-    };
-    if bytes.get(at) == Some(&b'-') {
-        at += 1;
-    }
-    match bytes.get(at)? {
-        b'0' => at += 1,
-        b'1'..=b'9' => {
-            digits(&mut at);
-        }
-        _ => return None,
-    }
-    if bytes.get(at) == Some(&b'.') {
-        at += 1;
-        if !digits(&mut at) {
-            return None;
-        }
-    }
-    if matches!(bytes.get(at), Some(b'e' | b'E')) {
-        at += 1;
-        if matches!(bytes.get(at), Some(b'+' | b'-')) {
-            at += 1;
-        }
-        if !digits(&mut at) {
-            return None;
-        }
-    }
-    Some(at)
 }
 
 #[cfg(test)]

@@ -97,9 +97,11 @@ fn serve(args: &[&str], config: &std::path::Path, ready: impl Fn(&str) -> bool) 
     });
     let mut before = Vec::new();
     loop {
-        let line = seen
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the gateway starts serving");
+        let Ok(line) = seen.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway did not start serving: {:?}", reader.join());
+        };
         if ready(&line) {
             return Serving {
                 child,

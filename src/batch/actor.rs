@@ -1,6 +1,7 @@
 //! The batching loop of one model: keeps the queue in service order, asks `policy` what to do,
 //! and hands whole batches to the workers when one of them can take it.
 
+use super::inline::{self, Local};
 use super::policy::{self, Candidate, Decision};
 use super::timer::PreciseSleep;
 use super::{BatchError, BatcherSettings, Pending};
@@ -60,12 +61,21 @@ impl Queue {
     }
 }
 
+/// Where the actor sends a batch it has formed.
+pub(crate) struct Outlets {
+    /// The instance threads (or tasks), through a channel of one.
+    pub workers: mpsc::Sender<Batch>,
+    /// A short batch's way to run on the actor's own task (`inline`).
+    pub local: Local,
+}
+
 pub(crate) async fn run(
     settings: Arc<BatcherSettings>,
     mut arrivals: mpsc::UnboundedReceiver<Pending>,
-    workers: mpsc::Sender<Batch>,
+    outlets: Outlets,
     queued: Arc<AtomicUsize>,
 ) {
+    let Outlets { workers, local } = outlets;
     let model = settings.model.clone();
     let depth = metrics::gauge!(telemetry::QUEUE_DEPTH, "model" => model.clone());
     let mut queue = Queue {
@@ -115,29 +125,52 @@ pub(crate) async fn run(
                     }
                 }
             }
-            Decision::Dispatch(_) => {
-                let next_deadline = queue.pending.iter().filter_map(|p| p.job.deadline).min();
-                tokio::select! {
-                    permit = workers.reserve() => {
-                        let Ok(permit) = permit else { break };
-                        // Decide again: requests may have arrived or expired while we waited,
-                        // and a late high-priority arrival must get this slot.
-                        while let Ok(pending) = arrivals.try_recv() {
-                            queue.push(pending);
-                        }
-                        let now = Instant::now();
-                        reap(&settings, &mut queue, &queued, now);
-                        if let Decision::Dispatch(positions) = queue.decide(&settings.policy, now) {
-                            let members = queue.take(&positions);
-                            queued.fetch_sub(members.len(), Ordering::AcqRel);
-                            permit.send(Batch { members });
-                        }
+            Decision::Dispatch(positions) => {
+                let bytes = inline::input_bytes(
+                    positions
+                        .iter()
+                        .map(|&p| queue.pending[p].job.inputs.as_slice()),
+                );
+                // The claim (a lock guard) must end before any await below.
+                let ran_here = match local.claim(bytes) {
+                    Some(claimed) => {
+                        let members = queue.take(&positions);
+                        queued.fetch_sub(members.len(), Ordering::AcqRel);
+                        super::worker::run_batch(
+                            &settings,
+                            claimed,
+                            Batch { members },
+                            super::worker::Source::Inline,
+                        );
+                        true
                     }
-                    arrival = arrivals.recv(), if open => match arrival {
-                        Some(pending) => queue.push(pending),
-                        None => open = false,
-                    },
-                    _ = sleep_until(next_deadline.unwrap_or(now + std::time::Duration::from_secs(3600))), if next_deadline.is_some() => {}
+                    None => false,
+                };
+                if !ran_here {
+                    let next_deadline = queue.pending.iter().filter_map(|p| p.job.deadline).min();
+                    tokio::select! {
+                        permit = workers.reserve() => {
+                            let Ok(permit) = permit else { break };
+                            // Decide again: requests may have arrived or expired while we waited,
+                            // and a late high-priority arrival must get this slot.
+                            while let Ok(pending) = arrivals.try_recv() {
+                                queue.push(pending);
+                            }
+                            let now = Instant::now();
+                            reap(&settings, &mut queue, &queued, now);
+                            if let Decision::Dispatch(positions) = queue.decide(&settings.policy, now) {
+                                let members = queue.take(&positions);
+                                queued.fetch_sub(members.len(), Ordering::AcqRel);
+                                local.runs().short().handing_over();
+                                permit.send(Batch { members });
+                            }
+                        }
+                        arrival = arrivals.recv(), if open => match arrival {
+                            Some(pending) => queue.push(pending),
+                            None => open = false,
+                        },
+                        _ = sleep_until(next_deadline.unwrap_or(now + std::time::Duration::from_secs(3600))), if next_deadline.is_some() => {}
+                    }
                 }
             }
         }

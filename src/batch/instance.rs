@@ -1,28 +1,37 @@
 //! A model instance: its engine (owned, behind a lock its thread takes for each batch; or shared
 //! with the model's other instance tasks) and its busy-time meter.
 
+use super::inline::{self, ShortRuns};
 use super::{split, BatchError};
 use crate::backend::{AsyncEngine, BackendError, Engine};
 use crate::telemetry;
 use crate::tensor::Tensor;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 /// Utilisation is reported over windows of this length.
 const UTILISATION_WINDOW: Duration = Duration::from_secs(10);
 
-/// What the instances of one model share: its per-batch series.
+/// What the instances of one model share: its per-batch series and what it knows of the
+/// sizes that run short.
 pub(crate) struct ModelRuns {
     series: BatchSeries,
+    short: ShortRuns,
 }
 
 impl ModelRuns {
     pub(crate) fn new(model: &str) -> ModelRuns {
         ModelRuns {
             series: BatchSeries::new(model),
+            short: ShortRuns::default(),
         }
+    }
+
+    pub(crate) fn short(&self) -> &ShortRuns {
+        &self.short
     }
 }
 
@@ -81,24 +90,39 @@ impl Instance {
         &self.busy_us
     }
 
-    /// Runs one batch on this thread: members' inputs and rows in batch order. Only an
-    /// instance's own thread calls this, and only for a blocking engine.
-    pub(crate) fn run_blocking(
-        &self,
-        inputs: &[&[Tensor]],
-        rows: &[usize],
-    ) -> Result<Ran, BatchError> {
+    /// Whether this instance's engine computes on the thread that runs it (not an upstream).
+    pub(crate) fn computes_here(&self) -> bool {
+        matches!(self.engine, Runner::Blocking(_))
+    }
+
+    /// Takes the engine for a batch, waiting while another thread runs one on it; `None` for
+    /// an async engine.
+    pub(crate) fn claim(&self) -> Option<Claimed<'_>> {
         let Runner::Blocking(engine) = &self.engine else {
-            return Err(misplaced());
+            return None;
         };
-        let batch_inputs = split::gather(inputs);
-        let started = Instant::now();
-        // A panic inside an engine poisons its lock; the engine itself is still whole.
-        let result = engine
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .run(&batch_inputs);
-        self.account(started.elapsed(), result, rows)
+        // A panic inside an engine would poison its lock; the engine itself is still whole.
+        let engine = engine.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(Claimed {
+            instance: self,
+            engine,
+        })
+    }
+
+    /// Takes the engine if it is idle.
+    pub(crate) fn try_claim(&self) -> Option<Claimed<'_>> {
+        let Runner::Blocking(engine) = &self.engine else {
+            return None;
+        };
+        let engine = match engine.try_lock() {
+            Ok(engine) => engine,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return None,
+        };
+        Some(Claimed {
+            instance: self,
+            engine,
+        })
     }
 
     /// Runs one batch of an async engine. The request runs in a task of its own, so that it
@@ -158,6 +182,46 @@ impl Instance {
     pub(crate) fn queue_waits(&self) -> &metrics::Histogram {
         &self.runs.series.queue
     }
+
+    /// Done with a batch taken from the instances' channel.
+    pub(crate) fn handed_over_done(&self) {
+        self.runs.short.handed_over_done();
+    }
+}
+
+/// An instance whose engine this thread holds until the value is released or dropped.
+pub(crate) struct Claimed<'a> {
+    instance: &'a Instance,
+    engine: MutexGuard<'a, Box<dyn Engine>>,
+}
+
+impl<'a> Claimed<'a> {
+    /// Runs one batch: members' inputs and rows in batch order. An engine that panics fails
+    /// this batch, not the instance or the thread running it.
+    pub(crate) fn run(&mut self, inputs: &[&[Tensor]], rows: &[usize]) -> Result<Ran, BatchError> {
+        let batch_inputs = split::gather(inputs);
+        let bytes = inline::input_bytes(inputs.iter().copied());
+        let started = Instant::now();
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.engine.run(&batch_inputs)))
+            .unwrap_or_else(|panic| Err(panicked(panic.as_ref())));
+        let compute = started.elapsed();
+        self.instance.runs.short.observe(bytes, compute);
+        self.instance.account(compute, result, rows)
+    }
+
+    /// Gives the engine back, keeping the instance to answer for.
+    pub(crate) fn release(self) -> &'a Instance {
+        self.instance
+    }
+}
+
+fn panicked(panic: &(dyn std::any::Any + Send)) -> BackendError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    BackendError::Execution(format!("the engine panicked: {message}"))
 }
 
 fn misplaced() -> BatchError {

@@ -3,6 +3,7 @@
 //! cloneable `BatchHandle`; admission is bounded so overload is refused at the door.
 
 mod actor;
+mod inline;
 mod instance;
 pub mod policy;
 pub mod split;
@@ -12,6 +13,7 @@ mod worker;
 use crate::backend::{BackendError, Engines};
 use crate::error::ErrorClass;
 use crate::tensor::Tensor;
+use inline::Local;
 use instance::{Instance, ModelRuns};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -101,16 +103,23 @@ pub struct BatchHandle {
     sender: mpsc::UnboundedSender<Pending>,
     queued: Arc<AtomicUsize>,
     settings: Arc<BatcherSettings>,
+    local: Local,
     /// Busy microseconds of each instance, for idle-time metering.
     busy: Arc<[Arc<AtomicU64>]>,
 }
 
 impl BatchHandle {
     /// Queues the job and waits for its batch. The queue is unbounded as a channel but bounded
-    /// by the admission counter, so a refusal is immediate and memory stays bounded. Every run
-    /// happens on an instance's own thread, never on a runtime thread that every connection
-    /// shares, however short the model's runs have been.
+    /// by the admission counter, so a refusal is immediate and memory stays bounded.
+    ///
+    /// Without batching, a job that finds the queue empty runs at once on the caller's thread
+    /// when an instance is idle and the job is no larger than runs of this model known to be
+    /// short (`inline`): nothing waits that it could overtake, and it saves the hand-offs to
+    /// the actor and an instance thread and back.
     pub async fn submit(&self, job: Job) -> Result<JobOutput, BatchError> {
+        if let Some(done) = self.try_inline(&job) {
+            return done;
+        }
         let limit = self.settings.max_queue_size;
         if self.queued.fetch_add(1, Ordering::AcqRel) >= limit {
             self.queued.fetch_sub(1, Ordering::AcqRel);
@@ -133,6 +142,28 @@ impl BatchHandle {
             return Err(self.closed());
         }
         receive.await.unwrap_or_else(|_| Err(self.closed()))
+    }
+
+    fn try_inline(&self, job: &Job) -> Option<Result<JobOutput, BatchError>> {
+        if self.settings.batching
+            || self.queued.load(Ordering::Acquire) > 0
+            || job
+                .deadline
+                .is_some_and(|deadline| deadline <= Instant::now())
+        {
+            return None;
+        }
+        let mut claimed = self
+            .local
+            .claim(inline::input_bytes([job.inputs.as_slice()]))?;
+        let ran = claimed.run(&[&job.inputs], &[job.rows]);
+        claimed.release().queue_waits().record(0.0);
+        Some(ran.map(|mut ran| JobOutput {
+            outputs: ran.per_member.pop().unwrap_or_else(|| Arc::new([])),
+            batch_rows: ran.batch_rows,
+            queue_us: 0,
+            compute_us: ran.compute.as_micros() as u64,
+        }))
     }
 
     /// False once the batching loop has stopped: the model can answer nothing any more, and
@@ -197,18 +228,22 @@ pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
             instances
         }
     };
-    drop(runs);
+    let local = Local::new(&instances, runs);
     let busy = instances.iter().map(|i| i.busy_us().clone()).collect();
     tokio::spawn(actor::run(
         settings.clone(),
         receiver,
-        work_sender,
+        actor::Outlets {
+            workers: work_sender,
+            local: local.clone(),
+        },
         queued.clone(),
     ));
     BatchHandle {
         sender,
         queued,
         settings,
+        local,
         busy,
     }
 }

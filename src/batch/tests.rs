@@ -178,8 +178,11 @@ async fn an_expired_request_times_out_without_running() {
 /// Holds the device with a first batch, so later requests queue up behind it.
 fn gated() -> (Fake, std::sync::mpsc::Sender<()>) {
     let (open, gate) = std::sync::mpsc::channel();
+    // Slow enough never to be known as short: a gated run inline on a test's own task would
+    // wait for a token that task has yet to send.
     let fake = Fake {
         gate: Some(Arc::new(Mutex::new(gate))),
+        work: inline::INLINE_MAX_COMPUTE,
         ..Fake::default()
     };
     (fake, open)
@@ -223,10 +226,11 @@ async fn higher_priority_requests_overtake_queued_ones() {
         submission.await.unwrap();
     }
     let order: Vec<f32> = fake.runs.lock().unwrap().iter().map(|r| r.0).collect();
+    let threads = fake.threads.lock().unwrap().clone();
     assert_eq!(
         order,
         vec![0.0, 1.0, 9.0, 2.0],
-        "the priority 1 request ran before the older priority 3 one"
+        "the priority 1 request ran before the older priority 3 one (threads {threads:?})"
     );
 }
 
@@ -330,27 +334,82 @@ async fn no_row_ever_reaches_the_wrong_caller() {
     assert!(largest > 1, "concurrent callers were batched together");
 }
 
-/// However short a model's runs, every one happens on its instance's thread, never on a
-/// runtime thread that every connection shares.
+/// Runs sequential requests of `rows` each and says, for each, whether it ran on the instance
+/// thread.
+async fn ran_on_worker(fake: &Fake, max_rows: usize, sizes: &[usize]) -> Vec<bool> {
+    let handle = start(
+        settings(max_rows, Duration::ZERO, 16),
+        Engines::Threads(vec![Box::new(fake.clone())]),
+    );
+    for (i, &rows) in sizes.iter().enumerate() {
+        let values_in = vec![i as f32; rows];
+        let output = handle.submit(job(&values_in, 1, 2, None)).await.unwrap();
+        assert_eq!(values(&output), vec![2.0 * i as f32 + 1.0; rows]);
+    }
+    let threads = fake.threads.lock().unwrap().clone();
+    threads
+        .iter()
+        .map(|name| name.as_deref() == Some("fake-0"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_run_happens_on_the_instance_thread() {
+async fn only_sizes_known_to_run_short_leave_the_instance_thread() {
+    // The first run of a size is measured on the instance thread; once a size is known to run
+    // short, runs that large or smaller happen on the runtime (the caller's thread, or the
+    // actor's when batching), whether or not the model batches; a larger one goes back to the
+    // thread until it too is known.
     for max_rows in [1, 4] {
-        let fake = Fake::default();
-        let handle = start(
-            settings(max_rows, Duration::ZERO, 16),
-            Engines::Threads(vec![Box::new(fake.clone())]),
-        );
-        for i in 0..5 {
-            let output = handle.submit(job(&[i as f32], 1, 2, None)).await.unwrap();
-            assert_eq!(values(&output), vec![2.0 * i as f32 + 1.0]);
-        }
-        let threads = fake.threads.lock().unwrap().clone();
+        let sizes = [2, 2, 1, 3, 3];
+        let where_ran = ran_on_worker(&Fake::default(), max_rows, &sizes).await;
         assert_eq!(
-            threads,
-            vec![Some("fake-0".to_string()); 5],
+            where_ran,
+            vec![true, false, false, true, false],
             "max rows {max_rows}"
         );
     }
+    // A slow model never runs on the runtime, whatever the size.
+    let slow = Fake {
+        work: inline::INLINE_MAX_COMPUTE * 3,
+        ..Fake::default()
+    };
+    for max_rows in [1, 4] {
+        let fresh = Fake {
+            runs: Arc::default(),
+            threads: Arc::default(),
+            ..slow.clone()
+        };
+        let where_ran = ran_on_worker(&fresh, max_rows, &[1, 1, 1]).await;
+        assert_eq!(where_ran, vec![true; 3], "slow, max rows {max_rows}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_request_is_never_overtaken_inline() {
+    let (mut fake, open) = gated();
+    // This one must become known as short; its inline run happens on a helper task.
+    fake.work = Duration::ZERO;
+    let handle = start(
+        settings(1, Duration::ZERO, 16),
+        Engines::Threads(vec![Box::new(fake.clone())]),
+    );
+    // One measured run makes this size known as short.
+    open.send(()).unwrap();
+    handle.submit(job(&[0.0], 1, 2, None)).await.unwrap();
+    // The next run holds the device (inline, here, on a helper task); a request submitted
+    // meanwhile must queue, and must not run before the device is free.
+    let holder = tokio::spawn({
+        let handle = handle.clone();
+        async move { handle.submit(job(&[1.0], 1, 2, None)).await }
+    });
+    settle(|| fake.entered.load(Ordering::SeqCst) == 2).await;
+    let waiting = enqueue(&handle, job(&[2.0], 1, 2, None)).await;
+    open.send(()).unwrap();
+    open.send(()).unwrap();
+    assert_eq!(values(&holder.await.unwrap().unwrap()), vec![3.0]);
+    assert_eq!(values(&waiting.await.unwrap()), vec![5.0]);
+    let runs: Vec<f32> = fake.runs.lock().unwrap().iter().map(|r| r.0).collect();
+    assert_eq!(runs, vec![0.0, 1.0, 2.0], "served in arrival order");
 }
 
 /// Panics on the input 13, computes otherwise.

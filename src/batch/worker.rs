@@ -1,13 +1,11 @@
 //! Where a model's instances take whole batches from the actor and run them: a thread per
-//! instance for an engine that computes (so long blocking runs never touch the async
+//! instance for an engine that computes (so runs not known to be short never touch the async
 //! executor), a task per instance for one that only waits on the network.
 
 use super::actor::Batch;
-use super::instance::{Instance, Ran};
+use super::instance::{Claimed, Instance, Ran};
 use super::{BatchError, BatcherSettings, JobOutput, Pending};
-use crate::backend::BackendError;
 use crate::tensor::Tensor;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -28,17 +26,10 @@ pub(crate) fn spawn_thread(
                 Err(_) => None,
             };
             let Some(batch) = next else { break };
-            let Some(members) = live(batch) else { continue };
-            let started = Instant::now();
-            let (inputs, rows) = parts(&members);
-            // An engine that panics fails this batch, not the instance: the thread goes on
-            // taking batches, and the members get an error rather than waiting on a dead one.
-            let ran = {
-                let _span = members[0].span.enter();
-                std::panic::catch_unwind(AssertUnwindSafe(|| instance.run_blocking(&inputs, &rows)))
-                    .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
+            let Some(claimed) = instance.claim() else {
+                break;
             };
-            answer(&settings, &instance, members, started, ran);
+            run_batch(&settings, claimed, batch, Source::HandedOver);
         });
     if let Err(error) = spawned {
         tracing::error!(%error, thread = %name, "cannot start a model instance thread");
@@ -54,15 +45,57 @@ pub(crate) fn spawn_task(
         loop {
             let next = batches.lock().await.recv().await;
             let Some(batch) = next else { break };
-            let Some(members) = live(batch) else { continue };
+            let Some(members) = live(batch) else {
+                instance.handed_over_done();
+                continue;
+            };
             let started = Instant::now();
             let (inputs, rows) = parts(&members);
             let span = members[0].span.clone();
             let ran =
                 tracing::Instrument::instrument(instance.run_async(&inputs, &rows), span).await;
+            instance.handed_over_done();
             answer(&settings, &instance, members, started, ran);
         }
     });
+}
+
+/// Where a batch came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Taken from the instances' channel: counted as outstanding until run.
+    HandedOver,
+    /// Run by the actor itself (`inline`).
+    Inline,
+}
+
+/// Runs a batch on a claimed instance and answers its members: on an instance's thread, or on
+/// the actor's task for a short one (`inline`).
+pub(crate) fn run_batch(
+    settings: &BatcherSettings,
+    mut claimed: Claimed<'_>,
+    batch: Batch,
+    source: Source,
+) {
+    let Some(members) = live(batch) else {
+        if source == Source::HandedOver {
+            claimed.release().handed_over_done();
+        }
+        return;
+    };
+    let started = Instant::now();
+    let (inputs, rows) = parts(&members);
+    let ran = {
+        let _span = members[0].span.enter();
+        claimed.run(&inputs, &rows)
+    };
+    // Free the engine (and count the batch done) before answering: an answered caller may
+    // come straight back for it.
+    let instance = claimed.release();
+    if source == Source::HandedOver {
+        instance.handed_over_done();
+    }
+    answer(settings, instance, members, started, ran);
 }
 
 /// The members still waiting: callers who left while the batch waited cost no device time.
@@ -112,15 +145,4 @@ fn answer(
             }
         }
     }
-}
-
-fn panicked(panic: &(dyn std::any::Any + Send)) -> BatchError {
-    let message = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message");
-    BatchError::Backend(BackendError::Execution(format!(
-        "the engine panicked: {message}"
-    )))
 }

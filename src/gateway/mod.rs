@@ -240,8 +240,12 @@ impl Gateway {
                         if admission == Admission::Demoted {
                             request.options.priority = Some(PRIORITY_LEVELS);
                         }
-                        self.infer_admitted(model, request, &caller, &mut usage)
-                            .await
+                        let accepted = Accepted {
+                            caller: &caller,
+                            usage: &mut usage,
+                            request_id,
+                        };
+                        self.infer_admitted(model, request, accepted).await
                     }
                     Work::Recalled { recall, value, .. } => Ok(Reply {
                         response: answer(
@@ -283,10 +287,13 @@ impl Gateway {
         &self,
         model: Arc<Model>,
         mut request: InferRequest,
-        caller: &Caller,
-        usage: &mut UsageGuard,
+        accepted: Accepted<'_>,
     ) -> Result<Reply, Error> {
-        let request_id = usage.request_id();
+        let Accepted {
+            caller,
+            usage,
+            request_id,
+        } = accepted;
         let control = request.options.cache;
         let id = request.id.clone();
         // Moved out before the tensors go to the batcher: a recall keeps them.
@@ -439,6 +446,13 @@ impl Work<'_> {
             Work::Recalled { recall, .. } => &recall.request,
         }
     }
+}
+
+/// An accepted request's caller, its usage record and the id that record carries.
+struct Accepted<'a> {
+    caller: &'a Caller,
+    usage: &'a mut UsageGuard,
+    request_id: String,
 }
 
 /// How far a request got before `Gateway::run`.

@@ -190,13 +190,6 @@ impl UsageGuard {
             .clone()
     }
 
-    pub(super) fn request_id(&self) -> String {
-        self.record
-            .as_ref()
-            .map(|r| r.request_id.to_string())
-            .unwrap_or_default()
-    }
-
     pub(super) fn complete(
         mut self,
         outcome: &Result<Reply, Error>,

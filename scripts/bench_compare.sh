@@ -5,6 +5,8 @@
 # with the body memo off (cache.body_memo_entries = 0), for the hit figures it is kept for.
 #
 # Usage: scripts/bench_compare.sh BASE_REV [--rounds N] [--only a,b,c,g] [--quick] [--memo-side]
+#                                          [--keep]
+#   --keep   keep the side-rounds an earlier invocation finished and run only the missing ones
 # TOLLGATE_BENCH_BASE_BINARY=PATH uses a base gateway already built from BASE_REV.
 # Results: target/bench-compare/SIDE-rN/ (bench.sh's own output per side and round) and
 # target/bench-compare/summary.md: each figure's median over the rounds, per side.
@@ -17,12 +19,14 @@ ROUNDS=3
 ONLY="a,b,c,g"
 QUICK=()
 MEMO_SIDE=0
+KEEP=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS="${2:?--rounds needs a number}"; shift ;;
         --only) ONLY="${2:?--only needs a list}"; shift ;;
         --quick) QUICK=(--quick) ;;
         --memo-side) MEMO_SIDE=1 ;;
+        --keep) KEEP=1 ;;
         *) echo "bench_compare.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -30,7 +34,8 @@ done
 
 OUT=target/bench-compare
 mkdir -p "$OUT"
-rm -rf "$OUT"/*-r*/ "$OUT/summary.md"
+[ "$KEEP" = 1 ] || rm -rf "$OUT"/*-r*/
+rm -f "$OUT/summary.md"
 BASE_SRC="$OUT/base-src"
 BASE_TARGET="$OUT/base-target"
 base_sha=$(git rev-parse --short "$BASE")
@@ -61,6 +66,10 @@ run_side() { # SIDE ROUND
         new) gateway="$OUT/bin/tollgate-new" ;;
         nomemo) gateway="$OUT/bin/tollgate-new"; memo=0; only=a ;;
     esac
+    if [ "$KEEP" = 1 ] && [ -s "$OUT/$side-r$round/summary.json" ]; then
+        echo "== round $round: $side (kept)"
+        return 0
+    fi
     echo "== round $round: $side"
     TOLLGATE_BENCH_OUT="$OUT/$side-r$round" TOLLGATE_BENCH_GATEWAY="$gateway" \
         TOLLGATE_BENCH_MEMO_ENTRIES="$memo" \
@@ -86,8 +95,11 @@ figures = {}
 for side in sides:
     for r in range(1, rounds + 1):
         for figure, value in summary(side, r).items():
-            if isinstance(value, dict) and value.get("ratio") is not None:
-                figures.setdefault(figure, {}).setdefault(side, []).append(value["ratio"])
+            # A ratio where the figure has one, else its own value (a latency, say).
+            if isinstance(value, dict):
+                number = value.get("ratio") if value.get("ratio") is not None else value.get("a")
+                if number is not None:
+                    figures.setdefault(figure, {}).setdefault(side, []).append(number)
 def med(values):
     return statistics.median(values) if values else None
 def fmt(value):

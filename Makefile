@@ -27,13 +27,14 @@ $(RUNTIME_DIR)/.installed-$(ORT_VERSION):
 	@ls $(ORT_LIB_GLOB) >/dev/null
 	touch $@
 
-# redis-server from apt when it is not installed; the tests start and stop their own.
+# redis-server and redis-cli (which builds the tests' Redis Cluster) from apt when missing; the
+# tests start and stop their own servers.
 redis:
-	@command -v redis-server >/dev/null || { \
-		echo "installing redis-server from apt"; \
-		(apt-get install -y redis-server >/dev/null 2>&1 || \
-		 (apt-get update >/dev/null && apt-get install -y redis-server >/dev/null)); }
-	@command -v redis-server >/dev/null
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
+		echo "installing redis-server and redis-tools from apt"; \
+		(apt-get install -y redis-server redis-tools >/dev/null 2>&1 || \
+		 (apt-get update >/dev/null && apt-get install -y redis-server redis-tools >/dev/null)); }
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null
 
 # A real Prometheus for the scrape test; apt may try to start it as a service, which the tests
 # do not use (they start their own on a free port).

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod gateway;
 pub mod kserve;
 pub mod metering;

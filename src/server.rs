@@ -58,6 +58,11 @@ impl Server {
         let grace = Duration::from_millis(config.server.shutdown_grace_ms);
         let (trigger, shutdown) = shutdown::channel();
         let gateway = Arc::new(Gateway::start(config, shutdown.clone())?);
+        gateway
+            .metering
+            .join_fleet()
+            .await
+            .map_err(gateway::StartError::Fleet)?;
         let tasks = vec![
             tokio::spawn(crate::api::http::serve(
                 http_listener,
@@ -115,6 +120,8 @@ fn announce(gateway: &Gateway, http_addr: SocketAddr, grpc_addr: SocketAddr) {
         ledger = %config.ledger.path.display(),
         durability = config.ledger.durability.as_str(),
         cache = config.cache.enabled,
+        shared_cache = config.cache.redis_url.as_ref().map(|u| u.to_string()),
+        fleet = config.fleet.redis_url.as_ref().map(|u| u.to_string()),
         "Tollgate is serving KServe V2 over HTTP and gRPC"
     );
     if !identities.admin_configured() {

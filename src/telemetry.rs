@@ -26,8 +26,13 @@ pub const CACHE_NOT_ADMITTED: &str = "tollgate_cache_not_admitted_total";
 pub const CACHE_RECALLED: &str = "tollgate_cache_recalled_total";
 pub const CACHE_LOOKUP_DURATION: &str = "tollgate_cache_lookup_duration_seconds";
 pub const CACHE_FILL_DURATION: &str = "tollgate_cache_fill_duration_seconds";
-pub const CACHE_REDIS_ERRORS: &str = "tollgate_cache_redis_errors_total";
-pub const CACHE_REDIS_BREAKER_OPEN: &str = "tollgate_cache_redis_breaker_open";
+pub const CACHE_REDIS_REJECTED: &str = "tollgate_cache_redis_rejected_total";
+pub const CACHE_REDIS_SKIPPED: &str = "tollgate_cache_redis_skipped_writes_total";
+pub const REDIS_CALLS: &str = "tollgate_redis_calls_total";
+pub const REDIS_CALL_DURATION: &str = "tollgate_redis_call_duration_seconds";
+pub const REDIS_BREAKER_OPEN: &str = "tollgate_redis_breaker_open";
+pub const FLEET_GRANTS: &str = "tollgate_fleet_budget_grants_total";
+pub const FLEET_REPORTS: &str = "tollgate_fleet_budget_reports_total";
 pub const MODEL_INFO: &str = "tollgate_model_info";
 pub const ALERTS: &str = "tollgate_alerts_total";
 pub const ALERT_DELIVERY_FAILURES: &str = "tollgate_alert_delivery_failures_total";
@@ -157,14 +162,39 @@ const DESCRIBED: &[(&str, Kind, &str)] = &[
         "Time storing an answer in the memory tier took.",
     ),
     (
-        CACHE_REDIS_ERRORS,
+        CACHE_REDIS_REJECTED,
         Kind::Counter,
-        "Failed Redis operations of the shared tier, by kind.",
+        "Values read from Redis that failed their integrity check or did not decode; served as misses.",
     ),
     (
-        CACHE_REDIS_BREAKER_OPEN,
+        CACHE_REDIS_SKIPPED,
+        Kind::Counter,
+        "Writes to the shared tier not made: refused by Redis, or over the bound of writes in flight.",
+    ),
+    (
+        REDIS_CALLS,
+        Kind::Counter,
+        "Calls to Redis by role (cache, fleet), operation and outcome.",
+    ),
+    (
+        REDIS_CALL_DURATION,
+        Kind::Histogram,
+        "Time one Redis call took, by role and operation.",
+    ),
+    (
+        REDIS_BREAKER_OPEN,
         Kind::Gauge,
-        "1 while the Redis tier's circuit breaker is open.",
+        "1 while the circuit breaker of a Redis role is open.",
+    ),
+    (
+        FLEET_GRANTS,
+        Kind::Counter,
+        "Slices of fleet budgets this replica asked Redis for, by outcome.",
+    ),
+    (
+        FLEET_REPORTS,
+        Kind::Counter,
+        "Spend reports (settlements) this replica sent to Redis, by outcome.",
     ),
     (
         MODEL_INFO,

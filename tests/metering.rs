@@ -6,10 +6,9 @@
 mod common;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 
 const PRICE_PER_HOUR: f64 = 3.6; // one micro-dollar per device-millisecond: easy to check by eye
 
@@ -403,42 +402,9 @@ async fn the_focus_export_has_every_mandatory_column() {
     gateway.stop().await;
 }
 
-/// A real HTTP receiver for the alert webhook, collecting what it is sent.
-async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let store = received.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| {
-                        let store = store.clone();
-                        async move {
-                            let body = request.into_body().collect().await.unwrap().to_bytes();
-                            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-                                store.lock().unwrap().push(value);
-                            }
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from_static(b"ok"),
-                            )))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (url, received)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reject_budget_blocks_a_demote_budget_only_slows_and_the_webhook_hears_of_it() {
-    let (url, received) = webhook_receiver().await;
+    let (url, received) = common::webhook_receiver().await;
     let budgets = format!(
         "[alerts]\nwebhook_url = \"{url}\"\n\n[[tenants]]\nname = \"tiny\"\napi_key_blake3 = \"{}\"\nbudget_usd = 1e-12\nbudget_period = \"day\"\nbudget_action = \"reject\"\n\n[[tenants]]\nname = \"slow\"\napi_key_blake3 = \"{}\"\nbudget_usd = 1e-12\nbudget_period = \"month\"\nbudget_action = \"demote\"\n",
         key_hash("tiny-key"),

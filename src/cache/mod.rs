@@ -7,7 +7,8 @@ mod bits;
 mod flight;
 mod hasher;
 pub mod key;
-mod redis;
+mod seal;
+mod shared;
 pub mod value;
 
 use crate::config::CacheConfig;
@@ -36,7 +37,7 @@ pub struct Cache<E> {
     max_bytes: u64,
     doorkeeper: Doorkeeper,
     flights: Arc<Flights<E>>,
-    shared: Option<Arc<redis::SharedTier>>,
+    shared: Option<Arc<shared::SharedTier>>,
     lookup_duration: Histogram,
     fill_duration: Histogram,
 }
@@ -165,8 +166,11 @@ where
                 }
             })
             .build_with_hasher(KeyHasher::new());
-        let shared = config.redis_url.as_deref().and_then(|url| {
-            match redis::SharedTier::new(url, Duration::from_millis(config.redis_timeout_ms)) {
+        let timeout = Duration::from_millis(config.redis_timeout_ms);
+        let secret = config.redis_secret.as_ref();
+        // The URL was checked with the config; what fails here cannot be fixed by waiting.
+        let shared = config.redis_url.as_ref().and_then(|url| {
+            match shared::SharedTier::new(url, secret, timeout) {
                 Ok(tier) => Some(Arc::new(tier)),
                 Err(reason) => {
                     tracing::error!(%reason, "cache.redis_url is unusable; the shared tier is off");

@@ -3,12 +3,14 @@
 
 mod device;
 mod model;
+mod redis_url;
 mod units;
 mod upstream;
 mod upstream_url;
 
 pub use device::Device;
 pub use model::{DeviceFallback, ModelConfig};
+pub use redis_url::{OnRedisDown, RedisUrl};
 pub use units::ByteSize;
 pub use upstream_url::{UpstreamUrl, Wire};
 
@@ -55,6 +57,8 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+    #[serde(default)]
+    pub fleet: FleetConfig,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
@@ -154,7 +158,13 @@ pub struct CacheConfig {
     pub max_bytes: ByteSize,
     pub ttl_seconds: u64,
     pub scope: CacheScope,
-    pub redis_url: Option<String>,
+    /// Defaults to `fleet.redis_url`.
+    pub redis_url: Option<RedisUrl>,
+    /// Names the environment variable holding the key that authenticates values in Redis.
+    pub redis_secret_env: Option<String>,
+    /// The key itself, read from that variable when the config is validated.
+    #[serde(skip)]
+    pub redis_secret: Option<RedisSecret>,
     /// Longest a Redis round trip may add to a request before it counts as a miss.
     pub redis_timeout_ms: u64,
     /// Slots of the HTTP body memo, which answers a hit's exact body again without decoding
@@ -174,6 +184,8 @@ impl Default for CacheConfig {
             ttl_seconds: 3600,
             scope: CacheScope::Shared,
             redis_url: None,
+            redis_secret_env: None,
+            redis_secret: None,
             redis_timeout_ms: 20,
             body_memo_entries: 65_536,
             min_uses: 1,
@@ -308,6 +320,25 @@ impl Default for MeteringConfig {
     }
 }
 
+/// The key that authenticates cache values in Redis; never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSecret(pub Vec<u8>);
+
+impl fmt::Debug for RedisSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisSecret(..)")
+    }
+}
+
+/// State shared by every replica that names the same Redis.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// Budgets, spend and alert de-duplication become fleet-wide.
+    pub redis_url: Option<RedisUrl>,
+    pub on_redis_down: OnRedisDown,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
@@ -430,9 +461,27 @@ impl Config {
                 format!("must be at most {MAX_BODY_MEMO_ENTRIES} (0 turns the memo off)"),
             ));
         }
+        if let Some(url) = &self.fleet.redis_url {
+            url.check()
+                .map_err(|reason| invalid("fleet.redis_url", reason))?;
+        }
         if let Some(url) = &self.cache.redis_url {
-            if !url.starts_with("redis://") {
-                return Err(invalid("cache.redis_url", "must start with redis://"));
+            url.check()
+                .map_err(|reason| invalid("cache.redis_url", reason))?;
+        } else {
+            self.cache.redis_url = self.fleet.redis_url.clone();
+        }
+        if let Some(name) = &self.cache.redis_secret_env {
+            match std::env::var(name) {
+                Ok(secret) if !secret.is_empty() => {
+                    self.cache.redis_secret = Some(RedisSecret(secret.into_bytes()))
+                }
+                _ => {
+                    return Err(invalid(
+                        "cache.redis_secret_env",
+                        format!("the environment variable {name} is not set (or empty); every replica needs the same secret there"),
+                    ))
+                }
             }
         }
         for (device, price) in &self.pricing.device_per_hour {

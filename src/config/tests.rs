@@ -83,6 +83,20 @@ fn bad_values_name_their_key() {
         ("[cache]\nttl_seconds = 0", Some("cache.ttl_seconds")),
         ("[cache]\nscope = \"global\"", Some("scope")),
         ("[cache]\nredis_url = \"http://x\"", Some("cache.redis_url")),
+        (
+            "[cache]\nredis_url = [\"redis://a:1\", \"redis://b:2/4\"]",
+            Some("cache.redis_url"),
+        ),
+        (
+            "[cache]\nredis_url = \"redis://u:pw@127.0.0.1:6379/3\"",
+            None,
+        ),
+        ("[fleet]\nredis_url = \"redis//x\"", Some("fleet.redis_url")),
+        ("[fleet]\non_redis_down = \"ignore\"", Some("on_redis_down")),
+        (
+            "[cache]\nredis_secret_env = \"TOLLGATE_TEST_SECRET_THAT_IS_NEVER_SET\"",
+            Some("cache.redis_secret_env"),
+        ),
         ("[cache]\nbody_memo_entries = 0", None),
         ("[cache]\nmin_uses = 2", None),
         ("[cache]\nmin_uses = 0", Some("cache.min_uses")),
@@ -315,6 +329,7 @@ fn config_toml_lists_every_key_the_parser_accepts() {
             body("[pricing]") + &body("[pricing.device_per_hour]"),
         ),
         ("ledger", body("[ledger]")),
+        ("fleet", body("[fleet]")),
         ("metering", body("[metering]")),
         ("alerts", body("[alerts]")),
         ("auth", body("[auth]")),

@@ -12,9 +12,9 @@ use crate::metering::clock;
 use crate::metering::cost;
 use crate::metering::identity::Caller;
 use crate::metering::idle::MeteredInstance;
-use crate::metering::ledger::LedgerError;
 use crate::metering::meter::{Admission, Metering};
 use crate::metering::record;
+use crate::metering::{MeteringError, OpenError};
 use crate::model::{self, Model, Registry, RequestError};
 use crate::request::{CacheStatus, InferRequest, InferResponse, Outputs, RequestOptions, Served};
 use crate::shutdown::Shutdown;
@@ -48,8 +48,10 @@ pub struct Credentials {
 pub enum StartError {
     #[error(transparent)]
     Backend(#[from] BackendError),
-    #[error("cannot open the usage ledger: {0}")]
-    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Metering(#[from] OpenError),
+    #[error("cannot join the fleet: {0}")]
+    Fleet(#[from] MeteringError),
 }
 
 pub struct Gateway {
@@ -234,7 +236,7 @@ impl Gateway {
                 &request_id,
             );
             // Failures from here on are outcomes of the record, never early returns.
-            let outcome = match (self.metering.admit(&caller), resolved) {
+            let outcome = match (self.metering.admit(&caller).await, resolved) {
                 (Ok(admission), Ok(model)) => match work {
                     Work::Compute(mut request) => {
                         if admission == Admission::Demoted {

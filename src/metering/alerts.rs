@@ -21,6 +21,8 @@ pub enum Kind {
     Budget,
     Anomaly,
     Ledger,
+    /// The fleet's Redis went away or came back.
+    Fleet,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
             Kind::Budget => "budget",
             Kind::Anomaly => "anomaly",
             Kind::Ledger => "ledger",
+            Kind::Fleet => "fleet",
         }
     }
 }

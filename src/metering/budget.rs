@@ -11,21 +11,21 @@ use std::sync::Mutex;
 pub const THRESHOLDS: [u8; 3] = [50, 80, 100];
 
 impl Period {
-    fn start(self, ms: i64) -> i64 {
+    pub(super) fn start(self, ms: i64) -> i64 {
         match self {
             Period::Day => clock::day_start(ms),
             Period::Month => clock::month_start(ms),
         }
     }
 
-    fn end(self, ms: i64) -> i64 {
+    pub(super) fn end(self, ms: i64) -> i64 {
         match self {
             Period::Day => clock::next_day_start(ms),
             Period::Month => clock::next_month_start(ms),
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Period::Day => "daily",
             Period::Month => "monthly",

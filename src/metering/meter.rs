@@ -4,14 +4,16 @@
 
 use super::alerts::{Alerts, Kind};
 use super::anomaly::{self, Anomaly, Detector};
-use super::budget::{Budgets, Verdict};
+use super::budget::{Budgets, Crossing, Verdict};
 use super::clock;
+use super::fleet_budget::{FleetBudgets, FleetEvent};
 use super::identity::{Caller, Identities};
 use super::idle::{IdleMeter, MeteredInstance};
-use super::ledger::{Ledger, LedgerError, LedgerSettings};
+use super::ledger::{Ledger, LedgerSettings};
 use super::record::UsageRecord;
-use super::MeteringError;
-use crate::config::{Config, Durability};
+use super::{MeteringError, OpenError};
+use crate::config::{Config, Durability, OnRedisDown};
+use crate::fleet::{Redis, Role};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use smol_str::SmolStr;
@@ -25,6 +27,12 @@ use tokio::time::Instant;
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How often the ledger's health is looked at for alerts.
 const LEDGER_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often spend is reported to the fleet's Redis (sooner when a charge asks for it).
+const FLEET_SYNC_EVERY: Duration = Duration::from_millis(500);
+/// Redis calls of the fleet; a request waits on one only when its tenant's slice runs out.
+const FLEET_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long a start under `fleet.on_redis_down = "fail_closed"` waits for Redis.
+const FLEET_START_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Metering {
     pub identities: Identities,
@@ -32,10 +40,13 @@ pub struct Metering {
     pub ledger: Ledger,
     pub currency: String,
     budgets: Budgets,
+    /// Present with `fleet.redis_url`: budgets then live in Redis and `budgets` is unused.
+    fleet: Option<Arc<FleetBudgets>>,
     anomalies: Mutex<Detector>,
     idle: Mutex<Option<IdleMeter>>,
     gauges: RwLock<HashMap<SmolStr, HashMap<SmolStr, MoneyGauges>>>,
     sync: bool,
+    on_redis_down: OnRedisDown,
     idle_interval: Duration,
     ledger_alarm: AtomicBool,
 }
@@ -53,14 +64,30 @@ pub enum Admission {
 
 impl Metering {
     /// Opens the ledger and rebuilds this period's budget spend from it.
-    pub fn open(config: &Config) -> Result<Metering, LedgerError> {
+    pub fn open(config: &Config) -> Result<Metering, OpenError> {
         let ledger = Ledger::open(LedgerSettings::from_config(&config.ledger))?;
         let now_ms = clock::now_ms();
         let budgets = Budgets::new(&config.tenants, now_ms);
+        let mut seeds = HashMap::new();
         for (tenant, since) in budgets.periods(now_ms) {
             let spent = ledger.spend(&tenant, since)?;
             budgets.restore(&tenant, spent, now_ms);
+            seeds.insert(tenant, spent);
         }
+        let fleet = match &config.fleet.redis_url {
+            Some(url) => {
+                let redis = Redis::new(url, Role::Fleet, FLEET_TIMEOUT)
+                    .map_err(|e| OpenError::Fleet(format!("fleet.redis_url: {e}")))?;
+                Some(Arc::new(FleetBudgets::new(
+                    redis,
+                    config.fleet.on_redis_down,
+                    &config.tenants,
+                    &seeds,
+                    now_ms,
+                )))
+            }
+            None => None,
+        };
         let alerts = &config.alerts;
         Ok(Metering {
             identities: Identities::new(config),
@@ -68,6 +95,7 @@ impl Metering {
             ledger,
             currency: config.pricing.currency.clone(),
             budgets,
+            fleet,
             anomalies: Mutex::new(Detector::new(
                 anomaly::Settings {
                     k: alerts.anomaly_k,
@@ -79,15 +107,65 @@ impl Metering {
             idle: Mutex::new(None),
             gauges: RwLock::new(HashMap::new()),
             sync: config.ledger.durability == Durability::Sync,
+            on_redis_down: config.fleet.on_redis_down,
             idle_interval: Duration::from_secs(config.metering.idle_interval_seconds),
             ledger_alarm: AtomicBool::new(false),
         })
     }
 
+    /// Joins the fleet's Redis, if one is configured: the first report of every budgeted
+    /// tenant takes the fleet's spend (or seeds it from the ledger when Redis has none).
+    /// Under `fail_closed` a Redis that does not answer stops the start; under `fail_open` it
+    /// is a warning, and the gateway keeps trying in the background.
+    pub async fn join_fleet(&self) -> Result<(), MeteringError> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(());
+        };
+        let closed = self.fleet_mode() == Some(OnRedisDown::FailClosed);
+        let deadline = Instant::now()
+            + if closed {
+                FLEET_START_WAIT
+            } else {
+                FLEET_TIMEOUT
+            };
+        loop {
+            // A ping first: with no budgeted tenant, the sync would not reach Redis at all.
+            let reachable = fleet.ping().await;
+            let events = fleet.sync(clock::now_ms()).await;
+            if reachable && !fleet.is_down() {
+                self.raise_fleet(events);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let reason = format!("the fleet's Redis ({}) does not answer", fleet.target());
+                if closed {
+                    return Err(MeteringError::FleetUnavailable(format!(
+                        "{reason}, and fleet.on_redis_down = \"fail_closed\""
+                    )));
+                }
+                tracing::warn!("{reason}; budgets run on this replica's accounting until it does (fleet.on_redis_down = \"fail_open\")");
+                self.raise_fleet(events);
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn fleet_mode(&self) -> Option<OnRedisDown> {
+        self.fleet.as_ref().map(|_| self.on_redis_down)
+    }
+
     /// Budget admission for a caller's next request.
-    pub fn admit(&self, caller: &Caller) -> Result<Admission, MeteringError> {
+    pub async fn admit(&self, caller: &Caller) -> Result<Admission, MeteringError> {
         let now_ms = clock::now_ms();
-        match self.budgets.check(&caller.tenant.name, now_ms) {
+        let verdict = match &self.fleet {
+            Some(fleet) => fleet
+                .check(&caller.tenant.name, now_ms)
+                .await
+                .map_err(MeteringError::FleetUnavailable)?,
+            None => self.budgets.check(&caller.tenant.name, now_ms),
+        };
+        match verdict {
             Verdict::Allow => Ok(Admission::Normal),
             Verdict::Demote => Ok(Admission::Demoted),
             Verdict::Reject {
@@ -131,16 +209,20 @@ impl Metering {
     pub fn account(&self, record: &UsageRecord) {
         if record.cost_usd > 0.0 {
             let now_ms = clock::now_ms();
-            for crossing in self.budgets.charge(&record.tenant, record.cost_usd, now_ms) {
-                self.alerts.raise(
-                    Kind::Budget,
-                    Some(&crossing.tenant),
-                    None,
-                    Some(crossing.percent),
-                    crossing.message,
-                );
+            let (crossings, ratio) = match &self.fleet {
+                Some(fleet) => (
+                    fleet.charge(&record.tenant, record.cost_usd, now_ms),
+                    fleet.used_ratio(&record.tenant),
+                ),
+                None => (
+                    self.budgets.charge(&record.tenant, record.cost_usd, now_ms),
+                    self.budgets.used_ratio(&record.tenant),
+                ),
+            };
+            for crossing in crossings {
+                self.raise_crossing(crossing);
             }
-            if let Some(ratio) = self.budgets.used_ratio(&record.tenant) {
+            if let Some(ratio) = ratio {
                 metrics::gauge!(telemetry::BUDGET_USED, "tenant" => record.tenant.to_string())
                     .set(ratio);
             }
@@ -160,6 +242,62 @@ impl Metering {
             cost.increment(record.cost_usd);
             saved.increment(record.saved_usd);
         }
+    }
+
+    fn raise_crossing(&self, crossing: Crossing) {
+        self.alerts.raise(
+            Kind::Budget,
+            Some(&crossing.tenant),
+            None,
+            Some(crossing.percent),
+            crossing.message,
+        );
+    }
+
+    fn raise_fleet(&self, events: Vec<FleetEvent>) {
+        let mode = match self.on_redis_down {
+            OnRedisDown::FailOpen => {
+                "budgets run on each replica's own accounting until it is back"
+            }
+            OnRedisDown::FailClosed => "requests of budgeted tenants are refused until it is back",
+        };
+        for event in events {
+            match event {
+                FleetEvent::Crossed(crossing) => self.raise_crossing(crossing),
+                FleetEvent::RedisDown(reason) => self.alerts.raise(
+                    Kind::Fleet,
+                    None,
+                    None,
+                    None,
+                    format!("the fleet's Redis is unavailable ({reason}); {mode}"),
+                ),
+                FleetEvent::RedisBack => self.alerts.raise(
+                    Kind::Fleet,
+                    None,
+                    None,
+                    None,
+                    "the fleet's Redis is back; this replica's spend is folded in".into(),
+                ),
+            }
+        }
+    }
+
+    /// Reports spend to the fleet's Redis until shutdown.
+    async fn sync_fleet(self: Arc<Self>, fleet: Arc<FleetBudgets>, shutdown: Shutdown) {
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = fleet.wait(FLEET_SYNC_EVERY) => {}
+            }
+            let mut events = fleet.take_events();
+            events.extend(fleet.sync(clock::now_ms()).await);
+            self.raise_fleet(events);
+        }
+        // What this replica spent since its last report reaches the fleet before it goes.
+        let events = fleet.sync(clock::now_ms()).await;
+        self.raise_fleet(events);
     }
 
     /// The cost and saved series of a tenant × model, registered once: label strings are built
@@ -210,6 +348,9 @@ impl Metering {
     pub fn start_background(self: &Arc<Self>, instances: Vec<MeteredInstance>, shutdown: Shutdown) {
         if let Ok(mut idle) = self.idle.lock() {
             *idle = Some(IdleMeter::new(instances, Instant::now()));
+        }
+        if let Some(fleet) = &self.fleet {
+            tokio::spawn(self.clone().sync_fleet(fleet.clone(), shutdown.clone()));
         }
         let metering = self.clone();
         tokio::spawn(async move {

@@ -6,6 +6,7 @@ pub mod anomaly;
 pub mod budget;
 pub mod clock;
 pub mod cost;
+mod fleet_budget;
 pub mod identity;
 pub mod idle;
 pub mod ledger;
@@ -13,10 +14,20 @@ pub mod meter;
 pub mod money;
 pub mod record;
 
-pub use error::MeteringError;
+pub use error::{MeteringError, OpenError};
 
 mod error {
+    use super::ledger::LedgerError;
     use crate::error::ErrorClass;
+
+    /// Why metering could not start.
+    #[derive(Debug, thiserror::Error)]
+    pub enum OpenError {
+        #[error("cannot open the usage ledger: {0}")]
+        Ledger(#[from] LedgerError),
+        #[error("{0}")]
+        Fleet(String),
+    }
 
     /// Why metering refused or could not account for a request.
     #[derive(Debug, Clone, thiserror::Error)]
@@ -27,13 +38,18 @@ mod error {
         /// `ledger.durability = "sync"` and the record could not be committed.
         #[error("usage ledger unavailable: {0}")]
         LedgerUnavailable(String),
+        /// `fleet.on_redis_down = "fail_closed"` and the fleet's Redis does not answer.
+        #[error("{0}")]
+        FleetUnavailable(String),
     }
 
     impl MeteringError {
         pub fn class(&self) -> ErrorClass {
             match self {
                 MeteringError::BudgetExhausted { .. } => ErrorClass::PaymentRequired,
-                MeteringError::LedgerUnavailable(_) => ErrorClass::Unavailable,
+                MeteringError::LedgerUnavailable(_) | MeteringError::FleetUnavailable(_) => {
+                    ErrorClass::Unavailable
+                }
             }
         }
     }

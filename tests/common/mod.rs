@@ -189,33 +189,54 @@ pub fn digits_body(rows: &[Vec<f32>]) -> Value {
 /// A real redis-server on a free port, stopped (by its own pid) on drop.
 pub struct Redis {
     pub port: u16,
+    /// `:password@` when the server was started with one.
+    auth: String,
     child: Child,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Redis::start_on(free_port(), &[])
+    }
+
+    /// On `port`, with extra redis-server arguments (`--requirepass` is remembered for URLs).
+    pub fn start_on(port: u16, extra: &[&str]) -> Redis {
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let auth = extra
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|at| extra.get(at + 1))
+            .map(|password| format!(":{password}@"))
+            .unwrap_or_default();
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (make redis)");
         // Owned from here, so that a start that never answers is still stopped on the panic.
-        let redis = Redis { port, child };
+        let redis = Redis { port, auth, child };
         for _ in 0..100 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return redis;
@@ -226,7 +247,15 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}127.0.0.1:{}", self.auth, self.port)
+    }
+
+    /// A plain client of database `db`, to look at what the gateway wrote.
+    pub fn connect(&self, db: u8) -> redis::Connection {
+        redis::Client::open(format!("{}/{db}", self.url()))
+            .unwrap()
+            .get_connection()
+            .expect("the test's Redis answers")
     }
 
     pub fn kill(&mut self) {
@@ -239,6 +268,112 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A real Redis Cluster of `nodes` primaries (no replicas), built with `redis-cli --cluster
+/// create`; every node is stopped on drop.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+    _dir: PathBuf,
+}
+
+impl RedisCluster {
+    pub fn start(nodes: usize) -> RedisCluster {
+        let dir = scratch_dir();
+        let nodes: Vec<Redis> = (0..nodes)
+            .map(|_| {
+                let port = free_port();
+                let conf = dir.join(format!("nodes-{port}.conf"));
+                Redis::start_on(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        conf.to_str().unwrap(),
+                        "--dir",
+                        dir.to_str().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli is installed (make redis)");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let cluster = RedisCluster { nodes, _dir: dir };
+        for node in &cluster.nodes {
+            let mut connection = node.connect(0);
+            let mut ok = false;
+            for _ in 0..100 {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut connection)
+                    .unwrap();
+                if info.contains("cluster_state:ok") {
+                    ok = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(ok, "the cluster never became ready on port {}", node.port);
+        }
+        cluster
+    }
+
+    /// The seed URLs, as a TOML array.
+    pub fn toml_urls(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+}
+
+/// A real HTTP receiver for the alert webhook, collecting the JSON bodies it is sent.
+pub async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let store = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let store = store.clone();
+                        async move {
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                                store.lock().unwrap().push(value);
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, received)
 }
 
 pub fn model_path(name: &str) -> PathBuf {

@@ -1,0 +1,269 @@
+//! Several gateways on one real redis-server behave as one: a tenant's budget holds across
+//! them (spend stays within the budget plus what was in flight), it is then refused on every
+//! replica, each threshold alerts once for the fleet, and with Redis killed under load
+//! (`fail_open`) every request still succeeds and the spend reconciles when Redis is back.
+
+mod common;
+
+use hyper::{Method, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
+
+const PRICE_PER_HOUR: f64 = 3600.0; // one dollar per device-second: digits cost about 1e-4 each
+
+fn config(redis_url: &str, budget_usd: f64, webhook: &str, extra: &str) -> String {
+    format!(
+        r#"
+[cache]
+enabled = false
+
+[fleet]
+redis_url = "{redis_url}"
+{extra}
+
+[pricing.device_per_hour]
+cpu = {PRICE_PER_HOUR}
+
+[alerts]
+webhook_url = "{webhook}"
+
+[[models]]
+name = "digits"
+path = "models/digits/1/model.onnx"
+max_batch_size = 8
+max_queue_delay_us = 500
+
+[[tenants]]
+name = "capped"
+api_key_blake3 = "{key}"
+budget_usd = {budget_usd}
+budget_period = "day"
+budget_action = "reject"
+"#,
+        key = blake3::hash(b"capped-key").to_hex(),
+    )
+}
+
+fn auth() -> [(&'static str, String); 1] {
+    [("authorization", "Bearer capped-key".to_string())]
+}
+
+/// One request of the tenant; `Some(cost)` when admitted, `None` when refused with 402.
+async fn spend(gateway: &common::Gateway, body: &Value) -> Option<f64> {
+    let reply = gateway
+        .send(
+            Method::POST,
+            "/v2/models/digits/infer",
+            &auth(),
+            bytes::Bytes::from(body.to_string()),
+        )
+        .await;
+    match reply.status {
+        StatusCode::OK => Some(reply.header("x-tollgate-cost-usd").parse().unwrap()),
+        StatusCode::PAYMENT_REQUIRED => None,
+        other => panic!("unexpected {other}: {:?}", reply.body),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_hold_one_budget_and_alert_once() {
+    let redis = common::Redis::start();
+    let (webhook, received) = common::webhook_receiver().await;
+    let budget = 0.004;
+    let toml = config(&redis.url(), budget, &webhook, "");
+    let replicas = vec![
+        std::sync::Arc::new(common::start(&toml).await),
+        std::sync::Arc::new(common::start(&toml).await),
+        std::sync::Arc::new(common::start(&toml).await),
+    ];
+    let (rows, _) = common::digits_rows();
+    // 12 clients, spread over the three replicas, each spending until it is refused.
+    let mut clients = Vec::new();
+    for client in 0..12 {
+        let gateway = replicas[client % 3].clone();
+        let row = rows[client % rows.len()].clone();
+        clients.push(tokio::spawn(async move {
+            let (mut admitted, mut most) = (0.0, 0.0f64);
+            for _ in 0..2000 {
+                match spend(&gateway, &common::digits_body(std::slice::from_ref(&row))).await {
+                    Some(cost) => {
+                        admitted += cost;
+                        most = most.max(cost);
+                    }
+                    None => return (admitted, most),
+                }
+            }
+            panic!("client {client} was never refused");
+        }));
+    }
+    let (mut admitted, mut most) = (0.0, 0.0f64);
+    for client in clients {
+        let (spent, largest) = client.await.unwrap();
+        admitted += spent;
+        most = most.max(largest);
+    }
+    // Slices still held by a replica go back when unused; then every replica refuses.
+    for gateway in &replicas {
+        let mut refused = false;
+        for _ in 0..400 {
+            match spend(gateway, &common::digits_body(&rows[0..1])).await {
+                Some(cost) => {
+                    admitted += cost;
+                    most = most.max(cost);
+                }
+                None => {
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        assert!(refused, "a replica kept admitting the tenant");
+    }
+    assert!(admitted > budget * 0.5, "the budget was used: {admitted}");
+    let bound = budget + 12.0 * most;
+    assert!(
+        admitted <= bound,
+        "admitted {admitted} passes the budget {budget} by more than 12 requests in flight ({most} each)"
+    );
+    // Every replica refuses now, and says why.
+    for gateway in &replicas {
+        let reply = gateway
+            .send(
+                Method::POST,
+                "/v2/models/digits/infer",
+                &auth(),
+                bytes::Bytes::from(common::digits_body(&rows[1..2]).to_string()),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
+        assert!(reply.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("across the fleet"));
+    }
+    // Deliveries are in the background; a duplicate would arrive within this wait too.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut thresholds: Vec<u64> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "budget")
+        .map(|a| a["threshold_percent"].as_u64().unwrap())
+        .collect();
+    thresholds.sort();
+    assert_eq!(
+        thresholds,
+        vec![50, 80, 100],
+        "each threshold alerts once for the fleet"
+    );
+    for gateway in replicas {
+        std::sync::Arc::into_inner(gateway).unwrap().stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_killed_under_load_fail_open_serves_and_the_spend_reconciles() {
+    let port = common::free_port();
+    let mut redis = common::Redis::start_on(port, &[]);
+    let (webhook, received) = common::webhook_receiver().await;
+    let toml = config(
+        &redis.url(),
+        1000.0,
+        &webhook,
+        "on_redis_down = \"fail_open\"",
+    );
+    let gateway = common::start(&toml).await;
+    let (rows, _) = common::digits_rows();
+    let mut local = 0.0;
+    for round in 0..30 {
+        if round == 10 {
+            redis.kill();
+        }
+        let row = &rows[round % rows.len()];
+        local += spend(&gateway, &common::digits_body(std::slice::from_ref(row)))
+            .await
+            .expect("admitted: Redis being down fails nothing under fail_open");
+    }
+    // A new, empty Redis on the same port: the replica folds in what it spent meanwhile.
+    let redis = common::Redis::start_on(port, &[]);
+    let mut connection = redis.connect(0);
+    let mut fleet_spent = 0.0;
+    for _ in 0..150 {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("tollgate:fleet:*budget*")
+            .query(&mut connection)
+            .unwrap();
+        if let Some(key) = keys.first() {
+            let spent: Option<String> = redis::cmd("HGET")
+                .arg(key)
+                .arg("spent")
+                .query(&mut connection)
+                .unwrap();
+            fleet_spent = spent.map(|s| s.parse().unwrap()).unwrap_or(0.0);
+            if (fleet_spent - local).abs() <= local * 1e-9 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        (fleet_spent - local).abs() <= local * 1e-9,
+        "Redis holds {fleet_spent} of the {local} spent since the outage began"
+    );
+    let kinds: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "fleet")
+        .map(|a| a["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        kinds.iter().any(|m| m.contains("unavailable")) && kinds.iter().any(|m| m.contains("back")),
+        "the outage and the recovery were alerted: {kinds:?}"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_closed_refuses_budgeted_tenants_while_redis_is_down_and_will_not_start_without_it() {
+    let port = common::free_port();
+    let mut redis = common::Redis::start_on(port, &[]);
+    let toml = config(
+        &redis.url(),
+        1000.0,
+        "http://127.0.0.1:9/none",
+        "on_redis_down = \"fail_closed\"",
+    );
+    let gateway = common::start(&toml).await;
+    let (rows, _) = common::digits_rows();
+    let body = common::digits_body(&rows[0..1]);
+    assert!(spend(&gateway, &body).await.is_some());
+    redis.kill();
+    let mut status = StatusCode::OK;
+    for _ in 0..40 {
+        let reply = gateway
+            .send(
+                Method::POST,
+                "/v2/models/digits/infer",
+                &auth(),
+                bytes::Bytes::from(body.to_string()),
+            )
+            .await;
+        status = reply.status;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(reply.json()["error"].as_str().unwrap().contains("Redis"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Tenants without a budget are served all along.
+    let anonymous = gateway.infer("digits", &body).await;
+    assert_eq!(anonymous.status, StatusCode::OK);
+    gateway.stop().await;
+    let refused = tollgate::server::Server::start(common::config(&toml)).await;
+    let error = refused
+        .err()
+        .expect("no start without the fleet's Redis under fail_closed");
+    assert!(error.to_string().contains("fail_closed"), "{error}");
+}

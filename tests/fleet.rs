@@ -44,20 +44,18 @@ budget_action = "reject"
     )
 }
 
-fn auth() -> [(&'static str, String); 1] {
-    [("authorization", "Bearer capped-key".to_string())]
+/// One inference request of the budgeted tenant.
+async fn post(gateway: &common::Gateway, body: &Value) -> common::Reply {
+    let auth = [("authorization", "Bearer capped-key".to_string())];
+    let body = bytes::Bytes::from(body.to_string());
+    gateway
+        .send(Method::POST, "/v2/models/digits/infer", &auth, body)
+        .await
 }
 
 /// One request of the tenant; `Some(cost)` when admitted, `None` when refused with 402.
 async fn spend(gateway: &common::Gateway, body: &Value) -> Option<f64> {
-    let reply = gateway
-        .send(
-            Method::POST,
-            "/v2/models/digits/infer",
-            &auth(),
-            bytes::Bytes::from(body.to_string()),
-        )
-        .await;
+    let reply = post(gateway, body).await;
     match reply.status {
         StatusCode::OK => Some(reply.header("x-tollgate-cost-usd").parse().unwrap()),
         StatusCode::PAYMENT_REQUIRED => None,
@@ -127,14 +125,7 @@ async fn three_replicas_hold_one_budget_and_alert_once() {
     );
     // Every replica refuses now, and says why.
     for gateway in &replicas {
-        let reply = gateway
-            .send(
-                Method::POST,
-                "/v2/models/digits/infer",
-                &auth(),
-                bytes::Bytes::from(common::digits_body(&rows[1..2]).to_string()),
-            )
-            .await;
+        let reply = post(gateway, &common::digits_body(&rows[1..2])).await;
         assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
         assert!(reply.json()["error"]
             .as_str()
@@ -241,14 +232,7 @@ async fn fail_closed_refuses_budgeted_tenants_while_redis_is_down_and_will_not_s
     redis.kill();
     let mut status = StatusCode::OK;
     for _ in 0..40 {
-        let reply = gateway
-            .send(
-                Method::POST,
-                "/v2/models/digits/infer",
-                &auth(),
-                bytes::Bytes::from(body.to_string()),
-            )
-            .await;
+        let reply = post(&gateway, &body).await;
         status = reply.status;
         if status == StatusCode::SERVICE_UNAVAILABLE {
             assert!(reply.json()["error"].as_str().unwrap().contains("Redis"));

@@ -81,6 +81,15 @@ struct Tenant {
     turn: tokio::sync::Mutex<()>,
 }
 
+impl Tenant {
+    /// A `reject` tenant in use whose slice is half gone: time to ask for the next one.
+    fn runs_low(&self, state: &Local) -> bool {
+        self.action == Action::Reject
+            && state.held < self.limit * SLICE_SHARE / 2.0
+            && recently(state.last_charge)
+    }
+}
+
 /// A threshold alert, or the news that the fleet's Redis is down or back.
 pub enum FleetEvent {
     Crossed(Crossing),
@@ -240,8 +249,7 @@ impl FleetBudgets {
         state.over += cost - covered;
         state.last_charge = Some(Instant::now());
         let reached = level(state.spent(), tenant.limit);
-        let low = tenant.action == Action::Reject && state.held < tenant.limit * SLICE_SHARE / 2.0;
-        if reached > state.fired || low {
+        if reached > state.fired || tenant.runs_low(&state) {
             // The report that alerts, or the next slice before this one runs out.
             self.wake.notify_one();
         }
@@ -273,12 +281,11 @@ impl FleetBudgets {
             if !self.due(tenant, now_ms) {
                 continue;
             }
-            let want = tenant.action == Action::Reject
-                && tenant
-                    .state
-                    .lock()
-                    .map(|s| s.held < tenant.limit * SLICE_SHARE / 2.0 && recently(s.last_charge))
-                    .unwrap_or(false);
+            let want = tenant
+                .state
+                .lock()
+                .map(|s| tenant.runs_low(&s))
+                .unwrap_or(false);
             match self.report(name, tenant, want, now_ms).await {
                 Ok(found) => events.extend(found),
                 Err(error) => {
@@ -309,9 +316,7 @@ impl FleetBudgets {
             .last_sync
             .is_none_or(|at| at.elapsed() >= REFRESH_EVERY);
         let idle_slice = state.held > 0.0 && !recently(state.last_charge);
-        let low = tenant.action == Action::Reject
-            && state.held < tenant.limit * SLICE_SHARE / 2.0
-            && recently(state.last_charge);
+        let low = tenant.runs_low(&state);
         state.used > 0.0
             || !state.queue.is_empty()
             || stale

@@ -251,3 +251,57 @@ async fn fail_closed_refuses_budgeted_tenants_while_redis_is_down_and_will_not_s
         .expect("no start without the fleet's Redis under fail_closed");
     assert!(error.to_string().contains("fail_closed"), "{error}");
 }
+
+/// Anomaly detection watches the fleet's spend: a tenant whose usual spend runs through one
+/// replica and whose surge runs through another looks flat to the first and new to the second,
+/// yet the fleet sees the surge, and alerts it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anomaly_in_the_fleets_spend_is_alerted_once() {
+    use tollgate::metering::alerts::Kind;
+    use tollgate::metering::meter::Metering;
+    use tollgate::metering::record::UsageRecord;
+
+    let redis = common::Redis::start();
+    let toml = format!(
+        "[fleet]\nredis_url = \"{}\"\n[alerts]\nanomaly_window_minutes = 2\n\
+         [[models]]\nname = \"digits\"\npath = \"models/digits/1/model.onnx\"\n",
+        redis.url()
+    );
+    let usual = Metering::open(&common::config(&toml)).unwrap();
+    let surge = Metering::open(&common::config(&toml)).unwrap();
+    // Minutes from the next one on: both replicas were up before them.
+    let first = (tollgate::metering::clock::now_ms() / 60_000 + 1) * 60_000;
+    let record = |minute: i64, cost: f64| UsageRecord {
+        request_id: format!("r-{minute}-{cost}").into(),
+        time_ms: first + minute * 60_000 + 1_000,
+        tenant: "anonymous".into(),
+        model: "digits".into(),
+        cost_usd: cost,
+        ..UsageRecord::default()
+    };
+    for minute in 0..30 {
+        usual.account(&record(minute, 0.001));
+        if (20..23).contains(&minute) {
+            surge.account(&record(minute, 0.05));
+        }
+        usual.share_spend().await;
+        surge.share_spend().await;
+        let closed_at = first + (minute + 1) * 60_000 + 5_000;
+        usual.close_minutes(closed_at).await;
+        surge.close_minutes(closed_at).await;
+    }
+    let anomalies: Vec<_> = [&usual, &surge]
+        .iter()
+        .flat_map(|m| m.alerts.list())
+        .filter(|a| a.kind == Kind::Anomaly)
+        .collect();
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    let expected = tollgate::metering::money::usd(0.001 + 0.05);
+    assert!(
+        anomalies[0]
+            .message
+            .contains(&format!("spent {expected}/min")),
+        "the fleet's spend, not one replica's: {}",
+        anomalies[0].message
+    );
+}

@@ -16,7 +16,7 @@ use crate::fleet::{FleetError, Redis};
 use crate::telemetry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -98,7 +98,7 @@ pub enum FleetEvent {
 }
 
 pub struct FleetBudgets {
-    redis: Redis,
+    redis: Arc<Redis>,
     on_down: OnRedisDown,
     replica: String,
     next_report: AtomicU64,
@@ -113,7 +113,7 @@ pub struct FleetBudgets {
 impl FleetBudgets {
     /// `seeds` are the ledger's spend per tenant for the current period.
     pub fn new(
-        redis: Redis,
+        redis: Arc<Redis>,
         on_down: OnRedisDown,
         tenants: &[TenantConfig],
         seeds: &HashMap<String, f64>,
@@ -162,6 +162,11 @@ impl FleetBudgets {
 
     pub fn target(&self) -> &str {
         self.redis.target()
+    }
+
+    /// This replica's name in the fleet's keys.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// True when Redis answers.

@@ -7,9 +7,11 @@ use super::anomaly::{self, Anomaly, Detector};
 use super::budget::{Budgets, Crossing, Verdict};
 use super::clock;
 use super::fleet_budget::{FleetBudgets, FleetEvent};
+use super::fleet_spend::FleetSpend;
 use super::identity::{Caller, Identities};
 use super::idle::{IdleMeter, MeteredInstance};
 use super::ledger::{Ledger, LedgerSettings};
+use super::minutes::{self, MinuteBook};
 use super::record::UsageRecord;
 use super::{MeteringError, OpenError};
 use crate::config::{Config, Durability, OnRedisDown};
@@ -31,6 +33,10 @@ const LEDGER_CHECK_EVERY: Duration = Duration::from_secs(5);
 const FLEET_SYNC_EVERY: Duration = Duration::from_millis(500);
 /// Redis calls of the fleet; a request waits on one only when its tenant's slice runs out.
 const FLEET_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long after a minute ends it is closed: every replica's last report of it has landed.
+const MINUTE_GRACE_MS: i64 = 3_000;
+/// How often finished minutes are looked for.
+const MINUTES_EVERY: Duration = Duration::from_secs(10);
 /// How long a start under `fleet.on_redis_down = "fail_closed"` waits for Redis.
 const FLEET_START_WAIT: Duration = Duration::from_secs(5);
 
@@ -42,6 +48,11 @@ pub struct Metering {
     budgets: Budgets,
     /// Present with `fleet.redis_url`: budgets then live in Redis and `budgets` is unused.
     fleet: Option<Arc<FleetBudgets>>,
+    /// Present with `fleet.redis_url`: anomalies are then judged on the fleet's spend.
+    fleet_spend: Option<FleetSpend>,
+    /// This replica's spend per minute, written on the request path.
+    spend: Mutex<MinuteBook>,
+    /// Judges closed minutes; used by the background only.
     anomalies: Mutex<Detector>,
     idle: Mutex<Option<IdleMeter>>,
     gauges: RwLock<HashMap<SmolStr, HashMap<SmolStr, MoneyGauges>>>,
@@ -74,19 +85,22 @@ impl Metering {
             budgets.restore(&tenant, spent, now_ms);
             seeds.insert(tenant, spent);
         }
-        let fleet = match &config.fleet.redis_url {
+        let (fleet, fleet_spend) = match &config.fleet.redis_url {
             Some(url) => {
                 let redis = Redis::new(url, Role::Fleet, FLEET_TIMEOUT)
                     .map_err(|e| OpenError::Fleet(format!("fleet.redis_url: {e}")))?;
-                Some(Arc::new(FleetBudgets::new(
-                    redis,
+                let redis = Arc::new(redis);
+                let budgets = FleetBudgets::new(
+                    redis.clone(),
                     config.fleet.on_redis_down,
                     &config.tenants,
                     &seeds,
                     now_ms,
-                )))
+                );
+                let spend = FleetSpend::new(redis, budgets.replica().to_string());
+                (Some(Arc::new(budgets)), Some(spend))
             }
-            None => None,
+            None => (None, None),
         };
         let alerts = &config.alerts;
         Ok(Metering {
@@ -96,14 +110,13 @@ impl Metering {
             currency: config.pricing.currency.clone(),
             budgets,
             fleet,
-            anomalies: Mutex::new(Detector::new(
-                anomaly::Settings {
-                    k: alerts.anomaly_k,
-                    window: alerts.anomaly_window_minutes,
-                    alpha: alerts.anomaly_alpha,
-                },
-                Instant::now(),
-            )),
+            fleet_spend,
+            spend: Mutex::new(MinuteBook::new(now_ms)),
+            anomalies: Mutex::new(Detector::new(anomaly::Settings {
+                k: alerts.anomaly_k,
+                window: alerts.anomaly_window_minutes,
+                alpha: alerts.anomaly_alpha,
+            })),
             idle: Mutex::new(None),
             gauges: RwLock::new(HashMap::new()),
             sync: config.ledger.durability == Durability::Sync,
@@ -226,16 +239,14 @@ impl Metering {
                 metrics::gauge!(telemetry::BUDGET_USED, "tenant" => record.tenant.to_string())
                     .set(ratio);
             }
-            let anomalies = match self.anomalies.lock() {
-                Ok(mut detector) => detector.observe(
+            if let Ok(mut book) = self.spend.lock() {
+                book.add(
                     &record.tenant,
                     &record.model,
                     record.cost_usd,
-                    Instant::now(),
-                ),
-                Err(_) => Vec::new(),
-            };
-            self.raise_anomalies(anomalies);
+                    record.time_ms,
+                );
+            }
         }
         if record.cost_usd > 0.0 || record.saved_usd > 0.0 {
             let (cost, saved) = self.money_gauges(record);
@@ -286,6 +297,7 @@ impl Metering {
     async fn sync_fleet(self: Arc<Self>, fleet: Arc<FleetBudgets>, shutdown: Shutdown) {
         let stop = shutdown.wait();
         tokio::pin!(stop);
+        let mut shared = Instant::now();
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -294,10 +306,36 @@ impl Metering {
             let mut events = fleet.take_events();
             events.extend(fleet.sync(clock::now_ms()).await);
             self.raise_fleet(events);
+            // Charges wake this loop early for budgets; spend per minute can wait its turn.
+            if shared.elapsed() >= FLEET_SYNC_EVERY {
+                self.share_spend().await;
+                shared = Instant::now();
+            }
         }
         // What this replica spent since its last report reaches the fleet before it goes.
         let events = fleet.sync(clock::now_ms()).await;
         self.raise_fleet(events);
+        self.share_spend().await;
+    }
+
+    /// Tells the fleet this replica's spend per minute, for the fleet's anomaly detection.
+    /// What cannot be told now is told on a later call.
+    pub async fn share_spend(&self) {
+        let Some(fleet_spend) = &self.fleet_spend else {
+            return;
+        };
+        let totals = match self.spend.lock() {
+            Ok(book) => book.unpublished(),
+            Err(_) => return,
+        };
+        if totals.is_empty() {
+            return;
+        }
+        if fleet_spend.publish(&totals).await.is_ok() {
+            if let Ok(mut book) = self.spend.lock() {
+                book.published(&totals);
+            }
+        }
     }
 
     /// The cost and saved series of a tenant × model, registered once: label strings are built
@@ -357,14 +395,14 @@ impl Metering {
             let stop = shutdown.wait();
             tokio::pin!(stop);
             let mut idle = tokio::time::interval(metering.idle_interval);
-            let mut minutes = tokio::time::interval(anomaly::TICK);
+            let mut minutes = tokio::time::interval(MINUTES_EVERY);
             let mut retention = tokio::time::interval(RETENTION_EVERY);
             let mut health = tokio::time::interval(LEDGER_CHECK_EVERY);
             loop {
                 tokio::select! {
                     _ = &mut stop => break,
                     _ = idle.tick() => metering.record_idle(),
-                    _ = minutes.tick() => metering.close_minutes(),
+                    _ = minutes.tick() => metering.close_minutes(clock::now_ms()).await,
                     _ = retention.tick() => metering.apply_retention().await,
                     _ = health.tick() => metering.check_ledger(),
                 }
@@ -372,16 +410,46 @@ impl Metering {
         });
     }
 
-    fn close_minutes(&self) {
-        let anomalies = match self.anomalies.lock() {
-            Ok(mut detector) => detector.tick(Instant::now()),
-            Err(_) => Vec::new(),
+    /// Judges every minute that ended before `now_ms` (less a grace for the fleet's last
+    /// reports): on the fleet's spend when a fleet Redis is configured and answers, else on
+    /// this replica's own.
+    pub async fn close_minutes(&self, now_ms: i64) {
+        let due = match self.spend.lock() {
+            Ok(mut book) => book.due(now_ms, MINUTE_GRACE_MS),
+            Err(_) => return,
         };
-        self.raise_anomalies(anomalies);
+        for minute in due {
+            let own = match self.spend.lock() {
+                Ok(book) => book.spends(minute),
+                Err(_) => return,
+            };
+            let (spends, fleet_wide) = match &self.fleet_spend {
+                Some(fleet_spend) => match fleet_spend.others(minute).await {
+                    Ok(mut others) => {
+                        minutes::merge(&mut others, own);
+                        (others, true)
+                    }
+                    Err(_) => (own, false),
+                },
+                None => (own, false),
+            };
+            let anomalies = match self.anomalies.lock() {
+                Ok(mut detector) => detector.close(minute, &spends),
+                Err(_) => Vec::new(),
+            };
+            self.raise_anomalies(anomalies, fleet_wide).await;
+        }
     }
 
-    fn raise_anomalies(&self, anomalies: Vec<Anomaly>) {
+    /// Raises what the detector found; on the fleet's spend, only the first replica to claim
+    /// an anomaly alerts it (on its own spend, with Redis out of reach, each replica does).
+    async fn raise_anomalies(&self, anomalies: Vec<Anomaly>, fleet_wide: bool) {
         for found in anomalies {
+            if let (true, Some(fleet_spend)) = (fleet_wide, &self.fleet_spend) {
+                if let Ok(false) = fleet_spend.claim(&found).await {
+                    continue;
+                }
+            }
             self.alerts.raise(
                 Kind::Anomaly,
                 Some(&found.tenant),

@@ -7,10 +7,12 @@ pub mod budget;
 pub mod clock;
 pub mod cost;
 mod fleet_budget;
+mod fleet_spend;
 pub mod identity;
 pub mod idle;
 pub mod ledger;
 pub mod meter;
+pub mod minutes;
 pub mod money;
 pub mod record;
 

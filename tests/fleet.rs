@@ -1,4 +1,5 @@
-//! Several gateways on one real redis-server behave as one: a tenant's budget holds across
+//! Several gateways (three `tollgate serve` processes, or in-process servers) on one real
+//! redis-server behave as one: a tenant's budget holds across
 //! them (spend stays within the budget plus what was in flight), it is then refused on every
 //! replica, each threshold alerts once for the fleet, and with Redis killed under load
 //! (`fail_open`) every request still succeeds and the spend reconciles when Redis is back.
@@ -45,7 +46,7 @@ budget_action = "reject"
 }
 
 /// One inference request of the budgeted tenant.
-async fn post(gateway: &common::Gateway, body: &Value) -> common::Reply {
+async fn post(gateway: &common::Client, body: &Value) -> common::Reply {
     let auth = [("authorization", "Bearer capped-key".to_string())];
     let body = bytes::Bytes::from(body.to_string());
     gateway
@@ -54,7 +55,7 @@ async fn post(gateway: &common::Gateway, body: &Value) -> common::Reply {
 }
 
 /// One request of the tenant; `Some(cost)` when admitted, `None` when refused with 402.
-async fn spend(gateway: &common::Gateway, body: &Value) -> Option<f64> {
+async fn spend(gateway: &common::Client, body: &Value) -> Option<f64> {
     let reply = post(gateway, body).await;
     match reply.status {
         StatusCode::OK => Some(reply.header("x-tollgate-cost-usd").parse().unwrap()),
@@ -69,10 +70,11 @@ async fn three_replicas_hold_one_budget_and_alert_once() {
     let (webhook, received) = common::webhook_receiver().await;
     let budget = 0.004;
     let toml = config(&redis.url(), budget, &webhook, "");
+    // Three gateway processes: nothing is shared but Redis.
     let replicas = vec![
-        std::sync::Arc::new(common::start(&toml).await),
-        std::sync::Arc::new(common::start(&toml).await),
-        std::sync::Arc::new(common::start(&toml).await),
+        std::sync::Arc::new(common::spawn(&toml)),
+        std::sync::Arc::new(common::spawn(&toml)),
+        std::sync::Arc::new(common::spawn(&toml)),
     ];
     let (rows, _) = common::digits_rows();
     // 12 clients, spread over the three replicas, each spending until it is refused.
@@ -147,8 +149,12 @@ async fn three_replicas_hold_one_budget_and_alert_once() {
         vec![50, 80, 100],
         "each threshold alerts once for the fleet"
     );
-    for gateway in replicas {
-        std::sync::Arc::into_inner(gateway).unwrap().stop().await;
+    // Every replica shows the fleet's spend, not its own share of it.
+    for gateway in &replicas {
+        let ratio = gateway
+            .metric("tollgate_budget_used_ratio", &["tenant=\"capped\""])
+            .await;
+        assert!(ratio >= 0.9, "a replica shows {ratio} of the budget used");
     }
 }
 

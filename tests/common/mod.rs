@@ -5,7 +5,6 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -47,15 +46,114 @@ pub async fn start(toml: &str) -> Gateway {
     let server = Server::start(config(toml)).await.expect("gateway starts");
     Gateway {
         base: format!("http://{}", server.http_addr),
-        client: Client::builder(TokioExecutor::new()).build_http(),
+        client: Client::new(&format!("http://{}", server.http_addr)),
         server,
     }
 }
 
+/// A gateway in this test process.
 pub struct Gateway {
     pub server: Server,
     pub base: String,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    client: Client,
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Gateway {
+    pub async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
+/// A gateway running as its own process (`tollgate serve`), killed when dropped.
+pub struct Process {
+    child: Child,
+    client: Client,
+}
+
+impl std::ops::Deref for Process {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tollgate serve` on the config `toml` (model paths from the repository root) on free
+/// ports, and returns once it serves.
+pub fn spawn(toml: &str) -> Process {
+    let dir = scratch_dir();
+    let path = dir.join("config.toml");
+    // The config file lives in a scratch folder; model paths are the repository's.
+    let mut text = toml.replace("\"models/", &format!("\"{}/models/", repo().display()));
+    if !text.contains("[ledger]") {
+        text.push_str(&format!(
+            "\n[ledger]\npath = \"{}\"\n",
+            dir.join("ledger.sqlite").display()
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    let http = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(["--http-addr", &format!("127.0.0.1:{http}")])
+        .args(["--grpc-addr", &format!("127.0.0.1:{}", free_port())])
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tollgate serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let (ready, seen) = std::sync::mpsc::channel();
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let log = said.clone();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready);
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("serving") {
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+            } else if ready.is_some() {
+                log.lock().unwrap().push_str(&(line + "\n"));
+            }
+        }
+    });
+    if seen.recv_timeout(Duration::from_secs(60)).is_err() {
+        let _ = child.kill();
+        let status = child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        panic!(
+            "tollgate serve did not start ({status:?}): {}",
+            said.lock().unwrap()
+        );
+    }
+    Process {
+        child,
+        client: Client::new(&format!("http://127.0.0.1:{http}")),
+    }
+}
+
+/// Requests to one gateway over HTTP.
+pub struct Client {
+    pub base: String,
+    http: hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        Full<Bytes>,
+    >,
 }
 
 pub struct Reply {
@@ -89,7 +187,14 @@ impl Reply {
     }
 }
 
-impl Gateway {
+impl Client {
+    pub fn new(base: &str) -> Client {
+        Client {
+            base: base.to_string(),
+            http: hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
     pub async fn send(
         &self,
         method: Method,
@@ -104,7 +209,7 @@ impl Gateway {
             request = request.header(*name, value);
         }
         let response = self
-            .client
+            .http
             .request(request.body(Full::new(body)).unwrap())
             .await
             .expect("the gateway answers");
@@ -136,10 +241,6 @@ impl Gateway {
     pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
         let text = String::from_utf8(self.get("/metrics").await.body.to_vec()).unwrap();
         metric_in(&text, name, labels)
-    }
-
-    pub async fn stop(self) {
-        self.server.stop().await;
     }
 }
 

@@ -1,8 +1,8 @@
-//! Several gateways (three `tollgate serve` processes, or in-process servers) on one real
-//! redis-server behave as one: a tenant's budget holds across
-//! them (spend stays within the budget plus what was in flight), it is then refused on every
-//! replica, each threshold alerts once for the fleet, and with Redis killed under load
-//! (`fail_open`) every request still succeeds and the spend reconciles when Redis is back.
+//! Several gateways on one real redis-server behave as one (three `tollgate serve` processes,
+//! or servers in this process): a tenant's budget holds across them (spend stays within the
+//! budget plus what was in flight), it is then refused on every replica, each threshold alerts
+//! once for the fleet, an anomaly in the fleet's spend alerts once, and with Redis killed under
+//! load (`fail_open`) every request still succeeds and the spend reconciles when Redis is back.
 
 mod common;
 

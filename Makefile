@@ -9,7 +9,7 @@ RUNTIME_DIR := .runtime
 ORT_LIB_GLOB := $(RUNTIME_DIR)/onnxruntime/capi/libonnxruntime.so.*
 CARGO ?= cargo
 
-.PHONY: run test runtime redis prometheus pyenv build check bench models clean-runtime
+.PHONY: run test runtime redis prometheus wrk pyenv build check bench bench-fleet models clean-runtime
 
 run: runtime build
 	./target/debug/tollgate serve --config config.toml
@@ -45,6 +45,14 @@ prometheus:
 		 (apt-get update >/dev/null && apt-get install -y prometheus >/dev/null)); }
 	@command -v prometheus >/dev/null
 
+# wrk, the HTTP load generator the benchmarks drive beside their own.
+wrk:
+	@command -v wrk >/dev/null || { \
+		echo "installing wrk from apt"; \
+		(apt-get install -y wrk >/dev/null 2>&1 || \
+		 (apt-get update >/dev/null && apt-get install -y wrk >/dev/null)); }
+	@command -v wrk >/dev/null
+
 # Python clients for the interop tests (tritonclient, onnxruntime, pytest) in a local venv.
 pyenv: $(VENV)/.installed
 $(VENV)/.installed: tests/interop/requirements.txt
@@ -58,6 +66,9 @@ check:
 
 bench: runtime
 	scripts/bench.sh
+
+bench-fleet: runtime redis wrk
+	scripts/bench_fleet.sh
 
 # Regenerates the bundled models (needs scikit-learn and skl2onnx; not part of `make test`).
 models: pyenv

@@ -25,6 +25,8 @@ OPTIONS:
   --warmup D                warm-up whose results are discarded (default 0s)
   --distinct N              distinct request bodies (default 100; .npy: rows / batch-rows)
   --zipf S                  Zipf exponent for picking bodies; 0 = uniform (default 0)
+  --sequential              send the bodies in order, 0 to N-1 and round again, instead of
+                            picking at random (each body once per pass: cache fills, warm-ups)
   --seed K                  seed for inputs and picks (default 42)
   --batch-rows B            rows per request for a dynamic first dim (default 1)
   --npy FILE                feed the first input from rows of a .npy file
@@ -76,6 +78,7 @@ pub struct Config {
     pub warmup: Duration,
     pub distinct: Option<usize>,
     pub zipf: f64,
+    pub sequential: bool,
     pub seed: u64,
     pub batch_rows: usize,
     pub json: Option<PathBuf>,
@@ -162,6 +165,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let mut warmup = Duration::ZERO;
     let mut distinct = None;
     let mut zipf = 0.0f64;
+    let mut sequential = false;
     let mut seed = 42u64;
     let mut batch_rows = 1usize;
     let (mut json, mut npy, mut verify, mut metrics_url) = (None, None, None, None);
@@ -182,11 +186,15 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        if flag == "--no-progress" {
+        if flag == "--no-progress" || flag == "--sequential" {
             if inline.is_some() {
-                return err("--no-progress takes no value");
+                return err(format!("{flag} takes no value"));
             }
-            progress = false;
+            if flag == "--sequential" {
+                sequential = true;
+            } else {
+                progress = false;
+            }
             continue;
         }
         if !flag.starts_with("--") {
@@ -288,6 +296,9 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     if !(zipf.is_finite() && zipf >= 0.0) {
         return err("--zipf must be a non-negative number");
     }
+    if sequential && zipf > 0.0 {
+        return err("--sequential and --zipf exclude each other");
+    }
     if batch_rows == 0 {
         return err("--batch-rows must be at least 1");
     }
@@ -316,6 +327,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
         warmup,
         distinct,
         zipf,
+        sequential,
         seed,
         batch_rows,
         json,

@@ -74,6 +74,9 @@ fn good_lines() {
             "--concurrency 1 --distinct 5000 --zipf 1.1 --seed 7 --batch-rows 16",
             |c| c.distinct == Some(5000) && c.zipf == 1.1 && c.seed == 7 && c.batch_rows == 16,
         ),
+        ("--concurrency 1 --distinct 10 --sequential", |c| {
+            c.sequential && c.distinct == Some(10)
+        }),
         (
             "--concurrency 1 --json out.json --npy x.npy --verify v.json --no-progress",
             |c| c.json.is_some() && c.npy.is_some() && c.verify.is_some() && !c.progress,
@@ -154,6 +157,14 @@ fn bad_lines() {
             "--distinct",
         ),
         ("--target h:1 --model m --concurrency 1 --zipf -1", "--zipf"),
+        (
+            "--target h:1 --model m --concurrency 1 --sequential --zipf 1",
+            "exclude each other",
+        ),
+        (
+            "--target h:1 --model m --concurrency 1 --sequential=yes",
+            "takes no value",
+        ),
         (
             "--target h:1 --model m --concurrency 1 --batch-rows 0",
             "--batch-rows",

@@ -150,7 +150,11 @@ async fn run(cfg: Config) -> Result<ExitCode> {
         .as_deref()
         .map(|u| u.parse::<hyper::Uri>().context("bad --metrics-url"))
         .transpose()?;
-    let picker = workload::Picker::new(distinct, cfg.zipf);
+    let picker = if cfg.sequential {
+        workload::Picker::sequential(distinct)
+    } else {
+        workload::Picker::new(distinct, cfg.zipf)
+    };
     let plan = |duration, max_requests, seed, progress| runner::Plan {
         load: cfg.load,
         warmup: Duration::ZERO,
@@ -269,6 +273,7 @@ fn run_info(cfg: &Config, distinct: usize, rows: usize) -> report::RunInfo {
         max_requests: cfg.requests,
         distinct,
         zipf: cfg.zipf,
+        sequential: cfg.sequential,
         seed: cfg.seed,
         rows_per_request: rows,
     }

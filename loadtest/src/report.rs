@@ -24,6 +24,8 @@ pub struct RunInfo {
     pub max_requests: Option<u64>,
     pub distinct: usize,
     pub zipf: f64,
+    /// Bodies sent in order rather than picked.
+    pub sequential: bool,
     pub seed: u64,
     pub rows_per_request: usize,
 }
@@ -172,8 +174,14 @@ pub fn render(s: &Summary) -> String {
     );
     let _ = writeln!(
         o,
-        "load        {load}; {} distinct, zipf {}, seed {}",
-        r.distinct, r.zipf, r.seed
+        "load        {load}; {} distinct, {}, seed {}",
+        r.distinct,
+        if r.sequential {
+            "in order".to_string()
+        } else {
+            format!("zipf {}", r.zipf)
+        },
+        r.seed
     );
     let _ = writeln!(
         o,
@@ -333,6 +341,7 @@ mod tests {
             max_requests: None,
             distinct: 10,
             zipf: 0.0,
+            sequential: false,
             seed: 1,
             rows_per_request: 4,
         };

@@ -201,6 +201,8 @@ impl Zipf {
 pub enum Picker {
     Uniform(u64),
     Zipf(Zipf),
+    /// In order across all workers: clones share the position.
+    Sequential(u64, std::sync::Arc<std::sync::atomic::AtomicU64>),
 }
 
 impl Picker {
@@ -212,10 +214,17 @@ impl Picker {
         }
     }
 
+    pub fn sequential(n: usize) -> Picker {
+        Picker::Sequential(n as u64, Default::default())
+    }
+
     pub fn pick(&self, rng: &mut Rng) -> usize {
         match self {
             Picker::Uniform(n) => rng.below(*n) as usize,
             Picker::Zipf(z) => z.sample(rng),
+            Picker::Sequential(n, next) => {
+                (next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n) as usize
+            }
         }
     }
 }
@@ -255,6 +264,17 @@ mod tests {
                 assert!((f - 0.02).abs() < 0.002, "{f}");
             }
         }
+    }
+
+    #[test]
+    fn sequential_picks_go_round_in_order_across_clones() {
+        let picker = Picker::sequential(3);
+        let other = picker.clone();
+        let mut rng = Rng::new(1);
+        let picks: Vec<usize> = (0..7)
+            .map(|i| if i % 2 == 0 { &picker } else { &other }.pick(&mut rng))
+            .collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2, 0]);
     }
 
     #[test]

@@ -270,6 +270,8 @@ async fn identity_tags_and_admin_access_are_enforced() {
 async fn team_totals_from_the_cost_api_equal_the_sum_of_response_headers() {
     let gateway = common::start(&config("")).await;
     let mut by_team: std::collections::HashMap<&str, f64> = Default::default();
+    let mut requests_by_team: std::collections::HashMap<&str, u64> = Default::default();
+    let mut hits = 0;
     for i in 0..24 {
         let (key, team) = [
             ("search-key", "discovery"),
@@ -281,12 +283,14 @@ async fn team_totals_from_the_cost_api_equal_the_sum_of_response_headers() {
         let reply = infer_as(&gateway, key, &body, Some("env=test")).await;
         assert_eq!(reply.status, StatusCode::OK);
         *by_team.entry(team).or_default() += header_f64(&reply, "x-tollgate-cost-usd");
+        *requests_by_team.entry(team).or_default() += 1;
+        hits += u64::from(reply.header("x-tollgate-cache") == "hit");
     }
     flush_ledger(&gateway).await;
     let reply = admin_get(&gateway, "/v1/costs?group_by=team").await;
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     let rows = reply.json()["rows"].as_array().unwrap().clone();
-    for (team, total) in by_team {
+    for (&team, &total) in &by_team {
         let row = rows
             .iter()
             .find(|r| r["group"]["team"] == team)
@@ -310,6 +314,63 @@ async fn team_totals_from_the_cost_api_equal_the_sum_of_response_headers() {
     for row in own.json()["rows"].as_array().unwrap() {
         assert_eq!(row["group"]["tenant"], "mail");
     }
+    // The same totals over time, from the rollups.
+    let reply = admin_get(
+        &gateway,
+        "/v1/costs/timeseries?group_by=team&step_seconds=3600",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let answer = reply.json();
+    assert_eq!(answer["step_seconds"], 3600);
+    let series = answer["series"].as_array().unwrap();
+    let mut series_hits = 0;
+    for (team, total) in &by_team {
+        let points = series
+            .iter()
+            .find(|s| s["group"]["team"] == *team)
+            .unwrap_or_else(|| panic!("no series for {team}: {series:?}"))["points"]
+            .as_array()
+            .unwrap();
+        let cost: f64 = points.iter().map(|p| p["cost_usd"].as_f64().unwrap()).sum();
+        let requests: u64 = points.iter().map(|p| p["requests"].as_u64().unwrap()).sum();
+        series_hits += points
+            .iter()
+            .map(|p| p["cache_hits"].as_u64().unwrap())
+            .sum::<u64>();
+        assert!(
+            ((cost - total) / total).abs() < 1e-9,
+            "{team}: {cost} vs {total}"
+        );
+        assert_eq!(requests, requests_by_team[team], "{team}");
+        assert!(
+            points
+                .iter()
+                .all(|p| p["t"].as_str().unwrap().ends_with(":00:00Z")),
+            "{points:?}"
+        );
+    }
+    assert_eq!(series_hits, hits);
+    let own = gateway
+        .send(
+            Method::GET,
+            "/v1/costs/timeseries",
+            &[bearer("mail-key")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK);
+    let own = own.json();
+    assert!(!own["series"].as_array().unwrap().is_empty());
+    for series in own["series"].as_array().unwrap() {
+        assert_eq!(series["group"]["tenant"], "mail");
+    }
+    let bad_step = admin_get(&gateway, "/v1/costs/timeseries?step_seconds=90").await;
+    assert_eq!(bad_step.status, StatusCode::BAD_REQUEST);
+    assert!(bad_step.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("step_seconds"));
     let bad = admin_get(&gateway, "/v1/costs?group_by=colour").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     let backwards = admin_get(&gateway, "/v1/costs?from=2026-02-01&to=2026-01-01").await;

@@ -7,7 +7,7 @@ use crate::gateway::Error;
 use crate::gateway::{Credentials, Gateway};
 use crate::metering::clock;
 use crate::metering::identity::Caller;
-use crate::metering::ledger::{CostQuery, FocusQuery, GroupKey};
+use crate::metering::ledger::{CostQuery, FocusQuery, GroupKey, TimeseriesQuery};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Response, StatusCode};
 use serde_json::json;
@@ -16,6 +16,7 @@ use serde_json::json;
 #[derive(Clone, Copy)]
 enum Endpoint<'a> {
     Costs,
+    Timeseries,
     Focus,
     Usage(&'a str),
     Alerts,
@@ -27,6 +28,7 @@ impl<'a> Endpoint<'a> {
         Some(match segments {
             ["costs"] => Endpoint::Costs,
             ["costs", "focus"] => Endpoint::Focus,
+            ["costs", "timeseries"] => Endpoint::Timeseries,
             ["usage", request_id] => Endpoint::Usage(request_id),
             ["alerts"] => Endpoint::Alerts,
             ["cache"] => Endpoint::Cache,
@@ -63,6 +65,7 @@ pub async fn route(
     let admin = identities.require_admin(&caller).map_err(Error::from);
     let result = match endpoint {
         Endpoint::Costs => costs(gateway, &caller, admin.is_ok(), query).await,
+        Endpoint::Timeseries => timeseries(gateway, &caller, admin.is_ok(), query).await,
         Endpoint::Focus => match admin {
             Ok(()) => focus(gateway, query).await,
             Err(error) => Err(error),
@@ -106,6 +109,38 @@ fn range(query: Option<&str>) -> Result<(i64, i64), Error> {
     Ok((read("from", clock::month_start(now))?, read("to", now + 1)?))
 }
 
+/// `group_by` (by tenant when absent) and, for a tenant reading its own costs, the tenant it
+/// is limited to: tenant is then always a grouping key, so its rows can be kept alone.
+fn grouping(
+    caller: &Caller,
+    admin: bool,
+    query: Option<&str>,
+) -> Result<(Vec<GroupKey>, Option<String>), Error> {
+    let mut group_by = match parameter(query, "group_by") {
+        Some(text) => {
+            GroupKey::parse_list(text).map_err(|e| Error::BadQuery(format!("group_by: {e}")))?
+        }
+        None => vec![GroupKey::Tenant],
+    };
+    let own_tenant = (!admin).then(|| caller.tenant.name.to_string());
+    if own_tenant.is_some() && !group_by.contains(&GroupKey::Tenant) {
+        group_by.insert(0, GroupKey::Tenant);
+    }
+    Ok((group_by, own_tenant))
+}
+
+/// True when `group` may be shown to a caller limited to `own_tenant`.
+fn visible(group: &[(String, String)], own_tenant: &Option<String>) -> bool {
+    match own_tenant {
+        None => true,
+        Some(name) => group.iter().any(|(k, v)| k == "tenant" && v == name),
+    }
+}
+
+fn group_json(group: Vec<(String, String)>) -> serde_json::Map<String, serde_json::Value> {
+    group.into_iter().map(|(k, v)| (k, v.into())).collect()
+}
+
 async fn costs(
     gateway: &Gateway,
     caller: &Caller,
@@ -113,17 +148,7 @@ async fn costs(
     query: Option<&str>,
 ) -> Result<Response<Body>, Error> {
     let (from_ms, to_ms) = range(query)?;
-    let mut group_by = match parameter(query, "group_by") {
-        Some(text) => {
-            GroupKey::parse_list(text).map_err(|e| Error::BadQuery(format!("group_by: {e}")))?
-        }
-        None => vec![GroupKey::Tenant],
-    };
-    // A tenant reads only its own spend: group by tenant and keep its rows alone.
-    let own_tenant = (!admin).then(|| caller.tenant.name.clone());
-    if own_tenant.is_some() && !group_by.contains(&GroupKey::Tenant) {
-        group_by.insert(0, GroupKey::Tenant);
-    }
+    let (group_by, own_tenant) = grouping(caller, admin, query)?;
     let cost_query = CostQuery {
         from_ms,
         to_ms,
@@ -139,15 +164,10 @@ async fn costs(
         .map_err(|e| Error::LedgerUnavailable(e.to_string()))?;
     let rows: Vec<_> = rows
         .into_iter()
-        .filter(|row| match &own_tenant {
-            None => true,
-            Some(name) => row.group.iter().any(|(k, v)| k == "tenant" && v == name),
-        })
+        .filter(|row| visible(&row.group, &own_tenant))
         .map(|row| {
-            let group: serde_json::Map<String, serde_json::Value> =
-                row.group.into_iter().map(|(k, v)| (k, v.into())).collect();
             json!({
-                "group": group,
+                "group": group_json(row.group),
                 "requests": row.requests,
                 "rows": row.rows,
                 "cost_usd": row.cost_usd,
@@ -166,6 +186,70 @@ async fn costs(
             "to": clock::iso8601(to_ms),
             "currency": gateway.metering.currency,
             "rows": rows,
+        }),
+    ))
+}
+
+/// `GET /v1/costs/timeseries`: cost per step (`step_seconds`, whole minutes, 60 by default)
+/// and group, read from the rollups.
+async fn timeseries(
+    gateway: &Gateway,
+    caller: &Caller,
+    admin: bool,
+    query: Option<&str>,
+) -> Result<Response<Body>, Error> {
+    let (from_ms, to_ms) = range(query)?;
+    let (group_by, own_tenant) = grouping(caller, admin, query)?;
+    let step_s = match parameter(query, "step_seconds") {
+        None => 60,
+        Some(text) => text.parse::<i64>().map_err(|_| {
+            Error::BadQuery(format!(
+                "step_seconds: `{text}` is not a whole number of seconds"
+            ))
+        })?,
+    };
+    let series_query = TimeseriesQuery {
+        from_ms,
+        to_ms,
+        step_ms: step_s.saturating_mul(1000),
+        group_by,
+    };
+    series_query
+        .validate()
+        .map_err(|e| Error::BadQuery(e.to_string()))?;
+    let ledger = gateway.metering.ledger.clone();
+    let series = tokio::task::spawn_blocking(move || ledger.timeseries(&series_query))
+        .await
+        .map_err(|e| Error::LedgerUnavailable(e.to_string()))?
+        .map_err(|e| Error::LedgerUnavailable(e.to_string()))?;
+    let series: Vec<_> = series
+        .into_iter()
+        .filter(|s| visible(&s.group, &own_tenant))
+        .map(|s| {
+            let points: Vec<_> = s
+                .points
+                .iter()
+                .map(|p| {
+                    json!({
+                        "t": clock::iso8601(p.t_ms),
+                        "requests": p.requests,
+                        "cost_usd": p.cost_usd,
+                        "saved_usd": p.saved_usd,
+                        "cache_hits": p.cache_hits,
+                    })
+                })
+                .collect();
+            json!({"group": group_json(s.group), "points": points})
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "from": clock::iso8601(from_ms),
+            "to": clock::iso8601(to_ms),
+            "currency": gateway.metering.currency,
+            "step_seconds": step_s,
+            "series": series,
         }),
     ))
 }

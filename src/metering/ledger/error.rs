@@ -70,4 +70,8 @@ pub enum QueryError {
     Empty(&'static str),
     #[error("currency {0:?} is not a three-letter ISO 4217 code")]
     BadCurrency(String),
+    #[error("step_seconds must be a whole number of minutes (60, 300, 3600, ...), got {0}")]
+    BadStep(i64),
+    #[error("the range holds {points} steps; at most {max} are allowed (a longer step_seconds, or a shorter range)", max = super::timeseries::MAX_POINTS)]
+    TooManyPoints { points: i64 },
 }

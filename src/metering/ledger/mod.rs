@@ -45,7 +45,9 @@ mod error;
 mod focus;
 mod lock;
 mod query;
+mod rollup;
 mod store;
+mod timeseries;
 mod writer;
 
 #[cfg(test)]
@@ -63,6 +65,7 @@ use tokio::sync::oneshot;
 pub use error::{LedgerError, QueryError};
 pub use focus::FocusQuery;
 pub use query::{CostQuery, CostRow, GroupKey};
+pub use timeseries::{Point, Series, TimeseriesQuery};
 
 use crate::config::{Durability, LedgerConfig};
 use crate::metering::record::UsageRecord;
@@ -315,6 +318,14 @@ impl Ledger {
     pub fn costs(&self, query: &CostQuery) -> Result<Vec<CostRow>, LedgerError> {
         query.validate()?;
         self.inner.readers.with(|conn| query::costs(conn, query))
+    }
+
+    /// Cost per step of time and group, from the rollups (blocking).
+    pub fn timeseries(&self, query: &TimeseriesQuery) -> Result<Vec<Series>, LedgerError> {
+        query.validate()?;
+        self.inner
+            .readers
+            .with(|conn| timeseries::timeseries(conn, query))
     }
 
     /// The range as a FOCUS 1.x CSV (blocking).

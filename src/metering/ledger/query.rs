@@ -122,6 +122,15 @@ fn check_keys(keys: &[GroupKey]) -> Result<(), QueryError> {
 }
 
 /// `from_ms <= to_ms`, at most `MAX_RANGE_DAYS` apart. Ranges are half-open: [from, to).
+pub(super) fn check_keys_and_range(
+    keys: &[GroupKey],
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<(), QueryError> {
+    check_range(from_ms, to_ms)?;
+    check_keys(keys)
+}
+
 pub(super) fn check_range(from_ms: i64, to_ms: i64) -> Result<(), QueryError> {
     if from_ms > to_ms {
         return Err(QueryError::FromAfterTo { from_ms, to_ms });
@@ -170,23 +179,28 @@ pub struct CostRow {
     pub p99_latency_ms: Option<f64>,
 }
 
-/// The SQL pieces shared by both cost queries: `g0 .. gN` expressions and their parameters.
-struct Groups {
-    select: String,
-    columns: Vec<String>,
-    params: Vec<Value>,
+/// The SQL pieces shared by the cost queries: `g0 .. gN` expressions and their parameters.
+/// The columns they name exist alike in `usage` and `usage_rollup`.
+pub(super) struct Groups {
+    pub(super) select: String,
+    pub(super) columns: Vec<String>,
+    pub(super) params: Vec<Value>,
 }
 
 fn groups(query: &CostQuery) -> Groups {
+    group_sql(query.from_ms, query.to_ms, &query.group_by)
+}
+
+pub(super) fn group_sql(from_ms: i64, to_ms: i64, group_by: &[GroupKey]) -> Groups {
     // ?1 from, ?2 to, ?3 the idle tenant, then one path per tag key.
     let mut params = vec![
-        Value::Integer(query.from_ms),
-        Value::Integer(query.to_ms),
+        Value::Integer(from_ms),
+        Value::Integer(to_ms),
         Value::Text(IDLE_TENANT.into()),
     ];
     let mut select = String::new();
     let mut columns = Vec::new();
-    for (i, key) in query.group_by.iter().enumerate() {
+    for (i, key) in group_by.iter().enumerate() {
         let expr = match (key.column(), key) {
             (Some(column), _) => column.to_string(),
             (None, GroupKey::Tag(tag)) => {
@@ -376,9 +390,19 @@ pub(super) fn spend_of_tenant(
     since_ms: i64,
 ) -> Result<f64, LedgerError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT COALESCE(SUM(cost_usd), 0.0) FROM usage WHERE tenant = ?1 AND time_ms >= ?2",
+        "SELECT COALESCE(SUM(cost_usd), 0.0) FROM usage_rollup \
+         WHERE tenant = ?1 AND minute_ms >= ?2",
     )?;
-    Ok(stmt.query_row(rusqlite::params![tenant, since_ms], |r| r.get(0))?)
+    Ok(
+        stmt.query_row(rusqlite::params![tenant, minute_floor(since_ms)], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// Spend totals read rollups, whose rows start on whole minutes; budget periods do too.
+fn minute_floor(ms: i64) -> i64 {
+    ms.div_euclid(60_000) * 60_000
 }
 
 /// Idle records carry no real team; they never count towards one.
@@ -388,8 +412,9 @@ pub(super) fn spend_of_team(
     since_ms: i64,
 ) -> Result<f64, LedgerError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT COALESCE(SUM(cost_usd), 0.0) FROM usage \
-         WHERE team = ?1 AND time_ms >= ?2 AND tenant <> ?3",
+        "SELECT COALESCE(SUM(cost_usd), 0.0) FROM usage_rollup \
+         WHERE team = ?1 AND minute_ms >= ?2 AND tenant <> ?3",
     )?;
-    Ok(stmt.query_row(rusqlite::params![team, since_ms, IDLE_TENANT], |r| r.get(0))?)
+    let since = minute_floor(since_ms);
+    Ok(stmt.query_row(rusqlite::params![team, since, IDLE_TENANT], |r| r.get(0))?)
 }

@@ -8,11 +8,11 @@ use std::time::Duration;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
 
-use super::LedgerError;
+use super::{rollup, LedgerError};
 use crate::metering::record::UsageRecord;
 
 /// Bumped (with a migration step in `migrate`) whenever the schema changes.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// How long a connection waits for a lock held by another connection (a checkpoint, or a
 /// second process opening the same file) before reporting SQLITE_BUSY.
@@ -149,29 +149,47 @@ fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     // Read again under the write lock: another process may have migrated meanwhile.
     let found = check(user_version(&tx)?)?;
     match found {
-        0 => tx.execute_batch(&format!("{} {INDEXES} {META}", usage_table("usage")))?,
-        1 => {
-            let rows: i64 = tx.query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))?;
-            tracing::info!(rows, "migrating the usage ledger to schema 2");
-            // SQLite cannot drop the index of a UNIQUE column constraint, so the table is
-            // rebuilt as its documented ALTER TABLE procedure says: create the new table, copy
-            // (keeping row ids), drop the old, rename, recreate the indexes. No view, trigger
-            // or foreign key refers to `usage`.
-            tx.execute_batch(&format!(
-                "{new} \
-                 INSERT INTO usage_v2 ({ALL_COLUMNS}) SELECT {ALL_COLUMNS} FROM usage; \
-                 DROP TABLE usage; \
-                 ALTER TABLE usage_v2 RENAME TO usage; \
-                 {INDEXES} {META} \
-                 INSERT INTO ledger_meta (key, value) \
-                     SELECT '{LEGACY_MAX_ID}', id FROM usage ORDER BY id DESC LIMIT 1;",
-                new = usage_table("usage_v2"),
-            ))?;
+        0 => tx.execute_batch(&format!(
+            "{} {INDEXES} {META} {}",
+            usage_table("usage"),
+            *rollup::TABLE
+        ))?,
+        1 | 2 => {
+            if found == 1 {
+                migrate_v1(&tx)?;
+            }
+            tx.execute_batch(&rollup::TABLE)?;
+            let records = rollup::backfill(&tx)?;
+            tracing::info!(
+                records,
+                "usage ledger: rollups built from the records (schema 3)"
+            );
         }
         other => return Err(LedgerError::Corrupt(format!("schema version {other}"))),
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Schema 1 to 2: `request_id` loses its UNIQUE index.
+fn migrate_v1(tx: &Connection) -> Result<(), LedgerError> {
+    let rows: i64 = tx.query_row("SELECT COUNT(*) FROM usage", [], |r| r.get(0))?;
+    tracing::info!(rows, "migrating the usage ledger to schema 2");
+    // SQLite cannot drop the index of a UNIQUE column constraint, so the table is
+    // rebuilt as its documented ALTER TABLE procedure says: create the new table, copy
+    // (keeping row ids), drop the old, rename, recreate the indexes. No view, trigger
+    // or foreign key refers to `usage`.
+    tx.execute_batch(&format!(
+        "{new} \
+         INSERT INTO usage_v2 ({ALL_COLUMNS}) SELECT {ALL_COLUMNS} FROM usage; \
+         DROP TABLE usage; \
+         ALTER TABLE usage_v2 RENAME TO usage; \
+         {INDEXES} {META} \
+         INSERT INTO ledger_meta (key, value) \
+             SELECT '{LEGACY_MAX_ID}', id FROM usage ORDER BY id DESC LIMIT 1;",
+        new = usage_table("usage_v2"),
+    ))?;
     Ok(())
 }
 

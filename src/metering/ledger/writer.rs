@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{metric, store, LedgerError};
+use super::{metric, rollup, store, LedgerError};
 use crate::metering::record::UsageRecord;
 
 /// A group closes this long after its first record arrived...
@@ -383,5 +383,10 @@ fn write_group(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let records: Vec<&UsageRecord> = held.iter().chain(waiting.iter().map(|(r, _)| r)).collect();
     store::insert_all(&tx, &records, scratch)?;
+    let mut fold = rollup::Fold::default();
+    for record in &records {
+        fold.add(record, scratch);
+    }
+    fold.write(&tx)?;
     tx.commit()
 }

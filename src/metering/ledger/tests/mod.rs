@@ -8,6 +8,7 @@ mod export;
 mod failure;
 mod read;
 mod schema;
+mod timeseries;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -298,17 +299,18 @@ async fn spend_sums_a_tenant_or_a_team_since_a_time() {
     let ledger = open(&dir, |_| {});
     let mut idle = rec("idle", 50, crate::metering::record::IDLE_TENANT, "m");
     idle.team = "team-a".into();
+    // Spend is read from the rollups, by whole minutes (budget periods start on one).
     for r in [
         rec("1", 10, "a", "m"),
-        rec("2", 100, "a", "m"),
-        rec("3", 100, "b", "m"),
+        rec("2", 60_100, "a", "m"),
+        rec("3", 60_100, "b", "m"),
         idle,
     ] {
         let _ = ledger.record(r);
     }
     ledger.flush().await.expect("flush");
     assert!((ledger.spend("a", 0).expect("spend") - 0.002).abs() < 1e-12);
-    assert!((ledger.spend("a", 11).expect("spend") - 0.001).abs() < 1e-12);
+    assert!((ledger.spend("a", 60_000).expect("spend") - 0.001).abs() < 1e-12);
     assert_eq!(ledger.spend("nobody", 0).expect("spend"), 0.0);
     assert!((ledger.spend_by_team("team-a", 0).expect("team") - 0.002).abs() < 1e-12);
 }

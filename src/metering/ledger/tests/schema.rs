@@ -86,6 +86,28 @@ fn all_rows(path: &Path) -> Vec<Vec<Value>> {
         .expect("values")
 }
 
+/// Requests and cost in the rollups.
+fn rollup_totals(path: &Path) -> (i64, f64) {
+    let conn = Connection::open(path).expect("conn");
+    conn.query_row(
+        "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(cost_usd), 0.0) FROM usage_rollup",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .expect("rollup totals")
+}
+
+/// Requests (idle records are none) and cost in the per-request rows.
+fn usage_totals(path: &Path) -> (i64, f64) {
+    let conn = Connection::open(path).expect("conn");
+    conn.query_row(
+        "SELECT COALESCE(SUM(tenant <> '__idle__'), 0), COALESCE(SUM(cost_usd), 0.0) FROM usage",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .expect("usage totals")
+}
+
 /// The file's version, the `usage` table's DDL, and its indexes (by name).
 fn schema(path: &Path) -> (i64, String, Vec<String>) {
     let conn = Connection::open(path).expect("conn");
@@ -121,11 +143,12 @@ fn legacy_max_id(path: &Path) -> Option<i64> {
 }
 
 #[test]
-fn a_fresh_file_gets_schema_2() {
+fn a_fresh_file_gets_schema_3() {
     let dir = TempDir::new("fresh");
     drop(open(&dir, |_| {}));
     let (version, ddl, indexes) = schema(&dir.db());
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+    assert_eq!(rollup_totals(&dir.db()), (0, 0.0));
     assert!(!ddl.contains("UNIQUE"), "{ddl}");
     assert_eq!(indexes, ["usage_tenant_time", "usage_time"]);
     assert_eq!(legacy_max_id(&dir.db()), None);
@@ -146,6 +169,11 @@ async fn a_schema_1_file_is_migrated_keeping_every_row() {
     assert_eq!(indexes, ["usage_tenant_time", "usage_time"]);
     assert_eq!(all_rows(&dir.db()), before, "ids and values kept");
     assert_eq!(legacy_max_id(&dir.db()), Some(4));
+    assert_eq!(
+        rollup_totals(&dir.db()),
+        usage_totals(&dir.db()),
+        "rollups built from the rows"
+    );
 
     // Old ids are found although they carry no time (or a decimal one).
     let legacy = legacy_records();
@@ -163,11 +191,17 @@ async fn a_schema_1_file_is_migrated_keeping_every_row() {
         .expect("commit");
     assert_eq!(ledger.usage(&fresh.request_id).expect("read"), Some(fresh));
     assert_eq!(all_rows(&dir.db()).len(), 4);
+    assert_eq!(
+        rollup_totals(&dir.db()),
+        usage_totals(&dir.db()),
+        "and kept with each commit"
+    );
     drop(ledger);
 
     // Opening again changes nothing.
     let again = open(&dir, |_| {});
-    assert_eq!(schema(&dir.db()).0, 2);
+    assert_eq!(schema(&dir.db()).0, store::SCHEMA_VERSION);
+    assert_eq!(rollup_totals(&dir.db()), usage_totals(&dir.db()));
     assert_eq!(all_rows(&dir.db()).len(), 4);
     assert_eq!(legacy_max_id(&dir.db()), Some(4));
     assert!(again.usage("4f9a3da8-00000001").expect("read").is_some());
@@ -184,14 +218,36 @@ fn an_empty_schema_1_file_has_no_legacy_rows() {
         ))
         .expect("v1");
     let ledger = open(&dir, |_| {});
-    assert_eq!(schema(&dir.db()).0, 2);
+    assert_eq!(schema(&dir.db()).0, store::SCHEMA_VERSION);
     assert_eq!(legacy_max_id(&dir.db()), None);
     assert_eq!(ledger.usage("4f9a3da8-00000001").expect("read"), None);
 }
 
+#[tokio::test]
+async fn a_schema_2_file_gets_rollups_of_its_records() {
+    let dir = TempDir::new("v2");
+    let ledger = open(&dir, |_| {});
+    let mut idle = rec("idle", 70_000, crate::metering::record::IDLE_TENANT, "m");
+    idle.latency_us = 0;
+    for r in [rec("a", 10, "a", "m"), rec("b", 61_000, "b", "m"), idle] {
+        ledger.record_committed(r).await.expect("commit");
+    }
+    drop(ledger);
+    // What a schema 2 file looks like: the same rows, no rollups.
+    Connection::open(dir.db())
+        .expect("conn")
+        .execute_batch("DROP TABLE usage_rollup; PRAGMA user_version = 2;")
+        .expect("to v2");
+    let ledger = open(&dir, |_| {});
+    assert_eq!(schema(&dir.db()).0, store::SCHEMA_VERSION);
+    assert_eq!(rollup_totals(&dir.db()), (2, 0.003));
+    assert_eq!(rollup_totals(&dir.db()), usage_totals(&dir.db()));
+    assert!((ledger.spend("b", 60_000).expect("spend") - 0.001).abs() < 1e-12);
+}
+
 #[test]
 fn an_unknown_schema_version_is_refused() {
-    for (version, too_new) in [(3, true), (99, true), (-1, false)] {
+    for (version, too_new) in [(4, true), (99, true), (-1, false)] {
         let dir = TempDir::new("unknown");
         std::fs::create_dir_all(dir.db().parent().expect("dir")).expect("mkdir");
         Connection::open(dir.db())

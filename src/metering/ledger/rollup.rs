@@ -1,0 +1,254 @@
+//! Rollups: usage summed per UTC minute and per everything a cost report groups by (tenant,
+//! team, project, tag set, model, version, device, outcome, cache status), with a latency
+//! histogram of fixed buckets, so that a percentile can be read over any range by adding
+//! histograms. The writer folds each group of records into one upsert per rollup row, in the
+//! transaction that writes the group, so a group is counted in both places or in neither.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use rusqlite::Connection;
+
+use super::store::{finite, to_sql_int, write_tags_json};
+use crate::metering::record::UsageRecord;
+
+/// Buckets of the latency histogram. Bucket `i` holds latencies up to `BUCKET_BASE_US ×
+/// BUCKET_GROWTH^i`; the last one holds everything above too.
+pub(super) const BUCKETS: usize = 48;
+const BUCKET_BASE_US: f64 = 20.0;
+const BUCKET_GROWTH: f64 = 1.35;
+
+const MINUTE_MS: i64 = 60_000;
+
+/// The upper bound of bucket `i`, in microseconds (the last bucket has none).
+pub(super) fn bucket_upper_us(i: usize) -> f64 {
+    BUCKET_BASE_US * BUCKET_GROWTH.powi(i as i32)
+}
+
+/// The bucket a latency falls in.
+pub(super) fn bucket_of(latency_us: u64) -> usize {
+    let latency = latency_us as f64;
+    if latency <= BUCKET_BASE_US {
+        return 0;
+    }
+    let i = (latency / BUCKET_BASE_US).ln() / BUCKET_GROWTH.ln();
+    // Rounding may put a latency a hair past its bound; the bound check settles it.
+    let mut bucket = (i.ceil() as usize).min(BUCKETS - 1);
+    while bucket > 0 && latency <= bucket_upper_us(bucket - 1) {
+        bucket -= 1;
+    }
+    bucket
+}
+
+pub(super) static TABLE: LazyLock<String> = LazyLock::new(|| {
+    let buckets: String = (0..BUCKETS)
+        .map(|i| format!("    h{i} INTEGER NOT NULL DEFAULT 0,\n"))
+        .collect();
+    format!(
+        "CREATE TABLE usage_rollup (
+    minute_ms   INTEGER NOT NULL,
+    tenant      TEXT    NOT NULL,
+    team        TEXT    NOT NULL,
+    project     TEXT    NOT NULL,
+    tags        TEXT    NOT NULL,
+    model       TEXT    NOT NULL,
+    version     TEXT    NOT NULL,
+    device      TEXT    NOT NULL,
+    outcome     TEXT    NOT NULL,
+    cache       TEXT    NOT NULL,
+    requests    INTEGER NOT NULL,
+    row_count   INTEGER NOT NULL,
+    cost_usd    REAL    NOT NULL,
+    saved_usd   REAL    NOT NULL,
+    compute_us  INTEGER NOT NULL,
+{buckets}    PRIMARY KEY (minute_ms, tenant, team, project, tags, model, version, device, outcome, cache)
+) WITHOUT ROWID;
+CREATE INDEX usage_rollup_tenant ON usage_rollup (tenant, minute_ms);"
+    )
+});
+
+/// Adds a row's sums to the stored row with the same key, or stores it.
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let names: String = (0..BUCKETS).map(|i| format!(", h{i}")).collect();
+    let values: String = (0..BUCKETS).map(|i| format!(", ?{}", 16 + i)).collect();
+    let adds: String = (0..BUCKETS)
+        .map(|i| format!(", h{i} = h{i} + excluded.h{i}"))
+        .collect();
+    format!(
+        "INSERT INTO usage_rollup (minute_ms, tenant, team, project, tags, model, version, \
+             device, outcome, cache, requests, row_count, cost_usd, saved_usd, compute_us{names}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15{values}) \
+         ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, \
+             row_count = row_count + excluded.row_count, cost_usd = cost_usd + excluded.cost_usd, \
+             saved_usd = saved_usd + excluded.saved_usd, \
+             compute_us = compute_us + excluded.compute_us{adds}"
+    )
+});
+
+/// What a rollup row is keyed by, besides its minute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    minute_ms: i64,
+    tenant: String,
+    team: String,
+    project: String,
+    tags: String,
+    model: String,
+    version: String,
+    device: String,
+    outcome: String,
+    cache: String,
+}
+
+#[derive(Debug, Clone)]
+struct Sums {
+    requests: u64,
+    rows: u64,
+    cost_usd: f64,
+    saved_usd: f64,
+    compute_us: u64,
+    histogram: [u64; BUCKETS],
+}
+
+impl Default for Sums {
+    fn default() -> Sums {
+        Sums {
+            requests: 0,
+            rows: 0,
+            cost_usd: 0.0,
+            saved_usd: 0.0,
+            compute_us: 0,
+            histogram: [0; BUCKETS],
+        }
+    }
+}
+
+/// Rollup rows being summed before they are written.
+#[derive(Default)]
+pub(super) struct Fold {
+    rows: HashMap<Key, Sums>,
+}
+
+impl Fold {
+    /// Counts one record. Idle records (no request) add cost and rows, not requests.
+    pub(super) fn add(&mut self, r: &UsageRecord, scratch: &mut Vec<u8>) {
+        write_tags_json(scratch, &r.tags);
+        let key = Key {
+            minute_ms: r.time_ms.div_euclid(MINUTE_MS) * MINUTE_MS,
+            tenant: r.tenant.to_string(),
+            team: r.team.to_string(),
+            project: r.project.to_string(),
+            tags: String::from_utf8_lossy(scratch).into_owned(),
+            model: r.model.to_string(),
+            version: r.version.to_string(),
+            device: r.device.to_string(),
+            outcome: r.outcome.to_string(),
+            cache: r.cache.to_string(),
+        };
+        let sums = self.rows.entry(key).or_default();
+        let is_request = r.tenant != crate::metering::record::IDLE_TENANT;
+        if is_request {
+            sums.requests += 1;
+            sums.histogram[bucket_of(r.latency_us)] += 1;
+        }
+        sums.rows += u64::from(r.rows);
+        sums.cost_usd += finite(r.cost_usd);
+        sums.saved_usd += finite(r.saved_usd);
+        sums.compute_us += r.compute_us;
+    }
+
+    /// Writes every row: one upsert each.
+    pub(super) fn write(self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut stmt = conn.prepare_cached(&UPSERT)?;
+        for (key, sums) in self.rows {
+            let text = [
+                &key.tenant,
+                &key.team,
+                &key.project,
+                &key.tags,
+                &key.model,
+                &key.version,
+                &key.device,
+                &key.outcome,
+                &key.cache,
+            ];
+            stmt.raw_bind_parameter(1, key.minute_ms)?;
+            for (i, value) in text.iter().enumerate() {
+                stmt.raw_bind_parameter(2 + i, value.as_str())?;
+            }
+            stmt.raw_bind_parameter(11, to_sql_int(sums.requests))?;
+            stmt.raw_bind_parameter(12, to_sql_int(sums.rows))?;
+            stmt.raw_bind_parameter(13, sums.cost_usd)?;
+            stmt.raw_bind_parameter(14, sums.saved_usd)?;
+            stmt.raw_bind_parameter(15, to_sql_int(sums.compute_us))?;
+            for (i, count) in sums.histogram.iter().enumerate() {
+                stmt.raw_bind_parameter(16 + i, to_sql_int(*count))?;
+            }
+            stmt.raw_execute()?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the rollups of every record already in `usage` (a ledger from before rollups), in
+/// chunks of rows so a large file never sits in memory at once.
+pub(super) fn backfill(conn: &Connection) -> Result<u64, super::LedgerError> {
+    const CHUNK: i64 = 50_000;
+    let mut last_id = 0i64;
+    let mut total = 0u64;
+    let mut scratch = Vec::new();
+    loop {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {}, id FROM usage WHERE id > ?1 ORDER BY id LIMIT ?2",
+            super::store::RECORD_COLUMNS
+        ))?;
+        let mut rows = stmt.query(rusqlite::params![last_id, CHUNK])?;
+        let mut fold = Fold::default();
+        let mut n = 0;
+        while let Some(row) = rows.next()? {
+            last_id = row.get(19)?;
+            let record = super::store::record_from_row(row)?;
+            fold.add(&record, &mut scratch);
+            n += 1;
+        }
+        drop(rows);
+        drop(stmt);
+        fold.write(conn)?;
+        total += n;
+        if n < CHUNK as u64 {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_fall_in_the_bucket_whose_bound_holds_them() {
+        for latency in [
+            0u64,
+            1,
+            20,
+            21,
+            27,
+            28,
+            100,
+            999,
+            1_000,
+            12_345,
+            1_000_000,
+            u64::MAX / 2,
+        ] {
+            let bucket = bucket_of(latency);
+            let l = latency as f64;
+            if bucket + 1 < BUCKETS {
+                assert!(l <= bucket_upper_us(bucket), "{latency} in {bucket}");
+            }
+            if bucket > 0 {
+                assert!(l > bucket_upper_us(bucket - 1), "{latency} in {bucket}");
+            }
+        }
+    }
+}

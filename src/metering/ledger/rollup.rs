@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use rusqlite::Connection;
+use smol_str::SmolStr;
 
 use super::store::{finite, to_sql_int, write_tags_json};
 use crate::metering::record::UsageRecord;
@@ -89,15 +90,16 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     minute_ms: i64,
-    tenant: String,
-    team: String,
-    project: String,
-    tags: String,
-    model: String,
-    version: String,
-    device: String,
-    outcome: String,
-    cache: String,
+    // SmolStr: the record's own strings are shared, not copied, for every record folded.
+    tenant: SmolStr,
+    team: SmolStr,
+    project: SmolStr,
+    tags: SmolStr,
+    model: SmolStr,
+    version: SmolStr,
+    device: SmolStr,
+    outcome: SmolStr,
+    cache: SmolStr,
 }
 
 #[derive(Debug, Clone)]
@@ -135,15 +137,15 @@ impl Fold {
         write_tags_json(scratch, &r.tags);
         let key = Key {
             minute_ms: r.time_ms.div_euclid(MINUTE_MS) * MINUTE_MS,
-            tenant: r.tenant.to_string(),
-            team: r.team.to_string(),
-            project: r.project.to_string(),
-            tags: String::from_utf8_lossy(scratch).into_owned(),
-            model: r.model.to_string(),
-            version: r.version.to_string(),
-            device: r.device.to_string(),
-            outcome: r.outcome.to_string(),
-            cache: r.cache.to_string(),
+            tenant: r.tenant.clone(),
+            team: r.team.clone(),
+            project: r.project.clone(),
+            tags: SmolStr::new(String::from_utf8_lossy(scratch)),
+            model: r.model.clone(),
+            version: r.version.clone(),
+            device: r.device.clone(),
+            outcome: r.outcome.clone(),
+            cache: r.cache.clone(),
         };
         let sums = self.rows.entry(key).or_default();
         let is_request = r.tenant != crate::metering::record::IDLE_TENANT;

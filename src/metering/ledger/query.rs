@@ -1,15 +1,15 @@
 //! Reads: the cost API's grouped sums and latency percentiles, single records, and the spend
-//! totals budgets are rebuilt from. Everything is computed in SQL over the time index so a
-//! long range streams through SQLite instead of into memory.
+//! totals budgets are rebuilt from. Sums and percentiles come from the per-minute rollups, so
+//! a month is a few hundred thousand rows whatever the traffic; single records from the
+//! per-request table.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
-use super::{store, LedgerError, QueryError};
+use super::{rollup, store, LedgerError, QueryError};
 use crate::metering::record::{self, UsageRecord, IDLE_TENANT};
 
 /// Longest range a cost or export query may span.
@@ -174,7 +174,9 @@ pub struct CostRow {
     pub cache_hits: u64,
     /// `cache_hits` over requests that consulted the cache (hit, coalesced, miss); 0 if none.
     pub hit_ratio: f64,
-    /// Nearest-rank percentiles of request latency; `None` for rows without requests.
+    /// Nearest-rank percentiles of request latency, read from the rollups' histograms: the
+    /// upper bound of the bucket holding the rank (at most 35 % above the true value); `None`
+    /// for rows without requests.
     pub p50_latency_ms: Option<f64>,
     pub p99_latency_ms: Option<f64>,
 }
@@ -185,10 +187,6 @@ pub(super) struct Groups {
     pub(super) select: String,
     pub(super) columns: Vec<String>,
     pub(super) params: Vec<Value>,
-}
-
-fn groups(query: &CostQuery) -> Groups {
-    group_sql(query.from_ms, query.to_ms, &query.group_by)
 }
 
 pub(super) fn group_sql(from_ms: i64, to_ms: i64, group_by: &[GroupKey]) -> Groups {
@@ -222,27 +220,31 @@ pub(super) fn group_sql(from_ms: i64, to_ms: i64, group_by: &[GroupKey]) -> Grou
     }
 }
 
+/// The sums read from the rollups: a range covers the whole minutes it touches (the minute
+/// holding `from_ms` up to the last one starting before `to_ms`).
 pub(super) fn costs(conn: &Connection, query: &CostQuery) -> Result<Vec<CostRow>, LedgerError> {
-    let g = groups(query);
+    let g = group_sql(minute_floor(query.from_ms), query.to_ms, &query.group_by);
     let n = g.columns.len();
     let lead = g
         .columns
         .iter()
         .map(|c| format!("{c}, "))
         .collect::<String>();
-    let sums = format!(
-        "WITH base AS (SELECT {sel}tenant = ?3 AS idle, row_count, cost_usd, saved_usd, cache \
-             FROM usage WHERE time_ms >= ?1 AND time_ms < ?2) \
-         SELECT {lead}idle, SUM(NOT idle), SUM(row_count), SUM(cost_usd), SUM(saved_usd), \
-             SUM(NOT idle AND cache IN ('hit', 'coalesced')), \
-             SUM(NOT idle AND cache IN ('hit', 'coalesced', 'miss')) \
+    let buckets: String = (0..rollup::BUCKETS).map(|i| format!(", h{i}")).collect();
+    let bucket_sums: String = (0..rollup::BUCKETS)
+        .map(|i| format!(", SUM(h{i})"))
+        .collect();
+    let sql = format!(
+        "WITH base AS (SELECT {sel}tenant = ?3 AS idle, requests, row_count, cost_usd, \
+             saved_usd, cache{buckets} FROM usage_rollup WHERE minute_ms >= ?1 AND minute_ms < ?2) \
+         SELECT {lead}idle, SUM(requests), SUM(row_count), SUM(cost_usd), SUM(saved_usd), \
+             SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN requests ELSE 0 END), \
+             SUM(CASE WHEN cache IN ('hit', 'coalesced', 'miss') THEN requests ELSE 0 END)\
+             {bucket_sums} \
          FROM base GROUP BY {lead}idle ORDER BY {lead}idle",
         sel = g.select,
     );
-    // One read transaction, so the sums and the percentiles see the same commits.
-    let snapshot = conn.unchecked_transaction()?;
-    let percentiles = latency_percentiles(&snapshot, &g)?;
-    let mut stmt = snapshot.prepare(&sums)?;
+    let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(g.params.iter()))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -255,11 +257,10 @@ pub(super) fn costs(conn: &Connection, query: &CostQuery) -> Result<Vec<CostRow>
             Ok(u64::try_from(row.get::<_, i64>(n + i)?).unwrap_or(0))
         };
         let (requests, cache_hits, lookups) = (count(1)?, count(5)?, count(6)?);
-        let (p50, p99) = if idle {
-            (None, None)
-        } else {
-            percentiles.get(&values).copied().unwrap_or((None, None))
-        };
+        let mut histogram = [0u64; rollup::BUCKETS];
+        for (i, slot) in histogram.iter_mut().enumerate() {
+            *slot = count(7 + i)?;
+        }
         let mut group: Vec<(String, String)> = query
             .group_by
             .iter()
@@ -281,58 +282,9 @@ pub(super) fn costs(conn: &Connection, query: &CostQuery) -> Result<Vec<CostRow>
             } else {
                 cache_hits as f64 / lookups as f64
             },
-            p50_latency_ms: p50,
-            p99_latency_ms: p99,
+            p50_latency_ms: rollup::percentile_ms(&histogram, 50),
+            p99_latency_ms: rollup::percentile_ms(&histogram, 99),
         });
-    }
-    Ok(out)
-}
-
-type Percentiles = HashMap<Vec<String>, (Option<f64>, Option<f64>)>;
-
-/// p50 and p99 (nearest rank: the value at rank ceil(p × n)) of non-idle latency per group,
-/// found by SQLite's window functions so only two rows per group come back.
-fn latency_percentiles(conn: &Connection, g: &Groups) -> Result<Percentiles, LedgerError> {
-    let n = g.columns.len();
-    let list = g.columns.join(", ");
-    let lead = g
-        .columns
-        .iter()
-        .map(|c| format!("{c}, "))
-        .collect::<String>();
-    let partition = if n == 0 {
-        String::new()
-    } else {
-        format!("PARTITION BY {list}")
-    };
-    let sql = format!(
-        "WITH base AS (SELECT {sel}latency_us FROM usage \
-             WHERE time_ms >= ?1 AND time_ms < ?2 AND tenant <> ?3), \
-         ranked AS (SELECT {lead}latency_us, \
-             ROW_NUMBER() OVER ({partition} ORDER BY latency_us) AS rn, \
-             COUNT(*) OVER ({partition}) AS n FROM base) \
-         SELECT {lead}n, rn, latency_us FROM ranked \
-         WHERE rn = (n * 50 + 99) / 100 OR rn = (n * 99 + 99) / 100",
-        sel = g.select,
-    );
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(g.params.iter()))?;
-    let mut out = Percentiles::new();
-    while let Some(row) = rows.next()? {
-        let mut values = Vec::with_capacity(n);
-        for i in 0..n {
-            values.push(row.get::<_, String>(i)?);
-        }
-        let (count, rank, latency_us): (i64, i64, i64) =
-            (row.get(n)?, row.get(n + 1)?, row.get(n + 2)?);
-        let ms = latency_us as f64 / 1000.0;
-        let entry = out.entry(values).or_insert((None, None));
-        if rank == (count * 50 + 99) / 100 {
-            entry.0 = Some(ms);
-        }
-        if rank == (count * 99 + 99) / 100 {
-            entry.1 = Some(ms);
-        }
     }
     Ok(out)
 }

@@ -223,6 +223,29 @@ pub(super) fn backfill(conn: &Connection) -> Result<u64, super::LedgerError> {
     }
 }
 
+/// Nearest-rank percentile `p` (0 to 100) of a histogram, as the upper bound of the bucket
+/// holding that rank, in milliseconds; the open last bucket reads as its lower bound.
+pub(super) fn percentile_ms(histogram: &[u64], p: u64) -> Option<f64> {
+    let count: u64 = histogram.iter().sum();
+    if count == 0 {
+        return None;
+    }
+    let rank = (count * p).div_ceil(100).max(1);
+    let mut seen = 0;
+    for (i, n) in histogram.iter().enumerate() {
+        seen += n;
+        if seen >= rank {
+            let bound = if i + 1 == histogram.len() && i > 0 {
+                bucket_upper_us(i - 1)
+            } else {
+                bucket_upper_us(i)
+            };
+            return Some(bound / 1000.0);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +274,31 @@ mod tests {
             if bucket > 0 {
                 assert!(l > bucket_upper_us(bucket - 1), "{latency} in {bucket}");
             }
+        }
+    }
+
+    #[test]
+    fn percentiles_read_the_bucket_of_their_rank() {
+        let mut histogram = [0u64; BUCKETS];
+        // 98 fast requests (bucket 5) and 2 slow ones (bucket 20).
+        histogram[5] = 98;
+        histogram[20] = 2;
+        let cases = [(50, 5), (98, 5), (99, 20), (100, 20)];
+        for (p, bucket) in cases {
+            let expected = Some(bucket_upper_us(bucket) / 1000.0);
+            assert_eq!(percentile_ms(&histogram, p), expected, "p{p}");
+        }
+        assert_eq!(percentile_ms(&[0; BUCKETS], 50), None);
+    }
+
+    #[test]
+    fn a_percentile_is_at_most_one_bucket_above_the_latency() {
+        for latency in [25u64, 700, 15_000, 2_000_000] {
+            let mut histogram = [0u64; BUCKETS];
+            histogram[bucket_of(latency)] = 1;
+            let read = percentile_ms(&histogram, 50).unwrap_or(0.0) * 1000.0;
+            let bounds = latency as f64..=latency as f64 * BUCKET_GROWTH;
+            assert!(bounds.contains(&read), "{latency}: {read}");
         }
     }
 }

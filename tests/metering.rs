@@ -501,6 +501,7 @@ async fn a_reject_budget_blocks_a_demote_budget_only_slows_and_the_webhook_hears
         .parse()
         .expect("Retry-After in seconds");
     assert!((1..=86_400).contains(&retry), "Retry-After: {retry}");
+    let mut demoted_ids = Vec::new();
     for i in 0..3 {
         let demoted = infer_as(
             &gateway,
@@ -514,7 +515,30 @@ async fn a_reject_budget_blocks_a_demote_budget_only_slows_and_the_webhook_hears
             StatusCode::OK,
             "a demote budget never refuses"
         );
+        demoted_ids.push(demoted.header("x-tollgate-request-id").to_string());
     }
+    flush_ledger(&gateway).await;
+    // The first request was under budget; the later ones were served in the demoted lane.
+    let lanes: Vec<Value> = {
+        let mut lanes = Vec::new();
+        for id in [first.header("x-tollgate-request-id"), &demoted_ids[2]] {
+            lanes
+                .push(admin_get(&gateway, &format!("/v1/usage/{id}")).await.json()["lane"].clone());
+        }
+        lanes
+    };
+    assert_eq!(lanes, [json!("realtime"), json!("demoted")]);
+    let by_lane = admin_get(&gateway, "/v1/costs?group_by=tenant,lane")
+        .await
+        .json();
+    let slow_lanes: Vec<Value> = by_lane["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["group"]["tenant"] == "slow")
+        .map(|r| r["group"]["lane"].clone())
+        .collect();
+    assert!(slow_lanes.contains(&json!("demoted")), "{by_lane}");
     let mut kinds = Vec::new();
     for _ in 0..100 {
         kinds = received
@@ -653,6 +677,47 @@ async fn a_computation_whose_caller_left_is_billed_to_that_request() {
     assert!(
         (saved - cancelled_cost).abs() <= cancelled_cost * 1e-9,
         "{saved} saved vs {cancelled_cost} billed"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_detail_misses_hits_keep_no_row_and_are_still_counted() {
+    let gateway = common::start(&config("[ledger]\ndetail = \"misses\"\n")).await;
+    let body = common::digits_body(&[row(500)]);
+    let miss = infer_as(&gateway, "search-key", &body, None).await;
+    let hit = infer_as(&gateway, "search-key", &body, None).await;
+    assert_eq!(hit.header("x-tollgate-cache"), "hit");
+    flush_ledger(&gateway).await;
+    let kept = admin_get(
+        &gateway,
+        &format!("/v1/usage/{}", miss.header("x-tollgate-request-id")),
+    )
+    .await;
+    assert_eq!(kept.status, StatusCode::OK);
+    let gone = admin_get(
+        &gateway,
+        &format!("/v1/usage/{}", hit.header("x-tollgate-request-id")),
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    let why = gone.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(why.contains("ledger.detail = \"misses\""), "{why}");
+    let costs = admin_get(&gateway, "/v1/costs?group_by=cache").await.json();
+    let counted: Vec<(Value, Value)> = costs["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["group"].get("tenant").is_none())
+        .map(|r| (r["group"]["cache"].clone(), r["requests"].clone()))
+        .collect();
+    assert_eq!(
+        counted,
+        [(json!("hit"), json!(1)), (json!("miss"), json!(1))],
+        "{costs}"
     );
     gateway.stop().await;
 }

@@ -214,7 +214,11 @@ impl Default for PricingConfig {
 pub struct LedgerConfig {
     pub path: PathBuf,
     pub durability: Durability,
+    /// Per-request records older than this many days are deleted; 0 keeps them.
     pub retention_days: u32,
+    /// Rollup rows older than this many days are deleted; 0 keeps them.
+    pub rollup_retention_days: u32,
+    pub detail: LedgerDetail,
 }
 
 impl Default for LedgerConfig {
@@ -223,6 +227,28 @@ impl Default for LedgerConfig {
             path: PathBuf::from("data/ledger.sqlite"),
             durability: Durability::Async,
             retention_days: 90,
+            rollup_retention_days: 800,
+            detail: LedgerDetail::All,
+        }
+    }
+}
+
+/// Which requests keep a per-request record besides being counted in the rollups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerDetail {
+    All,
+    /// Every request but those answered from the cache (hits and coalesced).
+    Misses,
+    None,
+}
+
+impl LedgerDetail {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerDetail::All => "all",
+            LedgerDetail::Misses => "misses",
+            LedgerDetail::None => "none",
         }
     }
 }

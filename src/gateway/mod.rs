@@ -241,6 +241,7 @@ impl Gateway {
                     Work::Compute(mut request) => {
                         if admission == Admission::Demoted {
                             request.options.priority = Some(PRIORITY_LEVELS);
+                            usage.demote();
                         }
                         let accepted = Accepted {
                             caller: &caller,

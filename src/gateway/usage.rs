@@ -7,7 +7,7 @@ use super::Reply;
 use crate::cache::value::CachedValue;
 use crate::metering::identity::Caller;
 use crate::metering::meter::Metering;
-use crate::metering::record::UsageRecord;
+use crate::metering::record::{self, UsageRecord};
 use crate::model::Model;
 use crate::request::{InferRequest, Protocol};
 use crate::telemetry;
@@ -169,12 +169,20 @@ impl UsageGuard {
             saved_usd: 0.0,
             outcome: "cancelled".into(),
             device: SmolStr::default(),
+            lane: SmolStr::new_static(record::LANE_REALTIME),
         };
         UsageGuard {
             metering,
             record: Some(record),
             version: resolved.map(|t| t.version.clone()).unwrap_or_default(),
             tab: None,
+        }
+    }
+
+    /// The request goes to the lowest priority lane; its record says so.
+    pub(super) fn demote(&mut self) {
+        if let Some(record) = self.record.as_mut() {
+            record.lane = SmolStr::new_static(record::LANE_DEMOTED);
         }
     }
 

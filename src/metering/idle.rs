@@ -89,6 +89,7 @@ impl IdleMeter {
                 saved_usd: 0.0,
                 outcome: "idle".into(),
                 device: instance.device.clone(),
+                lane: SmolStr::default(),
             });
         }
         records

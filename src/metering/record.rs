@@ -39,7 +39,15 @@ pub struct UsageRecord {
     pub outcome: SmolStr,
     /// The device that ran it ("cpu", "cuda:0"); for FOCUS resource columns.
     pub device: SmolStr,
+    /// The lane it was served in: `LANE_REALTIME`, or `LANE_DEMOTED` for a tenant over a
+    /// `demote` budget; empty for idle records.
+    pub lane: SmolStr,
 }
+
+/// The lane of a request answered as it comes.
+pub const LANE_REALTIME: &str = "realtime";
+/// The lane of a request sent to the lowest priority because its tenant is over budget.
+pub const LANE_DEMOTED: &str = "demoted";
 
 /// Hex digits the time at the end of an id takes at least: 11 reach the year 2527, so ids of
 /// the same era have the same length.

@@ -295,7 +295,17 @@ async fn usage(
     // their existence need not be confirmed.
     let record = record.filter(|r| admin || r.tenant == caller.tenant.name);
     let Some(r) = record else {
-        return Err(Error::NotFound(format!("no usage record `{request_id}`")));
+        let why = match gateway
+            .metering
+            .ledger
+            .why_not_kept(request_id, clock::now_ms())
+        {
+            Some(reason) => format!(": {reason}"),
+            None => String::new(),
+        };
+        return Err(Error::NotFound(format!(
+            "no usage record `{request_id}`{why}"
+        )));
     };
     let tags: serde_json::Map<String, serde_json::Value> = r
         .tags
@@ -310,7 +320,7 @@ async fn usage(
             "version": r.version, "protocol": r.protocol, "cache": r.cache, "rows": r.rows,
             "batch_size": r.batch_size, "queue_us": r.queue_us, "compute_us": r.compute_us,
             "latency_us": r.latency_us, "cost_usd": r.cost_usd, "saved_usd": r.saved_usd,
-            "outcome": r.outcome, "device": r.device,
+            "outcome": r.outcome, "device": r.device, "lane": r.lane,
         }),
     ))
 }

@@ -12,7 +12,8 @@
 //!   seconds. Costs are list prices without discounts, so List, Contracted, Effective and
 //!   Billed cost are equal.
 //! - Charge periods are whole UTC hours by arrival time, billing periods calendar months;
-//!   both end exclusively, as FOCUS defines.
+//!   both end exclusively, as FOCUS defines. The export reads the per-minute rollups, so a
+//!   range covers the whole minutes it touches.
 //! - Costs are the ledger's figures, not converted: `currency` only names them.
 //! - `Tags` holds the request tags plus `tollgate/team` and `tollgate/project` (provider tags
 //!   carry a prefix so they cannot collide with the user's keys).
@@ -98,22 +99,22 @@ impl FocusQuery {
 pub(super) fn csv(conn: &Connection, q: &FocusQuery) -> Result<String, LedgerError> {
     // Floor to the hour even for (theoretical) times before 1970, where % is negative.
     let sql = format!(
-        "WITH base AS (SELECT time_ms - ((time_ms % {HOUR_MS}) + {HOUR_MS}) % {HOUR_MS} AS hour, \
-             tenant, model, team, project, tags, row_count, cost_usd, saved_usd, cache, \
-             CASE WHEN tenant = ?3 THEN compute_us \
-                  WHEN cache IN ('hit', 'coalesced') OR batch_size <= 0 THEN 0 \
-                  ELSE CAST(compute_us AS REAL) * row_count / batch_size END / 1e6 AS device_s \
-             FROM usage WHERE time_ms >= ?1 AND time_ms < ?2) \
-         SELECT hour, tenant, model, team, project, tags, SUM(tenant <> ?3), SUM(row_count), \
-             SUM(cost_usd), SUM(saved_usd), SUM(tenant <> ?3 AND cache IN ('hit', 'coalesced')), \
-             SUM(device_s) \
+        "WITH base AS (SELECT \
+             minute_ms - ((minute_ms % {HOUR_MS}) + {HOUR_MS}) % {HOUR_MS} AS hour, \
+             tenant, model, team, project, tags, requests, row_count, cost_usd, saved_usd, cache, \
+             device_us FROM usage_rollup WHERE minute_ms >= ?1 AND minute_ms < ?2) \
+         SELECT hour, tenant, model, team, project, tags, SUM(requests), SUM(row_count), \
+             SUM(cost_usd), SUM(saved_usd), \
+             SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN requests ELSE 0 END), \
+             SUM(device_us) / 1e6 \
          FROM base GROUP BY hour, tenant, model, team, project, tags \
          ORDER BY hour, tenant, model, team, project, tags"
     );
     let mut out = String::new();
     push_line(&mut out, COLUMNS.iter().map(|c| c.to_string()));
     let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(rusqlite::params![q.from_ms, q.to_ms, IDLE_TENANT])?;
+    let from = super::query::minute_floor(q.from_ms);
+    let mut rows = stmt.query(rusqlite::params![from, q.to_ms])?;
     while let Some(row) = rows.next()? {
         let hour: i64 = row.get(0)?;
         let (tenant, model): (String, String) = (row.get(1)?, row.get(2)?);

@@ -67,6 +67,7 @@ pub use focus::FocusQuery;
 pub use query::{CostQuery, CostRow, GroupKey};
 pub use timeseries::{Point, Series, TimeseriesQuery};
 
+pub use crate::config::LedgerDetail as Detail;
 use crate::config::{Durability, LedgerConfig};
 use crate::metering::record::UsageRecord;
 use writer::{Command, Shared, Writer};
@@ -96,6 +97,10 @@ pub struct LedgerSettings {
     pub sync: bool,
     /// Records older than this many days go in `purge_expired`; 0 keeps them forever.
     pub retention_days: u32,
+    /// The same for rollup rows, kept far longer: they are what reports read.
+    pub rollup_retention_days: u32,
+    /// Which records keep a per-request row (all are counted in the rollups).
+    pub detail: Detail,
     pub channel_capacity: usize,
     pub max_pending: usize,
 }
@@ -106,6 +111,8 @@ impl LedgerSettings {
             path: path.into(),
             sync: false,
             retention_days: 90,
+            rollup_retention_days: 800,
+            detail: Detail::All,
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
             max_pending: DEFAULT_MAX_PENDING,
         }
@@ -115,9 +122,18 @@ impl LedgerSettings {
         LedgerSettings {
             sync: config.durability == Durability::Sync,
             retention_days: config.retention_days,
+            rollup_retention_days: config.rollup_retention_days,
+            detail: config.detail,
             ..LedgerSettings::new(config.path.clone())
         }
     }
+}
+
+/// Rows a purge deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    pub records: u64,
+    pub rollups: u64,
 }
 
 /// What became of a record handed to `Ledger::record`.
@@ -198,7 +214,7 @@ impl Ledger {
         let opened = store::open_writer(&settings.path, settings.sync)?;
         let shared = Arc::new(Shared::new(settings.max_pending));
         let (tx, rx) = std::sync::mpsc::sync_channel(settings.channel_capacity.max(1));
-        let writer = Writer::new(opened.conn, rx, shared.clone());
+        let writer = Writer::new(opened.conn, rx, shared.clone(), settings.detail);
         let handle = std::thread::Builder::new()
             .name("tollgate-ledger".into())
             .spawn(move || writer.run())
@@ -346,6 +362,36 @@ impl Ledger {
             .with(|conn| query::usage(conn, request_id, legacy_max_id))
     }
 
+    /// Why a record the ledger has not got may never have been kept, or be gone: its id's time
+    /// is past the retention, or `detail` keeps no row of some requests. `None` when neither
+    /// applies (the id is unknown).
+    pub fn why_not_kept(&self, request_id: &str, now_ms: i64) -> Option<String> {
+        let settings = &self.inner.settings;
+        let days = settings.retention_days;
+        let arrived = crate::metering::record::id_time(request_id);
+        if let Some(time_ms) = arrived.filter(|_| days > 0) {
+            if time_ms < now_ms.saturating_sub(i64::from(days) * DAY_MS) {
+                return Some(format!(
+                    "records older than ledger.retention_days = {days} are deleted \
+                     (its usage is still counted in the rollups)"
+                ));
+            }
+        }
+        match settings.detail {
+            Detail::All => None,
+            Detail::Misses => Some(
+                "ledger.detail = \"misses\" keeps no record of requests answered from the \
+                 cache (their usage is counted in the rollups)"
+                    .into(),
+            ),
+            Detail::None => Some(
+                "ledger.detail = \"none\" keeps no per-request records (usage is counted in \
+                 the rollups)"
+                    .into(),
+            ),
+        }
+    }
+
     /// A tenant's committed cost since `since_ms` (blocking); rebuilds budgets at start-up.
     pub fn spend(&self, tenant: &str, since_ms: i64) -> Result<f64, LedgerError> {
         self.inner
@@ -360,24 +406,41 @@ impl Ledger {
             .with(|conn| query::spend_of_team(conn, team, since_ms))
     }
 
-    /// Deletes records that arrived before `cutoff_ms`; returns how many (blocking: it runs on
-    /// the writer thread after the records queued before it).
+    /// Deletes per-request records that arrived before `cutoff_ms`; returns how many
+    /// (blocking: it runs on the writer thread after the records queued before it).
     pub fn purge_older_than(&self, cutoff_ms: i64) -> Result<u64, LedgerError> {
+        let cutoffs = writer::Cutoffs {
+            records_ms: Some(cutoff_ms),
+            rollups_ms: None,
+        };
+        Ok(self.purge(cutoffs)?.records)
+    }
+
+    fn purge(&self, cutoffs: writer::Cutoffs) -> Result<Purged, LedgerError> {
         let (reply, done) = std::sync::mpsc::channel();
         self.inner
             .tx
-            .send(Command::Purge { cutoff_ms, reply })
+            .send(Command::Purge { cutoffs, reply })
             .map_err(|_| LedgerError::Closed)?;
         self.wake_writer();
         done.recv().map_err(|_| LedgerError::Closed)?
     }
 
-    /// Applies `retention_days` as of `now_ms`; does nothing when retention is 0 (blocking).
-    pub fn purge_expired(&self, now_ms: i64) -> Result<u64, LedgerError> {
-        match self.inner.settings.retention_days {
-            0 => Ok(0),
-            days => self.purge_older_than(now_ms.saturating_sub(i64::from(days) * DAY_MS)),
+    /// Applies `retention_days` and `rollup_retention_days` as of `now_ms`, each only when it
+    /// is not 0 (blocking).
+    pub fn purge_expired(&self, now_ms: i64) -> Result<Purged, LedgerError> {
+        let cutoff = |days: u32| match days {
+            0 => None,
+            days => Some(now_ms.saturating_sub(i64::from(days) * DAY_MS)),
+        };
+        let cutoffs = writer::Cutoffs {
+            records_ms: cutoff(self.inner.settings.retention_days),
+            rollups_ms: cutoff(self.inner.settings.rollup_retention_days),
+        };
+        if cutoffs.records_ms.is_none() && cutoffs.rollups_ms.is_none() {
+            return Ok(Purged::default());
         }
+        self.purge(cutoffs)
     }
 
     #[cfg(test)]

@@ -29,6 +29,8 @@ pub enum GroupKey {
     Device,
     Outcome,
     Cache,
+    /// "realtime", or "demoted" for requests of a tenant over a `demote` budget.
+    Lane,
     /// The value of one request tag; requests without it group under "".
     Tag(String),
 }
@@ -58,6 +60,7 @@ impl GroupKey {
             GroupKey::Device => "device",
             GroupKey::Outcome => "outcome",
             GroupKey::Cache => "cache",
+            GroupKey::Lane => "lane",
             GroupKey::Tag(_) => return None,
         })
     }
@@ -76,6 +79,7 @@ impl FromStr for GroupKey {
             "device" => GroupKey::Device,
             "outcome" => GroupKey::Outcome,
             "cache" => GroupKey::Cache,
+            "lane" => GroupKey::Lane,
             _ => match s.strip_prefix("tag:") {
                 Some(tag) => GroupKey::Tag(tag.to_string()),
                 None => return Err(QueryError::UnknownGroupKey(s.to_string())),
@@ -353,7 +357,7 @@ pub(super) fn spend_of_tenant(
 }
 
 /// Spend totals read rollups, whose rows start on whole minutes; budget periods do too.
-fn minute_floor(ms: i64) -> i64 {
+pub(super) fn minute_floor(ms: i64) -> i64 {
     ms.div_euclid(60_000) * 60_000
 }
 

@@ -1,6 +1,6 @@
 //! Rollups: usage summed per UTC minute and per everything a cost report groups by (tenant,
-//! team, project, tag set, model, version, device, outcome, cache status), with a latency
-//! histogram of fixed buckets, so that a percentile can be read over any range by adding
+//! team, project, tag set, model, version, device, outcome, cache status, lane), with the
+//! device time the requests were charged for and a latency histogram of fixed buckets, so that a percentile can be read over any range by adding
 //! histograms. The writer folds each group of records into one upsert per rollup row, in the
 //! transaction that writes the group, so a group is counted in both places or in neither.
 
@@ -20,6 +20,20 @@ const BUCKET_BASE_US: f64 = 20.0;
 const BUCKET_GROWTH: f64 = 1.35;
 
 const MINUTE_MS: i64 = 60_000;
+/// Parameter number of `h0` in `UPSERT`.
+const FIRST_BUCKET: usize = 17;
+
+/// The device time a record was charged for: its share of the batch (compute time × its rows
+/// / the batch's rows), nothing for an answer from the cache, the whole stretch for idle time.
+pub(super) fn charged_device_us(r: &UsageRecord) -> f64 {
+    if r.tenant == crate::metering::record::IDLE_TENANT {
+        r.compute_us as f64
+    } else if matches!(r.cache.as_str(), "hit" | "coalesced") || r.batch_size == 0 {
+        0.0
+    } else {
+        r.compute_us as f64 * f64::from(r.rows) / f64::from(r.batch_size)
+    }
+}
 
 /// The upper bound of bucket `i`, in microseconds (the last bucket has none).
 pub(super) fn bucket_upper_us(i: usize) -> f64 {
@@ -57,12 +71,13 @@ pub(super) static TABLE: LazyLock<String> = LazyLock::new(|| {
     device      TEXT    NOT NULL,
     outcome     TEXT    NOT NULL,
     cache       TEXT    NOT NULL,
+    lane        TEXT    NOT NULL,
     requests    INTEGER NOT NULL,
     row_count   INTEGER NOT NULL,
     cost_usd    REAL    NOT NULL,
     saved_usd   REAL    NOT NULL,
-    compute_us  INTEGER NOT NULL,
-{buckets}    PRIMARY KEY (minute_ms, tenant, team, project, tags, model, version, device, outcome, cache)
+    device_us   REAL    NOT NULL,
+{buckets}    PRIMARY KEY (minute_ms, tenant, team, project, tags, model, version, device, outcome, cache, lane)
 ) WITHOUT ROWID;
 CREATE INDEX usage_rollup_tenant ON usage_rollup (tenant, minute_ms);"
     )
@@ -71,18 +86,32 @@ CREATE INDEX usage_rollup_tenant ON usage_rollup (tenant, minute_ms);"
 /// Adds a row's sums to the stored row with the same key, or stores it.
 static UPSERT: LazyLock<String> = LazyLock::new(|| {
     let names: String = (0..BUCKETS).map(|i| format!(", h{i}")).collect();
-    let values: String = (0..BUCKETS).map(|i| format!(", ?{}", 16 + i)).collect();
+    let values: String = (0..BUCKETS)
+        .map(|i| format!(", ?{}", FIRST_BUCKET + i))
+        .collect();
     let adds: String = (0..BUCKETS)
         .map(|i| format!(", h{i} = h{i} + excluded.h{i}"))
         .collect();
     format!(
         "INSERT INTO usage_rollup (minute_ms, tenant, team, project, tags, model, version, \
-             device, outcome, cache, requests, row_count, cost_usd, saved_usd, compute_us{names}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15{values}) \
+             device, outcome, cache, lane, requests, row_count, cost_usd, saved_usd, \
+             device_us{names}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16{values}) \
          ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, \
              row_count = row_count + excluded.row_count, cost_usd = cost_usd + excluded.cost_usd, \
              saved_usd = saved_usd + excluded.saved_usd, \
-             compute_us = compute_us + excluded.compute_us{adds}"
+             device_us = device_us + excluded.device_us{adds}"
+    )
+});
+
+/// One chunk of a purge of rollup rows: ?1 the cutoff, ?2 the chunk's size. Rows of minutes
+/// before the cutoff, picked by their key (the table has no row id).
+pub(super) static PURGE: LazyLock<String> = LazyLock::new(|| {
+    let key =
+        "minute_ms, tenant, team, project, tags, model, version, device, outcome, cache, lane";
+    format!(
+        "DELETE FROM usage_rollup WHERE ({key}) IN \
+             (SELECT {key} FROM usage_rollup WHERE minute_ms < ?1 LIMIT ?2)"
     )
 });
 
@@ -100,6 +129,7 @@ struct Key {
     device: SmolStr,
     outcome: SmolStr,
     cache: SmolStr,
+    lane: SmolStr,
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +138,7 @@ struct Sums {
     rows: u64,
     cost_usd: f64,
     saved_usd: f64,
-    compute_us: u64,
+    device_us: f64,
     histogram: [u64; BUCKETS],
 }
 
@@ -119,7 +149,7 @@ impl Default for Sums {
             rows: 0,
             cost_usd: 0.0,
             saved_usd: 0.0,
-            compute_us: 0,
+            device_us: 0.0,
             histogram: [0; BUCKETS],
         }
     }
@@ -146,6 +176,7 @@ impl Fold {
             device: r.device.clone(),
             outcome: r.outcome.clone(),
             cache: r.cache.clone(),
+            lane: r.lane.clone(),
         };
         let sums = self.rows.entry(key).or_default();
         let is_request = r.tenant != crate::metering::record::IDLE_TENANT;
@@ -156,7 +187,7 @@ impl Fold {
         sums.rows += u64::from(r.rows);
         sums.cost_usd += finite(r.cost_usd);
         sums.saved_usd += finite(r.saved_usd);
-        sums.compute_us += r.compute_us;
+        sums.device_us += charged_device_us(r);
     }
 
     /// Writes every row: one upsert each.
@@ -173,18 +204,19 @@ impl Fold {
                 &key.device,
                 &key.outcome,
                 &key.cache,
+                &key.lane,
             ];
             stmt.raw_bind_parameter(1, key.minute_ms)?;
             for (i, value) in text.iter().enumerate() {
                 stmt.raw_bind_parameter(2 + i, value.as_str())?;
             }
-            stmt.raw_bind_parameter(11, to_sql_int(sums.requests))?;
-            stmt.raw_bind_parameter(12, to_sql_int(sums.rows))?;
-            stmt.raw_bind_parameter(13, sums.cost_usd)?;
-            stmt.raw_bind_parameter(14, sums.saved_usd)?;
-            stmt.raw_bind_parameter(15, to_sql_int(sums.compute_us))?;
+            stmt.raw_bind_parameter(12, to_sql_int(sums.requests))?;
+            stmt.raw_bind_parameter(13, to_sql_int(sums.rows))?;
+            stmt.raw_bind_parameter(14, sums.cost_usd)?;
+            stmt.raw_bind_parameter(15, sums.saved_usd)?;
+            stmt.raw_bind_parameter(16, sums.device_us)?;
             for (i, count) in sums.histogram.iter().enumerate() {
-                stmt.raw_bind_parameter(16 + i, to_sql_int(*count))?;
+                stmt.raw_bind_parameter(FIRST_BUCKET + i, to_sql_int(*count))?;
             }
             stmt.raw_execute()?;
         }
@@ -208,7 +240,7 @@ pub(super) fn backfill(conn: &Connection) -> Result<u64, super::LedgerError> {
         let mut fold = Fold::default();
         let mut n = 0;
         while let Some(row) = rows.next()? {
-            last_id = row.get(19)?;
+            last_id = row.get(20)?;
             let record = super::store::record_from_row(row)?;
             fold.add(&record, &mut scratch);
             n += 1;

@@ -12,7 +12,7 @@ use super::{rollup, LedgerError};
 use crate::metering::record::UsageRecord;
 
 /// Bumped (with a migration step in `migrate`) whenever the schema changes.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 /// How long a connection waits for a lock held by another connection (a checkpoint, or a
 /// second process opening the same file) before reporting SQLITE_BUSY.
@@ -56,6 +56,10 @@ fn usage_table(name: &str) -> String {
     )
 }
 
+/// Schema 4's addition to `usage`: the lane a request was served in (records of older
+/// schemas were all served as they came).
+const ADD_LANE: &str = "ALTER TABLE usage ADD COLUMN lane TEXT NOT NULL DEFAULT 'realtime';";
+
 const INDEXES: &str = "
 CREATE INDEX usage_time ON usage (time_ms);
 CREATE INDEX usage_tenant_time ON usage (tenant, time_ms);
@@ -74,12 +78,17 @@ const ALL_COLUMNS: &str = "id, request_id, time_ms, tenant, team, project, tags,
 /// The columns of a full record, in `record_from_row` order.
 pub(super) const RECORD_COLUMNS: &str = "request_id, time_ms, tenant, team, project, tags, model, \
      version, protocol, cache, row_count, batch_size, queue_us, compute_us, latency_us, cost_usd, \
-     saved_usd, outcome, device";
+     saved_usd, outcome, device, lane";
 
 pub(super) const INSERT: &str = "INSERT INTO usage (request_id, time_ms, tenant, \
      team, project, tags, model, version, protocol, cache, row_count, batch_size, queue_us, \
-     compute_us, latency_us, cost_usd, saved_usd, outcome, device) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+     compute_us, latency_us, cost_usd, saved_usd, outcome, device, lane) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+     ?20)";
+
+/// One chunk of a purge of per-request records: ?1 the cutoff, ?2 the chunk's size.
+pub(super) const PURGE_RECORDS: &str =
+    "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE time_ms < ?1 LIMIT ?2)";
 
 /// The write connection and what the schema says about looking records up.
 pub(super) struct Opened {
@@ -150,19 +159,25 @@ fn migrate(conn: &mut Connection) -> Result<(), LedgerError> {
     let found = check(user_version(&tx)?)?;
     match found {
         0 => tx.execute_batch(&format!(
-            "{} {INDEXES} {META} {}",
+            "{} {ADD_LANE} {INDEXES} {META} {}",
             usage_table("usage"),
             *rollup::TABLE
         ))?,
-        1 | 2 => {
+        1..=3 => {
             if found == 1 {
                 migrate_v1(&tx)?;
+            }
+            tx.execute_batch(ADD_LANE)?;
+            // Schema 3's rollups had no lane and summed whole batches' compute time: they are
+            // built again from the records.
+            if found == 3 {
+                tx.execute_batch("DROP TABLE usage_rollup;")?;
             }
             tx.execute_batch(&rollup::TABLE)?;
             let records = rollup::backfill(&tx)?;
             tracing::info!(
                 records,
-                "usage ledger: rollups built from the records (schema 3)"
+                "usage ledger: rollups built from the records (schema 4)"
             );
         }
         other => return Err(LedgerError::Corrupt(format!("schema version {other}"))),
@@ -306,10 +321,10 @@ pub(super) fn finite(v: f64) -> f64 {
 }
 
 /// Values per record in `INSERT` (and `RECORD_COLUMNS`) order.
-const COLUMNS: usize = 19;
+const COLUMNS: usize = 20;
 
 /// Records per multi-row INSERT: a statement's set-up (its cursors on the table and both
-/// indexes) is then paid once per this many records instead of once per record. 16 × 19
+/// indexes) is then paid once per this many records instead of once per record. 16 × 20
 /// parameters are far below SQLite's limit of 32,766.
 const ROWS_PER_STATEMENT: usize = 16;
 
@@ -350,13 +365,14 @@ fn bind(
         r.team.as_str(),
         r.project.as_str(),
     );
-    let (model, version, protocol, cache, outcome, device) = (
+    let (model, version, protocol, cache, outcome, device, lane) = (
         r.model.as_str(),
         r.version.as_str(),
         r.protocol.as_str(),
         r.cache.as_str(),
         r.outcome.as_str(),
         r.device.as_str(),
+        r.lane.as_str(),
     );
     let values: [&dyn ToSql; COLUMNS] = [
         &request_id,
@@ -378,6 +394,7 @@ fn bind(
         &saved_usd,
         &outcome,
         &device,
+        &lane,
     ];
     for (offset, value) in values.into_iter().enumerate() {
         stmt.raw_bind_parameter(first + offset, value)?;
@@ -451,6 +468,7 @@ pub(super) fn record_from_row(row: &Row<'_>) -> Result<UsageRecord, LedgerError>
         saved_usd: row.get(16)?,
         outcome: text(17)?,
         device: text(18)?,
+        lane: text(19)?,
     })
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{metric, rollup, store, LedgerError};
+use super::{metric, rollup, store, Detail, LedgerError, Purged};
 use crate::metering::record::UsageRecord;
 
 /// A group closes this long after its first record arrived...
@@ -28,8 +28,9 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// While commits keep failing, held records are retried at most this often even when nothing
 /// new arrives, backing off from `GROUP_WINDOW` to this.
 const MAX_IDLE_RETRY: Duration = Duration::from_secs(5);
-/// Rows deleted per transaction by a purge, so a large purge never holds one huge transaction.
-const PURGE_CHUNK: usize = 5_000;
+/// Rows deleted per statement by a purge, so a large purge never holds one huge transaction;
+/// what arrived meanwhile is committed between two chunks.
+pub(super) const PURGE_CHUNK: usize = 5_000;
 
 pub(super) type Reply = oneshot::Sender<Result<(), LedgerError>>;
 
@@ -41,8 +42,8 @@ pub(super) enum Command {
     },
     Flush(Reply),
     Purge {
-        cutoff_ms: i64,
-        reply: std::sync::mpsc::Sender<Result<u64, LedgerError>>,
+        cutoffs: Cutoffs,
+        reply: std::sync::mpsc::Sender<Result<Purged, LedgerError>>,
     },
     /// Runs code on the write connection between groups (tests use it to fill the disk).
     #[cfg(test)]
@@ -138,11 +139,18 @@ enum After {
     Nothing,
     Flush(Reply),
     Purge {
-        cutoff_ms: i64,
-        reply: std::sync::mpsc::Sender<Result<u64, LedgerError>>,
+        cutoffs: Cutoffs,
+        reply: std::sync::mpsc::Sender<Result<Purged, LedgerError>>,
     },
     #[cfg(test)]
     Exec(Box<dyn FnOnce(&Connection) + Send>),
+}
+
+/// What a purge deletes: per-request records and rollup rows older than these times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Cutoffs {
+    pub(super) records_ms: Option<i64>,
+    pub(super) rollups_ms: Option<i64>,
 }
 
 struct Group {
@@ -169,6 +177,10 @@ pub(super) struct Writer {
     idle_retry: Duration,
     /// Reused for each record's tags JSON.
     scratch: Vec<u8>,
+    detail: Detail,
+    /// A command that arrived while a purge committed records between its chunks; it is the
+    /// first of the next group.
+    deferred: Option<Command>,
 }
 
 impl Writer {
@@ -176,6 +188,7 @@ impl Writer {
         conn: Connection,
         rx: Receiver<Command>,
         shared: std::sync::Arc<Shared>,
+        detail: Detail,
     ) -> Writer {
         Writer {
             conn,
@@ -183,6 +196,8 @@ impl Writer {
             shared,
             idle_retry: GROUP_WINDOW,
             scratch: Vec::new(),
+            detail,
+            deferred: None,
         }
     }
 
@@ -190,7 +205,9 @@ impl Writer {
         let mut open = true;
         while open {
             let mut group = Group::new();
-            let first = if self.shared.backlog_len() > 0 {
+            let first = if let Some(cmd) = self.deferred.take() {
+                Ok(cmd)
+            } else if self.shared.backlog_len() > 0 {
                 self.rx.recv_timeout(self.idle_retry)
             } else {
                 self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
@@ -254,8 +271,8 @@ impl Writer {
                 }
                 let _ = reply.send(result);
             }
-            After::Purge { cutoff_ms, reply } => {
-                let _ = reply.send(self.purge(cutoff_ms));
+            After::Purge { cutoffs, reply } => {
+                let _ = reply.send(self.purge(cutoffs));
             }
             #[cfg(test)]
             After::Exec(f) => f(&self.conn),
@@ -278,7 +295,13 @@ impl Writer {
         let error = loop {
             tries += 1;
             let started = Instant::now();
-            match write_group(&mut self.conn, &mut self.scratch, &held, &waiting) {
+            let written = write_group(
+                &mut self.conn,
+                &mut self.scratch,
+                self.detail,
+                (&held, &waiting),
+            );
+            match written {
                 Ok(()) => {
                     metrics::histogram!(metric::COMMIT_DURATION)
                         .record(started.elapsed().as_secs_f64());
@@ -328,18 +351,50 @@ impl Writer {
         self.idle_retry = GROUP_WINDOW;
     }
 
-    fn purge(&mut self, cutoff_ms: i64) -> Result<u64, LedgerError> {
-        let mut stmt = self.conn.prepare_cached(
-            "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE time_ms < ?1 LIMIT ?2)",
-        )?;
-        let mut total = 0u64;
-        loop {
-            let n = stmt.execute(rusqlite::params![cutoff_ms, PURGE_CHUNK as i64])?;
-            total += n as u64;
-            if n < PURGE_CHUNK {
-                return Ok(total);
+    /// Deletes chunk by chunk, committing what arrived on the channel between two chunks so
+    /// that a long purge holds no record back.
+    fn purge(&mut self, cutoffs: Cutoffs) -> Result<Purged, LedgerError> {
+        let mut purged = Purged::default();
+        let steps = [
+            (
+                cutoffs.records_ms,
+                store::PURGE_RECORDS,
+                &mut purged.records,
+            ),
+            (cutoffs.rollups_ms, &*rollup::PURGE, &mut purged.rollups),
+        ];
+        for (cutoff, sql, total) in steps {
+            let Some(cutoff_ms) = cutoff else { continue };
+            loop {
+                let n = self
+                    .conn
+                    .prepare_cached(sql)?
+                    .execute(rusqlite::params![cutoff_ms, PURGE_CHUNK as i64])?;
+                *total += n as u64;
+                if n < PURGE_CHUNK {
+                    break;
+                }
+                self.commit_arrived();
             }
         }
+        Ok(purged)
+    }
+
+    /// Commits the records already on the channel, up to a group's worth, without waiting for
+    /// more; the first other command stops it and waits in `deferred`.
+    fn commit_arrived(&mut self) {
+        let mut group = Group::new();
+        while self.deferred.is_none() && group.held.len() + group.waiting.len() < GROUP_RECORDS {
+            match self.rx.try_recv() {
+                Ok(cmd @ Command::Record { .. }) => {
+                    absorb(cmd, &mut group);
+                }
+                Ok(other) => self.deferred = Some(other),
+                Err(_) => break,
+            }
+        }
+        // A failure holds the records for the next group, as for any other.
+        let _ = self.commit(group.held, group.waiting);
     }
 }
 
@@ -358,8 +413,8 @@ fn absorb(cmd: Command, group: &mut Group) -> bool {
             group.after = After::Flush(reply);
             return true;
         }
-        Command::Purge { cutoff_ms, reply } => {
-            group.after = After::Purge { cutoff_ms, reply };
+        Command::Purge { cutoffs, reply } => {
+            group.after = After::Purge { cutoffs, reply };
             return true;
         }
         #[cfg(test)]
@@ -371,18 +426,38 @@ fn absorb(cmd: Command, group: &mut Group) -> bool {
     false
 }
 
-/// One transaction for the whole group: every record becomes a row, or (rolled back) none does,
-/// so a retried group can never leave a record twice.
+/// Whether `detail` keeps a per-request row of the record: `misses` leaves out answers from
+/// the cache (hits and coalesced), the bulk of a busy gateway's records.
+fn keeps(detail: Detail, r: &UsageRecord) -> bool {
+    match detail {
+        Detail::All => true,
+        Detail::Misses => !matches!(r.cache.as_str(), "hit" | "coalesced"),
+        Detail::None => false,
+    }
+}
+
+/// One transaction for the whole group: every record is counted in the rollups and, as far as
+/// `detail` keeps it, becomes a row; or (rolled back) nothing is, so a retried group can never
+/// count a record twice.
 fn write_group(
     conn: &mut Connection,
     scratch: &mut Vec<u8>,
-    held: &[UsageRecord],
-    waiting: &[(UsageRecord, Reply)],
+    detail: Detail,
+    (held, waiting): (&[UsageRecord], &[(UsageRecord, Reply)]),
 ) -> rusqlite::Result<()> {
     // IMMEDIATE takes the write lock up front, so a busy database fails here, not half-way.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let records: Vec<&UsageRecord> = held.iter().chain(waiting.iter().map(|(r, _)| r)).collect();
-    store::insert_all(&tx, &records, scratch)?;
+    if detail == Detail::All {
+        store::insert_all(&tx, &records, scratch)?;
+    } else {
+        let kept: Vec<&UsageRecord> = records
+            .iter()
+            .copied()
+            .filter(|r| keeps(detail, r))
+            .collect();
+        store::insert_all(&tx, &kept, scratch)?;
+    }
     let mut fold = rollup::Fold::default();
     for record in &records {
         fold.add(record, scratch);

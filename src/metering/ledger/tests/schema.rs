@@ -1,5 +1,5 @@
-//! Schema versions: a fresh file, a schema 1 file migrated in place, and how lookups by id use
-//! the time index instead of scanning.
+//! Schema versions: a fresh file, schema 1, 2 and 3 files migrated in place, and how lookups
+//! by id use the time index instead of scanning.
 
 use rusqlite::types::Value;
 use rusqlite::Connection;
@@ -63,12 +63,37 @@ fn write_v1(path: &Path) {
         "BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
     ))
     .expect("v1 schema");
-    let mut stmt = conn.prepare_cached(store::INSERT).expect("insert");
-    let mut scratch = Vec::new();
     for r in legacy_records() {
-        store::insert(&mut stmt, &r, &mut scratch).expect("v1 row");
+        conn.execute(
+            "INSERT INTO usage (request_id, time_ms, tenant, team, project, tags, model, \
+                 version, protocol, cache, row_count, batch_size, queue_us, compute_us, \
+                 latency_us, cost_usd, saved_usd, outcome, device) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17, ?18, ?19)",
+            rusqlite::params![
+                r.request_id.as_str(),
+                r.time_ms,
+                r.tenant.as_str(),
+                r.team.as_str(),
+                r.project.as_str(),
+                store::tags_json(&r.tags),
+                r.model.as_str(),
+                r.version.as_str(),
+                r.protocol.as_str(),
+                r.cache.as_str(),
+                r.rows,
+                r.batch_size,
+                r.queue_us as i64,
+                r.compute_us as i64,
+                r.latency_us as i64,
+                r.cost_usd,
+                r.saved_usd,
+                r.outcome.as_str(),
+                r.device.as_str(),
+            ],
+        )
+        .expect("v1 row");
     }
-    drop(stmt);
     conn.execute("DELETE FROM usage WHERE id = 3", [])
         .expect("delete");
 }
@@ -143,11 +168,12 @@ fn legacy_max_id(path: &Path) -> Option<i64> {
 }
 
 #[test]
-fn a_fresh_file_gets_schema_3() {
+fn a_fresh_file_gets_schema_4() {
     let dir = TempDir::new("fresh");
     drop(open(&dir, |_| {}));
     let (version, ddl, indexes) = schema(&dir.db());
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
+    assert!(ddl.contains("lane"), "{ddl}");
     assert_eq!(rollup_totals(&dir.db()), (0, 0.0));
     assert!(!ddl.contains("UNIQUE"), "{ddl}");
     assert_eq!(indexes, ["usage_tenant_time", "usage_time"]);
@@ -167,7 +193,13 @@ async fn a_schema_1_file_is_migrated_keeping_every_row() {
     assert_eq!(version, store::SCHEMA_VERSION);
     assert!(!ddl.contains("UNIQUE"), "{ddl}");
     assert_eq!(indexes, ["usage_tenant_time", "usage_time"]);
-    assert_eq!(all_rows(&dir.db()), before, "ids and values kept");
+    // Every id and value kept; the lane column added says they were served as they came.
+    let realtime = Value::Text("realtime".into());
+    let expected: Vec<Vec<Value>> = before
+        .iter()
+        .map(|row| row.iter().cloned().chain([realtime.clone()]).collect())
+        .collect();
+    assert_eq!(all_rows(&dir.db()), expected, "ids and values kept");
     assert_eq!(legacy_max_id(&dir.db()), Some(4));
     assert_eq!(
         rollup_totals(&dir.db()),
@@ -224,30 +256,54 @@ fn an_empty_schema_1_file_has_no_legacy_rows() {
 }
 
 #[tokio::test]
-async fn a_schema_2_file_gets_rollups_of_its_records() {
-    let dir = TempDir::new("v2");
-    let ledger = open(&dir, |_| {});
-    let mut idle = rec("idle", 70_000, crate::metering::record::IDLE_TENANT, "m");
-    idle.latency_us = 0;
-    for r in [rec("a", 10, "a", "m"), rec("b", 61_000, "b", "m"), idle] {
-        ledger.record_committed(r).await.expect("commit");
+async fn schema_2_and_3_files_get_rollups_of_their_records() {
+    // What those files look like: the same rows without a lane; no rollups (2), or rollups of
+    // another shape (3), which are built again.
+    let older = [
+        (2, "DROP TABLE usage_rollup;"),
+        (
+            3,
+            "DROP TABLE usage_rollup; CREATE TABLE usage_rollup (minute_ms INTEGER);",
+        ),
+    ];
+    for (version, change) in older {
+        let dir = TempDir::new("older");
+        let ledger = open(&dir, |_| {});
+        let mut idle = rec("idle", 70_000, crate::metering::record::IDLE_TENANT, "m");
+        idle.latency_us = 0;
+        let mut b = rec("b", 61_000, "b", "m");
+        b.rows = 2;
+        for r in [rec("a", 10, "a", "m"), b, idle] {
+            ledger.record_committed(r).await.expect("commit");
+        }
+        drop(ledger);
+        Connection::open(dir.db())
+            .expect("conn")
+            .execute_batch(&format!(
+                "{change} ALTER TABLE usage DROP COLUMN lane; PRAGMA user_version = {version};"
+            ))
+            .expect("to the older schema");
+        let ledger = open(&dir, |_| {});
+        assert_eq!(schema(&dir.db()).0, store::SCHEMA_VERSION);
+        assert_eq!(
+            rollup_totals(&dir.db()),
+            (2, 0.003),
+            "from schema {version}"
+        );
+        assert_eq!(rollup_totals(&dir.db()), usage_totals(&dir.db()));
+        assert!((ledger.spend("b", 60_000).expect("spend") - 0.001).abs() < 1e-12);
+        // Charged device time: a's 1 row of 4 (1 ms), b's 2 rows of 4 (2 ms), idle's 4 ms.
+        let device_us: f64 = Connection::open(dir.db())
+            .expect("conn")
+            .query_row("SELECT SUM(device_us) FROM usage_rollup", [], |r| r.get(0))
+            .expect("device time");
+        assert!((device_us - 7_000.0).abs() < 1e-6, "{device_us}");
     }
-    drop(ledger);
-    // What a schema 2 file looks like: the same rows, no rollups.
-    Connection::open(dir.db())
-        .expect("conn")
-        .execute_batch("DROP TABLE usage_rollup; PRAGMA user_version = 2;")
-        .expect("to v2");
-    let ledger = open(&dir, |_| {});
-    assert_eq!(schema(&dir.db()).0, store::SCHEMA_VERSION);
-    assert_eq!(rollup_totals(&dir.db()), (2, 0.003));
-    assert_eq!(rollup_totals(&dir.db()), usage_totals(&dir.db()));
-    assert!((ledger.spend("b", 60_000).expect("spend") - 0.001).abs() < 1e-12);
 }
 
 #[test]
 fn an_unknown_schema_version_is_refused() {
-    for (version, too_new) in [(4, true), (99, true), (-1, false)] {
+    for (version, too_new) in [(5, true), (99, true), (-1, false)] {
         let dir = TempDir::new("unknown");
         std::fs::create_dir_all(dir.db().parent().expect("dir")).expect("mkdir");
         Connection::open(dir.db())

@@ -9,7 +9,7 @@ RUNTIME_DIR := .runtime
 ORT_LIB_GLOB := $(RUNTIME_DIR)/onnxruntime/capi/libonnxruntime.so.*
 CARGO ?= cargo
 
-.PHONY: run test runtime redis prometheus wrk pyenv build check bench bench-fleet models clean-runtime
+.PHONY: run test runtime redis prometheus wrk nginx pyenv build check bench bench-fleet bench-hits models clean-runtime
 
 run: runtime build
 	./target/debug/tollgate serve --config config.toml
@@ -53,6 +53,14 @@ wrk:
 		 (apt-get update >/dev/null && apt-get install -y wrk >/dev/null)); }
 	@command -v wrk >/dev/null
 
+# nginx, the fixed-answer server the cache-hit benchmark compares the gateway with.
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+		echo "installing nginx from apt"; \
+		(apt-get install -y nginx-light >/dev/null 2>&1 || \
+		 (apt-get update >/dev/null && apt-get install -y nginx-light >/dev/null)); }
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx
+
 # Python clients for the interop tests (tritonclient, onnxruntime, pytest) in a local venv.
 pyenv: $(VENV)/.installed
 $(VENV)/.installed: tests/interop/requirements.txt
@@ -69,6 +77,9 @@ bench: runtime
 
 bench-fleet: runtime redis wrk
 	scripts/bench_fleet.sh
+
+bench-hits: runtime nginx wrk
+	scripts/bench_hits.sh
 
 # Regenerates the bundled models (needs scikit-learn and skl2onnx; not part of `make test`).
 models: pyenv

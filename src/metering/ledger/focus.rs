@@ -102,19 +102,28 @@ pub(super) fn csv(conn: &Connection, q: &FocusQuery) -> Result<String, LedgerErr
         "WITH base AS (SELECT \
              minute_ms - ((minute_ms % {HOUR_MS}) + {HOUR_MS}) % {HOUR_MS} AS hour, \
              tenant, model, team, project, tags, requests, row_count, cost_usd, saved_usd, cache, \
-             device_us FROM usage_rollup WHERE minute_ms >= ?1 AND minute_ms < ?2) \
+             device_us FROM {source}) \
          SELECT hour, tenant, model, team, project, tags, SUM(requests), SUM(row_count), \
              SUM(cost_usd), SUM(saved_usd), \
              SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN requests ELSE 0 END), \
              SUM(device_us) / 1e6 \
          FROM base GROUP BY hour, tenant, model, team, project, tags \
-         ORDER BY hour, tenant, model, team, project, tags"
+         ORDER BY hour, tenant, model, team, project, tags",
+        source = super::rollup::Span::SOURCE,
     );
     let mut out = String::new();
     push_line(&mut out, COLUMNS.iter().map(|c| c.to_string()));
     let mut stmt = conn.prepare(&sql)?;
     let from = super::query::minute_floor(q.from_ms);
-    let mut rows = stmt.query(rusqlite::params![from, q.to_ms])?;
+    let span = super::rollup::Span::new(from, q.to_ms, true);
+    let params = rusqlite::params![
+        from,
+        q.to_ms,
+        IDLE_TENANT,
+        span.hours_from_ms,
+        span.hours_to_ms
+    ];
+    let mut rows = stmt.query(params)?;
     while let Some(row) = rows.next()? {
         let hour: i64 = row.get(0)?;
         let (tenant, model): (String, String) = (row.get(1)?, row.get(2)?);

@@ -193,12 +193,20 @@ pub(super) struct Groups {
     pub(super) params: Vec<Value>,
 }
 
-pub(super) fn group_sql(from_ms: i64, to_ms: i64, group_by: &[GroupKey]) -> Groups {
-    // ?1 from, ?2 to, ?3 the idle tenant, then one path per tag key.
+/// `span` picks the rollup rows of [from_ms, to_ms) (`rollup::Span::SOURCE`).
+pub(super) fn group_sql(
+    from_ms: i64,
+    to_ms: i64,
+    span: rollup::Span,
+    group_by: &[GroupKey],
+) -> Groups {
+    // ?1 from, ?2 to, ?3 the idle tenant, ?4 and ?5 the whole hours, then one path per tag key.
     let mut params = vec![
         Value::Integer(from_ms),
         Value::Integer(to_ms),
         Value::Text(IDLE_TENANT.into()),
+        Value::Integer(span.hours_from_ms),
+        Value::Integer(span.hours_to_ms),
     ];
     let mut select = String::new();
     let mut columns = Vec::new();
@@ -227,7 +235,9 @@ pub(super) fn group_sql(from_ms: i64, to_ms: i64, group_by: &[GroupKey]) -> Grou
 /// The sums read from the rollups: a range covers the whole minutes it touches (the minute
 /// holding `from_ms` up to the last one starting before `to_ms`).
 pub(super) fn costs(conn: &Connection, query: &CostQuery) -> Result<Vec<CostRow>, LedgerError> {
-    let g = group_sql(minute_floor(query.from_ms), query.to_ms, &query.group_by);
+    let from = minute_floor(query.from_ms);
+    let span = rollup::Span::new(from, query.to_ms, true);
+    let g = group_sql(from, query.to_ms, span, &query.group_by);
     let n = g.columns.len();
     let lead = g
         .columns
@@ -240,13 +250,14 @@ pub(super) fn costs(conn: &Connection, query: &CostQuery) -> Result<Vec<CostRow>
         .collect();
     let sql = format!(
         "WITH base AS (SELECT {sel}tenant = ?3 AS idle, requests, row_count, cost_usd, \
-             saved_usd, cache{buckets} FROM usage_rollup WHERE minute_ms >= ?1 AND minute_ms < ?2) \
+             saved_usd, cache{buckets} FROM {source}) \
          SELECT {lead}idle, SUM(requests), SUM(row_count), SUM(cost_usd), SUM(saved_usd), \
              SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN requests ELSE 0 END), \
              SUM(CASE WHEN cache IN ('hit', 'coalesced', 'miss') THEN requests ELSE 0 END)\
              {bucket_sums} \
          FROM base GROUP BY {lead}idle ORDER BY {lead}idle",
         sel = g.select,
+        source = rollup::Span::SOURCE,
     );
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(g.params.iter()))?;
@@ -345,14 +356,25 @@ pub(super) fn spend_of_tenant(
     tenant: &str,
     since_ms: i64,
 ) -> Result<f64, LedgerError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT COALESCE(SUM(cost_usd), 0.0) FROM usage_rollup \
-         WHERE tenant = ?1 AND minute_ms >= ?2",
-    )?;
-    Ok(
-        stmt.query_row(rusqlite::params![tenant, minute_floor(since_ms)], |r| {
-            r.get(0)
-        })?,
+    let sql = spend_sql("tenant = ?3");
+    let since = minute_floor(since_ms);
+    let span = rollup::Span::new(since, i64::MAX, true);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let params = rusqlite::params![
+        since,
+        i64::MAX,
+        tenant,
+        span.hours_from_ms,
+        span.hours_to_ms
+    ];
+    Ok(stmt.query_row(params, |r| r.get(0))?)
+}
+
+/// Cost since ?1 (up to ?2, the end of time), with ?4 and ?5 the whole hours since then.
+fn spend_sql(filter: &str) -> String {
+    format!(
+        "SELECT COALESCE(SUM(cost_usd), 0.0) FROM {} WHERE {filter}",
+        rollup::Span::SOURCE
     )
 }
 
@@ -367,10 +389,17 @@ pub(super) fn spend_of_team(
     team: &str,
     since_ms: i64,
 ) -> Result<f64, LedgerError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT COALESCE(SUM(cost_usd), 0.0) FROM usage_rollup \
-         WHERE team = ?1 AND minute_ms >= ?2 AND tenant <> ?3",
-    )?;
+    let sql = spend_sql("team = ?3 AND tenant <> ?6");
     let since = minute_floor(since_ms);
-    Ok(stmt.query_row(rusqlite::params![team, since, IDLE_TENANT], |r| r.get(0))?)
+    let span = rollup::Span::new(since, i64::MAX, true);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let params = rusqlite::params![
+        since,
+        i64::MAX,
+        team,
+        span.hours_from_ms,
+        span.hours_to_ms,
+        IDLE_TENANT
+    ];
+    Ok(stmt.query_row(params, |r| r.get(0))?)
 }

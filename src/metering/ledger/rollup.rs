@@ -3,6 +3,11 @@
 //! device time the requests were charged for and a latency histogram of fixed buckets, so that a percentile can be read over any range by adding
 //! histograms. The writer folds each group of records into one upsert per rollup row, in the
 //! transaction that writes the group, so a group is counted in both places or in neither.
+//!
+//! Two tiers of the same shape: `usage_rollup` per minute and `usage_rollup_hour` per hour
+//! (its `minute_ms` is the hour's first minute). A long range reads whole hours from the
+//! second and only its ragged ends from the first (`Span`), so a month of reports reads about
+//! sixty times fewer rows than minutes alone would need.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -55,12 +60,24 @@ pub(super) fn bucket_of(latency_us: u64) -> usize {
     bucket
 }
 
+/// Both tiers' tables.
 pub(super) static TABLE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{}\n{}\nCREATE INDEX usage_rollup_tenant ON usage_rollup (tenant, minute_ms);\n\
+         CREATE INDEX usage_rollup_hour_tenant ON usage_rollup_hour (tenant, minute_ms);",
+        table("usage_rollup"),
+        table("usage_rollup_hour")
+    )
+});
+
+const TIERS: [&str; 2] = ["usage_rollup", "usage_rollup_hour"];
+
+fn table(name: &str) -> String {
     let buckets: String = (0..BUCKETS)
         .map(|i| format!("    h{i} INTEGER NOT NULL DEFAULT 0,\n"))
         .collect();
     format!(
-        "CREATE TABLE usage_rollup (
+        "CREATE TABLE {name} (
     minute_ms   INTEGER NOT NULL,
     tenant      TEXT    NOT NULL,
     team        TEXT    NOT NULL,
@@ -78,13 +95,14 @@ pub(super) static TABLE: LazyLock<String> = LazyLock::new(|| {
     saved_usd   REAL    NOT NULL,
     device_us   REAL    NOT NULL,
 {buckets}    PRIMARY KEY (minute_ms, tenant, team, project, tags, model, version, device, outcome, cache, lane)
-) WITHOUT ROWID;
-CREATE INDEX usage_rollup_tenant ON usage_rollup (tenant, minute_ms);"
+) WITHOUT ROWID;"
     )
-});
+}
 
 /// Adds a row's sums to the stored row with the same key, or stores it.
-static UPSERT: LazyLock<String> = LazyLock::new(|| {
+static UPSERT: LazyLock<[String; 2]> = LazyLock::new(|| TIERS.map(upsert));
+
+fn upsert(table: &str) -> String {
     let names: String = (0..BUCKETS).map(|i| format!(", h{i}")).collect();
     let values: String = (0..BUCKETS)
         .map(|i| format!(", ?{}", FIRST_BUCKET + i))
@@ -93,7 +111,7 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
         .map(|i| format!(", h{i} = h{i} + excluded.h{i}"))
         .collect();
     format!(
-        "INSERT INTO usage_rollup (minute_ms, tenant, team, project, tags, model, version, \
+        "INSERT INTO {table} (minute_ms, tenant, team, project, tags, model, version, \
              device, outcome, cache, lane, requests, row_count, cost_usd, saved_usd, \
              device_us{names}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16{values}) \
@@ -102,18 +120,62 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
              saved_usd = saved_usd + excluded.saved_usd, \
              device_us = device_us + excluded.device_us{adds}"
     )
-});
+}
 
 /// One chunk of a purge of rollup rows: ?1 the cutoff, ?2 the chunk's size. Rows of minutes
 /// before the cutoff, picked by their key (the table has no row id).
-pub(super) static PURGE: LazyLock<String> = LazyLock::new(|| {
+pub(super) static PURGE: LazyLock<[String; 2]> = LazyLock::new(|| {
     let key =
         "minute_ms, tenant, team, project, tags, model, version, device, outcome, cache, lane";
-    format!(
-        "DELETE FROM usage_rollup WHERE ({key}) IN \
-             (SELECT {key} FROM usage_rollup WHERE minute_ms < ?1 LIMIT ?2)"
-    )
+    TIERS.map(|table| {
+        format!(
+            "DELETE FROM {table} WHERE ({key}) IN \
+                 (SELECT {key} FROM {table} WHERE minute_ms < ?1 LIMIT ?2)"
+        )
+    })
 });
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Which rows of the two tiers cover a range of whole minutes: the hours wholly inside it
+/// from the hour tier, the minutes before the first and after the last of those from the
+/// minute tier. `SOURCE` is an SQL table expression over both, with `?1` the range's start,
+/// `?2` its end, `?4` and `?5` the hours' bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    pub(super) hours_from_ms: i64,
+    pub(super) hours_to_ms: i64,
+}
+
+impl Span {
+    pub(super) const SOURCE: &'static str =
+        "(SELECT * FROM usage_rollup WHERE (minute_ms >= ?1 AND minute_ms < ?4) \
+             OR (minute_ms >= ?5 AND minute_ms < ?2) \
+         UNION ALL SELECT * FROM usage_rollup_hour WHERE minute_ms >= ?4 AND minute_ms < ?5)";
+
+    /// `use_hours` false reads minutes only (a time series whose step is not whole hours).
+    pub(super) fn new(from_ms: i64, to_ms: i64, use_hours: bool) -> Span {
+        let floor = from_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        let first = if floor < from_ms {
+            floor.saturating_add(HOUR_MS)
+        } else {
+            floor
+        };
+        let last = to_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        if use_hours && first < last {
+            Span {
+                hours_from_ms: first,
+                hours_to_ms: last,
+            }
+        } else {
+            // No whole hour: the minutes cover [from, to) through the first clause alone.
+            Span {
+                hours_from_ms: to_ms,
+                hours_to_ms: to_ms,
+            }
+        }
+    }
+}
 
 /// What a rollup row is keyed by, besides its minute.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -190,38 +252,65 @@ impl Fold {
         sums.device_us += charged_device_us(r);
     }
 
-    /// Writes every row: one upsert each.
+    /// Writes every row into the minute tier, and their sums per hour into the hour tier: one
+    /// upsert per row.
     pub(super) fn write(self, conn: &Connection) -> rusqlite::Result<()> {
-        let mut stmt = conn.prepare_cached(&UPSERT)?;
-        for (key, sums) in self.rows {
-            let text = [
-                &key.tenant,
-                &key.team,
-                &key.project,
-                &key.tags,
-                &key.model,
-                &key.version,
-                &key.device,
-                &key.outcome,
-                &key.cache,
-                &key.lane,
-            ];
-            stmt.raw_bind_parameter(1, key.minute_ms)?;
-            for (i, value) in text.iter().enumerate() {
-                stmt.raw_bind_parameter(2 + i, value.as_str())?;
-            }
-            stmt.raw_bind_parameter(12, to_sql_int(sums.requests))?;
-            stmt.raw_bind_parameter(13, to_sql_int(sums.rows))?;
-            stmt.raw_bind_parameter(14, sums.cost_usd)?;
-            stmt.raw_bind_parameter(15, sums.saved_usd)?;
-            stmt.raw_bind_parameter(16, sums.device_us)?;
-            for (i, count) in sums.histogram.iter().enumerate() {
-                stmt.raw_bind_parameter(FIRST_BUCKET + i, to_sql_int(*count))?;
-            }
-            stmt.raw_execute()?;
+        let mut hours: HashMap<Key, Sums> = HashMap::with_capacity(self.rows.len());
+        for (key, sums) in &self.rows {
+            let hour = Key {
+                minute_ms: key.minute_ms.div_euclid(HOUR_MS) * HOUR_MS,
+                ..key.clone()
+            };
+            hours.entry(hour).or_default().merge(sums);
         }
-        Ok(())
+        write_tier(conn, &UPSERT[0], self.rows)?;
+        write_tier(conn, &UPSERT[1], hours)
     }
+}
+
+impl Sums {
+    fn merge(&mut self, other: &Sums) {
+        self.requests += other.requests;
+        self.rows += other.rows;
+        self.cost_usd += other.cost_usd;
+        self.saved_usd += other.saved_usd;
+        self.device_us += other.device_us;
+        for (mine, theirs) in self.histogram.iter_mut().zip(other.histogram.iter()) {
+            *mine += theirs;
+        }
+    }
+}
+
+fn write_tier(conn: &Connection, upsert: &str, rows: HashMap<Key, Sums>) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(upsert)?;
+    for (key, sums) in rows {
+        let text = [
+            &key.tenant,
+            &key.team,
+            &key.project,
+            &key.tags,
+            &key.model,
+            &key.version,
+            &key.device,
+            &key.outcome,
+            &key.cache,
+            &key.lane,
+        ];
+        stmt.raw_bind_parameter(1, key.minute_ms)?;
+        for (i, value) in text.iter().enumerate() {
+            stmt.raw_bind_parameter(2 + i, value.as_str())?;
+        }
+        stmt.raw_bind_parameter(12, to_sql_int(sums.requests))?;
+        stmt.raw_bind_parameter(13, to_sql_int(sums.rows))?;
+        stmt.raw_bind_parameter(14, sums.cost_usd)?;
+        stmt.raw_bind_parameter(15, sums.saved_usd)?;
+        stmt.raw_bind_parameter(16, sums.device_us)?;
+        for (i, count) in sums.histogram.iter().enumerate() {
+            stmt.raw_bind_parameter(FIRST_BUCKET + i, to_sql_int(*count))?;
+        }
+        stmt.raw_execute()?;
+    }
+    Ok(())
 }
 
 /// Builds the rollups of every record already in `usage` (a ledger from before rollups), in
@@ -306,6 +395,35 @@ mod tests {
             if bucket > 0 {
                 assert!(l > bucket_upper_us(bucket - 1), "{latency} in {bucket}");
             }
+        }
+    }
+
+    #[test]
+    fn spans_take_whole_hours_from_the_hour_tier() {
+        let h = HOUR_MS;
+        // (from, to, use hours) -> the hours read from the hour tier, if any.
+        let cases = [
+            (0, 3 * h, true, Some((0, 3 * h))),
+            (60_000, 3 * h, true, Some((h, 3 * h))),
+            (60_000, 2 * h - 60_000, true, None),
+            (0, h, true, Some((0, h))),
+            (0, 3 * h, false, None),
+            (-h - 60_000, h, true, Some((-h, h))),
+            (5 * h, 5 * h, true, None),
+        ];
+        for (from, to, use_hours, hours) in cases {
+            let span = Span::new(from, to, use_hours);
+            let want = match hours {
+                Some((a, b)) => Span {
+                    hours_from_ms: a,
+                    hours_to_ms: b,
+                },
+                None => Span {
+                    hours_from_ms: to,
+                    hours_to_ms: to,
+                },
+            };
+            assert_eq!(span, want, "[{from}, {to}) hours: {use_hours}");
         }
     }
 

@@ -4,7 +4,7 @@
 use rusqlite::Connection;
 
 use super::query::{check_keys_and_range, group_sql, GroupKey};
-use super::{LedgerError, QueryError};
+use super::{rollup, LedgerError, QueryError};
 use crate::metering::record::IDLE_TENANT;
 
 /// Most steps one query may span.
@@ -59,18 +59,21 @@ pub(super) fn timeseries(
     conn: &Connection,
     query: &TimeseriesQuery,
 ) -> Result<Vec<Series>, LedgerError> {
-    let g = group_sql(query.from_ms, query.to_ms, &query.group_by);
+    // The hour tier serves only steps of whole hours, which then never split an hour.
+    let span = rollup::Span::new(query.from_ms, query.to_ms, query.step_ms % 3_600_000 == 0);
+    let g = group_sql(query.from_ms, query.to_ms, span, &query.group_by);
     let n = g.columns.len();
     let lead: String = g.columns.iter().map(|c| format!("{c}, ")).collect();
     // The step is a validated integer, written into the statement rather than bound.
     let sql = format!(
         "WITH base AS (SELECT {sel}tenant = ?3 AS idle, minute_ms / {step} AS slot, requests, \
-             cost_usd, saved_usd, cache FROM usage_rollup WHERE minute_ms >= ?1 AND minute_ms < ?2) \
+             cost_usd, saved_usd, cache FROM {source}) \
          SELECT {lead}idle, slot, SUM(requests), SUM(cost_usd), SUM(saved_usd), \
              SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN requests ELSE 0 END) \
          FROM base GROUP BY {lead}idle, slot ORDER BY {lead}idle, slot",
         sel = g.select,
         step = query.step_ms,
+        source = rollup::Span::SOURCE,
     );
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(g.params.iter()))?;

@@ -355,13 +355,24 @@ impl Writer {
     /// that a long purge holds no record back.
     fn purge(&mut self, cutoffs: Cutoffs) -> Result<Purged, LedgerError> {
         let mut purged = Purged::default();
+        // Rollups are counted once, by the minute tier's rows; the hour tier's go alongside.
+        let mut hour_rows = 0;
         let steps = [
             (
                 cutoffs.records_ms,
                 store::PURGE_RECORDS,
                 &mut purged.records,
             ),
-            (cutoffs.rollups_ms, &*rollup::PURGE, &mut purged.rollups),
+            (
+                cutoffs.rollups_ms,
+                rollup::PURGE[0].as_str(),
+                &mut purged.rollups,
+            ),
+            (
+                cutoffs.rollups_ms,
+                rollup::PURGE[1].as_str(),
+                &mut hour_rows,
+            ),
         ];
         for (cutoff, sql, total) in steps {
             let Some(cutoff_ms) = cutoff else { continue };

@@ -225,3 +225,62 @@ async fn bad_queries_are_refused_with_clear_messages() {
     ));
     assert!(ledger.focus_csv(&focus("EUR")).is_ok());
 }
+
+/// Records spread over three hours and a bit: every range, whether or not it holds whole hours,
+/// sums the same from the two tiers as from the records themselves.
+#[tokio::test]
+async fn ranges_across_hours_read_both_tiers_without_counting_twice() {
+    let dir = TempDir::new("tiers");
+    let ledger = open(&dir, |_| {});
+    let (hour, minute) = (3_600_000i64, 60_000i64);
+    let base = 1_796_079_600_000; // 2026-11-30T23:00:00Z
+    let times: Vec<i64> = (0..200).map(|i| base + i * 71_000).collect();
+    for (i, t) in times.iter().enumerate() {
+        let mut r = rec(&format!("r{i}"), *t, "t", "m");
+        r.cost_usd = 1.0 + i as f64;
+        let _ = ledger.record(r);
+    }
+    ledger.flush().await.expect("flush");
+    let cases = [
+        (base, base + 4 * hour),
+        (base + 17 * minute, base + 3 * hour + 5 * minute),
+        (base + 17 * minute, base + 40 * minute),
+        (base + hour, base + 2 * hour),
+        (base + 59 * minute, base + 2 * hour + minute),
+        (base - hour, base + 10 * hour),
+    ];
+    for (from_ms, to_ms) in cases {
+        let rows = ledger
+            .costs(&CostQuery {
+                from_ms,
+                to_ms,
+                group_by: vec![],
+            })
+            .expect("costs");
+        let (want_n, want_cost) = times
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t >= from_ms && **t < to_ms)
+            .fold((0u64, 0.0), |(n, c), (i, _)| (n + 1, c + 1.0 + i as f64));
+        let got = rows
+            .first()
+            .map(|r| (r.requests, r.cost_usd))
+            .unwrap_or((0, 0.0));
+        assert_eq!(got.0, want_n, "[{from_ms}, {to_ms})");
+        assert!(
+            (got.1 - want_cost).abs() < 1e-9,
+            "[{from_ms}, {to_ms}): {got:?}"
+        );
+        let spend = ledger.spend("t", from_ms).expect("spend");
+        let since: f64 = times
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t >= from_ms)
+            .map(|(i, _)| 1.0 + i as f64)
+            .sum();
+        assert!(
+            (spend - since).abs() < 1e-9,
+            "since {from_ms}: {spend} vs {since}"
+        );
+    }
+}

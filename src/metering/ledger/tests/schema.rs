@@ -260,10 +260,10 @@ async fn schema_2_and_3_files_get_rollups_of_their_records() {
     // What those files look like: the same rows without a lane; no rollups (2), or rollups of
     // another shape (3), which are built again.
     let older = [
-        (2, "DROP TABLE usage_rollup;"),
+        (2, "DROP TABLE usage_rollup; DROP TABLE usage_rollup_hour;"),
         (
             3,
-            "DROP TABLE usage_rollup; CREATE TABLE usage_rollup (minute_ms INTEGER);",
+            "DROP TABLE usage_rollup; DROP TABLE usage_rollup_hour; CREATE TABLE usage_rollup (minute_ms INTEGER);",
         ),
     ];
     for (version, change) in older {

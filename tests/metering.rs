@@ -375,6 +375,55 @@ async fn team_totals_from_the_cost_api_equal_the_sum_of_response_headers() {
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     let backwards = admin_get(&gateway, "/v1/costs?from=2026-02-01&to=2026-01-01").await;
     assert_eq!(backwards.status, StatusCode::BAD_REQUEST);
+    // Query values as Python's requests sends them: percent-encoded, `+` for a space... (status,
+    // and the field an error must name).
+    let queries = [
+        (
+            "/v1/costs?from=2026-12-01T00%3A00%3A00Z&to=2026-12-02",
+            StatusCode::OK,
+            "",
+        ),
+        (
+            "/v1/costs?from=2026-11-30T19%3A00%3A00-05%3A00",
+            StatusCode::OK,
+            "",
+        ),
+        ("/v1/costs?group_by=team%2Cmodel", StatusCode::OK, ""),
+        ("/v1/costs?from=2026-02-31", StatusCode::BAD_REQUEST, "from"),
+        (
+            "/v1/costs?to=2026-12-01T00%3A00%3A00",
+            StatusCode::BAD_REQUEST,
+            "to",
+        ),
+        (
+            "/v1/costs?group_by=team+model",
+            StatusCode::BAD_REQUEST,
+            "group_by",
+        ),
+    ];
+    for (path, status, field) in queries {
+        let reply = admin_get(&gateway, path).await;
+        assert_eq!(reply.status, status, "{path}");
+        if status != StatusCode::OK {
+            let error = reply.json()["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(error.starts_with(field), "{path}: {error}");
+        }
+    }
+    let grouped = admin_get(&gateway, "/v1/costs?group_by=team%2Cmodel")
+        .await
+        .json();
+    let keys: Vec<&String> = grouped["rows"][0]["group"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert!(
+        keys.contains(&&"team".to_string()) && keys.contains(&&"model".to_string()),
+        "{grouped}"
+    );
     gateway.stop().await;
 }
 

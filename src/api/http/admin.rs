@@ -85,11 +85,12 @@ pub async fn route(
     Some(result.unwrap_or_else(|error| error_response(&error)))
 }
 
-fn parameter<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=')?;
-        (key == name).then_some(value)
-    })
+/// The first value of `name` in the query string, decoded as a form would be (`%3A` is `:`,
+/// `+` a space): clients such as Python's `requests` encode every reserved character.
+fn parameter(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
 }
 
 /// `from` and `to` (Unix seconds, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SSZ`); by default the
@@ -99,7 +100,7 @@ fn range(query: Option<&str>) -> Result<(i64, i64), Error> {
     let read = |name: &str, default: i64| {
         match parameter(query, name) {
         None => Ok(default),
-        Some(text) => clock::parse_time(text).ok_or_else(|| {
+        Some(text) => clock::parse_time(&text).ok_or_else(|| {
             Error::BadQuery(format!(
                 "{name}: `{text}` is not a time (use Unix seconds, a date such as 2026-12-01, or an RFC 3339 time with its offset such as 2026-12-01T00:00:00Z)"
             ))
@@ -118,7 +119,7 @@ fn grouping(
 ) -> Result<(Vec<GroupKey>, Option<String>), Error> {
     let mut group_by = match parameter(query, "group_by") {
         Some(text) => {
-            GroupKey::parse_list(text).map_err(|e| Error::BadQuery(format!("group_by: {e}")))?
+            GroupKey::parse_list(&text).map_err(|e| Error::BadQuery(format!("group_by: {e}")))?
         }
         None => vec![GroupKey::Tenant],
     };
@@ -326,7 +327,7 @@ async fn usage(
 }
 
 async fn purge_cache(gateway: &Gateway, query: Option<&str>) -> Response<Body> {
-    let model = parameter(query, "model").map(str::to_string);
+    let model = parameter(query, "model");
     if let Some(name) = &model {
         if let Err(error) = gateway.model(name, None) {
             return error_response(&error);

@@ -356,26 +356,33 @@ pub(super) fn spend_of_tenant(
     tenant: &str,
     since_ms: i64,
 ) -> Result<f64, LedgerError> {
-    let sql = spend_sql("tenant = ?3");
-    let since = minute_floor(since_ms);
-    let span = rollup::Span::new(since, i64::MAX, true);
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let params = rusqlite::params![
-        since,
-        i64::MAX,
-        tenant,
-        span.hours_from_ms,
-        span.hours_to_ms
-    ];
-    Ok(stmt.query_row(params, |r| r.get(0))?)
+    spend_since(conn, ("tenant = ?3", tenant), &[], since_ms)
 }
 
-/// Cost since ?1 (up to ?2, the end of time), with ?4 and ?5 the whole hours since then.
-fn spend_sql(filter: &str) -> String {
-    format!(
+/// Cost since `since_ms` of the rows `filter` keeps: ?1 the minute it falls in, ?2 the end of
+/// time, ?3 the filter's value, ?4 and ?5 the whole hours since then, ?6 and on `more`.
+fn spend_since(
+    conn: &Connection,
+    (filter, value): (&str, &str),
+    more: &[&dyn rusqlite::ToSql],
+    since_ms: i64,
+) -> Result<f64, LedgerError> {
+    let sql = format!(
         "SELECT COALESCE(SUM(cost_usd), 0.0) FROM {} WHERE {filter}",
         rollup::Span::SOURCE
-    )
+    );
+    let since = minute_floor(since_ms);
+    let span = rollup::Span::new(since, i64::MAX, true);
+    let mut params: Vec<&dyn rusqlite::ToSql> = vec![
+        &since,
+        &i64::MAX,
+        &value,
+        &span.hours_from_ms,
+        &span.hours_to_ms,
+    ];
+    params.extend_from_slice(more);
+    let mut stmt = conn.prepare_cached(&sql)?;
+    Ok(stmt.query_row(params.as_slice(), |r| r.get(0))?)
 }
 
 /// Spend totals read rollups, whose rows start on whole minutes; budget periods do too.
@@ -389,17 +396,10 @@ pub(super) fn spend_of_team(
     team: &str,
     since_ms: i64,
 ) -> Result<f64, LedgerError> {
-    let sql = spend_sql("team = ?3 AND tenant <> ?6");
-    let since = minute_floor(since_ms);
-    let span = rollup::Span::new(since, i64::MAX, true);
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let params = rusqlite::params![
-        since,
-        i64::MAX,
-        team,
-        span.hours_from_ms,
-        span.hours_to_ms,
-        IDLE_TENANT
-    ];
-    Ok(stmt.query_row(params, |r| r.get(0))?)
+    spend_since(
+        conn,
+        ("team = ?3 AND tenant <> ?6", team),
+        &[&IDLE_TENANT],
+        since_ms,
+    )
 }

@@ -19,9 +19,9 @@
 //!   carry a prefix so they cannot collide with the user's keys).
 
 use crate::metering::clock::{iso8601, month_start, next_month_start};
-use rusqlite::Connection;
 
-use super::query::check_range;
+use super::query::{check_range, int_sum, HITS};
+use super::sql::{Cell, Param, Read};
 use super::{store, LedgerError, QueryError};
 use crate::metering::record::IDLE_TENANT;
 
@@ -96,42 +96,41 @@ impl FocusQuery {
     }
 }
 
-pub(super) fn csv(conn: &Connection, q: &FocusQuery) -> Result<String, LedgerError> {
+pub(super) fn csv(db: &dyn Read, q: &FocusQuery) -> Result<String, LedgerError> {
     // Floor to the hour even for (theoretical) times before 1970, where % is negative.
     let sql = format!(
         "WITH base AS (SELECT \
              minute_ms - ((minute_ms % {HOUR_MS}) + {HOUR_MS}) % {HOUR_MS} AS hour, \
              tenant, model, team, project, tags, requests, row_count, cost_usd, saved_usd, cache, \
              device_us FROM {source}) \
-         SELECT hour, tenant, model, team, project, tags, SUM(requests), SUM(row_count), \
-             SUM(cost_usd), SUM(saved_usd), \
-             SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN requests ELSE 0 END), \
-             SUM(device_us) / 1e6 \
+         SELECT hour, tenant, model, team, project, tags, {requests}, {rows}, \
+             SUM(cost_usd), SUM(saved_usd), {hits}, SUM(device_us) / 1000000.0 \
          FROM base GROUP BY hour, tenant, model, team, project, tags \
          ORDER BY hour, tenant, model, team, project, tags",
         source = super::rollup::Span::SOURCE,
+        requests = int_sum("requests"),
+        rows = int_sum("row_count"),
+        hits = int_sum(HITS),
     );
     let mut out = String::new();
     push_line(&mut out, COLUMNS.iter().map(|c| c.to_string()));
-    let mut stmt = conn.prepare(&sql)?;
     let from = super::query::minute_floor(q.from_ms);
     let span = super::rollup::Span::new(from, q.to_ms, true);
-    let params = rusqlite::params![
-        from,
-        q.to_ms,
-        IDLE_TENANT,
-        span.hours_from_ms,
-        span.hours_to_ms
+    let params = [
+        Param::Int(from),
+        Param::Int(q.to_ms),
+        Param::Text(IDLE_TENANT.into()),
+        Param::Int(span.hours_from_ms),
+        Param::Int(span.hours_to_ms),
     ];
-    let mut rows = stmt.query(params)?;
-    while let Some(row) = rows.next()? {
-        let hour: i64 = row.get(0)?;
-        let (tenant, model): (String, String) = (row.get(1)?, row.get(2)?);
-        let (team, project, tags): (String, String, String) =
-            (row.get(3)?, row.get(4)?, row.get(5)?);
-        let (requests, rows_sum): (i64, i64) = (row.get(6)?, row.get(7)?);
-        let (cost, saved): (f64, f64) = (row.get(8)?, row.get(9)?);
-        let (hits, device_s): (i64, f64) = (row.get(10)?, row.get(11)?);
+    for row in db.rows(&sql, &params)? {
+        let cell = |i: usize| row.get(i).unwrap_or(&Cell::Null);
+        let hour = cell(0).int()?;
+        let (tenant, model) = (cell(1).text()?.to_string(), cell(2).text()?.to_string());
+        let (team, project, tags) = (cell(3).text()?, cell(4).text()?, cell(5).text()?);
+        let (requests, rows_sum) = (cell(6).int()?, cell(7).int()?);
+        let (cost, saved) = (cell(8).real()?, cell(9).real()?);
+        let (hits, device_s) = (cell(10).int()?, cell(11).real()?);
         let cost = decimal(cost);
         let description = if tenant == IDLE_TENANT {
             format!("Idle device time of model {model}")
@@ -168,7 +167,7 @@ pub(super) fn csv(conn: &Connection, q: &FocusQuery) -> Result<String, LedgerErr
             "Model".into(),
             tenant.clone(),
             tenant,
-            focus_tags(&tags, &team, &project)?,
+            focus_tags(tags, team, project)?,
             requests.to_string(),
             rows_sum.to_string(),
             hits.to_string(),

@@ -46,6 +46,8 @@ mod focus;
 mod lock;
 mod query;
 mod rollup;
+mod sql;
+mod sqlite_sink;
 mod store;
 mod timeseries;
 mod writer;
@@ -179,13 +181,13 @@ pub struct Ledger {
 struct Inner {
     tx: SyncSender<Command>,
     shared: Arc<Shared>,
-    readers: store::Readers,
+    readers: Box<dyn sql::Read + Send + Sync>,
     /// Rows up to this id came from a schema 1 ledger (see `query::usage`).
     legacy_max_id: i64,
     settings: LedgerSettings,
     writer: WriterThread,
-    /// Released last, once the writer has committed what was queued.
-    _lock: lock::WriterLock,
+    /// Released last, once the writer has committed what was queued (a SQLite file only).
+    _lock: Option<lock::WriterLock>,
 }
 
 struct WriterThread(Option<JoinHandle<()>>);
@@ -214,7 +216,8 @@ impl Ledger {
         let opened = store::open_writer(&settings.path, settings.sync)?;
         let shared = Arc::new(Shared::new(settings.max_pending));
         let (tx, rx) = std::sync::mpsc::sync_channel(settings.channel_capacity.max(1));
-        let writer = Writer::new(opened.conn, rx, shared.clone(), settings.detail);
+        let sink = Box::new(sqlite_sink::SqliteSink::new(opened.conn));
+        let writer = Writer::new(sink, rx, shared.clone(), settings.detail);
         let handle = std::thread::Builder::new()
             .name("tollgate-ledger".into())
             .spawn(move || writer.run())
@@ -223,11 +226,11 @@ impl Ledger {
             inner: Arc::new(Inner {
                 tx,
                 shared,
-                readers: store::Readers::new(settings.path.clone()),
+                readers: Box::new(store::Readers::new(settings.path.clone())),
                 legacy_max_id: opened.legacy_max_id,
                 settings,
                 writer: WriterThread(Some(handle)),
-                _lock: lock,
+                _lock: Some(lock),
             }),
         })
     }
@@ -333,21 +336,19 @@ impl Ledger {
     /// Cost per group over a range (blocking: see the module comment).
     pub fn costs(&self, query: &CostQuery) -> Result<Vec<CostRow>, LedgerError> {
         query.validate()?;
-        self.inner.readers.with(|conn| query::costs(conn, query))
+        query::costs(&*self.inner.readers, query)
     }
 
     /// Cost per step of time and group, from the rollups (blocking).
     pub fn timeseries(&self, query: &TimeseriesQuery) -> Result<Vec<Series>, LedgerError> {
         query.validate()?;
-        self.inner
-            .readers
-            .with(|conn| timeseries::timeseries(conn, query))
+        timeseries::timeseries(&*self.inner.readers, query)
     }
 
     /// The range as a FOCUS 1.x CSV (blocking).
     pub fn focus_csv(&self, query: &FocusQuery) -> Result<String, LedgerError> {
         query.validate()?;
-        self.inner.readers.with(|conn| focus::csv(conn, query))
+        focus::csv(&*self.inner.readers, query)
     }
 
     /// One committed record by request id (blocking). Found through the time the id carries
@@ -357,9 +358,7 @@ impl Ledger {
         if legacy_max_id == 0 && crate::metering::record::id_time(request_id).is_none() {
             return Ok(None);
         }
-        self.inner
-            .readers
-            .with(|conn| query::usage(conn, request_id, legacy_max_id))
+        query::usage(&*self.inner.readers, request_id, legacy_max_id)
     }
 
     /// Why a record the ledger has not got may never have been kept, or be gone: its id's time
@@ -394,16 +393,12 @@ impl Ledger {
 
     /// A tenant's committed cost since `since_ms` (blocking); rebuilds budgets at start-up.
     pub fn spend(&self, tenant: &str, since_ms: i64) -> Result<f64, LedgerError> {
-        self.inner
-            .readers
-            .with(|conn| query::spend_of_tenant(conn, tenant, since_ms))
+        query::spend_of_tenant(&*self.inner.readers, tenant, since_ms)
     }
 
     /// A team's committed cost since `since_ms`, idle time excluded (blocking).
     pub fn spend_by_team(&self, team: &str, since_ms: i64) -> Result<f64, LedgerError> {
-        self.inner
-            .readers
-            .with(|conn| query::spend_of_team(conn, team, since_ms))
+        query::spend_of_team(&*self.inner.readers, team, since_ms)
     }
 
     /// Deletes per-request records that arrived before `cutoff_ms`; returns how many

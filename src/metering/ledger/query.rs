@@ -6,9 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use rusqlite::types::Value;
-use rusqlite::Connection;
-
+use super::sql::{Cell, Param, Read};
 use super::{rollup, store, LedgerError, QueryError};
 use crate::metering::record::{self, UsageRecord, IDLE_TENANT};
 
@@ -190,23 +188,33 @@ pub struct CostRow {
 pub(super) struct Groups {
     pub(super) select: String,
     pub(super) columns: Vec<String>,
-    pub(super) params: Vec<Value>,
+    pub(super) params: Vec<Param>,
 }
+
+/// An integer sum: PostgreSQL sums BIGINTs as NUMERIC, read back as BIGINT like SQLite's.
+pub(super) fn int_sum(expr: &str) -> String {
+    format!("CAST(SUM({expr}) AS BIGINT)")
+}
+
+/// Requests answered from the cache or a coalesced computation.
+pub(super) const HITS: &str = "CASE WHEN cache IN ('hit', 'coalesced') THEN requests ELSE 0 END";
+/// Requests that consulted the cache.
+const LOOKUPS: &str = "CASE WHEN cache IN ('hit', 'coalesced', 'miss') THEN requests ELSE 0 END";
 
 /// `span` picks the rollup rows of [from_ms, to_ms) (`rollup::Span::SOURCE`).
 pub(super) fn group_sql(
-    from_ms: i64,
-    to_ms: i64,
+    dialect: super::sql::Dialect,
+    (from_ms, to_ms): (i64, i64),
     span: rollup::Span,
     group_by: &[GroupKey],
 ) -> Groups {
-    // ?1 from, ?2 to, ?3 the idle tenant, ?4 and ?5 the whole hours, then one path per tag key.
+    // ?1 from, ?2 to, ?3 the idle tenant, ?4 and ?5 the whole hours, then one per tag key.
     let mut params = vec![
-        Value::Integer(from_ms),
-        Value::Integer(to_ms),
-        Value::Text(IDLE_TENANT.into()),
-        Value::Integer(span.hours_from_ms),
-        Value::Integer(span.hours_to_ms),
+        Param::Int(from_ms),
+        Param::Int(to_ms),
+        Param::Text(IDLE_TENANT.into()),
+        Param::Int(span.hours_from_ms),
+        Param::Int(span.hours_to_ms),
     ];
     let mut select = String::new();
     let mut columns = Vec::new();
@@ -214,11 +222,8 @@ pub(super) fn group_sql(
         let expr = match (key.column(), key) {
             (Some(column), _) => column.to_string(),
             (None, GroupKey::Tag(tag)) => {
-                params.push(Value::Text(format!("$.\"{tag}\"")));
-                format!(
-                    "COALESCE(CAST(json_extract(tags, ?{}) AS TEXT), '')",
-                    params.len()
-                )
+                params.push(dialect.tag_param(tag));
+                dialect.tag_expr(params.len())
             }
             (None, _) => "''".to_string(),
         };
@@ -234,10 +239,10 @@ pub(super) fn group_sql(
 
 /// The sums read from the rollups: a range covers the whole minutes it touches (the minute
 /// holding `from_ms` up to the last one starting before `to_ms`).
-pub(super) fn costs(conn: &Connection, query: &CostQuery) -> Result<Vec<CostRow>, LedgerError> {
+pub(super) fn costs(db: &dyn Read, query: &CostQuery) -> Result<Vec<CostRow>, LedgerError> {
     let from = minute_floor(query.from_ms);
     let span = rollup::Span::new(from, query.to_ms, true);
-    let g = group_sql(from, query.to_ms, span, &query.group_by);
+    let g = group_sql(db.dialect(), (from, query.to_ms), span, &query.group_by);
     let n = g.columns.len();
     let lead = g
         .columns
@@ -246,35 +251,37 @@ pub(super) fn costs(conn: &Connection, query: &CostQuery) -> Result<Vec<CostRow>
         .collect::<String>();
     let buckets: String = (0..rollup::BUCKETS).map(|i| format!(", h{i}")).collect();
     let bucket_sums: String = (0..rollup::BUCKETS)
-        .map(|i| format!(", SUM(h{i})"))
+        .map(|i| format!(", {}", int_sum(&format!("h{i}"))))
         .collect();
     let sql = format!(
         "WITH base AS (SELECT {sel}tenant = ?3 AS idle, requests, row_count, cost_usd, \
              saved_usd, cache{buckets} FROM {source}) \
-         SELECT {lead}idle, SUM(requests), SUM(row_count), SUM(cost_usd), SUM(saved_usd), \
-             SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN requests ELSE 0 END), \
-             SUM(CASE WHEN cache IN ('hit', 'coalesced', 'miss') THEN requests ELSE 0 END)\
-             {bucket_sums} \
+         SELECT {lead}idle, {requests}, {rows}, SUM(cost_usd), SUM(saved_usd), {hits}, \
+             {lookups}{bucket_sums} \
          FROM base GROUP BY {lead}idle ORDER BY {lead}idle",
         sel = g.select,
         source = rollup::Span::SOURCE,
+        requests = int_sum("requests"),
+        rows = int_sum("row_count"),
+        hits = int_sum(HITS),
+        lookups = int_sum(LOOKUPS),
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(g.params.iter()))?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next()? {
-        let mut values = Vec::with_capacity(n);
-        for i in 0..n {
-            values.push(row.get::<_, String>(i)?);
-        }
-        let idle: bool = row.get(n)?;
-        let count = |i: usize| -> rusqlite::Result<u64> {
-            Ok(u64::try_from(row.get::<_, i64>(n + i)?).unwrap_or(0))
-        };
-        let (requests, cache_hits, lookups) = (count(1)?, count(5)?, count(6)?);
+    for row in db.rows(&sql, &g.params)? {
+        let mut cells = row.into_iter();
+        let values = cells
+            .by_ref()
+            .take(n)
+            .map(Cell::into_text)
+            .collect::<Result<Vec<String>, _>>()?;
+        let rest: Vec<Cell> = cells.collect();
+        let cell = |i: usize| rest.get(i).unwrap_or(&Cell::Null);
+        let idle = cell(0).int()? != 0;
+        let (requests, cache_hits, lookups) =
+            (cell(1).count()?, cell(5).count()?, cell(6).count()?);
         let mut histogram = [0u64; rollup::BUCKETS];
         for (i, slot) in histogram.iter_mut().enumerate() {
-            *slot = count(7 + i)?;
+            *slot = cell(7 + i).count()?;
         }
         let mut group: Vec<(String, String)> = query
             .group_by
@@ -288,9 +295,9 @@ pub(super) fn costs(conn: &Connection, query: &CostQuery) -> Result<Vec<CostRow>
         out.push(CostRow {
             group,
             requests,
-            rows: count(2)?,
-            cost_usd: row.get(n + 3)?,
-            saved_usd: row.get(n + 4)?,
+            rows: cell(2).count()?,
+            cost_usd: cell(3).real()?,
+            saved_usd: cell(4).real()?,
             cache_hits,
             hit_ratio: if lookups == 0 {
                 0.0
@@ -314,16 +321,17 @@ pub(super) const BY_LEGACY_ID: &str = "id <= ?1 AND request_id = ?2";
 /// `legacy_max_id`) may have ids without a time, or not their own; only they are scanned, and
 /// only when the time did not find the record.
 pub(super) fn usage(
-    conn: &Connection,
+    db: &dyn Read,
     request_id: &str,
     legacy_max_id: i64,
 ) -> Result<Option<UsageRecord>, LedgerError> {
+    let id = Param::Text(request_id.to_string());
     if let Some(time_ms) = record::id_time(request_id) {
         let sql = format!(
             "SELECT {} FROM usage WHERE {BY_TIME}",
             store::RECORD_COLUMNS
         );
-        let found = one_record(conn, &sql, rusqlite::params![time_ms, request_id])?;
+        let found = one_record(db, &sql, &[Param::Int(time_ms), id.clone()])?;
         if found.is_some() {
             return Ok(found);
         }
@@ -335,36 +343,34 @@ pub(super) fn usage(
         "SELECT {} FROM usage WHERE {BY_LEGACY_ID}",
         store::RECORD_COLUMNS
     );
-    one_record(conn, &sql, rusqlite::params![legacy_max_id, request_id])
+    one_record(db, &sql, &[Param::Int(legacy_max_id), id])
 }
 
 fn one_record(
-    conn: &Connection,
+    db: &dyn Read,
     sql: &str,
-    params: impl rusqlite::Params,
+    params: &[Param],
 ) -> Result<Option<UsageRecord>, LedgerError> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    let mut rows = stmt.query(params)?;
-    match rows.next()? {
-        Some(row) => Ok(Some(store::record_from_row(row)?)),
+    match db.rows(sql, params)?.into_iter().next() {
+        Some(row) => Ok(Some(store::record_from_cells(row)?)),
         None => Ok(None),
     }
 }
 
 pub(super) fn spend_of_tenant(
-    conn: &Connection,
+    db: &dyn Read,
     tenant: &str,
     since_ms: i64,
 ) -> Result<f64, LedgerError> {
-    spend_since(conn, ("tenant = ?3", tenant), &[], since_ms)
+    spend_since(db, ("tenant = ?3", tenant), &[], since_ms)
 }
 
 /// Cost since `since_ms` of the rows `filter` keeps: ?1 the minute it falls in, ?2 the end of
 /// time, ?3 the filter's value, ?4 and ?5 the whole hours since then, ?6 and on `more`.
 fn spend_since(
-    conn: &Connection,
+    db: &dyn Read,
     (filter, value): (&str, &str),
-    more: &[&dyn rusqlite::ToSql],
+    more: &[Param],
     since_ms: i64,
 ) -> Result<f64, LedgerError> {
     let sql = format!(
@@ -373,16 +379,18 @@ fn spend_since(
     );
     let since = minute_floor(since_ms);
     let span = rollup::Span::new(since, i64::MAX, true);
-    let mut params: Vec<&dyn rusqlite::ToSql> = vec![
-        &since,
-        &i64::MAX,
-        &value,
-        &span.hours_from_ms,
-        &span.hours_to_ms,
+    let mut params = vec![
+        Param::Int(since),
+        Param::Int(i64::MAX),
+        Param::Text(value.to_string()),
+        Param::Int(span.hours_from_ms),
+        Param::Int(span.hours_to_ms),
     ];
     params.extend_from_slice(more);
-    let mut stmt = conn.prepare_cached(&sql)?;
-    Ok(stmt.query_row(params.as_slice(), |r| r.get(0))?)
+    let rows = db.rows(&sql, &params)?;
+    rows.first()
+        .and_then(|row| row.first())
+        .map_or(Ok(0.0), Cell::real)
 }
 
 /// Spend totals read rollups, whose rows start on whole minutes; budget periods do too.
@@ -391,15 +399,11 @@ pub(super) fn minute_floor(ms: i64) -> i64 {
 }
 
 /// Idle records carry no real team; they never count towards one.
-pub(super) fn spend_of_team(
-    conn: &Connection,
-    team: &str,
-    since_ms: i64,
-) -> Result<f64, LedgerError> {
+pub(super) fn spend_of_team(db: &dyn Read, team: &str, since_ms: i64) -> Result<f64, LedgerError> {
     spend_since(
-        conn,
+        db,
         ("team = ?3 AND tenant <> ?6", team),
-        &[&IDLE_TENANT],
+        &[Param::Text(IDLE_TENANT.into())],
         since_ms,
     )
 }

@@ -320,22 +320,24 @@ pub(super) fn backfill(conn: &Connection) -> Result<u64, super::LedgerError> {
     let mut last_id = 0i64;
     let mut total = 0u64;
     let mut scratch = Vec::new();
+    let sql = format!(
+        "SELECT {}, id FROM usage WHERE id > ?1 ORDER BY id LIMIT ?2",
+        super::store::RECORD_COLUMNS
+    );
     loop {
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {}, id FROM usage WHERE id > ?1 ORDER BY id LIMIT ?2",
-            super::store::RECORD_COLUMNS
-        ))?;
-        let mut rows = stmt.query(rusqlite::params![last_id, CHUNK])?;
+        let params = [
+            super::sql::Param::Int(last_id),
+            super::sql::Param::Int(CHUNK),
+        ];
+        let rows = super::sql::sqlite_rows(conn, &sql, &params)?;
+        let n = rows.len() as u64;
         let mut fold = Fold::default();
-        let mut n = 0;
-        while let Some(row) = rows.next()? {
-            last_id = row.get(20)?;
-            let record = super::store::record_from_row(row)?;
-            fold.add(&record, &mut scratch);
-            n += 1;
+        for mut row in rows {
+            if let Some(id) = row.pop() {
+                last_id = id.int()?;
+            }
+            fold.add(&super::store::record_from_cells(row)?, &mut scratch);
         }
-        drop(rows);
-        drop(stmt);
         fold.write(conn)?;
         total += n;
         if n < CHUNK as u64 {

@@ -6,8 +6,9 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags, Row, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use super::sql::{Cell, Dialect, Param, Read};
 use super::{rollup, LedgerError};
 use crate::metering::record::UsageRecord;
 
@@ -249,6 +250,16 @@ impl Readers {
     }
 }
 
+impl Read for Readers {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn rows(&self, sql: &str, params: &[Param]) -> Result<Vec<Vec<Cell>>, LedgerError> {
+        self.with(|conn| super::sql::sqlite_rows(conn, sql, params))
+    }
+}
+
 /// The tags as a JSON object, keys in sorted order, so equal tag sets have equal text (the
 /// FOCUS export groups on it) and `json_extract` can pick one out.
 pub(super) fn tags_json(tags: &[(String, String)]) -> String {
@@ -439,38 +450,48 @@ pub(super) fn insert_all(
     Ok(())
 }
 
-/// Reads a row selected with `RECORD_COLUMNS`.
-pub(super) fn record_from_row(row: &Row<'_>) -> Result<UsageRecord, LedgerError> {
-    let unsigned = |i: usize| -> rusqlite::Result<u64> {
-        Ok(u64::try_from(row.get::<_, i64>(i)?).unwrap_or(0))
+/// Reads a row selected with `RECORD_COLUMNS`, from either database.
+pub(super) fn record_from_cells(row: Vec<Cell>) -> Result<UsageRecord, LedgerError> {
+    if row.len() < RECORD_WIDTH {
+        return Err(LedgerError::Corrupt(format!(
+            "a usage row of {} columns",
+            row.len()
+        )));
+    }
+    let cell = |i: usize| &row[i];
+    let text = |i: usize| -> Result<smol_str::SmolStr, LedgerError> {
+        Ok(smol_str::SmolStr::new(cell(i).text()?))
     };
-    let tags: String = row.get(5)?;
-    let text = |i: usize| -> rusqlite::Result<smol_str::SmolStr> {
-        Ok(smol_str::SmolStr::new(row.get_ref(i)?.as_str()?))
+    let small = |i: usize| -> Result<u32, LedgerError> {
+        u32::try_from(cell(i).int()?)
+            .map_err(|_| LedgerError::Corrupt(format!("column {i} out of range")))
     };
     Ok(UsageRecord {
         request_id: text(0)?,
-        time_ms: row.get(1)?,
+        time_ms: cell(1).int()?,
         tenant: text(2)?,
         team: text(3)?,
         project: text(4)?,
-        tags: tags_from_json(&tags)?,
+        tags: tags_from_json(cell(5).text()?)?,
         model: text(6)?,
         version: text(7)?,
         protocol: text(8)?,
         cache: text(9)?,
-        rows: row.get(10)?,
-        batch_size: row.get(11)?,
-        queue_us: unsigned(12)?,
-        compute_us: unsigned(13)?,
-        latency_us: unsigned(14)?,
-        cost_usd: row.get(15)?,
-        saved_usd: row.get(16)?,
+        rows: small(10)?,
+        batch_size: small(11)?,
+        queue_us: cell(12).count()?,
+        compute_us: cell(13).count()?,
+        latency_us: cell(14).count()?,
+        cost_usd: cell(15).real()?,
+        saved_usd: cell(16).real()?,
         outcome: text(17)?,
         device: text(18)?,
         lane: text(19)?,
     })
 }
+
+/// Columns of `RECORD_COLUMNS`.
+pub(super) const RECORD_WIDTH: usize = 20;
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,8 @@
 //! Cost over time: the rollups summed per step (whole minutes, aligned to the epoch) and per
 //! group, for dashboards and `GET /v1/costs/timeseries`.
 
-use rusqlite::Connection;
-
-use super::query::{check_keys_and_range, group_sql, GroupKey};
+use super::query::{check_keys_and_range, group_sql, int_sum, GroupKey, HITS};
+use super::sql::{Cell, Read};
 use super::{rollup, LedgerError, QueryError};
 use crate::metering::record::IDLE_TENANT;
 
@@ -56,44 +55,49 @@ pub struct Series {
 }
 
 pub(super) fn timeseries(
-    conn: &Connection,
+    db: &dyn Read,
     query: &TimeseriesQuery,
 ) -> Result<Vec<Series>, LedgerError> {
     // The hour tier serves only steps of whole hours, which then never split an hour.
     let span = rollup::Span::new(query.from_ms, query.to_ms, query.step_ms % 3_600_000 == 0);
-    let g = group_sql(query.from_ms, query.to_ms, span, &query.group_by);
+    let g = group_sql(
+        db.dialect(),
+        (query.from_ms, query.to_ms),
+        span,
+        &query.group_by,
+    );
     let n = g.columns.len();
     let lead: String = g.columns.iter().map(|c| format!("{c}, ")).collect();
     // The step is a validated integer, written into the statement rather than bound.
     let sql = format!(
         "WITH base AS (SELECT {sel}tenant = ?3 AS idle, minute_ms / {step} AS slot, requests, \
              cost_usd, saved_usd, cache FROM {source}) \
-         SELECT {lead}idle, slot, SUM(requests), SUM(cost_usd), SUM(saved_usd), \
-             SUM(CASE WHEN cache IN ('hit', 'coalesced') THEN requests ELSE 0 END) \
+         SELECT {lead}idle, slot, {requests}, SUM(cost_usd), SUM(saved_usd), {hits} \
          FROM base GROUP BY {lead}idle, slot ORDER BY {lead}idle, slot",
         sel = g.select,
         step = query.step_ms,
         source = rollup::Span::SOURCE,
+        requests = int_sum("requests"),
+        hits = int_sum(HITS),
     );
-    let mut stmt = conn.prepare(&sql)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(g.params.iter()))?;
     let mut out: Vec<Series> = Vec::new();
     let mut current: Option<(Vec<String>, bool)> = None;
-    while let Some(row) = rows.next()? {
-        let mut values = Vec::with_capacity(n);
-        for i in 0..n {
-            values.push(row.get::<_, String>(i)?);
-        }
-        let idle: bool = row.get(n)?;
-        let unsigned = |i: usize| -> rusqlite::Result<u64> {
-            Ok(u64::try_from(row.get::<_, i64>(i)?).unwrap_or(0))
-        };
+    for row in db.rows(&sql, &g.params)? {
+        let mut cells = row.into_iter();
+        let values = cells
+            .by_ref()
+            .take(n)
+            .map(Cell::into_text)
+            .collect::<Result<Vec<String>, _>>()?;
+        let rest: Vec<Cell> = cells.collect();
+        let cell = |i: usize| rest.get(i).unwrap_or(&Cell::Null);
+        let idle = cell(0).int()? != 0;
         let point = Point {
-            t_ms: row.get::<_, i64>(n + 1)? * query.step_ms,
-            requests: unsigned(n + 2)?,
-            cost_usd: row.get(n + 3)?,
-            saved_usd: row.get(n + 4)?,
-            cache_hits: unsigned(n + 5)?,
+            t_ms: cell(1).int()?.saturating_mul(query.step_ms),
+            requests: cell(2).count()?,
+            cost_usd: cell(3).real()?,
+            saved_usd: cell(4).real()?,
+            cache_hits: cell(5).count()?,
         };
         let key = (values, idle);
         if current.as_ref() != Some(&key) {

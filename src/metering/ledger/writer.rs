@@ -3,7 +3,13 @@
 //! records. A group closes after `GROUP_WINDOW` or `GROUP_RECORDS`, at a flush, or, when a
 //! synchronous caller waits on it, as soon as the channel is momentarily empty. A group that
 //! cannot be committed is retried; its asynchronous records are then held in memory (up to
-//! `max_pending`) and tried again with each later group, while synchronous waiters get the error.
+//! `max_pending`) and tried again before later groups, while synchronous waiters get the error.
+//!
+//! The writer knows the database only as a `Sink`. Each group carries an id the sink may record
+//! in the same transaction (PostgreSQL does): a commit whose answer was lost (the connection
+//! broke after COMMIT) is retried under the same id and with the same records, so the second
+//! try finds the id and writes nothing. That is why a group that failed is kept as it was
+//! (`Unsettled`) and tried again alone, before anything newer.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,10 +17,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::{metric, rollup, store, Detail, LedgerError, Purged};
+use super::{metric, rollup, Detail, LedgerError, Purged};
 use crate::metering::record::UsageRecord;
 
 /// A group closes this long after its first record arrived...
@@ -47,7 +52,78 @@ pub(super) enum Command {
     },
     /// Runs code on the write connection between groups (tests use it to fill the disk).
     #[cfg(test)]
-    Exec(Box<dyn FnOnce(&Connection) + Send>),
+    Exec(Box<dyn FnOnce(&rusqlite::Connection) + Send>),
+}
+
+/// Which rows one purge step deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PurgeTarget {
+    Records,
+    MinuteRollups,
+    HourRollups,
+    /// The ids of committed groups (where the sink keeps them).
+    Groups,
+}
+
+/// A group's id: unique across processes and replicas sharing a database.
+pub(super) type GroupId = String;
+
+/// A ledger's write side, owned by the writer thread.
+pub(super) trait Sink: Send {
+    /// Commits one group as one transaction: the rollups folded from all its records and a
+    /// row for each record in `kept`; or (on error) nothing. A sink that records `id` writes
+    /// nothing, and succeeds, when it finds the id already committed.
+    fn write_group(
+        &mut self,
+        id: &GroupId,
+        kept: &[&UsageRecord],
+        fold: rollup::Fold,
+    ) -> Result<(), LedgerError>;
+
+    /// Deletes at most `limit` rows of `target` older than `cutoff_ms`; returns how many.
+    fn purge_chunk(
+        &mut self,
+        target: PurgeTarget,
+        cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<usize, LedgerError>;
+
+    /// The SQLite connection, for tests that break it on purpose.
+    #[cfg(test)]
+    fn sqlite(&self) -> Option<&rusqlite::Connection>;
+}
+
+/// Group ids already committed are kept this long (a retry comes within seconds).
+pub(super) const GROUP_ID_RETENTION_MS: i64 = 86_400_000;
+
+/// Ids of the form `<process prefix>-<sequence>`: the prefix is random per process, from
+/// the standard library's randomly seeded hasher.
+struct GroupIds {
+    prefix: u64,
+    next: u64,
+}
+
+impl GroupIds {
+    fn new() -> GroupIds {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        GroupIds {
+            prefix: hasher.finish(),
+            next: 0,
+        }
+    }
+
+    fn next(&mut self) -> GroupId {
+        self.next += 1;
+        format!("{:016x}-{:x}", self.prefix, self.next)
+    }
+}
+
+/// A group whose commit failed: its asynchronous records, under the id they were tried with.
+struct Unsettled {
+    id: GroupId,
+    records: Vec<UsageRecord>,
 }
 
 /// Counters and the in-memory backlog, shared by the handles and the writer.
@@ -121,6 +197,20 @@ impl Shared {
         }
     }
 
+    /// Keeps the oldest records a failed group may hold besides the backlog (both together at
+    /// most `max_pending`) and drops the rest with a count. Leaving records out of a group
+    /// retried under its id is safe: had the first try committed, the retry writes nothing.
+    fn bound(&self, mut records: Vec<UsageRecord>) -> Vec<UsageRecord> {
+        let room = self.max_pending.saturating_sub(self.backlog_len());
+        if records.len() > room {
+            let dropped = (records.len() - room) as u64;
+            records.truncate(room);
+            self.count_dropped(dropped);
+            tracing::error!(dropped, "ledger backlog full: usage records dropped");
+        }
+        records
+    }
+
     pub(super) fn count_dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
         self.pending.fetch_sub(n, Ordering::Relaxed);
@@ -143,7 +233,7 @@ enum After {
         reply: std::sync::mpsc::Sender<Result<Purged, LedgerError>>,
     },
     #[cfg(test)]
-    Exec(Box<dyn FnOnce(&Connection) + Send>),
+    Exec(Box<dyn FnOnce(&rusqlite::Connection) + Send>),
 }
 
 /// What a purge deletes: per-request records and rollup rows older than these times.
@@ -171,7 +261,7 @@ impl Group {
 }
 
 pub(super) struct Writer {
-    conn: Connection,
+    sink: Box<dyn Sink>,
     rx: Receiver<Command>,
     shared: std::sync::Arc<Shared>,
     idle_retry: Duration,
@@ -181,24 +271,33 @@ pub(super) struct Writer {
     /// A command that arrived while a purge committed records between its chunks; it is the
     /// first of the next group.
     deferred: Option<Command>,
+    ids: GroupIds,
+    unsettled: Option<Unsettled>,
 }
 
 impl Writer {
     pub(super) fn new(
-        conn: Connection,
+        sink: Box<dyn Sink>,
         rx: Receiver<Command>,
         shared: std::sync::Arc<Shared>,
         detail: Detail,
     ) -> Writer {
         Writer {
-            conn,
+            sink,
             rx,
             shared,
             idle_retry: GROUP_WINDOW,
             scratch: Vec::new(),
             detail,
             deferred: None,
+            ids: GroupIds::new(),
+            unsettled: None,
         }
+    }
+
+    /// Records not committed yet that no command will bring: the backlog and a failed group.
+    fn waiting_to_retry(&self) -> bool {
+        self.unsettled.is_some() || self.shared.backlog_len() > 0
     }
 
     pub(super) fn run(mut self) {
@@ -207,7 +306,7 @@ impl Writer {
             let mut group = Group::new();
             let first = if let Some(cmd) = self.deferred.take() {
                 Ok(cmd)
-            } else if self.shared.backlog_len() > 0 {
+            } else if self.waiting_to_retry() {
                 self.rx.recv_timeout(self.idle_retry)
             } else {
                 self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
@@ -219,6 +318,14 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
             self.process(group);
+        }
+        let left = self.unsettled.take().map_or(0, |u| u.records.len()) + self.shared.backlog_len();
+        if left > 0 {
+            self.shared.count_dropped(left as u64);
+            tracing::error!(
+                records = left,
+                "the ledger closes with usage records it could not commit"
+            );
         }
     }
 
@@ -253,14 +360,21 @@ impl Writer {
     }
 
     fn process(&mut self, mut group: Group) {
-        // Older records first; without any, the group's own vector goes as it is (no copy).
-        let mut held = self.shared.take_backlog();
-        if held.is_empty() {
-            held = std::mem::take(&mut group.held);
+        let mut result = self.retry_unsettled();
+        if let Err(error) = &result {
+            // The database still fails: newer records wait behind the failed group.
+            self.refuse(std::mem::take(&mut group.waiting), error);
+            self.shared.hold_again(std::mem::take(&mut group.held));
         } else {
-            held.append(&mut group.held);
+            // Older records first; without any, the group's own vector goes as it is (no copy).
+            let mut held = self.shared.take_backlog();
+            if held.is_empty() {
+                held = std::mem::take(&mut group.held);
+            } else {
+                held.append(&mut group.held);
+            }
+            result = self.commit(held, group.waiting);
         }
-        let mut result = self.commit(held, group.waiting);
         match group.after {
             After::Nothing => {}
             After::Flush(reply) => {
@@ -275,14 +389,51 @@ impl Writer {
                 let _ = reply.send(self.purge(cutoffs));
             }
             #[cfg(test)]
-            After::Exec(f) => f(&self.conn),
+            After::Exec(f) => {
+                if let Some(conn) = self.sink.sqlite() {
+                    f(conn);
+                }
+            }
         }
         metrics::gauge!(metric::PENDING).set(self.shared.pending.load(Ordering::Relaxed) as f64);
     }
 
-    /// Commits one group with retries and settles its records either way.
+    /// Tries the group that failed last, alone and under its own id.
+    fn retry_unsettled(&mut self) -> Result<(), LedgerError> {
+        let Some(unsettled) = self.unsettled.take() else {
+            return Ok(());
+        };
+        self.try_commit(unsettled.id, unsettled.records, Vec::new())
+    }
+
+    /// Sync waiters of a group that is not tried: they learn at once the ledger is failing.
+    fn refuse(&self, waiting: Vec<(UsageRecord, Reply)>, error: &LedgerError) {
+        self.shared
+            .pending
+            .fetch_sub(waiting.len() as u64, Ordering::Relaxed);
+        for (_, reply) in waiting {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+
+    /// Commits one group (under a new id) with retries and settles its records either way.
     fn commit(
         &mut self,
+        held: Vec<UsageRecord>,
+        waiting: Vec<(UsageRecord, Reply)>,
+    ) -> Result<(), LedgerError> {
+        if held.is_empty() && waiting.is_empty() {
+            return Ok(());
+        }
+        let id = self.ids.next();
+        self.try_commit(id, held, waiting)
+    }
+
+    /// Tries a group `COMMIT_TRIES` times under one id. When every try fails the waiters get
+    /// the error and the held records become the unsettled group, tried again later as they are.
+    fn try_commit(
+        &mut self,
+        id: GroupId,
         held: Vec<UsageRecord>,
         waiting: Vec<(UsageRecord, Reply)>,
     ) -> Result<(), LedgerError> {
@@ -295,13 +446,7 @@ impl Writer {
         let error = loop {
             tries += 1;
             let started = Instant::now();
-            let written = write_group(
-                &mut self.conn,
-                &mut self.scratch,
-                self.detail,
-                (&held, &waiting),
-            );
-            match written {
+            match self.write_group(&id, (&held, &waiting)) {
                 Ok(()) => {
                     metrics::histogram!(metric::COMMIT_DURATION)
                         .record(started.elapsed().as_secs_f64());
@@ -330,15 +475,38 @@ impl Writer {
             tries,
             message: error.to_string(),
         };
-        self.shared
-            .pending
-            .fetch_sub(waiting.len() as u64, Ordering::Relaxed);
-        for (_, reply) in waiting {
-            let _ = reply.send(Err(failed.clone()));
+        self.refuse(waiting, &failed);
+        if self.unsettled.is_some() {
+            // Not reached (nothing newer is tried while a group is unsettled); kept safe.
+            self.shared.hold_again(held);
+        } else if !held.is_empty() {
+            let records = self.shared.bound(held);
+            self.unsettled = Some(Unsettled { id, records });
         }
-        self.shared.hold_again(held);
         self.idle_retry = (self.idle_retry * 2).min(MAX_IDLE_RETRY);
         Err(failed)
+    }
+
+    /// One try: the records the detail level keeps as rows, and every record in the rollups.
+    fn write_group(
+        &mut self,
+        id: &GroupId,
+        (held, waiting): (&[UsageRecord], &[(UsageRecord, Reply)]),
+    ) -> Result<(), LedgerError> {
+        let records: Vec<&UsageRecord> =
+            held.iter().chain(waiting.iter().map(|(r, _)| r)).collect();
+        let mut fold = rollup::Fold::default();
+        for record in &records {
+            fold.add(record, &mut self.scratch);
+        }
+        if self.detail == Detail::All {
+            self.sink.write_group(id, &records, fold)
+        } else {
+            let detail = self.detail;
+            let kept: Vec<&UsageRecord> =
+                records.into_iter().filter(|r| keeps(detail, r)).collect();
+            self.sink.write_group(id, &kept, fold)
+        }
     }
 
     fn settle_success(&mut self, total: u64) {
@@ -356,44 +524,61 @@ impl Writer {
     fn purge(&mut self, cutoffs: Cutoffs) -> Result<Purged, LedgerError> {
         let mut purged = Purged::default();
         // Rollups are counted once, by the minute tier's rows; the hour tier's go alongside.
-        let mut hour_rows = 0;
+        let mut other_rows = 0;
+        let groups_cutoff = cutoffs
+            .records_ms
+            .or(cutoffs.rollups_ms)
+            .map(|_| crate::metering::clock::now_ms().saturating_sub(GROUP_ID_RETENTION_MS));
         let steps = [
             (
                 cutoffs.records_ms,
-                store::PURGE_RECORDS,
+                PurgeTarget::Records,
                 &mut purged.records,
             ),
             (
                 cutoffs.rollups_ms,
-                rollup::PURGE[0].as_str(),
+                PurgeTarget::MinuteRollups,
                 &mut purged.rollups,
             ),
             (
                 cutoffs.rollups_ms,
-                rollup::PURGE[1].as_str(),
-                &mut hour_rows,
+                PurgeTarget::HourRollups,
+                &mut other_rows,
             ),
         ];
-        for (cutoff, sql, total) in steps {
+        for (cutoff, target, total) in steps {
             let Some(cutoff_ms) = cutoff else { continue };
-            loop {
-                let n = self
-                    .conn
-                    .prepare_cached(sql)?
-                    .execute(rusqlite::params![cutoff_ms, PURGE_CHUNK as i64])?;
-                *total += n as u64;
-                if n < PURGE_CHUNK {
-                    break;
-                }
-                self.commit_arrived();
-            }
+            self.purge_target(target, cutoff_ms, total)?;
+        }
+        if let Some(cutoff_ms) = groups_cutoff {
+            self.purge_target(PurgeTarget::Groups, cutoff_ms, &mut other_rows)?;
         }
         Ok(purged)
+    }
+
+    fn purge_target(
+        &mut self,
+        target: PurgeTarget,
+        cutoff_ms: i64,
+        total: &mut u64,
+    ) -> Result<(), LedgerError> {
+        loop {
+            let n = self.sink.purge_chunk(target, cutoff_ms, PURGE_CHUNK)?;
+            *total += n as u64;
+            if n < PURGE_CHUNK {
+                return Ok(());
+            }
+            self.commit_arrived();
+        }
     }
 
     /// Commits the records already on the channel, up to a group's worth, without waiting for
     /// more; the first other command stops it and waits in `deferred`.
     fn commit_arrived(&mut self) {
+        if self.unsettled.is_some() {
+            // The database is failing; what arrived waits on the channel for the next group.
+            return;
+        }
         let mut group = Group::new();
         while self.deferred.is_none() && group.held.len() + group.waiting.len() < GROUP_RECORDS {
             match self.rx.try_recv() {
@@ -445,34 +630,4 @@ fn keeps(detail: Detail, r: &UsageRecord) -> bool {
         Detail::Misses => !matches!(r.cache.as_str(), "hit" | "coalesced"),
         Detail::None => false,
     }
-}
-
-/// One transaction for the whole group: every record is counted in the rollups and, as far as
-/// `detail` keeps it, becomes a row; or (rolled back) nothing is, so a retried group can never
-/// count a record twice.
-fn write_group(
-    conn: &mut Connection,
-    scratch: &mut Vec<u8>,
-    detail: Detail,
-    (held, waiting): (&[UsageRecord], &[(UsageRecord, Reply)]),
-) -> rusqlite::Result<()> {
-    // IMMEDIATE takes the write lock up front, so a busy database fails here, not half-way.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let records: Vec<&UsageRecord> = held.iter().chain(waiting.iter().map(|(r, _)| r)).collect();
-    if detail == Detail::All {
-        store::insert_all(&tx, &records, scratch)?;
-    } else {
-        let kept: Vec<&UsageRecord> = records
-            .iter()
-            .copied()
-            .filter(|r| keeps(detail, r))
-            .collect();
-        store::insert_all(&tx, &kept, scratch)?;
-    }
-    let mut fold = rollup::Fold::default();
-    for record in &records {
-        fold.add(record, scratch);
-    }
-    fold.write(&tx)?;
-    tx.commit()
 }

@@ -152,17 +152,11 @@ fn groups_of_any_size_insert_every_record_with_its_own_values() {
             .collect();
         let refs: Vec<&UsageRecord> = records.iter().collect();
         store::insert_all(&opened.conn, &refs, &mut Vec::new()).expect("insert");
-        let mut stmt = opened
-            .conn
-            .prepare(&format!(
-                "SELECT {} FROM usage ORDER BY id",
-                store::RECORD_COLUMNS
-            ))
-            .expect("select");
-        let stored: Vec<UsageRecord> = stmt
-            .query_map([], |row| Ok(store::record_from_row(row)))
-            .expect("query")
-            .map(|r| r.expect("row").expect("record"))
+        let sql = format!("SELECT {} FROM usage ORDER BY id", store::RECORD_COLUMNS);
+        let stored: Vec<UsageRecord> = sql::sqlite_rows(&opened.conn, &sql, &[])
+            .expect("select")
+            .into_iter()
+            .map(|row| store::record_from_cells(row).expect("record"))
             .collect();
         assert_eq!(stored, records, "{count} records");
     }

@@ -9,7 +9,7 @@ RUNTIME_DIR := .runtime
 ORT_LIB_GLOB := $(RUNTIME_DIR)/onnxruntime/capi/libonnxruntime.so.*
 CARGO ?= cargo
 
-.PHONY: run test runtime redis prometheus wrk nginx pyenv build check bench bench-fleet bench-hits models clean-runtime
+.PHONY: run test runtime redis postgres prometheus wrk nginx pyenv build check bench bench-fleet bench-hits models clean-runtime
 
 run: runtime build
 	./target/debug/tollgate serve --config config.toml
@@ -17,7 +17,7 @@ run: runtime build
 build:
 	$(CARGO) build --bin tollgate
 
-test: runtime redis prometheus pyenv
+test: runtime redis postgres prometheus pyenv
 	scripts/test.sh
 
 # The ONNX Runtime shared library, from the pinned PyPI wheel, into a project-local folder.
@@ -35,6 +35,15 @@ redis:
 		(apt-get install -y redis-server redis-tools >/dev/null 2>&1 || \
 		 (apt-get update >/dev/null && apt-get install -y redis-server redis-tools >/dev/null)); }
 	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null
+
+# PostgreSQL (server programs and psql) from apt when missing, for the fleet ledger's tests,
+# which run their own clusters (initdb in a temporary folder as the postgres user).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v psql >/dev/null || { \
+		echo "installing postgresql from apt"; \
+		(apt-get install -y postgresql >/dev/null 2>&1 || \
+		 (apt-get update >/dev/null && apt-get install -y postgresql >/dev/null)); }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null && command -v psql >/dev/null
 
 # A real Prometheus for the scrape test; apt may try to start it as a service, which the tests
 # do not use (they start their own on a free port).

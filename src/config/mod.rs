@@ -213,6 +213,8 @@ impl Default for PricingConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     pub path: PathBuf,
+    /// `postgres://USER@HOST:PORT/DATABASE`: one ledger for the whole fleet instead of `path`.
+    pub url: Option<String>,
     pub durability: Durability,
     /// Per-request records older than this many days are deleted; 0 keeps them.
     pub retention_days: u32,
@@ -225,6 +227,7 @@ impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             path: PathBuf::from("data/ledger.sqlite"),
+            url: None,
             durability: Durability::Async,
             retention_days: 90,
             rollup_retention_days: 800,
@@ -546,6 +549,15 @@ impl Config {
         }
         if !(self.alerts.anomaly_alpha > 0.0 && self.alerts.anomaly_alpha <= 1.0) {
             return Err(invalid("alerts.anomaly_alpha", "must be in (0, 1]"));
+        }
+        if let Some(url) = &self.ledger.url {
+            let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
+            if !scheme_ok || url.parse::<tokio_postgres::Config>().is_err() {
+                return Err(invalid(
+                    "ledger.url",
+                    "must be a PostgreSQL URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+                ));
+            }
         }
         // Like model paths, a relative ledger path is read from the config file's folder.
         if self.ledger.path.is_relative() {

@@ -114,6 +114,15 @@ fn bad_values_name_their_key() {
             Some("unknown variant `maybe`, expected `async` or `sync`"),
         ),
         ("[ledger]\ndurability = \"sync\"", None),
+        (
+            "[ledger]\nurl = \"postgres://tollgate@db:5432/tollgate\"",
+            None,
+        ),
+        ("[ledger]\nurl = \"mysql://db/x\"", Some("ledger.url")),
+        (
+            "[ledger]\nurl = \"postgres://u@db:port/x\"",
+            Some("ledger.url"),
+        ),
         ("[auth]\nrequired = \"yes\"", Some("required")),
         ("[auth]\nrequired = true", Some("auth.required")),
         (

@@ -80,8 +80,18 @@ impl Metering {
         let now_ms = clock::now_ms();
         let budgets = Budgets::new(&config.tenants, now_ms);
         let mut seeds = HashMap::new();
+        let remote = ledger.settings().url.is_some();
         for (tenant, since) in budgets.periods(now_ms) {
-            let spent = ledger.spend(&tenant, since)?;
+            let spent = match ledger.spend(&tenant, since) {
+                Ok(spent) => spent,
+                // A fleet's ledger may be down while a replica starts; refusing to start would
+                // turn an outage of the ledger into one of the gateway.
+                Err(e) if remote => {
+                    tracing::warn!(tenant = %tenant, error = %e, "budget spend not rebuilt: the PostgreSQL ledger is unreachable; this period's spend starts from 0 on this replica");
+                    0.0
+                }
+                Err(e) => return Err(e.into()),
+            };
             budgets.restore(&tenant, spent, now_ms);
             seeds.insert(tenant, spent);
         }

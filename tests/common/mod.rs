@@ -1,5 +1,6 @@
 //! Shared helpers for the integration tests: a real gateway on port 0, a small HTTP client,
-//! Prometheus text lookups, and a real redis-server on a free port.
+//! Prometheus text lookups, a real redis-server on a free port, and a real PostgreSQL
+//! (`postgres`).
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -12,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tollgate::config::Config;
 use tollgate::server::Server;
+
+pub mod postgres;
 
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,5 +1,5 @@
 //! The ledger's errors. `LedgerError` is `Clone` because one failed commit must reach every
-//! waiter of its group; the underlying SQLite and I/O errors are shared behind an `Arc`.
+//! waiter of its group; the underlying database and I/O errors are shared behind an `Arc`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +24,12 @@ pub enum LedgerError {
     Spawn(#[source] Arc<std::io::Error>),
     #[error("ledger database error: {0}")]
     Database(#[source] Arc<rusqlite::Error>),
+    #[error("PostgreSQL ledger error: {0}")]
+    Postgres(#[source] Arc<tokio_postgres::Error>),
+    #[error("PostgreSQL ledger unavailable: {0}")]
+    Pool(String),
+    #[error("ledger.url: {0}")]
+    BadUrl(String),
     #[error("the ledger at {} could not switch to WAL mode (journal mode is {mode:?})", path.display())]
     NoWal { path: PathBuf, mode: String },
     #[error(
@@ -46,6 +52,12 @@ pub enum LedgerError {
 impl From<rusqlite::Error> for LedgerError {
     fn from(e: rusqlite::Error) -> Self {
         LedgerError::Database(Arc::new(e))
+    }
+}
+
+impl From<tokio_postgres::Error> for LedgerError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        LedgerError::Postgres(Arc::new(e))
     }
 }
 

@@ -44,6 +44,7 @@
 mod error;
 mod focus;
 mod lock;
+mod postgres;
 mod query;
 mod rollup;
 mod sql;
@@ -95,6 +96,8 @@ const DAY_MS: i64 = 86_400_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct LedgerSettings {
     pub path: PathBuf,
+    /// A PostgreSQL ledger shared by the fleet, instead of the SQLite file at `path`.
+    pub url: Option<String>,
     /// `synchronous=FULL` (true) or `NORMAL` (false); see the module comment.
     pub sync: bool,
     /// Records older than this many days go in `purge_expired`; 0 keeps them forever.
@@ -111,6 +114,7 @@ impl LedgerSettings {
     pub fn new(path: impl Into<PathBuf>) -> LedgerSettings {
         LedgerSettings {
             path: path.into(),
+            url: None,
             sync: false,
             retention_days: 90,
             rollup_retention_days: 800,
@@ -126,6 +130,7 @@ impl LedgerSettings {
             retention_days: config.retention_days,
             rollup_retention_days: config.rollup_retention_days,
             detail: config.detail,
+            url: config.url.clone(),
             ..LedgerSettings::new(config.path.clone())
         }
     }
@@ -190,6 +195,14 @@ struct Inner {
     _lock: Option<lock::WriterLock>,
 }
 
+/// What a database brings to a ledger.
+struct Parts {
+    sink: Box<dyn writer::Sink>,
+    readers: Box<dyn sql::Read + Send + Sync>,
+    lock: Option<lock::WriterLock>,
+    legacy_max_id: i64,
+}
+
 struct WriterThread(Option<JoinHandle<()>>);
 
 impl WriterThread {
@@ -209,15 +222,36 @@ impl Drop for WriterThread {
 }
 
 impl Ledger {
-    /// Opens or creates the ledger (and the file's directory) and starts the writer thread.
+    /// Opens or creates the ledger (and the file's directory, or the PostgreSQL schema) and
+    /// starts the writer thread.
     pub fn open(settings: LedgerSettings) -> Result<Ledger, LedgerError> {
+        if let Some(url) = settings.url.clone() {
+            let pg = postgres::Postgres::new(&url)?;
+            pg.check()?;
+            let parts = Parts {
+                sink: Box::new(postgres::PgSink::new(pg.clone(), settings.sync)),
+                readers: Box::new(postgres::PgReaders(pg)),
+                lock: None,
+                legacy_max_id: 0,
+            };
+            return Ledger::start(settings, parts);
+        }
         // Before the file is opened: a second gateway must not migrate it either.
         let lock = lock::WriterLock::acquire(&settings.path)?;
         let opened = store::open_writer(&settings.path, settings.sync)?;
+        let parts = Parts {
+            sink: Box::new(sqlite_sink::SqliteSink::new(opened.conn)),
+            readers: Box::new(store::Readers::new(settings.path.clone())),
+            lock: Some(lock),
+            legacy_max_id: opened.legacy_max_id,
+        };
+        Ledger::start(settings, parts)
+    }
+
+    fn start(settings: LedgerSettings, parts: Parts) -> Result<Ledger, LedgerError> {
         let shared = Arc::new(Shared::new(settings.max_pending));
         let (tx, rx) = std::sync::mpsc::sync_channel(settings.channel_capacity.max(1));
-        let sink = Box::new(sqlite_sink::SqliteSink::new(opened.conn));
-        let writer = Writer::new(sink, rx, shared.clone(), settings.detail);
+        let writer = Writer::new(parts.sink, rx, shared.clone(), settings.detail);
         let handle = std::thread::Builder::new()
             .name("tollgate-ledger".into())
             .spawn(move || writer.run())
@@ -226,11 +260,11 @@ impl Ledger {
             inner: Arc::new(Inner {
                 tx,
                 shared,
-                readers: Box::new(store::Readers::new(settings.path.clone())),
-                legacy_max_id: opened.legacy_max_id,
+                readers: parts.readers,
+                legacy_max_id: parts.legacy_max_id,
                 settings,
                 writer: WriterThread(Some(handle)),
-                _lock: Some(lock),
+                _lock: parts.lock,
             }),
         })
     }

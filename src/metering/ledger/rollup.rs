@@ -70,32 +70,57 @@ pub(super) static TABLE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const TIERS: [&str; 2] = ["usage_rollup", "usage_rollup_hour"];
+pub(super) const TIERS: [&str; 2] = ["usage_rollup", "usage_rollup_hour"];
+
+/// A rollup row's key columns, in table order.
+pub(super) const KEY: &str =
+    "minute_ms, tenant, team, project, tags, model, version, device, outcome, cache, lane";
+
+/// Column types of one database: SQLite's, or (`postgres` true) PostgreSQL's, whose REAL is
+/// single precision and whose text compares bytewise only under the "C" collation.
+pub(super) struct Types {
+    pub(super) int: &'static str,
+    pub(super) real: &'static str,
+    pub(super) text: &'static str,
+    /// After the closing parenthesis.
+    pub(super) table_options: &'static str,
+}
+
+pub(super) const SQLITE_TYPES: Types = Types {
+    int: "INTEGER",
+    real: "REAL",
+    text: "TEXT",
+    table_options: " WITHOUT ROWID",
+};
 
 fn table(name: &str) -> String {
+    table_of(name, &SQLITE_TYPES)
+}
+
+/// The DDL of one tier.
+pub(super) fn table_of(name: &str, t: &Types) -> String {
+    let (int, real, text) = (t.int, t.real, t.text);
     let buckets: String = (0..BUCKETS)
-        .map(|i| format!("    h{i} INTEGER NOT NULL DEFAULT 0,\n"))
+        .map(|i| format!("    h{i} {int} NOT NULL DEFAULT 0,\n"))
         .collect();
+    let texts: String = [
+        "tenant", "team", "project", "tags", "model", "version", "device", "outcome", "cache",
+        "lane",
+    ]
+    .iter()
+    .map(|c| format!("    {c:<11} {text} NOT NULL,\n"))
+    .collect();
     format!(
         "CREATE TABLE {name} (
-    minute_ms   INTEGER NOT NULL,
-    tenant      TEXT    NOT NULL,
-    team        TEXT    NOT NULL,
-    project     TEXT    NOT NULL,
-    tags        TEXT    NOT NULL,
-    model       TEXT    NOT NULL,
-    version     TEXT    NOT NULL,
-    device      TEXT    NOT NULL,
-    outcome     TEXT    NOT NULL,
-    cache       TEXT    NOT NULL,
-    lane        TEXT    NOT NULL,
-    requests    INTEGER NOT NULL,
-    row_count   INTEGER NOT NULL,
-    cost_usd    REAL    NOT NULL,
-    saved_usd   REAL    NOT NULL,
-    device_us   REAL    NOT NULL,
-{buckets}    PRIMARY KEY (minute_ms, tenant, team, project, tags, model, version, device, outcome, cache, lane)
-) WITHOUT ROWID;"
+    minute_ms   {int} NOT NULL,
+{texts}    requests    {int} NOT NULL,
+    row_count   {int} NOT NULL,
+    cost_usd    {real} NOT NULL,
+    saved_usd   {real} NOT NULL,
+    device_us   {real} NOT NULL,
+{buckets}    PRIMARY KEY ({KEY})
+){};",
+        t.table_options
     )
 }
 
@@ -125,12 +150,10 @@ fn upsert(table: &str) -> String {
 /// One chunk of a purge of rollup rows: ?1 the cutoff, ?2 the chunk's size. Rows of minutes
 /// before the cutoff, picked by their key (the table has no row id).
 pub(super) static PURGE: LazyLock<[String; 2]> = LazyLock::new(|| {
-    let key =
-        "minute_ms, tenant, team, project, tags, model, version, device, outcome, cache, lane";
     TIERS.map(|table| {
         format!(
-            "DELETE FROM {table} WHERE ({key}) IN \
-                 (SELECT {key} FROM {table} WHERE minute_ms < ?1 LIMIT ?2)"
+            "DELETE FROM {table} WHERE ({KEY}) IN \
+                 (SELECT {KEY} FROM {table} WHERE minute_ms < ?1 LIMIT ?2)"
         )
     })
 });
@@ -151,7 +174,8 @@ impl Span {
     pub(super) const SOURCE: &'static str =
         "(SELECT * FROM usage_rollup WHERE (minute_ms >= ?1 AND minute_ms < ?4) \
              OR (minute_ms >= ?5 AND minute_ms < ?2) \
-         UNION ALL SELECT * FROM usage_rollup_hour WHERE minute_ms >= ?4 AND minute_ms < ?5)";
+         UNION ALL SELECT * FROM usage_rollup_hour WHERE minute_ms >= ?4 AND minute_ms < ?5) \
+         AS source";
 
     /// `use_hours` false reads minutes only (a time series whose step is not whole hours).
     pub(super) fn new(from_ms: i64, to_ms: i64, use_hours: bool) -> Span {
@@ -177,31 +201,51 @@ impl Span {
     }
 }
 
-/// What a rollup row is keyed by, besides its minute.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    minute_ms: i64,
+/// What a rollup row is keyed by: its minute and the rest in `KEY` order (which is also the
+/// order rows are written in, so writers sharing a database lock rows in one order).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(super) struct Key {
+    pub(super) minute_ms: i64,
     // SmolStr: the record's own strings are shared, not copied, for every record folded.
-    tenant: SmolStr,
-    team: SmolStr,
-    project: SmolStr,
-    tags: SmolStr,
-    model: SmolStr,
-    version: SmolStr,
-    device: SmolStr,
-    outcome: SmolStr,
-    cache: SmolStr,
-    lane: SmolStr,
+    pub(super) tenant: SmolStr,
+    pub(super) team: SmolStr,
+    pub(super) project: SmolStr,
+    pub(super) tags: SmolStr,
+    pub(super) model: SmolStr,
+    pub(super) version: SmolStr,
+    pub(super) device: SmolStr,
+    pub(super) outcome: SmolStr,
+    pub(super) cache: SmolStr,
+    pub(super) lane: SmolStr,
+}
+
+impl Key {
+    /// The text columns, in `KEY` order.
+    pub(super) fn texts(&self) -> [&str; 10] {
+        [
+            &self.tenant,
+            &self.team,
+            &self.project,
+            &self.tags,
+            &self.model,
+            &self.version,
+            &self.device,
+            &self.outcome,
+            &self.cache,
+            &self.lane,
+        ]
+        .map(|s| s.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]
-struct Sums {
-    requests: u64,
-    rows: u64,
-    cost_usd: f64,
-    saved_usd: f64,
-    device_us: f64,
-    histogram: [u64; BUCKETS],
+pub(super) struct Sums {
+    pub(super) requests: u64,
+    pub(super) rows: u64,
+    pub(super) cost_usd: f64,
+    pub(super) saved_usd: f64,
+    pub(super) device_us: f64,
+    pub(super) histogram: [u64; BUCKETS],
 }
 
 impl Default for Sums {
@@ -252,9 +296,8 @@ impl Fold {
         sums.device_us += charged_device_us(r);
     }
 
-    /// Writes every row into the minute tier, and their sums per hour into the hour tier: one
-    /// upsert per row.
-    pub(super) fn write(self, conn: &Connection) -> rusqlite::Result<()> {
+    /// The rows of the minute tier and their sums per hour for the hour tier, each in key order.
+    pub(super) fn tiers(self) -> [Vec<(Key, Sums)>; 2] {
         let mut hours: HashMap<Key, Sums> = HashMap::with_capacity(self.rows.len());
         for (key, sums) in &self.rows {
             let hour = Key {
@@ -263,7 +306,17 @@ impl Fold {
             };
             hours.entry(hour).or_default().merge(sums);
         }
-        write_tier(conn, &UPSERT[0], self.rows)?;
+        [self.rows, hours].map(|tier| {
+            let mut rows: Vec<(Key, Sums)> = tier.into_iter().collect();
+            rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            rows
+        })
+    }
+
+    /// Writes both tiers: one upsert per row.
+    pub(super) fn write(self, conn: &Connection) -> rusqlite::Result<()> {
+        let [minutes, hours] = self.tiers();
+        write_tier(conn, &UPSERT[0], minutes)?;
         write_tier(conn, &UPSERT[1], hours)
     }
 }
@@ -281,24 +334,12 @@ impl Sums {
     }
 }
 
-fn write_tier(conn: &Connection, upsert: &str, rows: HashMap<Key, Sums>) -> rusqlite::Result<()> {
+fn write_tier(conn: &Connection, upsert: &str, rows: Vec<(Key, Sums)>) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(upsert)?;
     for (key, sums) in rows {
-        let text = [
-            &key.tenant,
-            &key.team,
-            &key.project,
-            &key.tags,
-            &key.model,
-            &key.version,
-            &key.device,
-            &key.outcome,
-            &key.cache,
-            &key.lane,
-        ];
         stmt.raw_bind_parameter(1, key.minute_ms)?;
-        for (i, value) in text.iter().enumerate() {
-            stmt.raw_bind_parameter(2 + i, value.as_str())?;
+        for (i, value) in key.texts().iter().enumerate() {
+            stmt.raw_bind_parameter(2 + i, *value)?;
         }
         stmt.raw_bind_parameter(12, to_sql_int(sums.requests))?;
         stmt.raw_bind_parameter(13, to_sql_int(sums.rows))?;

@@ -1,5 +1,7 @@
-//! The durable usage ledger: every `UsageRecord` in an embedded SQLite file, written by one
-//! background thread in group commits, read through separate read-only connections.
+//! The durable usage ledger: every `UsageRecord` counted in rollups (and, as `detail` says,
+//! kept as a row) in an embedded SQLite file, or in PostgreSQL shared by a fleet (`postgres`),
+//! written by one background thread in group commits, read through separate connections. What
+//! follows describes the SQLite file; `postgres` says where PostgreSQL differs.
 //!
 //! # Durability
 //!

@@ -1,10 +1,11 @@
 //! `kill -9` of the gateway under load: with `ledger.durability = "sync"` every response a
-//! client received has its usage record on disk; with "async", everything older than the
-//! commit window does.
+//! client received has its usage record on disk (in the SQLite file, or in a real PostgreSQL
+//! ledger); with "async", everything older than the commit window does.
 
 mod common;
 
 use bytes::Bytes;
+use common::postgres::Postgres;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -13,12 +14,39 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tollgate::metering::ledger::{Ledger, LedgerSettings};
 
+/// Where the gateway keeps its ledger: the `[ledger]` line naming it, and the same settings
+/// for reading it back after the kill.
+struct Target {
+    toml: String,
+    settings: LedgerSettings,
+}
+
+impl Target {
+    fn sqlite() -> Target {
+        let path = common::scratch_dir().join("ledger.sqlite");
+        Target {
+            toml: format!("path = \"{}\"", path.display()),
+            settings: LedgerSettings::new(path),
+        }
+    }
+
+    fn postgres(server: &Postgres) -> Target {
+        Target {
+            toml: format!("url = \"{}\"", server.url()),
+            settings: LedgerSettings {
+                url: Some(server.url()),
+                ..LedgerSettings::new(common::scratch_dir().join("unused.sqlite"))
+            },
+        }
+    }
+}
+
 struct Running {
     child: std::process::Child,
     base: String,
 }
 
-fn start(durability: &str, ledger: &std::path::Path) -> Running {
+fn start(durability: &str, ledger: &Target) -> Running {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -29,8 +57,8 @@ fn start(durability: &str, ledger: &std::path::Path) -> Running {
     std::fs::write(
         &config,
         format!(
-            "[server]\nhttp_addr = \"127.0.0.1:{port}\"\ngrpc_addr = \"127.0.0.1:0\"\n[cache]\nenabled = false\n[ledger]\npath = \"{}\"\ndurability = \"{durability}\"\n[[models]]\nname = \"digits\"\npath = \"{}\"\nmax_batch_size = 8\n",
-            ledger.display(),
+            "[server]\nhttp_addr = \"127.0.0.1:{port}\"\ngrpc_addr = \"127.0.0.1:0\"\n[cache]\nenabled = false\n[ledger]\n{}\ndurability = \"{durability}\"\n[[models]]\nname = \"digits\"\npath = \"{}\"\nmax_batch_size = 8\n",
+            ledger.toml,
             common::model_path("digits").display()
         ),
     )
@@ -111,13 +139,13 @@ async fn load(
 
 async fn crash_under_load(
     durability: &str,
+    target: Target,
 ) -> (
     Vec<(String, std::time::Instant)>,
     std::time::Instant,
     Ledger,
 ) {
-    let ledger_path = common::scratch_dir().join("ledger.sqlite");
-    let mut running = start(durability, &ledger_path);
+    let mut running = start(durability, &target);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let loader = tokio::spawn(load(running.base.clone(), stop.clone()));
     // Let load build up, then kill the gateway mid-flight with SIGKILL: no shutdown code runs.
@@ -132,13 +160,24 @@ async fn crash_under_load(
         "too little load to mean anything: {}",
         received.len()
     );
-    let ledger = Ledger::open(LedgerSettings::new(&ledger_path)).unwrap();
+    let ledger = Ledger::open(target.settings).unwrap();
     (received, killed_at, ledger)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_durability_keeps_the_record_of_every_answered_request() {
-    let (received, _, ledger) = crash_under_load("sync").await;
+    let (received, _, ledger) = crash_under_load("sync", Target::sqlite()).await;
+    assert_every_answer_recorded(&received, &ledger);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_durability_on_postgres_keeps_the_record_of_every_answered_request() {
+    let server = Postgres::start();
+    let (received, _, ledger) = crash_under_load("sync", Target::postgres(&server)).await;
+    assert_every_answer_recorded(&received, &ledger);
+}
+
+fn assert_every_answer_recorded(received: &[(String, std::time::Instant)], ledger: &Ledger) {
     let missing: Vec<&String> = received
         .iter()
         .map(|(id, _)| id)
@@ -154,7 +193,7 @@ async fn sync_durability_keeps_the_record_of_every_answered_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_durability_loses_at_most_the_last_commit_window() {
-    let (received, killed_at, ledger) = crash_under_load("async").await;
+    let (received, killed_at, ledger) = crash_under_load("async", Target::sqlite()).await;
     // Group commits close within 50 ms; anything answered well before the kill is on disk.
     let settled: Vec<&String> = received
         .iter()

@@ -211,3 +211,49 @@ async fn async_durability_loses_at_most_the_last_commit_window() {
         missing.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_under_load_records_every_request_exactly_once() {
+    let mut server = Postgres::start();
+    let target = Target::postgres(&server);
+    let mut running = start("async", &target);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = tokio::spawn(load(running.base.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let received = loader.await.unwrap();
+    assert!(received.len() > 20, "too little load: {}", received.len());
+    // The gateway writes what it held once the server is back (retries back off up to 5 s).
+    let count = |sql: &str| -> u64 { server.psql("tollgate", sql).parse().unwrap() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count("SELECT COUNT(*) FROM usage") < received.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give a wrongly repeated group its chance to show before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rows = count("SELECT COUNT(*) FROM usage");
+    let distinct = count("SELECT COUNT(DISTINCT request_id) FROM usage");
+    // Idle records (device time, no request) count rows but no requests in the rollups.
+    let answered = count("SELECT COUNT(*) FROM usage WHERE tenant <> '__idle__'");
+    let requests = count("SELECT COALESCE(SUM(requests), 0) FROM usage_rollup");
+    assert_eq!(rows, distinct, "a record was written twice");
+    assert_eq!(requests, answered, "the rollups count what the rows hold");
+    let ledger = Ledger::open(target.settings).unwrap();
+    assert_every_answer_recorded(&received, &ledger);
+    // The outage was real: the gateway's writer failed while the server was away.
+    let metrics = common::Client::new(&running.base);
+    let failures = metrics
+        .metric("tollgate_ledger_write_errors_total", &[])
+        .await;
+    assert!(failures > 0.0, "no failed commit during the outage");
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
+}

@@ -10,6 +10,11 @@ use tollgate::metering::cost::share_of_batch;
 use tollgate::metering::meter::Metering;
 use tollgate::metering::record::{self, UsageRecord};
 
+// Shared with the tests, which also stop and restart it.
+#[allow(dead_code)]
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
+
 fn bench_share(c: &mut Criterion) {
     let mut group = c.benchmark_group("metering");
     group.bench_function("share_of_batch", |b| {
@@ -100,11 +105,54 @@ fn bench_settle(c: &mut Criterion) {
         b.iter(|| black_box(record(black_box(7))))
     });
     group.finish();
-    // The writer thread's side: a thousand records enqueued and committed (one group). Divide
-    // by 1,000 for the ledger's CPU per request; this is the part off the request path.
+    let _ = runtime.block_on(metering.ledger.flush());
+    drop(metering);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The writer's side: a thousand records enqueued and committed as one group, on the SQLite
+/// ledger and on a real PostgreSQL one (started here when its programs are installed), side
+/// by side in one invocation. Divide by 1,000 for the ledger's CPU per request, which is off
+/// the request path.
+fn bench_commit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tollgate-bench-commit-{}", std::process::id()));
+    let mut config = Config::default();
+    config.ledger.path = dir.join("ledger.sqlite");
     let mut group = c.benchmark_group("ledger");
     group.throughput(criterion::Throughput::Elements(GROUP));
-    group.bench_function("enqueue_and_commit_1000", |b| {
+    commit_groups(&mut group, &runtime, "enqueue_and_commit_1000", &config);
+    let server = std::path::Path::new("/usr/lib/postgresql")
+        .exists()
+        .then(postgres::Postgres::start);
+    match &server {
+        Some(server) => {
+            config.ledger.url = Some(server.url());
+            commit_groups(&mut group, &runtime, "enqueue_and_commit_1000_postgres", &config);
+        }
+        None => eprintln!("ledger: PostgreSQL is not installed (make postgres); its side skipped"),
+    }
+    group.finish();
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn commit_groups(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    config: &Config,
+) {
+    let metering = runtime
+        .block_on(async { Metering::open(config) })
+        .expect("metering opens");
+    let mut n = 0u64;
+    group.bench_function(name, |b| {
         b.iter_batched(
             || {
                 (0..GROUP)
@@ -125,10 +173,15 @@ fn bench_settle(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
-    group.finish();
     let _ = runtime.block_on(metering.ledger.flush());
-    drop(metering);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A free port for the PostgreSQL cluster (the starter shared with the tests asks for one).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 criterion_group! {
@@ -137,6 +190,6 @@ criterion_group! {
         .sample_size(30)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1));
-    targets = bench_share, bench_settle
+    targets = bench_share, bench_settle, bench_commit
 }
 criterion_main!(benches);

@@ -6,7 +6,8 @@
 #           answering the same bytes (`return 200` with the hit's exact body), with
 #           `ledger.detail = "all"` and `"misses"`; sides run by turns (N A M, A M N, ...).
 #           Ledger bytes per hit: growth of each gateway's ledger (checkpointed) over its runs,
-#           divided by the requests wrk counted.
+#           divided by the requests wrk counted. CPU per request: each server's user and system
+#           time over its runs (from /proc), divided by the requests wrk counted.
 #   costs   `/v1/costs` for a month over rollups standing for >= 10M requests (a month of
 #           minutes x tenants x models, written straight into a ledger file), timed by curl.
 #
@@ -82,6 +83,7 @@ start() {
     "$GATEWAY" serve --config "$OUT/$1.toml" --http-addr "127.0.0.1:$http" --grpc-addr "127.0.0.1:$grpc" >"$OUT/$1.log" 2>&1 &
     PIDS+=($!)
     printf -v "$1" '%s' "127.0.0.1:$http"
+    printf -v "pid_$1" '%s' "$!"
     wait_http "http://127.0.0.1:$http/v2/health/ready" 60 || { tail -20 "$OUT/$1.log" >&2; exit 1; }
 }
 
@@ -160,15 +162,29 @@ http {{
 PY
 "$NGINX" -c "$PWD/$OUT/nginx/nginx.conf" -p "$PWD/$OUT/nginx" &
 PIDS+=($!)
+pid_nginx=$!
 nginx="127.0.0.1:$NGINX_PORT"
 wait_http "http://$nginx/" 10
 cmp <(curl -sf -X POST --data-binary @"$OUT/body.json" "http://$nginx/v2/models/digits/infer") "$OUT/hit.body" \
     || { echo "bench_hits.sh: nginx does not answer the hit's bytes" >&2; exit 1; }
 
 # wrk_run NAME TARGET: the one body POSTed over 64 connections by one thread.
-wrk_run() {
+# Also the server's CPU over the run (user and system clock ticks of the process and its
+# children, nginx's worker included) into $OUT/NAME.cpu: "user_before sys_before user_after sys_after".
+cpu_ticks() { # PID: "user sys" ticks of PID and its children
+    local user=0 sys=0 pid u s
+    for pid in "$1" $(pgrep -P "$1" || true); do
+        read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        user=$((user + u)); sys=$((sys + s))
+    done
+    echo "$user $sys"
+}
+wrk_run() { # NAME TARGET PID
+    local before
+    before=$(cpu_ticks "$3")
     wrk -t1 -c64 -d"${DURATION}s" --latency -s "$OUT/post.lua" \
         "http://$2/v2/models/digits/infer" >"$OUT/$1.wrk" 2>&1
+    echo "$before $(cpu_ticks "$3")" >"$OUT/$1.cpu"
     if grep -q 'Non-2xx' "$OUT/$1.wrk"; then
         echo "bench_hits.sh: $1 got error answers:" >&2; cat "$OUT/$1.wrk" >&2; exit 1
     fi
@@ -182,7 +198,8 @@ for run in $(seq 1 "$RUNS"); do
     shift_by=$(( (run - 1) % 3 ))
     order=("${sides[@]:$shift_by}" "${sides[@]:0:$shift_by}")
     for side in "${order[@]}"; do
-        wrk_run "hits_${side}_r$run" "${!side}"
+        pid="pid_$side"
+        wrk_run "hits_${side}_r$run" "${!side}" "${!pid}"
     done
 done
 sleep 1 # the last async group commits within 50 ms
@@ -242,7 +259,7 @@ PY
 done
 
 # ---- summary ----------------------------------------------------------------------------------
-python3 - "$OUT" "$RUNS" <<'PY' | tee "$OUT/summary.md"
+python3 - "$OUT" "$RUNS" "$(getconf CLK_TCK)" <<'PY' | tee "$OUT/summary.md"
 import pathlib, re, statistics, sys
 out, runs = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 def ms(text):
@@ -259,8 +276,16 @@ def wrk(name):
     return rows
 med = statistics.median
 print(f"\n## hits (wrk -t1 -c64, median of {runs} runs per side, by turns)\n")
-print("| side | req/s | p50 ms | p99 ms | vs nginx | ledger bytes per request |")
-print("|---|---|---|---|---|---|")
+hz = int(sys.argv[3])
+def cpu(name):
+    """The server's user and system CPU per request over all its runs, in microseconds."""
+    user = system = requests = 0
+    for r, w in zip(range(1, runs + 1), wrk(name)):
+        u0, s0, u1, s1 = map(int, (out / f"{name}_r{r}.cpu").read_text().split())
+        user, system, requests = user + u1 - u0, system + s1 - s0, requests + w[3]
+    return user / hz * 1e6 / requests, system / hz * 1e6 / requests
+print("| side | req/s | p50 ms | p99 ms | vs nginx | CPU µs per request (user + system) | ledger bytes per request |")
+print("|---|---|---|---|---|---|---|")
 nginx = med([w[0] for w in wrk("hits_nginx")])
 for side in ("nginx", "all", "misses"):
     w = wrk(f"hits_{side}")
@@ -269,7 +294,9 @@ for side in ("nginx", "all", "misses"):
     if side != "nginx":
         grown = int((out / f"{side}_bytes_after").read_text()) - int((out / f"{side}_bytes_before").read_text())
         per = f"{grown / sum(x[3] for x in w):.1f}"
-    print(f"| {side} | {rps:,.0f} | {med([x[1] for x in w]):.2f} | {med([x[2] for x in w]):.2f} | {rps / nginx:.3f}x | {per} |")
+    user, system = cpu(f"hits_{side}")
+    print(f"| {side} | {rps:,.0f} | {med([x[1] for x in w]):.2f} | {med([x[2] for x in w]):.2f} | {rps / nginx:.3f}x "
+          f"| {user:.1f} + {system:.1f} = {user + system:.1f} | {per} |")
 print("\n## /v1/costs for November over the month's rollups (curl, median of 7)\n")
 for path in sorted(out.glob("costs_*.times")):
     times = [float(t) * 1000 for t in path.read_text().split()]

@@ -7,6 +7,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod stats;
+
 pub const REQUESTS: &str = "tollgate_requests_total";
 pub const REQUEST_DURATION: &str = "tollgate_request_duration_seconds";
 pub const EXECUTIONS: &str = "tollgate_executions_total";

@@ -5,8 +5,9 @@ use crate::spec::TensorSpec;
 
 pub const SERVER_NAME: &str = "tollgate";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
-/// What `/v2` advertises: the binary tensor extension and the schedule-policy parameters.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "schedule_policy"];
+/// What `/v2` advertises: the binary tensor extension, the schedule-policy parameters and
+/// Triton's statistics.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "schedule_policy", "statistics"];
 pub const PLATFORM: &str = "onnxruntime_onnx";
 
 pub struct TensorMetadata<'a> {

@@ -5,4 +5,5 @@ pub mod grpc;
 pub mod http;
 mod metadata;
 mod params;
+mod statistics;
 mod status;

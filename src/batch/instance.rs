@@ -5,6 +5,7 @@ use super::inline::{self, ShortRuns};
 use super::{split, BatchError};
 use crate::backend::{AsyncEngine, BackendError, Engine};
 use crate::telemetry;
+use crate::telemetry::stats::ModelStats;
 use crate::tensor::Tensor;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,13 +20,15 @@ const UTILISATION_WINDOW: Duration = Duration::from_secs(10);
 /// sizes that run short.
 pub(crate) struct ModelRuns {
     series: BatchSeries,
+    stats: Arc<ModelStats>,
     short: ShortRuns,
 }
 
 impl ModelRuns {
-    pub(crate) fn new(model: &str) -> ModelRuns {
+    pub(crate) fn new(model: &str, stats: Arc<ModelStats>) -> ModelRuns {
         ModelRuns {
             series: BatchSeries::new(model),
+            stats,
             short: ShortRuns::default(),
         }
     }
@@ -170,6 +173,7 @@ impl Instance {
         series.rows.increment(batch_rows as u64);
         series.batch_size.record(batch_rows as f64);
         series.compute.record(compute.as_secs_f64());
+        self.runs.stats.executed(batch_rows, compute);
         let per_member = split::scatter(result?, rows)?;
         Ok(Ran {
             per_member,

@@ -96,6 +96,8 @@ pub struct BatcherSettings {
     pub max_queue_size: usize,
     /// When true, the first dimension of every input is the batch dimension.
     pub batching: bool,
+    /// The model's Triton-style statistics, which count every batch run.
+    pub stats: Arc<crate::telemetry::stats::ModelStats>,
 }
 
 #[derive(Clone)]
@@ -200,7 +202,7 @@ pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
     // Capacity 1: one batch waits ready while the workers run theirs, so a device never idles
     // for assembly, and requests that arrive meanwhile can still join the next batch.
     let (work_sender, work_receiver) = mpsc::channel(1);
-    let runs = Arc::new(ModelRuns::new(&settings.model));
+    let runs = Arc::new(ModelRuns::new(&settings.model, settings.stats.clone()));
     let model = settings.model.as_str();
     let instances: Vec<Arc<Instance>> = match engines {
         Engines::Threads(engines) => {

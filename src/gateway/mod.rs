@@ -19,10 +19,11 @@ use crate::model::{self, Model, Registry, RequestError};
 use crate::request::{CacheStatus, InferRequest, InferResponse, Outputs, RequestOptions, Served};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
+use crate::telemetry::stats::{ModelStats, Service};
 use smol_str::SmolStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use crate::request::Protocol;
@@ -273,7 +274,11 @@ impl Gateway {
             outcome
         }
         .await;
-        let seconds = started.elapsed().as_secs_f64();
+        let took = started.elapsed();
+        let seconds = took.as_secs_f64();
+        if let Ok(model) = &metric_model {
+            count_statistics(&model.stats, &result, took, arrived_ms);
+        }
         match (&result, &metric_model) {
             (Ok(_), Ok(model)) => model.requests.record_success(protocol, seconds),
             (Ok(_), Err(_)) => {
@@ -399,6 +404,25 @@ impl Gateway {
 pub struct Reply {
     pub response: InferResponse,
     pub recall: Option<Arc<Recall>>,
+}
+
+/// Triton's statistics of the request's model: one answer (how it was served) or one failure.
+fn count_statistics(stats: &ModelStats, result: &Result<Reply, Error>, took: Duration, arrived_ms: i64) {
+    let now_ms = u64::try_from(arrived_ms).unwrap_or(0) + took.as_millis() as u64;
+    let Ok(reply) = result else {
+        stats.failed(took, now_ms);
+        return;
+    };
+    let served = &reply.response.served;
+    let service = match served.cache {
+        CacheStatus::Hit => Service::Hit,
+        status => Service::Computed {
+            queue: Duration::from_micros(served.queue_us),
+            compute: Duration::from_micros(served.compute_us),
+            looked_up: matches!(status, CacheStatus::Miss | CacheStatus::Coalesced),
+        },
+    };
+    stats.answered(service, took, now_ms);
 }
 
 /// Every local model instance, for idle billing. An upstream model's instance threads wait on

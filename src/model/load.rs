@@ -10,6 +10,7 @@ use crate::batch::{self, BatcherSettings, Policy};
 use crate::cache::ModelCache;
 use crate::config::{Config, Device, DeviceFallback, ModelConfig};
 use crate::spec::ModelSpec;
+use crate::telemetry::stats::ModelStats;
 use crate::telemetry::RequestSeries;
 use std::path::Path;
 use std::sync::Arc;
@@ -156,12 +157,14 @@ fn assemble(config: &Config, model_config: &ModelConfig, loaded: Loaded) -> Mode
         "version" => model_config.version.clone(),
         "provider" => loaded.provider.clone())
     .set(1.0);
+    let stats = Arc::new(ModelStats::new());
     let batcher = batch::start(
         BatcherSettings {
             model: model_config.name.clone(),
             policy,
             max_queue_size: model_config.max_queue_size,
             batching,
+            stats: stats.clone(),
         },
         loaded.engines,
     );
@@ -185,6 +188,7 @@ fn assemble(config: &Config, model_config: &ModelConfig, loaded: Loaded) -> Mode
         )
         .with_min_uses(model_config.cache_min_uses.unwrap_or(config.cache.min_uses)),
         requests: RequestSeries::new(&model_config.name),
+        stats,
         default_priority: model_config.default_priority,
         default_timeout_us: model_config.default_timeout_us,
         price_per_hour: loaded.price_per_hour,

@@ -62,6 +62,8 @@ pub struct Model {
     pub cache_enabled: bool,
     pub cache: crate::cache::ModelCache,
     pub requests: crate::telemetry::RequestSeries,
+    /// Triton's statistics extension, counted from the same events as `requests`.
+    pub stats: Arc<crate::telemetry::stats::ModelStats>,
     pub default_priority: u8,
     pub default_timeout_us: u64,
     pub price_per_hour: f64,

@@ -526,17 +526,84 @@ def test_bad_request_raises_and_server_survives(gateway, protocol, case):
 
 
 # ---------------------------------------------------------------------------
-# Triton's own extensions are not part of the protocol we serve
+# Triton's statistics extension, read with tritonclient's own call
+# ---------------------------------------------------------------------------
+
+def _statistics(gw, protocol, model):
+    """One model's statistics as a dict in Triton's JSON shape, over either protocol."""
+    if protocol == "http":
+        answer = gw.http.get_inference_statistics(model)
+    else:
+        answer = gw.grpc.get_inference_statistics(model, as_json=True, client_timeout=TIMEOUT_S)
+    (stats,) = answer["model_stats"]
+    # gRPC's JSON renders uint64 as strings and leaves zeros out.
+    number = lambda d, k: int(d.get(k, 0))
+    infer = stats.get("inference_stats", {})
+    return {
+        "name": stats["name"],
+        "version": stats["version"],
+        "last_inference": number(stats, "last_inference"),
+        "inference_count": number(stats, "inference_count"),
+        "execution_count": number(stats, "execution_count"),
+        **{f"{k}_count": number(infer.get(k, {}), "count") for k in ("success", "fail", "queue", "compute_infer", "cache_hit", "cache_miss")},
+        "compute_ns": number(infer.get("compute_infer", {}), "ns"),
+        "batch_runs": sum(number(b.get("compute_infer", {}), "count") for b in stats.get("batch_stats", [])),
+    }
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_inference_statistics_move_with_the_traffic(gateway, protocol):
+    """tritonclient's get_inference_statistics, as a program written for Triton calls it."""
+    before = _statistics(gateway, protocol, "digits")
+    assert (before["name"], before["version"]) == ("digits", MODEL_VERSION)
+    rng = np.random.default_rng()
+    ref = reference("digits")
+    # Fresh rows (misses), then the last one again (a hit), then a request that fails.
+    sent = 5
+    for _ in range(sent):
+        rows = {name: rng.random(arr[:2].shape, dtype=np.float32) * 16 for name, arr in ref.rows.items()}
+        infer_http_json(gateway, "digits", "", rows, ref.output_names)
+    infer_http_json(gateway, "digits", "", rows, ref.output_names)
+    bad = httpclient.InferInput(ref.inputs[0].name, [1, 3], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
+    with pytest.raises(InferenceServerException):
+        gateway.http.infer("digits", [bad])
+    after = _statistics(gateway, protocol, "digits")
+    moved = {k: after[k] - before[k] for k in after if k.endswith("_count") or k in ("compute_ns", "batch_runs")}
+    assert moved["success_count"] == sent + 1, moved
+    assert moved["fail_count"] == 1, moved
+    assert moved["cache_hit_count"] == 1, moved
+    assert moved["cache_miss_count"] == sent, moved
+    assert moved["queue_count"] == sent and moved["compute_infer_count"] == sent, moved
+    # Two rows each, in batches of their own or shared with nothing else running.
+    assert moved["inference_count"] == 2 * sent, moved
+    assert 1 <= moved["execution_count"] <= sent and moved["batch_runs"] == moved["execution_count"], moved
+    assert moved["compute_ns"] > 0, moved
+    assert after["last_inference"] >= before["last_inference"] and after["last_inference"] > 1.7e12, after
+
+
+def test_statistics_of_every_model_and_of_an_unknown_one(gateway):
+    every = gateway.http.get_inference_statistics()
+    names = {m["name"] for m in every["model_stats"]}
+    assert {"digits", "int_scorer"} <= names, names
+    for client in (gateway.http, gateway.grpc):
+        with pytest.raises(InferenceServerException) as raised:
+            client.get_inference_statistics("no_such_model")
+        assert "no_such_model" in str(raised.value)
+    assert "statistics" in gateway.http.get_server_metadata()["extensions"]
+
+
+# ---------------------------------------------------------------------------
+# Triton's other extensions are not part of the protocol we serve
 # ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
     "call",
     [
         lambda client: client.get_model_config("digits"),
-        lambda client: client.get_inference_statistics("digits"),
         lambda client: client.get_model_repository_index(),
     ],
-    ids=["model_config", "statistics", "repository_index"],
+    ids=["model_config", "repository_index"],
 )
 def test_grpc_triton_extensions_answer_unimplemented(gateway, call):
     with pytest.raises(InferenceServerException) as raised:

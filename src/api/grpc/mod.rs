@@ -1,10 +1,10 @@
-//! The KServe V2 gRPC front end (`inference.GRPCInferenceService`) on tonic. Triton's own
-//! extensions (model control, shared memory, statistics, ...) are not in our proto, so tonic
-//! answers them UNIMPLEMENTED.
+//! The KServe V2 gRPC front end (`inference.GRPCInferenceService`) on tonic, with Triton's
+//! statistics. Its other extensions (model control, shared memory, ...) are not in our proto,
+//! so tonic answers them UNIMPLEMENTED.
 
 pub(crate) mod convert;
 
-use crate::api::{metadata, status};
+use crate::api::{metadata, statistics, status};
 use crate::gateway::{Credentials, Gateway, Protocol};
 use crate::shutdown::Shutdown;
 use std::pin::Pin;
@@ -72,6 +72,17 @@ impl GrpcInferenceService for InferenceService {
             .model(&request.name, version)
             .is_ok_and(|model| model.is_ready());
         Ok(Response::new(proto::ModelReadyResponse { ready }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<proto::ModelStatisticsRequest>,
+    ) -> Result<Response<proto::ModelStatisticsResponse>, Status> {
+        let request = request.into_inner();
+        let version = (!request.version.is_empty()).then_some(request.version.as_str());
+        statistics::collect(&self.gateway, &request.name, version)
+            .map(Response::new)
+            .map_err(|e| status::grpc_status(&e))
     }
 
     async fn server_metadata(

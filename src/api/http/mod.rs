@@ -6,7 +6,7 @@ pub mod infer;
 pub mod memo;
 mod reader;
 
-use crate::api::{metadata, status};
+use crate::api::{metadata, statistics, status};
 use crate::gateway::Error;
 use crate::gateway::{Credentials, Gateway, Protocol};
 use crate::request::InferResponse;
@@ -108,6 +108,9 @@ async fn route(
             StatusCode::OK,
             &json!({"name": metadata::SERVER_NAME, "version": metadata::SERVER_VERSION, "extensions": metadata::EXTENSIONS}),
         ),
+        // Every model's statistics, as Triton answers them (a model named "stats" keeps its
+        // own routes below it).
+        (["v2", "models", "stats"], &Method::GET) => model_statistics(gateway, "", None),
         (["v2", "models", model, rest @ ..], _) => {
             let (version, action) = match rest {
                 ["versions", version, action @ ..] => (Some(*version), action),
@@ -115,6 +118,7 @@ async fn route(
             };
             match (action, method) {
                 ([], &Method::GET) => model_metadata(gateway, model, version),
+                (["stats"], &Method::GET) => model_statistics(gateway, model, version),
                 (["ready"], &Method::GET) => model_ready(gateway, model, version),
                 (["infer"], &Method::POST) => {
                     let route = InferRoute {
@@ -125,7 +129,7 @@ async fn route(
                     };
                     infer(route, &parts, body).await
                 }
-                ([] | ["ready"], _) => method_not_allowed(method, &Method::GET),
+                ([] | ["ready"] | ["stats"], _) => method_not_allowed(method, &Method::GET),
                 (["infer"], _) => method_not_allowed(method, &Method::POST),
                 _ => not_found(path),
             }
@@ -182,6 +186,13 @@ fn model_metadata(gateway: &Gateway, name: &str, version: Option<&str>) -> Respo
             },
         }),
     )
+}
+
+fn model_statistics(gateway: &Gateway, name: &str, version: Option<&str>) -> Response<Body> {
+    match statistics::collect(gateway, name, version) {
+        Ok(answer) => json_response(StatusCode::OK, &statistics::to_json(&answer)),
+        Err(error) => error_response(&error),
+    }
 }
 
 fn model_ready(gateway: &Gateway, name: &str, version: Option<&str>) -> Response<Body> {

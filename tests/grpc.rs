@@ -95,6 +95,45 @@ async fn status_codes_and_parameters_follow_the_protocol() {
             tonic::Code::InvalidArgument,
             "max_batch_size",
         ),
+        (
+            request("digits", vec![1_000_000_000_000, 64], rows[0].clone()),
+            tonic::Code::InvalidArgument,
+            "input",
+        ),
+        (
+            {
+                let mut message = request("digits", vec![1, 64], rows[0].clone());
+                message.inputs[0].datatype = "FP33".into();
+                message
+            },
+            tonic::Code::InvalidArgument,
+            "FP33",
+        ),
+        (
+            {
+                // Raw contents twice for one input: the second has no input to belong to.
+                let mut message = request("digits", vec![1, 64], Vec::new());
+                message.inputs[0].contents = None;
+                let raw: Vec<u8> = rows[0].iter().flat_map(|v| v.to_le_bytes()).collect();
+                message.raw_input_contents = vec![raw.clone().into(), raw.into()];
+                message
+            },
+            tonic::Code::InvalidArgument,
+            "raw_input_contents",
+        ),
+        (
+            {
+                // FP32 declared, FP64 sent.
+                let mut message = request("digits", vec![1, 64], Vec::new());
+                message.inputs[0].contents = Some(proto::InferTensorContents {
+                    fp64_contents: rows[0].iter().map(|&v| f64::from(v)).collect(),
+                    ..Default::default()
+                });
+                message
+            },
+            tonic::Code::InvalidArgument,
+            "input",
+        ),
     ];
     for (message, code, fragment) in cases {
         let status = client.model_infer(message).await.unwrap_err();

@@ -3,6 +3,7 @@
 
 pub mod grpc;
 pub mod http;
+mod limits;
 mod metadata;
 mod params;
 mod statistics;

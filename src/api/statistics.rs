@@ -67,14 +67,14 @@ fn duration(tally: &Tally) -> proto::StatisticDuration {
 /// Triton's JSON for the same answer (`GET /v2/models[/{m}[/versions/{v}]]/stats`).
 pub fn to_json(response: &proto::ModelStatisticsResponse) -> Value {
     let duration = |d: &Option<proto::StatisticDuration>| {
-        let d = d.clone().unwrap_or_default();
+        let d = d.unwrap_or_default();
         json!({"count": d.count, "ns": d.ns})
     };
     let models: Vec<Value> = response
         .model_stats
         .iter()
         .map(|m| {
-            let s = m.inference_stats.clone().unwrap_or_default();
+            let s = m.inference_stats.unwrap_or_default();
             json!({
                 "name": m.name,
                 "version": m.version,

@@ -82,6 +82,16 @@ pub struct ServerConfig {
     /// Threads that serve requests; one per CPU core when unset. Fewer leaves cores to
     /// neighbours on a shared machine, and spares cross-core wake-ups when there are few.
     pub worker_threads: Option<usize>,
+    /// A connection that has not sent a whole request head this long after it began waiting
+    /// for one (on connecting, or idle between keep-alive requests) is closed.
+    pub header_read_timeout_ms: u64,
+    /// Open client connections per listener; beyond it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Streams one HTTP/2 (or gRPC) connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 and gRPC keep-alive pings to idle clients; a client that does not answer one in
+    /// time is closed. 0 turns them off.
+    pub keepalive_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +104,10 @@ impl Default for ServerConfig {
             admin_token_blake3: None,
             shutdown_grace_ms: 10_000,
             worker_threads: None,
+            header_read_timeout_ms: 10_000,
+            max_connections: 10_000,
+            http2_max_concurrent_streams: 256,
+            keepalive_interval_ms: 30_000,
         }
     }
 }
@@ -112,6 +126,13 @@ impl fmt::Debug for ServerConfig {
             )
             .field("shutdown_grace_ms", &self.shutdown_grace_ms)
             .field("worker_threads", &self.worker_threads)
+            .field("header_read_timeout_ms", &self.header_read_timeout_ms)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "http2_max_concurrent_streams",
+                &self.http2_max_concurrent_streams,
+            )
+            .field("keepalive_interval_ms", &self.keepalive_interval_ms)
             .finish()
     }
 }
@@ -470,6 +491,18 @@ impl Config {
                 "server.worker_threads",
                 "must be at least 1 (leave it out for one per core)",
             ));
+        }
+        for (field, value) in [
+            ("server.header_read_timeout_ms", self.server.header_read_timeout_ms),
+            ("server.max_connections", self.server.max_connections as u64),
+            (
+                "server.http2_max_concurrent_streams",
+                u64::from(self.server.http2_max_concurrent_streams),
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
         }
         if self.server.max_body_bytes.0 < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1KiB"));

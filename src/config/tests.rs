@@ -79,6 +79,17 @@ fn bad_values_name_their_key() {
             Some("server.worker_threads"),
         ),
         ("[server]\nworker_threads = 3", None),
+        (
+            "[server]\nheader_read_timeout_ms = 0",
+            Some("server.header_read_timeout_ms"),
+        ),
+        ("[server]\nmax_connections = 0", Some("server.max_connections")),
+        (
+            "[server]\nhttp2_max_concurrent_streams = 0",
+            Some("server.http2_max_concurrent_streams"),
+        ),
+        ("[server]\nkeepalive_interval_ms = 0", None),
+        ("[server]\nmax_connections = 2\nheader_read_timeout_ms = 500", None),
         ("[server]\nhttp_addr = \"nowhere\"", Some("http_addr")),
         ("[cache]\nttl_seconds = 0", Some("cache.ttl_seconds")),
         ("[cache]\nscope = \"global\"", Some("scope")),

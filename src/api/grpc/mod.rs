@@ -4,6 +4,7 @@
 
 pub(crate) mod convert;
 
+use crate::api::limits::{self, Limits};
 use crate::api::{metadata, statistics, status};
 use crate::gateway::{Credentials, Gateway, Protocol};
 use crate::shutdown::Shutdown;
@@ -26,17 +27,41 @@ pub struct InferenceService {
 
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutdown) {
     let limit = gateway.config.server.max_body_bytes.as_usize();
+    let limits = Limits::of(&gateway.config.server);
+    // A message either way is bounded as an HTTP body is.
     let service = GrpcInferenceServiceServer::new(InferenceService { gateway })
         .max_decoding_message_size(limit)
-        .max_encoding_message_size(usize::MAX);
-    // The builder's `tcp_nodelay` only reaches sockets tonic binds itself; a listener handed
-    // in must set it per accepted stream, or Nagle's algorithm holds every small reply until
-    // the client's delayed ACK (tens of milliseconds a call).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        .max_encoding_message_size(limit);
+    // Connections are accepted by a task of ours, which holds one permit per open connection
+    // (`limits::accept` also sets TCP_NODELAY, which tonic's own setting would not reach on a
+    // listener handed in; without it Nagle's algorithm holds every small reply).
+    let (connections, incoming) = tokio::sync::mpsc::channel(1);
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let acceptor = tokio::spawn(async move {
+        loop {
+            let accepted = limits::accept(&listener, &open).await;
+            if let Err(error) = &accepted {
+                tracing::warn!(%error, "gRPC accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+            if connections.send(accepted).await.is_err() {
+                break;
+            }
+        }
+    });
     let result = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .http2_max_header_list_size(limits::MAX_HEADER_LIST_BYTES)
+        .http2_keepalive_interval(limits.keepalive_interval)
+        .http2_keepalive_timeout(Some(limits::KEEPALIVE_TIMEOUT))
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown.wait())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::ReceiverStream::new(incoming),
+            shutdown.wait(),
+        )
         .await;
+    acceptor.abort();
     if let Err(error) = result {
         tracing::error!(%error, "gRPC server stopped");
     }

@@ -6,6 +6,7 @@ pub mod infer;
 pub mod memo;
 mod reader;
 
+use crate::api::limits::{self, Limits};
 use crate::api::{metadata, statistics, status};
 use crate::gateway::Error;
 use crate::gateway::{Credentials, Gateway, Protocol};
@@ -16,13 +17,14 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use memo::{BodyId, BodyMemo};
 use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 pub(super) type Body = Full<Bytes>;
 
@@ -30,7 +32,9 @@ const INFERENCE_HEADER: &str = "inference-header-content-length";
 
 /// Accepts connections until shutdown, then lets open requests finish within the grace period.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutdown) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let limits = Limits::of(&gateway.config.server);
+    let builder = connection_builder(&limits);
+    let open = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let grace = Duration::from_millis(gateway.config.server.shutdown_grace_ms);
     let stop = shutdown.wait();
@@ -42,10 +46,10 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
         .map(Arc::new);
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = limits::accept(&listener, &open) => accepted,
             _ = &mut stop => break,
         };
-        let (stream, _) = match accepted {
+        let stream = match accepted {
             Ok(connection) => connection,
             Err(error) => {
                 // Running out of file descriptors must not end the server; back off briefly.
@@ -54,7 +58,6 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
         let memo = memo.clone();
         let service = hyper::service::service_fn(move |request| {
@@ -74,6 +77,25 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
     {
         tracing::warn!("HTTP connections still open after the grace period; closing them");
     }
+}
+
+/// HTTP/1.1 and h2c on one port, with `[server]`'s timers and HTTP/2 settings. The header
+/// timer runs whenever a connection waits for a request head, so it also closes idle
+/// keep-alive connections.
+fn connection_builder(limits: &Limits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(limits::MAX_HEADER_LIST_BYTES)
+        .keep_alive_interval(limits.keepalive_interval)
+        .keep_alive_timeout(limits::KEEPALIVE_TIMEOUT);
+    builder
 }
 
 /// Paths are at most this many segments deep; a longer one matches no route.

@@ -325,3 +325,21 @@ async fn wrong_methods_are_refused_with_json() {
     assert!(reply.json()["error"].as_str().unwrap().contains("GET"));
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_segments_are_percent_decoded() {
+    let gateway = common::start(CONFIG).await;
+    let cases: &[(&str, StatusCode)] = &[
+        ("/v2/models/dig%69ts", StatusCode::OK),
+        ("/v2/models/digits/versions/%31/ready", StatusCode::OK),
+        ("/v2/%6Dodels/digits/stats", StatusCode::OK),
+        // Not UTF-8 once decoded: no such route.
+        ("/v2/models/%FF", StatusCode::NOT_FOUND),
+        ("/v2/models/digits%2Fready", StatusCode::NOT_FOUND),
+    ];
+    for &(path, want) in cases {
+        let reply = gateway.get(path).await;
+        assert_eq!(reply.status, want, "{path}: {:?}", reply.body);
+    }
+    gateway.stop().await;
+}

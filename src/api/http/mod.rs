@@ -20,6 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use memo::{BodyId, BodyMemo};
 use serde_json::json;
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,15 +110,21 @@ async fn route(
     // Split, so the path can be borrowed while the body moves on to the handler.
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
-    let mut segments = [""; MAX_SEGMENTS];
+    // Segments are percent-decoded (`my%20model` names `my model`); one that does not decode
+    // to UTF-8 names nothing we serve.
+    let mut decoded: [Cow<'_, str>; MAX_SEGMENTS] = Default::default();
     let mut depth = 0;
     for segment in path.trim_matches('/').split('/') {
         if depth == MAX_SEGMENTS {
             return not_found(path);
         }
-        segments[depth] = segment;
+        match percent_encoding::percent_decode_str(segment).decode_utf8() {
+            Ok(text) => decoded[depth] = text,
+            Err(_) => return not_found(path),
+        }
         depth += 1;
     }
+    let segments: [&str; MAX_SEGMENTS] = std::array::from_fn(|i| decoded[i].as_ref());
     let method = &parts.method;
     match (&segments[..depth], method) {
         (["v2", "health", "live"], &Method::GET) => {

@@ -116,7 +116,7 @@ fn announce(gateway: &Gateway, http_addr: SocketAddr, grpc_addr: SocketAddr) {
         %grpc_addr,
         auth,
         tenants = config.tenants.len(),
-        models = gateway.registry.all().count(),
+        models = gateway.models.snapshot().all().count(),
         ledger = %config.ledger.path.display(),
         durability = config.ledger.durability.as_str(),
         cache = config.cache.enabled,

@@ -438,24 +438,90 @@ async fn requests_spread_over_live_upstreams_and_avoid_a_dead_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_up_fails_clearly_when_no_upstream_describes_the_model() {
-    let url = format!("upstream = \"http://127.0.0.1:{}\"", peers::free_port());
-    let toml = front_config(
-        "digits_front_nobody",
-        "digits",
+async fn a_front_started_before_its_upstream_serves_once_the_upstream_appears() {
+    let ports = Ports::pick();
+    let url = format!("upstream = \"http://{}\"", ports.http);
+    let front_name = "digits_front_early";
+    let started = Instant::now();
+    let front = common::start(&front_config(
+        front_name,
+        "digits_up_late",
         &url,
         "upstream_startup_wait_ms = 0",
-    );
-    let started = Instant::now();
-    let error = match tollgate::server::Server::start(common::config(&toml)).await {
-        Ok(_) => panic!("a gateway started without its upstream"),
-        Err(error) => error.to_string(),
-    };
-    assert!(
-        error.contains("no upstream described model `digits`"),
-        "{error}"
-    );
+    ))
+    .await;
     assert!(started.elapsed() < Duration::from_secs(5));
+    // Not ready, and every route of the model says why.
+    let ready = front.get(&format!("/v2/models/{front_name}/ready")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let metadata = front.get(&format!("/v2/models/{front_name}")).await;
+    assert_eq!(metadata.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = metadata.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("not ready") && reason.contains(front_name), "{reason}");
+    let (rows, labels) = common::digits_rows();
+    let body = common::digits_body(&rows[..2]);
+    let refused = front.infer(front_name, &body).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
+    // The server itself is up and ready for its other work meanwhile.
+    assert_eq!(front.get("/v2/health/ready").await.status, StatusCode::OK);
+
+    let upstream = peers::start_at(ports, &upstream_config(&[("digits_up_late", "")])).await;
+    let appeared = Instant::now();
+    let ready = eventually(Duration::from_secs(10), || async {
+        front.get(&format!("/v2/models/{front_name}/ready")).await.status == StatusCode::OK
+    })
+    .await;
+    assert!(ready, "not ready 10 s after its upstream appeared");
+    assert!(appeared.elapsed() < Duration::from_secs(10));
+    let reply = front.infer(front_name, &body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let label = outputs(&reply)
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "label")
+        .unwrap()["data"]
+        .clone();
+    assert_eq!(label, json!(labels[..2]));
+    front.stop().await;
+    upstream.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_back_with_another_model_is_served_as_it_now_describes_it() {
+    let ports = Ports::pick();
+    let url = format!("upstream = \"http://{}\"", ports.http);
+    let front_name = "front_changing";
+    let first = peers::start_at(ports, &upstream_config(&[("changing", "")])).await;
+    let front = common::start(&front_config(front_name, "changing", &url, "")).await;
+    let inputs = |reply: &common::Reply| reply.json()["inputs"].clone();
+    let before = inputs(&front.get(&format!("/v2/models/{front_name}")).await);
+    assert_eq!(before[0]["shape"], json!([-1, 64]), "{before}");
+    first.stop().await;
+    // The front sees the outage (a replacement faster than its checks is caught by the
+    // periodic description instead).
+    let down = eventually(Duration::from_secs(10), || async {
+        front.get(&format!("/v2/models/{front_name}/ready")).await.status != StatusCode::OK
+    })
+    .await;
+    assert!(down, "the front never saw its upstream stop");
+    // The same name, now another model with other inputs.
+    let toml = "[cache]\nenabled = false\n\n[[models]]\nname = \"changing\"\npath = \"models/int_scorer/1/model.onnx\"\n";
+    let second = peers::start_at(ports, toml).await;
+    let direct = common::Client::new(&format!("http://{}", second.http_addr));
+    let want = inputs(&direct.get("/v2/models/changing").await);
+    assert_ne!(want, before);
+    let changed = eventually(Duration::from_secs(15), || async {
+        inputs(&front.get(&format!("/v2/models/{front_name}")).await) == want
+    })
+    .await;
+    assert!(changed, "the front still describes the old model");
+    assert_eq!(
+        front.get(&format!("/v2/models/{front_name}/ready")).await.status,
+        StatusCode::OK
+    );
+    front.stop().await;
+    second.stop().await;
 }
 
 /// Names of this process's threads (Linux keeps the first 15 bytes of each).

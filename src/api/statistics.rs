@@ -16,11 +16,13 @@ pub fn collect(
     version: Option<&str>,
 ) -> Result<proto::ModelStatisticsResponse, Error> {
     let model_stats = if name.is_empty() {
-        let mut models: Vec<&std::sync::Arc<Model>> = gateway.registry.all().collect();
+        let registry = gateway.models.snapshot();
+        let mut models: Vec<&std::sync::Arc<Model>> = registry.all().collect();
         models.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
         models.into_iter().map(|m| of_model(m)).collect()
     } else {
-        vec![of_model(gateway.model(name, version)?)]
+        let model = gateway.model(name, version)?;
+        vec![of_model(&model)]
     };
     Ok(proto::ModelStatisticsResponse { model_stats })
 }

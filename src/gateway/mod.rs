@@ -15,7 +15,7 @@ use crate::metering::idle::MeteredInstance;
 use crate::metering::meter::{Admission, Metering};
 use crate::metering::record;
 use crate::metering::{MeteringError, OpenError};
-use crate::model::{self, Model, Registry, RequestError};
+use crate::model::{self, Model, Models, Registry, RequestError};
 use crate::request::{CacheStatus, InferRequest, InferResponse, Outputs, RequestOptions, Served};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
@@ -57,7 +57,8 @@ pub enum StartError {
 
 pub struct Gateway {
     pub config: Config,
-    pub registry: Registry,
+    /// The served models; swapped whole when an upstream model is described or changes.
+    pub models: Arc<Models>,
     pub cache: Option<Arc<Cache<Error>>>,
     pub metering: Arc<Metering>,
     admission: Arc<Semaphore>,
@@ -73,9 +74,9 @@ impl Gateway {
         // must exist by then.
         telemetry::metrics_handle();
         let metering = Arc::new(Metering::open(&config)?);
-        let registry = model::load_models(&config)?;
+        let models = model::load_models(&config)?;
         telemetry::start_upkeep(shutdown.clone());
-        metering.start_background(metered_instances(&registry), shutdown);
+        metering.start_background(metered_instances(&models.snapshot()), shutdown);
         let cache = config
             .cache
             .enabled
@@ -89,7 +90,7 @@ impl Gateway {
         let request_prefix = blake3::hash(&boot.to_le_bytes()).to_hex()[..8].to_string();
         Ok(Gateway {
             config,
-            registry,
+            models,
             cache,
             metering,
             admission,
@@ -98,8 +99,8 @@ impl Gateway {
         })
     }
 
-    pub fn model(&self, name: &str, version: Option<&str>) -> Result<&Arc<Model>, Error> {
-        Ok(self.registry.resolve(name, version)?)
+    pub fn model(&self, name: &str, version: Option<&str>) -> Result<Arc<Model>, Error> {
+        Ok(self.models.snapshot().resolve(name, version)?.clone())
     }
 
     /// Who is calling, with their tags; used by inference and by the admin endpoints.
@@ -153,11 +154,13 @@ impl Gateway {
         let started = Instant::now();
         let request = &recall.request;
         let model = self
-            .registry
+            .models
+            .snapshot()
             .resolve(&request.model, request.version.as_deref())
-            .ok()?;
+            .ok()?
+            .clone();
         let cache = self.cache.as_ref().filter(|_| model.cache_enabled)?;
-        if !std::ptr::eq(Arc::as_ptr(model), recall.model.as_ptr()) {
+        if !std::ptr::eq(Arc::as_ptr(&model), recall.model.as_ptr()) {
             return None;
         }
         let caller = self
@@ -193,7 +196,8 @@ impl Gateway {
         // Resolved once, here: the metric label needs it and so does the request path.
         let resolved = match &work {
             Work::Compute(request) => self
-                .registry
+                .models
+                .snapshot()
                 .resolve(&request.model, request.version.as_deref())
                 .cloned(),
             Work::Recalled { model, .. } => Ok(model.clone()),
@@ -201,7 +205,9 @@ impl Gateway {
         // Unknown names never become metric labels.
         let metric_model: Result<Arc<Model>, String> = match &resolved {
             Ok(model) => Ok(model.clone()),
-            Err(RequestError::UnknownVersion { model, .. }) => Err(model.clone()),
+            Err(
+                RequestError::UnknownVersion { model, .. } | RequestError::NotReady { model, .. },
+            ) => Err(model.clone()),
             Err(_) => Err("unknown".to_string()),
         };
         let model_label = || match &metric_model {

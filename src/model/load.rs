@@ -2,9 +2,10 @@
 //! one remote engine per instance for an upstream server), the spec read from the model or the
 //! upstream's metadata, and the model's batcher started over those engines.
 
-use super::{Model, ModelText, Registry};
+use super::keeper::{self, Keeper};
+use super::{Model, ModelText, Models, Registry};
 use crate::backend::onnx::{OnnxEngine, OnnxSettings};
-use crate::backend::remote::{self, Target, Upstream, UpstreamSettings};
+use crate::backend::remote::{self, Description, Target, Upstream, UpstreamSettings};
 use crate::backend::{BackendError, Engine, Engines};
 use crate::batch::{self, BatcherSettings, Policy};
 use crate::cache::ModelCache;
@@ -17,26 +18,54 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// What either kind of model brings to the common part of loading.
-struct Loaded {
+pub(super) struct Loaded {
     engines: Engines,
     spec: ModelSpec,
     provider: String,
     device: Device,
     price_per_hour: f64,
-    upstream: Option<Arc<Upstream>>,
+    pub(super) upstream: Option<Arc<Upstream>>,
 }
 
-/// Loads every configured model. Must run inside the tokio runtime (batchers are tasks).
-pub fn load_models(config: &Config) -> Result<Registry, BackendError> {
+/// Loads every configured model. Must run inside the tokio runtime (batchers are tasks). An
+/// upstream model that no upstream describes within its `upstream_startup_wait_ms` is not an
+/// error: it is registered as not ready, and its keeper describes it in the background.
+pub fn load_models(config: &Config) -> Result<Arc<Models>, BackendError> {
     let mut registry = Registry::default();
+    let mut kept = Vec::new();
     for model_config in &config.models {
-        let loaded = match &model_config.path {
-            Some(path) => load_local(config, model_config, path)?,
-            None => load_upstream(model_config)?,
-        };
-        registry.insert(assemble(config, model_config, loaded));
+        if let Some(path) = &model_config.path {
+            let loaded = load_local(config, model_config, path)?;
+            registry.insert(assemble(config, model_config, loaded));
+            continue;
+        }
+        let settings = upstream_settings(model_config);
+        match remote::describe_blocking(&settings) {
+            Ok(description) => {
+                let loaded = start_upstream(model_config, &settings, description)?;
+                let upstream = loaded.upstream.clone();
+                registry.insert(assemble(config, model_config, loaded));
+                kept.push((model_config.clone(), upstream));
+            }
+            Err(reason) => {
+                tracing::warn!(model = %model_config.name, %reason,
+                    "no upstream describes the model yet; it is not ready until one does");
+                registry = registry.with_pending(&model_config.name, reason);
+                kept.push((model_config.clone(), None));
+            }
+        }
     }
-    Ok(registry)
+    let models = Arc::new(Models::new(registry));
+    let config = Arc::new(config.clone());
+    for (model_config, serving) in kept {
+        tokio::spawn(keeper::keep(Keeper {
+            models: Arc::downgrade(&models),
+            config: config.clone(),
+            model_config,
+            serving,
+        }));
+    }
+    Ok(models)
 }
 
 fn load_local(
@@ -87,16 +116,15 @@ fn load_local(
     })
 }
 
-fn load_upstream(model_config: &ModelConfig) -> Result<Loaded, BackendError> {
-    let urls = model_config.upstreams.clone();
+pub(super) fn upstream_settings(model_config: &ModelConfig) -> UpstreamSettings {
     let millis = Duration::from_millis;
-    let settings = UpstreamSettings {
+    UpstreamSettings {
         model: model_config.name.clone(),
         target: Target {
             model: model_config.upstream_model_name().to_string(),
             version: model_config.upstream_version.clone(),
         },
-        urls,
+        urls: model_config.upstreams.clone(),
         binary: model_config.upstream_binary,
         timeout: millis(model_config.upstream_timeout_ms),
         connect_timeout: millis(model_config.upstream_connect_timeout_ms),
@@ -105,8 +133,16 @@ fn load_upstream(model_config: &ModelConfig) -> Result<Loaded, BackendError> {
         breaker_cooldown: millis(model_config.upstream_breaker_cooldown_ms),
         health_interval: millis(model_config.upstream_health_interval_ms),
         startup_wait: millis(model_config.upstream_startup_wait_ms),
-    };
-    let started = remote::start(&settings, model_config.instances)?;
+    }
+}
+
+/// An upstream model served as `description` says.
+pub(super) fn start_upstream(
+    model_config: &ModelConfig,
+    settings: &UpstreamSettings,
+    description: Description,
+) -> Result<Loaded, BackendError> {
+    let started = remote::start(settings, description, model_config.instances)?;
     let upstream = started.upstream;
     Ok(Loaded {
         engines: started.engines,
@@ -120,7 +156,7 @@ fn load_upstream(model_config: &ModelConfig) -> Result<Loaded, BackendError> {
 }
 
 /// The part every model shares: batching policy, batcher and the registry entry.
-fn assemble(config: &Config, model_config: &ModelConfig, loaded: Loaded) -> Model {
+pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Loaded) -> Model {
     let spec = loaded.spec;
     let batching = model_config.max_batch_size > 1 && spec.has_batch_dimension();
     if model_config.max_batch_size > 1 && !batching {

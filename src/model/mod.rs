@@ -1,10 +1,13 @@
 //! Served models: their specs, their batchers and the checks a request must pass before it may
 //! reach the cache or a batch.
 
+mod keeper;
 mod load;
+mod registry;
 mod validate;
 
 pub use load::load_models;
+pub use registry::{Models, Registry};
 pub use validate::{prepare, Prepared};
 
 use crate::batch::BatchHandle;
@@ -12,7 +15,6 @@ use crate::config::Device;
 use crate::error::ErrorClass;
 use crate::spec::ModelSpec;
 use smol_str::SmolStr;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -27,6 +29,9 @@ pub enum RequestError {
     },
     #[error("{field}: {problem}")]
     Invalid { field: String, problem: String },
+    /// An upstream model that no upstream has described yet: it cannot be validated against.
+    #[error("model `{model}` is not ready: {reason}")]
+    NotReady { model: String, reason: String },
 }
 
 impl RequestError {
@@ -36,6 +41,7 @@ impl RequestError {
                 ErrorClass::NotFound
             }
             RequestError::Invalid { .. } => ErrorClass::BadRequest,
+            RequestError::NotReady { .. } => ErrorClass::Unavailable,
         }
     }
 
@@ -110,74 +116,3 @@ impl Model {
     }
 }
 
-/// Models by name, each with its versions, newest last.
-#[derive(Default)]
-pub struct Registry {
-    models: HashMap<String, Vec<Arc<Model>>>,
-}
-
-impl Registry {
-    pub fn insert(&mut self, model: Model) {
-        let versions = self.models.entry(model.name.clone()).or_default();
-        versions.push(Arc::new(model));
-        versions.sort_by(|a, b| version_order(&a.version, &b.version));
-    }
-
-    pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<&Arc<Model>, RequestError> {
-        let versions = self
-            .models
-            .get(name)
-            .ok_or_else(|| RequestError::UnknownModel(name.to_string()))?;
-        match version {
-            None | Some("") => versions
-                .last()
-                .ok_or_else(|| RequestError::UnknownModel(name.to_string())),
-            Some(wanted) => versions
-                .iter()
-                .find(|m| m.version == wanted)
-                .ok_or_else(|| RequestError::UnknownVersion {
-                    model: name.to_string(),
-                    version: wanted.to_string(),
-                    available: versions
-                        .iter()
-                        .map(|m| m.version.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }),
-        }
-    }
-
-    /// Versions of one model, oldest first.
-    pub fn versions(&self, name: &str) -> Vec<String> {
-        self.models
-            .get(name)
-            .map(|v| v.iter().map(|m| m.version.clone()).collect())
-            .unwrap_or_default()
-    }
-
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Model>> {
-        self.models.values().flatten()
-    }
-}
-
-/// Numeric versions compare as numbers ("10" after "9"); others as text, after numbers.
-fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
-    match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(x), Ok(y)) => x.cmp(&y),
-        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
-        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
-        (Err(_), Err(_)) => a.cmp(b),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_order_numerically() {
-        let mut versions = vec!["10", "9", "beta", "1"];
-        versions.sort_by(|a, b| version_order(a, b));
-        assert_eq!(versions, vec!["1", "9", "10", "beta"]);
-    }
-}

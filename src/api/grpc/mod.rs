@@ -143,10 +143,10 @@ impl GrpcInferenceService for InferenceService {
         };
         Ok(Response::new(proto::ModelMetadataResponse {
             name: model.name.clone(),
-            versions: self.gateway.registry.versions(&model.name),
+            versions: self.gateway.models.snapshot().versions(&model.name),
             platform: metadata::PLATFORM.into(),
-            inputs: describe(metadata::inputs(model)),
-            outputs: describe(metadata::outputs(model)),
+            inputs: describe(metadata::inputs(&model)),
+            outputs: describe(metadata::outputs(&model)),
         }))
     }
 

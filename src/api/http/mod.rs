@@ -203,10 +203,10 @@ fn model_metadata(gateway: &Gateway, name: &str, version: Option<&str>) -> Respo
         StatusCode::OK,
         &json!({
             "name": model.name,
-            "versions": gateway.registry.versions(&model.name),
+            "versions": gateway.models.snapshot().versions(&model.name),
             "platform": metadata::PLATFORM,
-            "inputs": describe(metadata::inputs(model)),
-            "outputs": describe(metadata::outputs(model)),
+            "inputs": describe(metadata::inputs(&model)),
+            "outputs": describe(metadata::outputs(&model)),
             "parameters": {
                 "execution_provider": model.provider,
                 "device": model.device.to_string(),

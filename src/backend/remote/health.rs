@@ -11,28 +11,32 @@ use tokio::task::JoinSet;
 /// A readiness check slower than this counts as not ready.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Every this many rounds a ready endpoint is also asked for the model's description: an
+/// upstream replaced faster than a round is never seen down.
+const DESCRIBE_EVERY: u64 = 10;
+
 pub(super) async fn watch(upstream: Weak<Upstream>) {
-    loop {
+    for round in 1u64.. {
         let Some(strong) = upstream.upgrade() else {
             return;
         };
         let interval = strong.health_interval;
-        check_all(&strong).await;
+        check_all(&strong, round % DESCRIBE_EVERY == 0).await;
         drop(strong);
         tokio::time::sleep(interval).await;
     }
 }
 
-async fn check_all(upstream: &Arc<Upstream>) {
+async fn check_all(upstream: &Arc<Upstream>, describe: bool) {
     let mut checks = JoinSet::new();
     for index in 0..upstream.endpoints.len() {
         let upstream = upstream.clone();
-        checks.spawn(async move { check(&upstream, index).await });
+        checks.spawn(async move { check(&upstream, index, describe).await });
     }
     while checks.join_next().await.is_some() {}
 }
 
-async fn check(upstream: &Upstream, index: usize) {
+async fn check(upstream: &Upstream, index: usize, describe: bool) {
     let endpoint = &upstream.endpoints[index];
     let timeout = CHECK_TIMEOUT.min(upstream.timeout);
     let target = &upstream.target;
@@ -46,23 +50,28 @@ async fn check(upstream: &Upstream, index: usize) {
     };
     // Refreshes the breaker gauge too: open turns half-open by time alone.
     endpoint.breaker_state();
-    if !endpoint.set_healthy(ready) {
-        return;
-    }
+    let turned = endpoint.set_healthy(ready);
     if !ready {
-        tracing::warn!(model = %upstream.model, upstream = %endpoint.url.label,
-            "upstream is not ready; sending it nothing until it is");
+        if turned {
+            tracing::warn!(model = %upstream.model, upstream = %endpoint.url.label,
+                "upstream is not ready; sending it nothing until it is");
+        }
         return;
     }
-    tracing::info!(model = %upstream.model, upstream = %endpoint.url.label, "upstream is ready again");
-    // A restarted upstream may serve a different model; requests are still checked against the
-    // start-up spec, so say so loudly rather than fail them one by one.
+    if turned {
+        tracing::info!(model = %upstream.model, upstream = %endpoint.url.label, "upstream is ready again");
+    } else if !describe {
+        return;
+    }
+    // A restarted upstream may serve a different model: the model layer then describes it
+    // again and serves the new inputs and outputs instead of failing requests one by one.
     if let Ok(Ok(metadata)) =
         tokio::time::timeout(timeout, endpoint.transport.metadata(target)).await
     {
         if metadata.spec != upstream.spec {
             tracing::warn!(model = %upstream.model, upstream = %endpoint.url.label,
-                "the upstream's model metadata changed since start-up; restart Tollgate to serve the new inputs and outputs");
+                "the upstream describes the model differently now; serving the new description");
+            upstream.changed.notify_one();
         }
     }
 }

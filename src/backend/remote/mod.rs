@@ -24,7 +24,7 @@ mod transport;
 pub mod url;
 
 pub use crate::config::{UpstreamUrl, Wire};
-pub use startup::{start, Started};
+pub use startup::{describe, describe_blocking, start, Description, Started};
 
 use crate::backend::{BackendError, BatchInput};
 use crate::spec::ModelSpec;
@@ -89,6 +89,8 @@ pub struct Upstream {
     budget: RetryBudget,
     rotation: AtomicUsize,
     health_interval: Duration,
+    /// Told when an upstream back from an outage describes the model otherwise.
+    changed: tokio::sync::Notify,
 }
 
 impl Upstream {
@@ -99,6 +101,12 @@ impl Upstream {
 
     pub fn platform(&self) -> &str {
         &self.platform
+    }
+
+    /// Resolves once an upstream describes the model differently from `spec` (checked when an
+    /// endpoint turns ready again); the model layer then serves the new description.
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 
     /// Ready while some endpoint passes its health check and its breaker is not open.

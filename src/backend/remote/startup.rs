@@ -1,5 +1,6 @@
 //! Start-up of an upstream model: wait until some upstream describes the model, then build its
-//! endpoints, start the health watcher and hand out the engine its instances share.
+//! endpoints, start the health watcher and hand out the engine its instances share. A model no
+//! upstream describes in time is not an error here: the model layer keeps asking (`describe`).
 //!
 //! Model loading is synchronous and runs on a runtime thread, yet the metadata needs network
 //! I/O. It is fetched on a helper thread with its own small runtime (and throwaway connections),
@@ -28,8 +29,37 @@ pub struct Started {
     pub engines: Engines,
 }
 
-/// Must be called inside the tokio runtime that will serve the model.
-pub fn start(settings: &UpstreamSettings, instances: usize) -> Result<Started, BackendError> {
+/// What one upstream said of the model: enough to serve it.
+pub struct Description(Metadata);
+
+impl Description {
+    pub fn spec(&self) -> &crate::spec::ModelSpec {
+        &self.0.spec
+    }
+}
+
+/// Waits (at most `startup_wait`) for some upstream to describe the model, from synchronous
+/// model loading. `Err` says why none did.
+pub fn describe_blocking(settings: &UpstreamSettings) -> Result<Description, String> {
+    fetch_metadata(settings).map(Description)
+}
+
+/// Asks every upstream once, in turn, for the model's description.
+pub async fn describe(settings: &UpstreamSettings) -> Result<Description, String> {
+    let once = UpstreamSettings {
+        startup_wait: Duration::ZERO,
+        ..settings.clone()
+    };
+    first_description(&once).await.map(Description)
+}
+
+/// Serves the model as `description` says. Must be called inside the tokio runtime that will
+/// serve the model.
+pub fn start(
+    settings: &UpstreamSettings,
+    description: Description,
+    instances: usize,
+) -> Result<Started, BackendError> {
     let load_error = |reason: String| BackendError::Load {
         model: settings.model.clone(),
         reason,
@@ -37,7 +67,7 @@ pub fn start(settings: &UpstreamSettings, instances: usize) -> Result<Started, B
     let runtime = Handle::try_current().map_err(|_| {
         load_error("upstream models must be started inside the tokio runtime".into())
     })?;
-    let metadata = fetch_metadata(settings).map_err(load_error)?;
+    let Description(metadata) = description;
     let mut endpoints = Vec::with_capacity(settings.urls.len());
     for url in &settings.urls {
         let transport = Transport::new(url, settings.connect_timeout).map_err(load_error)?;
@@ -67,6 +97,7 @@ pub fn start(settings: &UpstreamSettings, instances: usize) -> Result<Started, B
         budget: Default::default(),
         rotation: AtomicUsize::new(0),
         health_interval: settings.health_interval,
+        changed: Default::default(),
     });
     runtime.spawn(health::watch(Arc::downgrade(&upstream)));
     let engines = Engines::Tasks {
@@ -136,7 +167,7 @@ async fn first_description(settings: &UpstreamSettings) -> Result<Metadata, Stri
                 failures.join("; ")
             ));
         }
-        if !announced {
+        if !announced && !settings.startup_wait.is_zero() {
             // Said once, with the reason, so a typo in a URL or model name is visible at once.
             tracing::warn!(model = %settings.model, failures = %failures.join("; "),
                 "waiting for an upstream to describe the model");

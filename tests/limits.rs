@@ -130,3 +130,68 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     );
     gateway.stop().await;
 }
+
+/// Reads one response head off `stream` within `limit`: its status line, or None.
+async fn status_within(stream: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(limit, stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    text.lines().next().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_large_bodies_are_refused_unread_beyond_the_body_budget() {
+    // Room for two bodies of 400 KiB, not three.
+    let gateway = common::start(&format!(
+        "[server]\nmax_body_bytes = \"512KiB\"\nmax_body_bytes_in_flight = \"1MiB\"\n{MODEL}"
+    ))
+    .await;
+    let address = address(&gateway);
+    let declared = 400 << 10;
+    let head = format!(
+        "POST /v2/models/digits/infer HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n{{\"inputs\": ["
+    );
+    let mut flood = Vec::new();
+    for _ in 0..10 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        flood.push(stream);
+    }
+    // Eight of them are refused at once, with 429, their bodies unread; two hold the budget
+    // and are still waiting for the rest of theirs.
+    let mut refused = 0;
+    let mut waiting = Vec::new();
+    for mut stream in flood {
+        match status_within(&mut stream, Duration::from_millis(1500)).await {
+            Some(status) => {
+                assert!(status.starts_with("HTTP/1.1 429"), "{status}");
+                refused += 1;
+            }
+            None => waiting.push(stream),
+        }
+    }
+    assert_eq!((refused, waiting.len()), (8, 2));
+    // A small request still fits beside them.
+    let (rows, _) = common::digits_rows();
+    let reply = gateway
+        .infer("digits", &common::digits_body(&rows[..1]))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    // Once the two give up, their share is back: a large body fits again.
+    drop(waiting);
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        if status_within(&mut stream, Duration::from_millis(300)).await.is_none() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the budget did not come back after the trickling clients left");
+    gateway.stop().await;
+}

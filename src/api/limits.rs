@@ -109,3 +109,82 @@ impl tonic::transport::server::Connected for Counted {
         self.stream.connect_info()
     }
 }
+
+/// The bytes of request bodies the HTTP port holds at once. A body takes its share before it
+/// is read (its declared length, or frame by frame when none is declared) and gives it back
+/// when its answer is made; one that does not fit is refused at once, unread.
+pub struct BodyBudget {
+    /// Permits are KiB: a permit count is a `u32`, a body may not be.
+    kib: Arc<Semaphore>,
+    limit: usize,
+}
+
+/// A body's share of the budget.
+pub struct BodyShare {
+    held: Vec<OwnedSemaphorePermit>,
+    kib: u64,
+}
+
+impl BodyBudget {
+    pub fn new(limit: usize) -> BodyBudget {
+        BodyBudget {
+            kib: Arc::new(Semaphore::new(kib(limit as u64) as usize)),
+            limit,
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// An empty share, to grow as the body arrives.
+    pub fn share(&self) -> BodyShare {
+        BodyShare {
+            held: Vec::new(),
+            kib: 0,
+        }
+    }
+
+    /// Grows `share` to cover `bytes` in all; false when the budget has no room.
+    pub fn cover(&self, share: &mut BodyShare, bytes: u64) -> bool {
+        let wanted = kib(bytes);
+        if wanted <= share.kib {
+            return true;
+        }
+        let more = u32::try_from(wanted - share.kib).unwrap_or(u32::MAX);
+        match self.kib.clone().try_acquire_many_owned(more) {
+            Ok(permit) => {
+                share.held.push(permit);
+                share.kib += u64::from(more);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn kib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_grow_until_the_budget_is_held_and_return_when_dropped() {
+        let budget = BodyBudget::new(10 << 10);
+        let mut first = budget.share();
+        // (bytes the share must cover, fits)
+        let steps: &[(u64, bool)] = &[(1, true), (1024, true), (4 << 10, true), (6 << 10, true)];
+        for &(bytes, fits) in steps {
+            assert_eq!(budget.cover(&mut first, bytes), fits, "{bytes}");
+        }
+        let mut second = budget.share();
+        assert!(budget.cover(&mut second, 4 << 10));
+        assert!(!budget.cover(&mut second, (4 << 10) + 1), "past the budget");
+        drop(first);
+        assert!(budget.cover(&mut second, 9 << 10));
+        assert!(!budget.cover(&mut budget.share(), 2 << 10));
+    }
+}

@@ -92,6 +92,9 @@ pub struct ServerConfig {
     /// HTTP/2 and gRPC keep-alive pings to idle clients; a client that does not answer one in
     /// time is closed. 0 turns them off.
     pub keepalive_interval_ms: u64,
+    /// Request bodies (HTTP) held at once, while read and until answered; a body that does not
+    /// fit is refused before it is read.
+    pub max_body_bytes_in_flight: ByteSize,
 }
 
 impl Default for ServerConfig {
@@ -108,6 +111,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             http2_max_concurrent_streams: 256,
             keepalive_interval_ms: 30_000,
+            max_body_bytes_in_flight: ByteSize(1 << 30),
         }
     }
 }
@@ -133,6 +137,7 @@ impl fmt::Debug for ServerConfig {
                 &self.http2_max_concurrent_streams,
             )
             .field("keepalive_interval_ms", &self.keepalive_interval_ms)
+            .field("max_body_bytes_in_flight", &self.max_body_bytes_in_flight)
             .finish()
     }
 }
@@ -506,6 +511,12 @@ impl Config {
         }
         if self.server.max_body_bytes.0 < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1KiB"));
+        }
+        if self.server.max_body_bytes_in_flight.0 < self.server.max_body_bytes.0 {
+            return Err(invalid(
+                "server.max_body_bytes_in_flight",
+                "must be at least server.max_body_bytes (or no body of the largest size could be read)",
+            ));
         }
         if let Some(hex) = &self.server.admin_token_blake3 {
             check_blake3_hex("server.admin_token_blake3", hex)?;

@@ -89,6 +89,11 @@ fn bad_values_name_their_key() {
             Some("server.http2_max_concurrent_streams"),
         ),
         ("[server]\nkeepalive_interval_ms = 0", None),
+        (
+            "[server]\nmax_body_bytes = \"2MiB\"\nmax_body_bytes_in_flight = \"1MiB\"",
+            Some("server.max_body_bytes_in_flight"),
+        ),
+        ("[server]\nmax_body_bytes_in_flight = \"64MiB\"", None),
         ("[server]\nmax_connections = 2\nheader_read_timeout_ms = 500", None),
         ("[server]\nhttp_addr = \"nowhere\"", Some("http_addr")),
         ("[cache]\nttl_seconds = 0", Some("cache.ttl_seconds")),

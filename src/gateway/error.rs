@@ -25,6 +25,10 @@ pub enum Error {
     Backend(#[from] BackendError),
     #[error("server is at its limit of {limit} concurrent requests; retry later")]
     Overloaded { limit: usize },
+    /// Refused before its body was read: the bodies being read and served already hold the
+    /// server's budget (`server.max_body_bytes_in_flight`).
+    #[error("server is holding its limit of {limit} bytes of request bodies; retry later")]
+    BodiesInFlight { limit: usize },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -52,7 +56,7 @@ impl Error {
             // Upstream failures keep their own class wherever they surface.
             Error::Batch(BatchError::Backend(e)) | Error::Backend(e) => e.class(),
             Error::Batch(e) => e.class(),
-            Error::Overloaded { .. } => ErrorClass::Overloaded,
+            Error::Overloaded { .. } | Error::BodiesInFlight { .. } => ErrorClass::Overloaded,
             Error::NotFound(_) => ErrorClass::NotFound,
             Error::Unimplemented(_) => ErrorClass::Unimplemented,
             Error::Identity(e) => e.class(),

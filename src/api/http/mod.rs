@@ -6,7 +6,7 @@ pub mod infer;
 pub mod memo;
 mod reader;
 
-use crate::api::limits::{self, Limits};
+use crate::api::limits::{self, BodyBudget, BodyShare, Limits};
 use crate::api::{metadata, statistics, status};
 use crate::gateway::Error;
 use crate::gateway::{Credentials, Gateway, Protocol};
@@ -45,6 +45,9 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
         .as_ref()
         .and_then(|_| BodyMemo::new(gateway.config.cache.body_memo_entries))
         .map(Arc::new);
+    let budget = Arc::new(BodyBudget::new(
+        gateway.config.server.max_body_bytes_in_flight.as_usize(),
+    ));
     loop {
         let accepted = tokio::select! {
             accepted = limits::accept(&listener, &open) => accepted,
@@ -61,10 +64,19 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
         };
         let gateway = gateway.clone();
         let memo = memo.clone();
+        let budget = budget.clone();
         let service = hyper::service::service_fn(move |request| {
             let gateway = gateway.clone();
             let memo = memo.clone();
-            async move { Ok::<_, Infallible>(route(&gateway, memo.as_deref(), request).await) }
+            let budget = budget.clone();
+            async move {
+                let front = Front {
+                    gateway: &gateway,
+                    memo: memo.as_deref(),
+                    budget: &budget,
+                };
+                Ok::<_, Infallible>(route(front, request).await)
+            }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
@@ -102,11 +114,19 @@ fn connection_builder(limits: &Limits) -> hyper_util::server::conn::auto::Builde
 /// Paths are at most this many segments deep; a longer one matches no route.
 const MAX_SEGMENTS: usize = 8;
 
-async fn route(
-    gateway: &Gateway,
-    memo: Option<&BodyMemo>,
-    request: Request<Incoming>,
-) -> Response<Body> {
+/// What every request on the HTTP port shares.
+struct Front<'a> {
+    gateway: &'a Gateway,
+    memo: Option<&'a BodyMemo>,
+    budget: &'a BodyBudget,
+}
+
+async fn route(front: Front<'_>, request: Request<Incoming>) -> Response<Body> {
+    let Front {
+        gateway,
+        memo,
+        budget,
+    } = front;
     // Split, so the path can be borrowed while the body moves on to the handler.
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
@@ -151,6 +171,7 @@ async fn route(
                 (["ready"], &Method::GET) => model_ready(gateway, model, version),
                 (["infer"], &Method::POST) => {
                     let route = InferRoute {
+                        budget,
                         gateway,
                         memo,
                         model,
@@ -240,6 +261,7 @@ fn model_ready(gateway: &Gateway, name: &str, version: Option<&str>) -> Response
 
 /// Where an infer request goes: the model and version from its path, and what serves it.
 struct InferRoute<'a> {
+    budget: &'a BodyBudget,
     gateway: &'a Gateway,
     memo: Option<&'a BodyMemo>,
     model: &'a str,
@@ -256,8 +278,14 @@ async fn infer(
         Ok(response) => response,
         Err(error) => {
             let mut response = error_response(&error);
-            // An oversize body is left unread; the connection cannot carry another request.
-            if http1 && matches!(error, Error::BodyTooLarge { .. }) {
+            // A body refused for its size, or for want of budget, is left unread; the
+            // connection cannot carry another request.
+            if http1
+                && matches!(
+                    error,
+                    Error::BodyTooLarge { .. } | Error::BodiesInFlight { .. }
+                )
+            {
                 response
                     .headers_mut()
                     .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
@@ -265,6 +293,61 @@ async fn infer(
             response
         }
     }
+}
+
+/// Reads a body within `limit`, holding its share of the budget from before the first byte
+/// (its declared length) or frame by frame (none declared), until the caller drops the share.
+async fn read_body(
+    body: Incoming,
+    declared: Option<u64>,
+    limit: usize,
+    budget: &BodyBudget,
+) -> Result<(Bytes, BodyShare), Error> {
+    let refused = || Error::BodiesInFlight {
+        limit: budget.limit(),
+    };
+    let mut share = budget.share();
+    if !budget.cover(&mut share, declared.unwrap_or(0)) {
+        return Err(refused());
+    }
+    let mut body = Limited::new(body, limit);
+    // Most bodies come in one frame, kept as it came; more are copied together.
+    let mut first: Option<Bytes> = None;
+    let mut joined = bytes::BytesMut::new();
+    let mut length = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Error::BodyTooLarge { limit }
+            } else {
+                Error::Decode(format!("body: could not be read: {error}"))
+            }
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        length += data.len();
+        if !budget.cover(&mut share, length as u64) {
+            return Err(refused());
+        }
+        match first.take() {
+            None if joined.is_empty() => first = Some(data),
+            None => joined.extend_from_slice(&data),
+            Some(earlier) => {
+                joined.reserve(length);
+                joined.extend_from_slice(&earlier);
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    let body = match first {
+        Some(only) => only,
+        None => joined.freeze(),
+    };
+    Ok((body, share))
 }
 
 async fn infer_inner(
@@ -275,6 +358,7 @@ async fn infer_inner(
     let InferRoute {
         gateway,
         memo,
+        budget: route_budget,
         model,
         version,
     } = route;
@@ -301,20 +385,7 @@ async fn infer_inner(
     };
     let cache_control = cache_control(headers);
     let credentials = credentials(headers);
-    let body = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|error| {
-            if error
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Error::BodyTooLarge { limit }
-            } else {
-                Error::Decode(format!("body: could not be read: {error}"))
-            }
-        })?
-        .to_bytes();
+    let (body, _share) = read_body(body, declared, limit, route_budget).await?;
     // A client's cache directives change what the cache may do: such a request takes the
     // whole path, and neither uses nor leaves a memo entry.
     let body_id = BodyId {

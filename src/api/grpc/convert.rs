@@ -190,3 +190,6 @@ pub fn response(response: InferResponse) -> proto::ModelInferResponse {
         raw_output_contents,
     }
 }
+
+#[cfg(test)]
+mod properties;

@@ -2,7 +2,7 @@
 //! statistics. Its other extensions (model control, shared memory, ...) are not in our proto,
 //! so tonic answers them UNIMPLEMENTED.
 
-pub(crate) mod convert;
+pub mod convert;
 
 use crate::api::limits::{self, Limits};
 use crate::api::{metadata, statistics, status};

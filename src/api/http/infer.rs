@@ -360,3 +360,6 @@ fn json_value<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;

@@ -1,6 +1,7 @@
 //! Starting and stopping the whole gateway: bind both ports, load the models, serve HTTP and
 //! gRPC until one shutdown signal, then drain within the grace period.
 
+use crate::api::tls::Tls;
 use crate::config::Config;
 use crate::gateway::{self, Gateway};
 use crate::shutdown::{self, ShutdownTrigger};
@@ -20,6 +21,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Gateway(#[from] gateway::StartError),
+    #[error(transparent)]
+    Tls(#[from] crate::api::tls::TlsError),
 }
 
 pub struct Server {
@@ -56,6 +59,10 @@ impl Server {
         let http_addr = local(&http_listener, "server.http_addr", config.server.http_addr)?;
         let grpc_addr = local(&grpc_listener, "server.grpc_addr", config.server.grpc_addr)?;
         let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+        let tls = match (&config.server.tls_cert_path, &config.server.tls_key_path) {
+            (Some(cert), Some(key)) => Some(Tls::load(cert, key)?),
+            _ => None,
+        };
         let (trigger, shutdown) = shutdown::channel();
         let gateway = Arc::new(Gateway::start(config, shutdown.clone())?);
         gateway
@@ -63,18 +70,23 @@ impl Server {
             .join_fleet()
             .await
             .map_err(gateway::StartError::Fleet)?;
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(crate::api::http::serve(
                 http_listener,
                 gateway.clone(),
                 shutdown.clone(),
+                tls.clone(),
             )),
             tokio::spawn(crate::api::grpc::serve(
                 grpc_listener,
                 gateway.clone(),
-                shutdown,
+                shutdown.clone(),
+                tls.clone(),
             )),
         ];
+        if let Some(tls) = tls {
+            tasks.push(tokio::spawn(reload_tls_on_hangup(tls, shutdown)));
+        }
         announce(&gateway, http_addr, grpc_addr);
         Ok(Server {
             http_addr,
@@ -132,5 +144,27 @@ fn announce(gateway: &Gateway, http_addr: SocketAddr, grpc_addr: SocketAddr) {
 async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+/// Reads the certificate and key again on each SIGHUP, until shutdown: renewed files reach new
+/// connections without a restart; files that do not read leave the old ones serving.
+async fn reload_tls_on_hangup(tls: Arc<Tls>, shutdown: shutdown::Shutdown) {
+    let Ok(mut hangups) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; TLS files are read at start only");
+        return;
+    };
+    let stop = shutdown.wait();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key read again"),
+                Err(error) => tracing::error!(%error, "SIGHUP: TLS files not reloaded; the old ones keep serving"),
+            },
+            _ = &mut stop => return,
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod grpc;
 pub mod http;
 mod limits;
+pub mod tls;
 mod metadata;
 mod params;
 mod statistics;

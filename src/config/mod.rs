@@ -95,6 +95,10 @@ pub struct ServerConfig {
     /// Request bodies (HTTP) held at once, while read and until answered; a body that does not
     /// fit is refused before it is read.
     pub max_body_bytes_in_flight: ByteSize,
+    /// With `tls_key_path`: HTTPS on `http_addr` and TLS on `grpc_addr` (PEM files, read again
+    /// on SIGHUP).
+    pub tls_cert_path: Option<PathBuf>,
+    pub tls_key_path: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +116,8 @@ impl Default for ServerConfig {
             http2_max_concurrent_streams: 256,
             keepalive_interval_ms: 30_000,
             max_body_bytes_in_flight: ByteSize(1 << 30),
+            tls_cert_path: None,
+            tls_key_path: None,
         }
     }
 }
@@ -138,6 +144,8 @@ impl fmt::Debug for ServerConfig {
             )
             .field("keepalive_interval_ms", &self.keepalive_interval_ms)
             .field("max_body_bytes_in_flight", &self.max_body_bytes_in_flight)
+            .field("tls_cert_path", &self.tls_cert_path)
+            .field("tls_key_path", &self.tls_key_path)
             .finish()
     }
 }
@@ -606,6 +614,28 @@ impl Config {
         // Like model paths, a relative ledger path is read from the config file's folder.
         if self.ledger.path.is_relative() {
             self.ledger.path = base_dir.join(&self.ledger.path);
+        }
+        match (&mut self.server.tls_cert_path, &mut self.server.tls_key_path) {
+            (Some(cert), Some(key)) => {
+                for path in [cert, key] {
+                    if path.is_relative() {
+                        *path = base_dir.join(&*path);
+                    }
+                }
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.tls_key_path",
+                    "must be set with server.tls_cert_path",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.tls_cert_path",
+                    "must be set with server.tls_key_path",
+                ))
+            }
         }
         self.runtime.onnxruntime = self.runtime.onnxruntime.validate(base_dir)?;
         for (index, tag) in self.metering.allowed_tags.iter().enumerate() {

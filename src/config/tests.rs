@@ -94,6 +94,15 @@ fn bad_values_name_their_key() {
             Some("server.max_body_bytes_in_flight"),
         ),
         ("[server]\nmax_body_bytes_in_flight = \"64MiB\"", None),
+        (
+            "[server]\ntls_cert_path = \"cert.pem\"",
+            Some("server.tls_key_path"),
+        ),
+        ("[server]\ntls_key_path = \"key.pem\"", Some("server.tls_cert_path")),
+        (
+            "[server]\ntls_cert_path = \"cert.pem\"\ntls_key_path = \"key.pem\"",
+            None,
+        ),
         ("[server]\nmax_connections = 2\nheader_read_timeout_ms = 500", None),
         ("[server]\nhttp_addr = \"nowhere\"", Some("http_addr")),
         ("[cache]\nttl_seconds = 0", Some("cache.ttl_seconds")),

@@ -5,6 +5,7 @@
 pub mod convert;
 
 use crate::api::limits::{self, Limits};
+use crate::api::tls::{Link, Tls};
 use crate::api::{metadata, statistics, status};
 use crate::gateway::{Credentials, Gateway, Protocol};
 use crate::shutdown::Shutdown;
@@ -25,7 +26,12 @@ pub struct InferenceService {
     gateway: Arc<Gateway>,
 }
 
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutdown) {
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: Shutdown,
+    tls: Option<Arc<Tls>>,
+) {
     let limit = gateway.config.server.max_body_bytes.as_usize();
     let limits = Limits::of(&gateway.config.server);
     // A message either way is bounded as an HTTP body is.
@@ -35,7 +41,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
     // Connections are accepted by a task of ours, which holds one permit per open connection
     // (`limits::accept` also sets TCP_NODELAY, which tonic's own setting would not reach on a
     // listener handed in; without it Nagle's algorithm holds every small reply).
-    let (connections, incoming) = tokio::sync::mpsc::channel(1);
+    let (connections, incoming) = tokio::sync::mpsc::channel::<std::io::Result<Link>>(1);
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let acceptor = tokio::spawn(async move {
         loop {
@@ -45,9 +51,26 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
-            if connections.send(accepted).await.is_err() {
-                break;
-            }
+            let Ok(stream) = accepted else { continue };
+            let Some(tls) = &tls else {
+                if connections.send(Ok(Link::Plain(stream))).await.is_err() {
+                    break;
+                }
+                continue;
+            };
+            // Handshakes run apart, bounded, so a stalled one holds up no other connection.
+            let acceptor = tls.acceptor();
+            let connections = connections.clone();
+            tokio::spawn(async move {
+                let limit = limits.header_read_timeout;
+                match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = connections.send(Ok(Link::Tls(Box::new(stream)))).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%error, "gRPC TLS handshake failed"),
+                    Err(_) => {}
+                }
+            });
         }
     });
     let result = tonic::transport::Server::builder()

@@ -7,6 +7,7 @@ pub mod memo;
 mod reader;
 
 use crate::api::limits::{self, BodyBudget, BodyShare, Limits};
+use crate::api::tls::Tls;
 use crate::api::{metadata, statistics, status};
 use crate::gateway::Error;
 use crate::gateway::{Credentials, Gateway, Protocol};
@@ -32,7 +33,12 @@ pub(super) type Body = Full<Bytes>;
 const INFERENCE_HEADER: &str = "inference-header-content-length";
 
 /// Accepts connections until shutdown, then lets open requests finish within the grace period.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutdown) {
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: Shutdown,
+    tls: Option<Arc<Tls>>,
+) {
     let limits = Limits::of(&gateway.config.server);
     let builder = connection_builder(&limits);
     let open = Arc::new(Semaphore::new(limits.max_connections));
@@ -78,10 +84,32 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Shutd
                 Ok::<_, Infallible>(route(front, request).await)
             }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let Some(tls) = &tls else {
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            continue;
+        };
+        // The handshake runs on the connection's own task, bounded like a request head, so a
+        // client that stalls in it holds nothing but its permit until then.
+        let acceptor = tls.acceptor();
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let handshake_limit = limits.header_read_timeout;
         tokio::spawn(async move {
-            let _ = connection.await;
+            let stream = match tokio::time::timeout(handshake_limit, acceptor.accept(stream)).await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(connection.into_owned()).await;
         });
     }
     if tokio::time::timeout(grace, graceful.shutdown())

@@ -6,12 +6,14 @@ mod model;
 mod redis_url;
 mod units;
 mod upstream;
+mod upstream_headers;
 mod upstream_url;
 
 pub use device::Device;
 pub use model::{DeviceFallback, ModelConfig};
 pub use redis_url::{OnRedisDown, RedisUrl};
 pub use units::ByteSize;
+pub use upstream_headers::UpstreamHeaders;
 pub use upstream_url::{UpstreamUrl, Wire};
 
 use serde::Deserialize;

@@ -1,7 +1,7 @@
 //! One `[[models]]` entry: its keys, their defaults and its validation (upstream keys are in
 //! `upstream.rs`).
 
-use super::{invalid, upstream, ConfigError, Device, UpstreamUrl, PRIORITY_LEVELS};
+use super::{invalid, upstream, ConfigError, Device, UpstreamHeaders, UpstreamUrl, PRIORITY_LEVELS};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,12 @@ pub struct ModelConfig {
     /// The upstream's name for the model; defaults to `name`.
     pub upstream_model: Option<String>,
     pub upstream_version: Option<String>,
+    /// CA bundle (PEM) that `https://` and `grpcs://` upstreams are checked against; the
+    /// system's roots when unset.
+    pub upstream_ca_path: Option<PathBuf>,
+    /// Sent with every upstream request; `"env:NAME"` values come from the environment.
+    #[serde(default)]
+    pub upstream_headers: UpstreamHeaders,
     /// REST upstreams: the binary tensor extension; false sends JSON (MLServer needs that).
     #[serde(default = "yes")]
     pub upstream_binary: bool,
@@ -105,7 +111,7 @@ impl ModelConfig {
                     "a model has either a `path` or an `upstream`, not both",
                 ))
             }
-            (None, true) => self.validate_upstream(index)?,
+            (None, true) => self.validate_upstream(index, base_dir)?,
             (Some(path), false) => {
                 self.refuse_upstream_keys(index)?;
                 let resolved = if path.is_absolute() {

@@ -34,7 +34,11 @@ impl ModelConfig {
         self.upstream_model.as_deref().unwrap_or(&self.name)
     }
 
-    pub(super) fn validate_upstream(&mut self, index: usize) -> Result<(), ConfigError> {
+    pub(super) fn validate_upstream(
+        &mut self,
+        index: usize,
+        base_dir: &std::path::Path,
+    ) -> Result<(), ConfigError> {
         let key = |field: &str| format!("models[{index}].{field}");
         if let Some(single) = self.upstream.take() {
             if !self.upstreams.is_empty() {
@@ -66,6 +70,19 @@ impl ModelConfig {
                 "must not be empty (leave it out for the upstream's default)",
             ));
         }
+        if let Some(path) = &self.upstream_ca_path {
+            let resolved = base_dir.join(path);
+            if !resolved.is_file() {
+                return Err(invalid(
+                    key("upstream_ca_path"),
+                    format!("no CA file at {}", resolved.display()),
+                ));
+            }
+            self.upstream_ca_path = Some(resolved);
+        }
+        self.upstream_headers
+            .resolve(|name| std::env::var(name).ok())
+            .map_err(|(name, why)| invalid(key(&format!("upstream_headers.{name}")), why))?;
         let ranges: [(&str, u64, u64, u64); 7] = [
             ("upstream_timeout_ms", self.upstream_timeout_ms, 1, HOUR_MS),
             (
@@ -116,6 +133,8 @@ impl ModelConfig {
         for (field, set) in [
             ("upstream_model", self.upstream_model.is_some()),
             ("upstream_version", self.upstream_version.is_some()),
+            ("upstream_ca_path", self.upstream_ca_path.is_some()),
+            ("upstream_headers", !self.upstream_headers.is_empty()),
         ] {
             if set {
                 return Err(invalid(

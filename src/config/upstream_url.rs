@@ -17,33 +17,32 @@ pub enum Wire {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUrl {
     pub wire: Wire,
+    /// `https://` (REST, h2 when the server offers it by ALPN) or `grpcs://`.
+    pub tls: bool,
     /// `http://host:port[/prefix]` without a trailing slash; requests are built on it.
     pub base: String,
     /// As configured (without a trailing slash), for logs, errors and metric labels.
     pub label: String,
 }
 
-const SCHEMES: [(&str, Wire); 3] = [
-    ("http://", Wire::Http1),
-    ("h2c://", Wire::H2c),
-    ("grpc://", Wire::Grpc),
+/// (scheme, wire, TLS)
+const SCHEMES: [(&str, Wire, bool); 5] = [
+    ("http://", Wire::Http1, false),
+    ("h2c://", Wire::H2c, false),
+    ("grpc://", Wire::Grpc, false),
+    ("https://", Wire::Http1, true),
+    ("grpcs://", Wire::Grpc, true),
 ];
 
 impl UpstreamUrl {
     /// Parses one configured URL; the error says what is wrong in words fit for a config error.
     pub fn parse(text: &str) -> Result<UpstreamUrl, String> {
         let text = text.trim().trim_end_matches('/');
-        let Some((wire, rest)) = SCHEMES
-            .iter()
-            .find_map(|(scheme, wire)| text.strip_prefix(scheme).map(|rest| (*wire, rest)))
-        else {
-            if text.starts_with("https://") || text.starts_with("grpcs://") {
-                return Err(format!(
-                    "`{text}`: TLS to upstreams is not supported yet; reach it over a private network or a sidecar"
-                ));
-            }
+        let Some((wire, tls, rest)) = SCHEMES.iter().find_map(|(scheme, wire, tls)| {
+            text.strip_prefix(scheme).map(|rest| (*wire, *tls, rest))
+        }) else {
             return Err(format!(
-                "`{text}` must start with http://, h2c:// or grpc://"
+                "`{text}` must start with http://, https://, h2c://, grpc:// or grpcs://"
             ));
         };
         let (authority, path) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
@@ -56,9 +55,9 @@ impl UpstreamUrl {
             return Err(format!("`{text}`: a query or fragment makes no sense here"));
         }
         if wire == Wire::Grpc && !path.is_empty() {
-            return Err(format!("`{text}`: a grpc:// upstream takes no path"));
+            return Err(format!("`{text}`: a gRPC upstream takes no path"));
         }
-        let base = format!("http://{authority}{path}");
+        let base = format!("{}://{authority}{path}", if tls { "https" } else { "http" });
         let uri: Uri = base
             .parse()
             .map_err(|e| format!("`{text}` is not a valid URL: {e}"))?;
@@ -72,6 +71,7 @@ impl UpstreamUrl {
         }
         Ok(UpstreamUrl {
             wire,
+            tls,
             base,
             label: text.to_string(),
         })
@@ -113,7 +113,13 @@ mod tests {
                 Ok((Wire::Grpc, "http://localhost:8001")),
             ),
             ("grpc://localhost:8001/x", Err("takes no path")),
-            ("https://x:443", Err("TLS")),
+            ("https://x:443", Ok((Wire::Http1, "https://x:443"))),
+            (
+                "grpcs://models.internal:8443",
+                Ok((Wire::Grpc, "https://models.internal:8443")),
+            ),
+            ("grpcs://x:1/path", Err("takes no path")),
+            ("https://x", Err("explicit port")),
             ("ftp://x:1", Err("must start with")),
             ("http://x", Err("explicit port")),
             ("http://:80", Err("")),

@@ -128,6 +128,8 @@ pub(super) fn upstream_settings(model_config: &ModelConfig) -> UpstreamSettings 
         binary: model_config.upstream_binary,
         timeout: millis(model_config.upstream_timeout_ms),
         connect_timeout: millis(model_config.upstream_connect_timeout_ms),
+        ca_path: model_config.upstream_ca_path.clone(),
+        headers: model_config.upstream_headers.clone(),
         retries: model_config.upstream_retries,
         breaker_failures: model_config.upstream_breaker_failures,
         breaker_cooldown: millis(model_config.upstream_breaker_cooldown_ms),

@@ -17,25 +17,49 @@ use proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use super::transport::Reach;
+use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 pub struct GrpcTransport {
     client: GrpcInferenceServiceClient<Channel>,
+    /// `upstream_headers` as metadata, parsed once.
+    headers: Vec<(MetadataKey<Ascii>, MetadataValue<Ascii>)>,
 }
 
 impl GrpcTransport {
     /// Must be called inside the tokio runtime that will drive the channel.
-    pub fn new(url: &UpstreamUrl, connect_timeout: Duration) -> Result<GrpcTransport, String> {
-        let endpoint = Endpoint::from_shared(url.base.clone())
+    pub fn new(url: &UpstreamUrl, reach: &Reach<'_>) -> Result<GrpcTransport, String> {
+        let mut endpoint = Endpoint::from_shared(url.base.clone())
             .map_err(|e| format!("`{}`: {e}", url.label))?
-            .connect_timeout(connect_timeout)
+            .connect_timeout(reach.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30));
+        if url.tls {
+            let tls = match &reach.ca_pem {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| format!("`{}`: {e}", url.label))?;
+        }
+        let headers = reach
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let key = MetadataKey::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("upstream_headers: `{name}` is not a metadata key"))?;
+                let value = MetadataValue::try_from(value)
+                    .map_err(|_| format!("upstream_headers.{name}: not a metadata value"))?;
+                Ok((key, value))
+            })
+            .collect::<Result<_, String>>()?;
         // The upstream is trusted as far as sizes go; its answers are as large as its batches.
         let client = GrpcInferenceServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        Ok(GrpcTransport { client })
+        Ok(GrpcTransport { client, headers })
     }
 
     pub async fn infer(
@@ -69,7 +93,7 @@ impl GrpcTransport {
                 .collect(),
             raw_input_contents: inputs.iter().map(contiguous).collect(),
         };
-        let mut request = tonic::Request::new(message);
+        let mut request = self.request(message);
         // The upstream learns our deadline, so it can drop work nobody waits for any more.
         request.set_timeout(timeout);
         let response = self
@@ -82,6 +106,16 @@ impl GrpcTransport {
         decode_response(response).map_err(UpstreamError::Protocol)
     }
 
+    /// A call's message with `upstream_headers` as its metadata.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let metadata = request.metadata_mut();
+        for (key, value) in &self.headers {
+            metadata.insert(key.clone(), value.clone());
+        }
+        request
+    }
+
     pub async fn ready(&self, target: &Target) -> Result<bool, UpstreamError> {
         let request = proto::ModelReadyRequest {
             name: target.model.clone(),
@@ -90,7 +124,7 @@ impl GrpcTransport {
         let response = self
             .client
             .clone()
-            .model_ready(request)
+            .model_ready(self.request(request))
             .await
             .map_err(classify)?;
         Ok(response.into_inner().ready)
@@ -104,7 +138,7 @@ impl GrpcTransport {
         let response = self
             .client
             .clone()
-            .model_metadata(request)
+            .model_metadata(self.request(request))
             .await
             .map_err(classify)?
             .into_inner();

@@ -11,7 +11,9 @@ use crate::config::{UpstreamUrl, Wire};
 use crate::tensor::Tensor;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use super::transport::Reach;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper_rustls::HttpsConnector;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -24,8 +26,10 @@ const MAX_RESPONSE_BYTES: usize = 1 << 30;
 const POOL_IDLE: Duration = Duration::from_secs(50);
 
 pub struct HttpTransport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
+    /// `upstream_headers`, parsed once.
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 struct Answer {
@@ -35,21 +39,43 @@ struct Answer {
 }
 
 impl HttpTransport {
-    pub fn new(url: &UpstreamUrl, connect_timeout: Duration) -> HttpTransport {
+    pub fn new(url: &UpstreamUrl, reach: &Reach<'_>) -> Result<HttpTransport, String> {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_connect_timeout(Some(reach.connect_timeout));
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(30)));
+        // https:// reaches TLS with ALPN (h2 when the server offers it); plain URLs pass through.
+        connector.enforce_http(false);
+        let tls = super::tls::client_config(reach.ca_pem.as_deref())
+            .map_err(|e| format!("`{}`: {e}", url.label))?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE)
             .http2_only(url.wire == Wire::H2c)
             .build(connector);
-        HttpTransport {
+        let headers = reach
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("upstream_headers: `{name}` is not a header name"))?;
+                let value = HeaderValue::from_str(value)
+                    .map_err(|_| format!("upstream_headers.{name}: not a header value"))?;
+                Ok((name, value))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(HttpTransport {
             client,
             base: url.base.clone(),
-        }
+            headers,
+        })
     }
 
     pub async fn infer(
@@ -125,6 +151,10 @@ impl HttpTransport {
         request: hyper::http::request::Builder,
         body: Bytes,
     ) -> Result<Answer, UpstreamError> {
+        let mut request = request;
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
         let request = request
             .body(Full::new(body))
             .map_err(|e| UpstreamError::Protocol(format!("cannot build the request: {e}")))?;

@@ -20,6 +20,7 @@ mod http;
 mod http_codec;
 mod metadata;
 mod startup;
+mod tls;
 mod transport;
 pub mod url;
 
@@ -56,6 +57,10 @@ pub struct UpstreamSettings {
     pub binary: bool,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Roots for `https://` and `grpcs://` endpoints: this CA bundle, or the system's.
+    pub ca_path: Option<std::path::PathBuf>,
+    /// Sent with every request to every endpoint.
+    pub headers: crate::config::UpstreamHeaders,
     /// Extra attempts for a request that could not have reached an upstream.
     pub retries: u32,
     pub breaker_failures: u32,

@@ -70,7 +70,7 @@ pub fn start(
     let Description(metadata) = description;
     let mut endpoints = Vec::with_capacity(settings.urls.len());
     for url in &settings.urls {
-        let transport = Transport::new(url, settings.connect_timeout).map_err(load_error)?;
+        let transport = Transport::new(url, settings).map_err(load_error)?;
         let breaker = Breaker::new(settings.breaker_failures, settings.breaker_cooldown);
         endpoints.push(Endpoint::new(
             &settings.model,
@@ -135,7 +135,7 @@ async fn first_description(settings: &UpstreamSettings) -> Result<Metadata, Stri
         .map(|url| {
             Ok((
                 url.label.as_str(),
-                Transport::new(url, settings.connect_timeout)?,
+                Transport::new(url, settings)?,
             ))
         })
         .collect::<Result<Vec<_>, String>>()?;

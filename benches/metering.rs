@@ -133,7 +133,12 @@ fn bench_commit(c: &mut Criterion) {
     match &server {
         Some(server) => {
             config.ledger.url = Some(server.url());
-            commit_groups(&mut group, &runtime, "enqueue_and_commit_1000_postgres", &config);
+            commit_groups(
+                &mut group,
+                &runtime,
+                "enqueue_and_commit_1000_postgres",
+                &config,
+            );
         }
         None => eprintln!("ledger: PostgreSQL is not installed (make postgres); its side skipped"),
     }

@@ -150,8 +150,7 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
 /// Reads the certificate and key again on each SIGHUP, until shutdown: renewed files reach new
 /// connections without a restart; files that do not read leave the old ones serving.
 async fn reload_tls_on_hangup(tls: Arc<Tls>, shutdown: shutdown::Shutdown) {
-    let Ok(mut hangups) =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
         tracing::warn!("cannot listen for SIGHUP; TLS files are read at start only");
         return;

@@ -96,7 +96,11 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_timeout() {
     assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
     let idle = Instant::now();
     assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
-    assert!(idle.elapsed() >= Duration::from_millis(500), "{:?}", idle.elapsed());
+    assert!(
+        idle.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        idle.elapsed()
+    );
     gateway.stop().await;
 }
 
@@ -186,12 +190,18 @@ async fn trickling_large_bodies_are_refused_unread_beyond_the_body_budget() {
     for _ in 0..50 {
         let mut stream = TcpStream::connect(&address).await.unwrap();
         stream.write_all(head.as_bytes()).await.unwrap();
-        if status_within(&mut stream, Duration::from_millis(300)).await.is_none() {
+        if status_within(&mut stream, Duration::from_millis(300))
+            .await
+            .is_none()
+        {
             ok = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(ok, "the budget did not come back after the trickling clients left");
+    assert!(
+        ok,
+        "the budget did not come back after the trickling clients left"
+    );
     gateway.stop().await;
 }

@@ -456,19 +456,34 @@ async fn a_front_started_before_its_upstream_serves_once_the_upstream_appears() 
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     let metadata = front.get(&format!("/v2/models/{front_name}")).await;
     assert_eq!(metadata.status, StatusCode::SERVICE_UNAVAILABLE);
-    let reason = metadata.json()["error"].as_str().unwrap_or_default().to_string();
-    assert!(reason.contains("not ready") && reason.contains(front_name), "{reason}");
+    let reason = metadata.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("not ready") && reason.contains(front_name),
+        "{reason}"
+    );
     let (rows, labels) = common::digits_rows();
     let body = common::digits_body(&rows[..2]);
     let refused = front.infer(front_name, &body).await;
-    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", refused.body);
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        refused.body
+    );
     // The server itself is up and ready for its other work meanwhile.
     assert_eq!(front.get("/v2/health/ready").await.status, StatusCode::OK);
 
     let upstream = peers::start_at(ports, &upstream_config(&[("digits_up_late", "")])).await;
     let appeared = Instant::now();
     let ready = eventually(Duration::from_secs(10), || async {
-        front.get(&format!("/v2/models/{front_name}/ready")).await.status == StatusCode::OK
+        front
+            .get(&format!("/v2/models/{front_name}/ready"))
+            .await
+            .status
+            == StatusCode::OK
     })
     .await;
     assert!(ready, "not ready 10 s after its upstream appeared");
@@ -501,7 +516,11 @@ async fn an_upstream_back_with_another_model_is_served_as_it_now_describes_it() 
     // The front sees the outage (a replacement faster than its checks is caught by the
     // periodic description instead).
     let down = eventually(Duration::from_secs(10), || async {
-        front.get(&format!("/v2/models/{front_name}/ready")).await.status != StatusCode::OK
+        front
+            .get(&format!("/v2/models/{front_name}/ready"))
+            .await
+            .status
+            != StatusCode::OK
     })
     .await;
     assert!(down, "the front never saw its upstream stop");
@@ -517,7 +536,10 @@ async fn an_upstream_back_with_another_model_is_served_as_it_now_describes_it() 
     .await;
     assert!(changed, "the front still describes the old model");
     assert_eq!(
-        front.get(&format!("/v2/models/{front_name}/ready")).await.status,
+        front
+            .get(&format!("/v2/models/{front_name}/ready"))
+            .await
+            .status,
         StatusCode::OK
     );
     front.stop().await;

@@ -18,7 +18,11 @@ fn openssl(dir: &Path, args: &[&str]) {
         .current_dir(dir)
         .output()
         .expect("openssl runs");
-    assert!(status.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 }
 
 /// `NAME-ca.pem`, and `NAME.pem` / `NAME.key` for 127.0.0.1 signed by it.
@@ -31,10 +35,60 @@ fn certificates(dir: &Path, name: &str) {
         format!("{name}.pem"),
         format!("{name}.ext"),
     );
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA", "-keyout", &ca_key, "-out", &ca]);
-    openssl(dir, &["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", &key, "-out", &csr]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ],
+    );
     std::fs::write(dir.join(&ext), "subjectAltName = IP:127.0.0.1\n").unwrap();
-    openssl(dir, &["x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-days", "2", "-extfile", &ext, "-out", &cert]);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,7 +143,9 @@ async fn fronts_reach_a_tls_upstream_with_its_ca_and_a_token_from_the_environmen
         ))
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let ready = doubtful.get(&format!("/v2/models/doubtful_{scheme}/ready")).await;
+        let ready = doubtful
+            .get(&format!("/v2/models/doubtful_{scheme}/ready"))
+            .await;
         assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE, "{scheme}");
         doubtful.stop().await;
     }

@@ -4,8 +4,8 @@
 pub mod grpc;
 pub mod http;
 mod limits;
-pub mod tls;
 mod metadata;
 mod params;
 mod statistics;
 mod status;
+pub mod tls;

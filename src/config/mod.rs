@@ -508,7 +508,10 @@ impl Config {
             ));
         }
         for (field, value) in [
-            ("server.header_read_timeout_ms", self.server.header_read_timeout_ms),
+            (
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
+            ),
             ("server.max_connections", self.server.max_connections as u64),
             (
                 "server.http2_max_concurrent_streams",
@@ -617,7 +620,10 @@ impl Config {
         if self.ledger.path.is_relative() {
             self.ledger.path = base_dir.join(&self.ledger.path);
         }
-        match (&mut self.server.tls_cert_path, &mut self.server.tls_key_path) {
+        match (
+            &mut self.server.tls_cert_path,
+            &mut self.server.tls_key_path,
+        ) {
             (Some(cert), Some(key)) => {
                 for path in [cert, key] {
                     if path.is_relative() {

@@ -1,7 +1,9 @@
 //! One `[[models]]` entry: its keys, their defaults and its validation (upstream keys are in
 //! `upstream.rs`).
 
-use super::{invalid, upstream, ConfigError, Device, UpstreamHeaders, UpstreamUrl, PRIORITY_LEVELS};
+use super::{
+    invalid, upstream, ConfigError, Device, UpstreamHeaders, UpstreamUrl, PRIORITY_LEVELS,
+};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 

@@ -83,7 +83,10 @@ fn bad_values_name_their_key() {
             "[server]\nheader_read_timeout_ms = 0",
             Some("server.header_read_timeout_ms"),
         ),
-        ("[server]\nmax_connections = 0", Some("server.max_connections")),
+        (
+            "[server]\nmax_connections = 0",
+            Some("server.max_connections"),
+        ),
         (
             "[server]\nhttp2_max_concurrent_streams = 0",
             Some("server.http2_max_concurrent_streams"),
@@ -98,12 +101,18 @@ fn bad_values_name_their_key() {
             "[server]\ntls_cert_path = \"cert.pem\"",
             Some("server.tls_key_path"),
         ),
-        ("[server]\ntls_key_path = \"key.pem\"", Some("server.tls_cert_path")),
+        (
+            "[server]\ntls_key_path = \"key.pem\"",
+            Some("server.tls_cert_path"),
+        ),
         (
             "[server]\ntls_cert_path = \"cert.pem\"\ntls_key_path = \"key.pem\"",
             None,
         ),
-        ("[server]\nmax_connections = 2\nheader_read_timeout_ms = 500", None),
+        (
+            "[server]\nmax_connections = 2\nheader_read_timeout_ms = 500",
+            None,
+        ),
         ("[server]\nhttp_addr = \"nowhere\"", Some("http_addr")),
         ("[cache]\nttl_seconds = 0", Some("cache.ttl_seconds")),
         ("[cache]\nscope = \"global\"", Some("scope")),

@@ -45,19 +45,35 @@ impl UpstreamHeaders {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if !valid_name {
-                return Err((name.clone(), "is not a header name (letters, digits, - _ .)".into()));
+                return Err((
+                    name.clone(),
+                    "is not a header name (letters, digits, - _ .)".into(),
+                ));
             }
-            if lower.starts_with(':') || ["host", "content-length", "content-type", "te"].contains(&lower.as_str()) || lower.starts_with("grpc-") {
+            if lower.starts_with(':')
+                || ["host", "content-length", "content-type", "te"].contains(&lower.as_str())
+                || lower.starts_with("grpc-")
+            {
                 return Err((name.clone(), "is set by the gateway itself".into()));
             }
             let value = match value.strip_prefix("env:") {
                 Some(variable) => lookup(variable).ok_or_else(|| {
-                    (name.clone(), format!("reads the environment variable {variable}, which is not set"))
+                    (
+                        name.clone(),
+                        format!("reads the environment variable {variable}, which is not set"),
+                    )
                 })?,
                 None => value.clone(),
             };
-            if value.is_empty() || !value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
-                return Err((name.clone(), "must be a non-empty value of visible ASCII".into()));
+            if value.is_empty()
+                || !value
+                    .bytes()
+                    .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+            {
+                return Err((
+                    name.clone(),
+                    "must be a non-empty value of visible ASCII".into(),
+                ));
             }
             resolved.insert(lower, value);
         }
@@ -72,20 +88,32 @@ mod tests {
 
     fn headers(pairs: &[(&str, &str)]) -> UpstreamHeaders {
         UpstreamHeaders {
-            entries: pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            entries: pairs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
     /// Headers as given, and the resolved pairs or a fragment of the error.
-    type Case = (&'static [(&'static str, &'static str)], Result<&'static [(&'static str, &'static str)], &'static str>);
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        Result<&'static [(&'static str, &'static str)], &'static str>,
+    );
 
     #[test]
     fn values_resolve_from_the_environment_and_stay_out_of_debug() {
         let env = |name: &str| (name == "TOKEN").then(|| "Bearer s3cret".to_string());
         let cases: &[Case] = &[
-            (&[("Authorization", "env:TOKEN")], Ok(&[("authorization", "Bearer s3cret")])),
+            (
+                &[("Authorization", "env:TOKEN")],
+                Ok(&[("authorization", "Bearer s3cret")]),
+            ),
             (&[("x-api-key", "plain")], Ok(&[("x-api-key", "plain")])),
-            (&[("authorization", "env:MISSING")], Err("MISSING, which is not set")),
+            (
+                &[("authorization", "env:MISSING")],
+                Err("MISSING, which is not set"),
+            ),
             (&[("bad header", "x")], Err("not a header name")),
             (&[("content-type", "x")], Err("set by the gateway")),
             (&[("grpc-timeout", "1S")], Err("set by the gateway")),
@@ -102,6 +130,9 @@ mod tests {
         let mut secret = headers(&[("authorization", "env:TOKEN")]);
         secret.resolve(env).unwrap();
         let shown = format!("{secret:?}");
-        assert!(shown.contains("authorization") && !shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("authorization") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 }

@@ -413,7 +413,12 @@ pub struct Reply {
 }
 
 /// Triton's statistics of the request's model: one answer (how it was served) or one failure.
-fn count_statistics(stats: &ModelStats, result: &Result<Reply, Error>, took: Duration, arrived_ms: i64) {
+fn count_statistics(
+    stats: &ModelStats,
+    result: &Result<Reply, Error>,
+    took: Duration,
+    arrived_ms: i64,
+) {
     let now_ms = u64::try_from(arrived_ms).unwrap_or(0) + took.as_millis() as u64;
     let Ok(reply) = result else {
         stats.failed(took, now_ms);

@@ -115,4 +115,3 @@ impl Model {
                 .is_none_or(|upstream| upstream.is_ready())
     }
 }
-

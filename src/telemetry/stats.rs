@@ -130,7 +130,10 @@ impl ModelStats {
     /// Batch sizes that ran at least once, smallest first.
     pub fn batch_lines(&self) -> Vec<BatchLine> {
         let batches = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
-        batches.iter().map(|(&size, &(count, ns))| (size, count, ns)).collect()
+        batches
+            .iter()
+            .map(|(&size, &(count, ns))| (size, count, ns))
+            .collect()
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::error::{describe, grpc_code_class, never_reached, UpstreamError};
 use super::metadata::{self, Metadata};
+use super::transport::Reach;
 use super::Target;
 use crate::backend::BatchInput;
 use crate::config::UpstreamUrl;
@@ -17,7 +18,6 @@ use proto::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use std::collections::HashMap;
 use std::error::Error as _;
 use std::time::Duration;
-use super::transport::Reach;
 use tonic::metadata::{Ascii, MetadataKey, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 

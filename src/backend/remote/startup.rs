@@ -132,12 +132,7 @@ async fn first_description(settings: &UpstreamSettings) -> Result<Metadata, Stri
     let transports = settings
         .urls
         .iter()
-        .map(|url| {
-            Ok((
-                url.label.as_str(),
-                Transport::new(url, settings)?,
-            ))
-        })
+        .map(|url| Ok((url.label.as_str(), Transport::new(url, settings)?)))
         .collect::<Result<Vec<_>, String>>()?;
     let deadline = Instant::now() + settings.startup_wait;
     let mut announced = false;

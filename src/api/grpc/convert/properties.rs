@@ -49,15 +49,31 @@ fn typed(dtype: DataType, data: &[u8]) -> proto::InferTensorContents {
         match dtype {
             DataType::Bool => contents.bool_contents.push(e[0] != 0),
             DataType::Int8 => contents.int_contents.push(i32::from(e[0] as i8)),
-            DataType::Int16 => contents.int_contents.push(i32::from(i16::from_le_bytes([e[0], e[1]]))),
-            DataType::Int32 => contents.int_contents.push(i32::from_le_bytes(e.try_into().unwrap())),
-            DataType::Int64 => contents.int64_contents.push(i64::from_le_bytes(e.try_into().unwrap())),
+            DataType::Int16 => contents
+                .int_contents
+                .push(i32::from(i16::from_le_bytes([e[0], e[1]]))),
+            DataType::Int32 => contents
+                .int_contents
+                .push(i32::from_le_bytes(e.try_into().unwrap())),
+            DataType::Int64 => contents
+                .int64_contents
+                .push(i64::from_le_bytes(e.try_into().unwrap())),
             DataType::Uint8 => contents.uint_contents.push(u32::from(e[0])),
-            DataType::Uint16 => contents.uint_contents.push(u32::from(u16::from_le_bytes([e[0], e[1]]))),
-            DataType::Uint32 => contents.uint_contents.push(u32::from_le_bytes(e.try_into().unwrap())),
-            DataType::Uint64 => contents.uint64_contents.push(u64::from_le_bytes(e.try_into().unwrap())),
-            DataType::Fp32 => contents.fp32_contents.push(f32::from_le_bytes(e.try_into().unwrap())),
-            DataType::Fp64 => contents.fp64_contents.push(f64::from_le_bytes(e.try_into().unwrap())),
+            DataType::Uint16 => contents
+                .uint_contents
+                .push(u32::from(u16::from_le_bytes([e[0], e[1]]))),
+            DataType::Uint32 => contents
+                .uint_contents
+                .push(u32::from_le_bytes(e.try_into().unwrap())),
+            DataType::Uint64 => contents
+                .uint64_contents
+                .push(u64::from_le_bytes(e.try_into().unwrap())),
+            DataType::Fp32 => contents
+                .fp32_contents
+                .push(f32::from_le_bytes(e.try_into().unwrap())),
+            DataType::Fp64 => contents
+                .fp64_contents
+                .push(f64::from_le_bytes(e.try_into().unwrap())),
             // The protocol has no typed field for these: they travel raw only.
             DataType::Fp16 | DataType::Bf16 | DataType::Bytes => {}
         }

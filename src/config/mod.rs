@@ -591,8 +591,11 @@ impl Config {
             ));
         }
         if let Some(url) = &self.alerts.webhook_url {
-            if !url.starts_with("http://") {
-                return Err(invalid("alerts.webhook_url", "must be an http:// URL"));
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(invalid(
+                    "alerts.webhook_url",
+                    "must be an http:// or https:// URL",
+                ));
             }
         }
         if !(self.alerts.anomaly_k.is_finite() && self.alerts.anomaly_k > 0.0) {

@@ -51,9 +51,23 @@ pub struct Alert {
 }
 
 type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
+
+/// A client for http:// and https:// receivers (the system's roots).
+fn client() -> Result<Client, String> {
+    let tls = crate::backend::remote::tls::client_config(None)?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}
 
 pub struct Alerts {
     recent: Mutex<VecDeque<Alert>>,
@@ -63,14 +77,14 @@ pub struct Alerts {
 
 impl Alerts {
     pub fn new(webhook_url: Option<&str>) -> Alerts {
-        let webhook = webhook_url.and_then(|url| match url.parse::<hyper::Uri>() {
-            Ok(uri) => Some((
-                uri,
-                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http(),
-            )),
-            Err(error) => {
+        let webhook = webhook_url.and_then(|url| match (url.parse::<hyper::Uri>(), client()) {
+            (Ok(uri), Ok(client)) => Some((uri, client)),
+            (Err(error), _) => {
                 tracing::error!(%error, "alerts.webhook_url is not a URL; alerts will not be posted");
+                None
+            }
+            (_, Err(error)) => {
+                tracing::error!(%error, "no TLS client for alerts.webhook_url; alerts will not be posted");
                 None
             }
         });

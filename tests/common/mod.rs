@@ -15,6 +15,7 @@ use tollgate::config::Config;
 use tollgate::server::Server;
 
 pub mod postgres;
+pub mod tls;
 
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -20,7 +20,7 @@ mod http;
 mod http_codec;
 mod metadata;
 mod startup;
-mod tls;
+pub mod tls;
 mod transport;
 pub mod url;
 

@@ -84,9 +84,11 @@ impl Server {
                 tls.clone(),
             )),
         ];
-        if let Some(tls) = tls {
-            tasks.push(tokio::spawn(reload_tls_on_hangup(tls, shutdown)));
-        }
+        tasks.push(tokio::spawn(reload_on_hangup(
+            gateway.clone(),
+            tls,
+            shutdown,
+        )));
         announce(&gateway, http_addr, grpc_addr);
         Ok(Server {
             http_addr,
@@ -147,23 +149,38 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     }
 }
 
-/// Reads the certificate and key again on each SIGHUP, until shutdown: renewed files reach new
-/// connections without a restart; files that do not read leave the old ones serving.
-async fn reload_tls_on_hangup(tls: Arc<Tls>, shutdown: shutdown::Shutdown) {
+/// On each SIGHUP until shutdown: the TLS certificate and key read again (renewed files reach
+/// new connections), and the config file read again (`Gateway::reload`). Whatever does not
+/// read is logged and leaves the running part serving.
+async fn reload_on_hangup(
+    gateway: Arc<Gateway>,
+    tls: Option<Arc<Tls>>,
+    shutdown: shutdown::Shutdown,
+) {
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
-        tracing::warn!("cannot listen for SIGHUP; TLS files are read at start only");
+        tracing::warn!("cannot listen for SIGHUP; the config and TLS files are read at start only");
         return;
     };
     let stop = shutdown.wait();
     tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = hangups.recv() => match tls.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key read again"),
-                Err(error) => tracing::error!(%error, "SIGHUP: TLS files not reloaded; the old ones keep serving"),
-            },
+            _ = hangups.recv() => {}
             _ = &mut stop => return,
+        }
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate and key read again"),
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: TLS files not reloaded; the old ones keep serving")
+                }
+            }
+        }
+        if gateway.config.source.is_some() {
+            if let Err(error) = gateway.reload().await {
+                tracing::error!(%error, "SIGHUP: config not reloaded");
+            }
         }
     }
 }

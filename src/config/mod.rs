@@ -67,6 +67,9 @@ pub struct Config {
     pub alerts: AlertsConfig,
     #[serde(default)]
     pub metering: MeteringConfig,
+    /// The file this config was read from, which a reload reads again (`None`: not a file).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Clone, Deserialize)]
@@ -481,7 +484,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {

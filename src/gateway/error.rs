@@ -45,6 +45,9 @@ pub enum Error {
     /// A malformed admin or cost query.
     #[error("{0}")]
     BadQuery(String),
+    /// A reload refused: the new config does not read (the old one keeps serving).
+    #[error("config not reloaded, the running one keeps serving: {0}")]
+    Reload(String),
 }
 
 impl Error {
@@ -60,7 +63,7 @@ impl Error {
             Error::NotFound(_) => ErrorClass::NotFound,
             Error::Unimplemented(_) => ErrorClass::Unimplemented,
             Error::Identity(e) => e.class(),
-            Error::BadQuery(_) => ErrorClass::BadRequest,
+            Error::BadQuery(_) | Error::Reload(_) => ErrorClass::BadRequest,
             Error::Metering(e) => e.class(),
             Error::Abandoned(_) => ErrorClass::Unavailable,
             Error::LedgerUnavailable(_) => ErrorClass::Unavailable,

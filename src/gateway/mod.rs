@@ -30,10 +30,12 @@ pub use crate::request::Protocol;
 
 mod error;
 mod recall;
+mod reload;
 mod usage;
 
 pub use error::Error;
 pub use recall::Recall;
+pub use reload::ReloadReport;
 use usage::UsageGuard;
 
 /// What a front end read off the wire about the caller, before anything is checked.
@@ -56,7 +58,11 @@ pub enum StartError {
 }
 
 pub struct Gateway {
+    /// The config the gateway started with; `[server]` and the other start-only keys.
     pub config: Config,
+    /// The config applied last (at start, or by the latest reload).
+    applied: std::sync::Mutex<Config>,
+    reloading: tokio::sync::Mutex<()>,
     /// The served models; swapped whole when an upstream model is described or changes.
     pub models: Arc<Models>,
     pub cache: Option<Arc<Cache<Error>>>,
@@ -89,6 +95,8 @@ impl Gateway {
             .unwrap_or(0);
         let request_prefix = blake3::hash(&boot.to_le_bytes()).to_hex()[..8].to_string();
         Ok(Gateway {
+            applied: std::sync::Mutex::new(config.clone()),
+            reloading: tokio::sync::Mutex::new(()),
             config,
             models,
             cache,

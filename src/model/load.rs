@@ -68,7 +68,7 @@ pub fn load_models(config: &Config) -> Result<Arc<Models>, BackendError> {
     Ok(models)
 }
 
-fn load_local(
+pub(super) fn load_local(
     config: &Config,
     model_config: &ModelConfig,
     path: &Path,
@@ -233,5 +233,6 @@ pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Load
         price_per_request: model_config.price_per_request.unwrap_or(0.0),
         batcher,
         upstream: loaded.upstream,
+        config: model_config.clone(),
     }
 }

@@ -4,10 +4,12 @@
 mod keeper;
 mod load;
 mod registry;
+mod reload;
 mod validate;
 
 pub use load::load_models;
 pub use registry::{Models, Registry};
+pub use reload::{reload, Reloaded};
 pub use validate::{prepare, Prepared};
 
 use crate::batch::BatchHandle;
@@ -77,6 +79,8 @@ pub struct Model {
     /// rows of its batch like compute time is.
     pub price_per_request: f64,
     pub batcher: BatchHandle,
+    /// The `[[models]]` entry it was made from: a reload keeps the model while it is unchanged.
+    pub config: crate::config::ModelConfig,
     /// Set when an upstream model server runs this model; readiness then follows its health.
     pub upstream: Option<Arc<crate::backend::remote::Upstream>>,
 }

@@ -33,6 +33,18 @@ impl Registry {
         next
     }
 
+    /// The model served under exactly this name and version.
+    pub fn find(&self, name: &str, version: &str) -> Option<&Arc<Model>> {
+        self.models.get(name)?.iter().find(|m| m.version == version)
+    }
+
+    /// Adds a model already shared (one kept across a reload).
+    pub fn insert_shared(&mut self, model: Arc<Model>) {
+        let versions = self.models.entry(model.name.clone()).or_default();
+        versions.push(model);
+        versions.sort_by(|a, b| version_order(&a.version, &b.version));
+    }
+
     /// This registry with `name` waiting for its description, for `reason`.
     pub fn with_pending(&self, name: &str, reason: String) -> Registry {
         let mut next = self.clone();

@@ -21,6 +21,7 @@ enum Endpoint<'a> {
     Usage(&'a str),
     Alerts,
     Cache,
+    Reload,
 }
 
 impl<'a> Endpoint<'a> {
@@ -32,6 +33,7 @@ impl<'a> Endpoint<'a> {
             ["usage", request_id] => Endpoint::Usage(request_id),
             ["alerts"] => Endpoint::Alerts,
             ["cache"] => Endpoint::Cache,
+            ["admin", "reload"] => Endpoint::Reload,
             _ => return None,
         })
     }
@@ -39,6 +41,7 @@ impl<'a> Endpoint<'a> {
     fn method(self) -> Method {
         match self {
             Endpoint::Cache => Method::DELETE,
+            Endpoint::Reload => Method::POST,
             _ => Method::GET,
         }
     }
@@ -79,6 +82,13 @@ pub async fn route(
         }),
         Endpoint::Cache => match admin {
             Ok(()) => Ok(purge_cache(gateway, query).await),
+            Err(error) => Err(error),
+        },
+        Endpoint::Reload => match admin {
+            Ok(()) => gateway
+                .reload()
+                .await
+                .map(|report| json_response(StatusCode::OK, &report.to_json())),
             Err(error) => Err(error),
         },
     };

@@ -1,0 +1,91 @@
+//! `Gateway::reload`: the config file read again (SIGHUP, `POST /v1/admin/reload`) and its
+//! models served in place of the running ones. Keys that only take effect at start are named
+//! in the answer, not silently ignored; a file that does not read changes nothing.
+
+use super::{Error, Gateway};
+use crate::config::Config;
+use crate::model::{self, Reloaded};
+use serde_json::{json, Value};
+use std::sync::PoisonError;
+
+/// What a reload did, and which changed sections wait for a restart.
+#[derive(Debug, Clone)]
+pub struct ReloadReport {
+    pub models: Reloaded,
+    pub restart_needed: Vec<&'static str>,
+}
+
+impl ReloadReport {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "added": self.models.added,
+            "changed": self.models.changed,
+            "removed": self.models.removed,
+            "unchanged": self.models.unchanged,
+            "restart_needed": self.restart_needed,
+        })
+    }
+}
+
+/// Sections that differ between `old` and `new` and are read at start only.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    // Debug output stands for equality: every section derives it, secrets redacted alike.
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let sections: [(&'static str, bool); 9] = [
+        ("server", differs(&old.server, &new.server)),
+        ("runtime", differs(&old.runtime, &new.runtime)),
+        ("ledger", differs(&old.ledger, &new.ledger)),
+        ("fleet", differs(&old.fleet, &new.fleet)),
+        ("auth", differs(&old.auth, &new.auth)),
+        ("tenants", differs(&old.tenants, &new.tenants)),
+        ("alerts", differs(&old.alerts, &new.alerts)),
+        ("metering", differs(&old.metering, &new.metering)),
+        ("cache", differs(&old.cache, &new.cache)),
+    ];
+    sections
+        .into_iter()
+        .filter_map(|(name, changed)| changed.then_some(name))
+        .collect()
+}
+
+impl Gateway {
+    /// Reads the config file again and serves its models. One reload at a time.
+    pub async fn reload(self: &Gateway) -> Result<ReloadReport, Error> {
+        let _one = self.reloading.lock().await;
+        let Some(source) = self.config.source.clone() else {
+            return Err(Error::Reload(
+                "the gateway was not started from a config file".into(),
+            ));
+        };
+        let new = tokio::task::spawn_blocking(move || Config::load(&source))
+            .await
+            .map_err(|e| Error::Reload(e.to_string()))?
+            .map_err(|e| Error::Reload(e.to_string()))?;
+        let old = self
+            .applied
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let models = self.models.clone();
+        let (report, new) = {
+            let old = old.clone();
+            let handle = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let _inside = handle.enter();
+                model::reload(&models, &old, &new).map(|report| (report, new))
+            })
+            .await
+            .map_err(|e| Error::Reload(e.to_string()))??
+        };
+        let report = ReloadReport {
+            restart_needed: restart_needed(&old, &new),
+            models: report,
+        };
+        *self.applied.lock().unwrap_or_else(PoisonError::into_inner) = new;
+        tracing::info!(added = ?report.models.added, changed = ?report.models.changed,
+            removed = ?report.models.removed, restart_needed = ?report.restart_needed,
+            "config reloaded");
+        Ok(report)
+    }
+}

@@ -119,7 +119,7 @@ impl Server {
 /// shows at start rather than on the first bill.
 fn announce(gateway: &Gateway, http_addr: SocketAddr, grpc_addr: SocketAddr) {
     let config = &gateway.config;
-    let identities = &gateway.metering.identities;
+    let identities = &gateway.metering.identities();
     let auth = if identities.auth_required() {
         "required"
     } else {

@@ -174,3 +174,80 @@ async fn the_reload_endpoint_refuses_a_bad_file_then_removes_and_changes_models(
     );
     server.stop().await;
 }
+
+fn tenant(name: &str, key: &str, budget: &str) -> String {
+    format!(
+        "\n[[tenants]]\nname = \"{name}\"\napi_key_blake3 = \"{}\"\n{budget}\n",
+        blake3::hash(key.as_bytes()).to_hex()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_tenants_and_budgets_keeping_spend_counted_so_far() {
+    let dir = common::scratch_dir();
+    let tight = "budget_usd = 1e-12\nbudget_period = \"day\"\nbudget_action = \"reject\"";
+    let write = |tenants: &str| {
+        models(&dir, &[("digits", "")]);
+        let toml = std::fs::read_to_string(dir.join("gateway.toml")).unwrap();
+        std::fs::write(
+            dir.join("gateway.toml"),
+            format!("[auth]\nrequired = true\n{tenants}\n{toml}"),
+        )
+        .unwrap();
+    };
+    write(&tenant("steady", "steady-key", tight));
+    let (server, client) = start(&dir).await;
+    let (rows, _) = common::digits_rows();
+    let infer = |key: &'static str, row: usize| {
+        let body = common::digits_body(&rows[row..row + 1]).to_string();
+        let client = &client;
+        async move {
+            client
+                .send(
+                    Method::POST,
+                    "/v2/models/digits/infer",
+                    &[("authorization", format!("Bearer {key}"))],
+                    body.into(),
+                )
+                .await
+                .status
+        }
+    };
+    let reload = || async {
+        client
+            .send(Method::POST, "/v1/admin/reload", &[], bytes::Bytes::new())
+            .await
+    };
+    assert_eq!(infer("steady-key", 0).await, StatusCode::OK);
+    assert_eq!(infer("steady-key", 1).await, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(infer("new-key", 2).await, StatusCode::UNAUTHORIZED);
+    // A tenant added; the steady tenant's budget unchanged, so its spend is still counted.
+    write(&format!(
+        "{}{}",
+        tenant("steady", "steady-key", tight),
+        tenant("newcomer", "new-key", "")
+    ));
+    let report = reload().await;
+    assert_eq!(report.status, StatusCode::OK, "{:?}", report.body);
+    let restart = report.json()["restart_needed"].clone();
+    assert!(
+        !restart
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "tenants" || s == "auth"),
+        "{restart}"
+    );
+    assert_eq!(infer("new-key", 2).await, StatusCode::OK);
+    assert_eq!(infer("steady-key", 3).await, StatusCode::PAYMENT_REQUIRED);
+    // A raised budget is rebuilt from the ledger: the spend so far fits under it.
+    let roomy = "budget_usd = 1.0\nbudget_period = \"day\"\nbudget_action = \"reject\"";
+    write(&format!(
+        "{}{}",
+        tenant("steady", "steady-key", roomy),
+        tenant("newcomer", "new-key", "")
+    ));
+    assert_eq!(reload().await.status, StatusCode::OK);
+    assert_eq!(infer("steady-key", 4).await, StatusCode::OK);
+    server.stop().await;
+}

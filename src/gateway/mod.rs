@@ -117,7 +117,7 @@ impl Gateway {
         credentials: &Credentials,
         tag_parameter: Option<&str>,
     ) -> Result<Caller, Error> {
-        let identities = &self.metering.identities;
+        let identities = &self.metering.identities();
         let mut caller = identities.caller(credentials.bearer.as_deref())?;
         let mut tags = Vec::new();
         for text in [credentials.tags.as_deref(), tag_parameter]

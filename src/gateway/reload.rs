@@ -1,12 +1,13 @@
-//! `Gateway::reload`: the config file read again (SIGHUP, `POST /v1/admin/reload`) and its
-//! models served in place of the running ones. Keys that only take effect at start are named
-//! in the answer, not silently ignored; a file that does not read changes nothing.
+//! `Gateway::reload`: the config file read again (SIGHUP, `POST /v1/admin/reload`), its models
+//! served in place of the running ones, its tenants, keys and budgets applied. Keys that only
+//! take effect at start are named in the answer, not silently ignored; a file that does not
+//! read changes nothing.
 
 use super::{Error, Gateway};
 use crate::config::Config;
 use crate::model::{self, Reloaded};
 use serde_json::{json, Value};
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 /// What a reload did, and which changed sections wait for a restart.
 #[derive(Debug, Clone)]
@@ -78,8 +79,22 @@ impl Gateway {
             .await
             .map_err(|e| Error::Reload(e.to_string()))??
         };
+        // Tenants, keys and (local) budgets: applied unless budgets live in Redis.
+        let metering = self.metering.clone();
+        let shared = Arc::new(new);
+        let tenants_applied = {
+            let new = shared.clone();
+            tokio::task::spawn_blocking(move || metering.reload_tenants(&new))
+                .await
+                .map_err(|e| Error::Reload(e.to_string()))??
+        };
+        let new = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
+        let mut restart = restart_needed(&old, &new);
+        if tenants_applied {
+            restart.retain(|section| !matches!(*section, "tenants" | "auth"));
+        }
         let report = ReloadReport {
-            restart_needed: restart_needed(&old, &new),
+            restart_needed: restart,
             models: report,
         };
         *self.applied.lock().unwrap_or_else(PoisonError::into_inner) = new;

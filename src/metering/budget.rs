@@ -6,7 +6,7 @@ use super::clock;
 use super::money::usd;
 use crate::config::{BudgetAction as Action, BudgetPeriod as Period, TenantConfig};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub const THRESHOLDS: [u8; 3] = [50, 80, 100];
 
@@ -78,7 +78,9 @@ impl State {
 
 #[derive(Default)]
 pub struct Budgets {
-    states: HashMap<String, Mutex<State>>,
+    /// Shared with the next `Budgets` of a reload for tenants whose budget did not change, so
+    /// charges made meanwhile land in the one state that goes on.
+    states: HashMap<String, Arc<Mutex<State>>>,
 }
 
 impl Budgets {
@@ -96,10 +98,31 @@ impl Budgets {
                     spent: 0.0,
                     fired: Vec::new(),
                 };
-                Some((t.name.clone(), Mutex::new(state)))
+                Some((t.name.clone(), Arc::new(Mutex::new(state))))
             })
             .collect();
         Budgets { states }
+    }
+
+    /// The budgets of `tenants` after a reload: a tenant whose budget is unchanged keeps its
+    /// state (spend and alerts so far) as is. Returns them and the tenants whose spend must
+    /// be rebuilt from the ledger (new or changed budgets).
+    pub fn carried(&self, tenants: &[TenantConfig], now_ms: i64) -> (Budgets, Vec<String>) {
+        let mut next = Budgets::new(tenants, now_ms);
+        let mut rebuild = Vec::new();
+        for (tenant, state) in next.states.iter_mut() {
+            let kept = self.states.get(tenant).filter(|old| {
+                let (Ok(old), Ok(new)) = (old.lock(), state.lock()) else {
+                    return false;
+                };
+                old.limit == new.limit && old.period == new.period && old.action == new.action
+            });
+            match kept {
+                Some(old) => *state = old.clone(),
+                None => rebuild.push(tenant.clone()),
+            }
+        }
+        (next, rebuild)
     }
 
     /// Tenants with a budget and the start of their current period, to rebuild spend from the
@@ -117,7 +140,7 @@ impl Budgets {
     /// Sets what was already spent this period (from the ledger); thresholds already passed
     /// do not alert again.
     pub fn restore(&self, tenant: &str, spent: f64, now_ms: i64) {
-        if let Some(Ok(mut state)) = self.states.get(tenant).map(Mutex::lock) {
+        if let Some(Ok(mut state)) = self.states.get(tenant).map(|s| s.lock()) {
             state.roll(now_ms);
             state.spent = spent;
             let ratio = if state.limit > 0.0 {
@@ -134,7 +157,7 @@ impl Budgets {
     }
 
     pub fn check(&self, tenant: &str, now_ms: i64) -> Verdict {
-        let Some(Ok(mut state)) = self.states.get(tenant).map(Mutex::lock) else {
+        let Some(Ok(mut state)) = self.states.get(tenant).map(|s| s.lock()) else {
             return Verdict::Allow;
         };
         state.roll(now_ms);
@@ -162,7 +185,7 @@ impl Budgets {
 
     /// Adds a request's cost and returns the thresholds it crossed.
     pub fn charge(&self, tenant: &str, cost: f64, now_ms: i64) -> Vec<Crossing> {
-        let Some(Ok(mut state)) = self.states.get(tenant).map(Mutex::lock) else {
+        let Some(Ok(mut state)) = self.states.get(tenant).map(|s| s.lock()) else {
             return Vec::new();
         };
         state.roll(now_ms);

@@ -18,6 +18,7 @@ use crate::config::{Config, Durability, OnRedisDown};
 use crate::fleet::{Redis, Role};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
+use arc_swap::ArcSwap;
 use smol_str::SmolStr;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,11 +42,12 @@ const MINUTES_EVERY: Duration = Duration::from_secs(10);
 const FLEET_START_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Metering {
-    pub identities: Identities,
+    /// Tenants, keys and the admin token; swapped whole by a reload.
+    identities: ArcSwap<Identities>,
     pub alerts: Alerts,
     pub ledger: Ledger,
     pub currency: String,
-    budgets: Budgets,
+    budgets: ArcSwap<Budgets>,
     /// Present with `fleet.redis_url`: budgets then live in Redis and `budgets` is unused.
     fleet: Option<Arc<FleetBudgets>>,
     /// Present with `fleet.redis_url`: anomalies are then judged on the fleet's spend.
@@ -114,11 +116,11 @@ impl Metering {
         };
         let alerts = &config.alerts;
         Ok(Metering {
-            identities: Identities::new(config),
+            identities: ArcSwap::from_pointee(Identities::new(config)),
             alerts: Alerts::new(alerts.webhook_url.as_deref()),
             ledger,
             currency: config.pricing.currency.clone(),
-            budgets,
+            budgets: ArcSwap::from_pointee(budgets),
             fleet,
             fleet_spend,
             spend: Mutex::new(MinuteBook::new(now_ms)),
@@ -186,7 +188,7 @@ impl Metering {
                 .check(&caller.tenant.name, now_ms)
                 .await
                 .map_err(MeteringError::FleetUnavailable)?,
-            None => self.budgets.check(&caller.tenant.name, now_ms),
+            None => self.budgets.load().check(&caller.tenant.name, now_ms),
         };
         match verdict {
             Verdict::Allow => Ok(Admission::Normal),
@@ -228,6 +230,35 @@ impl Metering {
         }
     }
 
+    /// Who may call, as configured now.
+    pub fn identities(&self) -> arc_swap::Guard<Arc<Identities>> {
+        self.identities.load()
+    }
+
+    /// Applies a reloaded config's tenants, keys, admin token and budgets. A tenant whose
+    /// budget is unchanged keeps its spend as counted; a new or changed budget is rebuilt from
+    /// the ledger as at start. Budgets held in Redis (`fleet.redis_url`) are not reloaded:
+    /// returns false then, and they wait for a restart. Blocks on the ledger.
+    pub fn reload_tenants(&self, config: &Config) -> Result<bool, MeteringError> {
+        self.identities.store(Arc::new(Identities::new(config)));
+        if self.fleet.is_some() {
+            return Ok(false);
+        }
+        let now_ms = clock::now_ms();
+        let (budgets, rebuild) = self.budgets.load().carried(&config.tenants, now_ms);
+        for (tenant, since) in budgets.periods(now_ms) {
+            if rebuild.contains(&tenant) {
+                let spent = self
+                    .ledger
+                    .spend(&tenant, since)
+                    .map_err(|e| MeteringError::LedgerUnavailable(e.to_string()))?;
+                budgets.restore(&tenant, spent, now_ms);
+            }
+        }
+        self.budgets.store(Arc::new(budgets));
+        Ok(true)
+    }
+
     /// The in-memory part of settling, kept separate so its cost can be measured alone.
     pub fn account(&self, record: &UsageRecord) {
         if record.cost_usd > 0.0 {
@@ -237,10 +268,13 @@ impl Metering {
                     fleet.charge(&record.tenant, record.cost_usd, now_ms),
                     fleet.used_ratio(&record.tenant),
                 ),
-                None => (
-                    self.budgets.charge(&record.tenant, record.cost_usd, now_ms),
-                    self.budgets.used_ratio(&record.tenant),
-                ),
+                None => {
+                    let budgets = self.budgets.load();
+                    (
+                        budgets.charge(&record.tenant, record.cost_usd, now_ms),
+                        budgets.used_ratio(&record.tenant),
+                    )
+                }
             };
             for crossing in crossings {
                 self.raise_crossing(crossing);

@@ -60,7 +60,7 @@ pub async fn route(
     if *method != endpoint.method() {
         return Some(super::method_not_allowed(method, &endpoint.method()));
     }
-    let identities = &gateway.metering.identities;
+    let identities = &gateway.metering.identities();
     let caller = match identities.admin_caller(credentials.bearer.as_deref()) {
         Ok(caller) => caller,
         Err(error) => return Some(error_response(&Error::from(error))),

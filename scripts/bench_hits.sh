@@ -11,7 +11,10 @@
 #   costs   `/v1/costs` for a month over rollups standing for >= 10M requests (a month of
 #           minutes x tenants x models, written straight into a ledger file), timed by curl.
 #
-# Usage: scripts/bench_hits.sh [--runs N] [--duration S] [--no-build]
+#   base    with --base-binary PATH: that gateway (another tree's release build) as a fourth
+#           side with `detail = "misses"`, for a before/after figure in the same invocation.
+#
+# Usage: scripts/bench_hits.sh [--runs N] [--duration S] [--no-build] [--base-binary PATH]
 # Results: target/bench-hits/ (one file per run, summary.md).
 # Needs nginx and wrk (`make nginx wrk`). Binds 127.0.0.1 only; stops what it starts.
 set -euo pipefail
@@ -21,11 +24,13 @@ OUT="${TOLLGATE_BENCH_OUT:-target/bench-hits}"
 RUNS=3
 DURATION=10
 BUILD=1
+BASE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS="${2:?--runs needs a number}"; shift ;;
         --duration) DURATION="${2:?--duration needs seconds}"; shift ;;
         --no-build) BUILD=0 ;;
+        --base-binary) BASE="${2:?--base-binary needs a path}"; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "bench_hits.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -45,6 +50,7 @@ rm -rf "$OUT"
 mkdir -p "$OUT/bin" "$OUT/nginx"
 cp target/release/tollgate "$OUT/bin/"
 GATEWAY="$OUT/bin/tollgate"
+if [ -n "$BASE" ]; then cp "$BASE" "$OUT/bin/base-tollgate"; fi
 
 PIDS=()
 cleanup() {
@@ -76,11 +82,11 @@ max_queue_delay_us = 1000
 EOF
 }
 
-# start NAME: serves $OUT/NAME.toml; its HTTP address goes into the variable NAME.
+# start NAME [BINARY]: serves $OUT/NAME.toml; its HTTP address goes into the variable NAME.
 start() {
-    local http grpc
+    local http grpc binary="${2:-$GATEWAY}"
     http=$(free_port); grpc=$(free_port)
-    "$GATEWAY" serve --config "$OUT/$1.toml" --http-addr "127.0.0.1:$http" --grpc-addr "127.0.0.1:$grpc" >"$OUT/$1.log" 2>&1 &
+    "$binary" serve --config "$OUT/$1.toml" --http-addr "127.0.0.1:$http" --grpc-addr "127.0.0.1:$grpc" >"$OUT/$1.log" 2>&1 &
     PIDS+=($!)
     printf -v "$1" '%s' "127.0.0.1:$http"
     printf -v "pid_$1" '%s' "$!"
@@ -110,6 +116,12 @@ config all all
 config misses misses
 start all
 start misses
+GATEWAYS=(all misses)
+if [ -n "$BASE" ]; then
+    config base misses
+    start base "$OUT/bin/base-tollgate"
+    GATEWAYS+=(base)
+fi
 python3 - "$all" "$OUT" <<'PY'
 import json, sys, urllib.request
 target, out = sys.argv[1:]
@@ -126,7 +138,7 @@ with open(f"{out}/body.json", "w") as f:
     f.write(body)
 PY
 # The hit's exact bytes, as the gateway answers them (a first request fills the cache).
-for side in all misses; do
+for side in "${GATEWAYS[@]}"; do
     curl -sf -H 'Content-Type: application/json' --data-binary @"$OUT/body.json" \
         "http://${!side}/v2/models/digits/infer" -o /dev/null
 done
@@ -192,10 +204,10 @@ wrk_run() { # NAME TARGET PID
 }
 
 printf '\n== hits: wrk -t1 -c64, cache hits vs nginx with the same bytes\n'
-for side in all misses; do ledger_bytes "$side" >"$OUT/${side}_bytes_before"; done
-sides=(nginx all misses)
+for side in "${GATEWAYS[@]}"; do ledger_bytes "$side" >"$OUT/${side}_bytes_before"; done
+sides=(nginx "${GATEWAYS[@]}")
 for run in $(seq 1 "$RUNS"); do
-    shift_by=$(( (run - 1) % 3 ))
+    shift_by=$(( (run - 1) % ${#sides[@]} ))
     order=("${sides[@]:$shift_by}" "${sides[@]:0:$shift_by}")
     for side in "${order[@]}"; do
         pid="pid_$side"
@@ -203,7 +215,7 @@ for run in $(seq 1 "$RUNS"); do
     done
 done
 sleep 1 # the last async group commits within 50 ms
-for side in all misses; do ledger_bytes "$side" >"$OUT/${side}_bytes_after"; done
+for side in "${GATEWAYS[@]}"; do ledger_bytes "$side" >"$OUT/${side}_bytes_after"; done
 
 # ---- costs: a month of rollups ----------------------------------------------------------------
 printf '\n== costs: /v1/costs for a month over rollups of >= 10M requests\n'
@@ -259,7 +271,7 @@ PY
 done
 
 # ---- summary ----------------------------------------------------------------------------------
-python3 - "$OUT" "$RUNS" "$(getconf CLK_TCK)" <<'PY' | tee "$OUT/summary.md"
+python3 - "$OUT" "$RUNS" "$(getconf CLK_TCK)" "${GATEWAYS[@]}" <<'PY' | tee "$OUT/summary.md"
 import pathlib, re, statistics, sys
 out, runs = pathlib.Path(sys.argv[1]), int(sys.argv[2])
 def ms(text):
@@ -287,7 +299,7 @@ def cpu(name):
 print("| side | req/s | p50 ms | p99 ms | vs nginx | CPU µs per request (user + system) | ledger bytes per request |")
 print("|---|---|---|---|---|---|---|")
 nginx = med([w[0] for w in wrk("hits_nginx")])
-for side in ("nginx", "all", "misses"):
+for side in ("nginx", *sys.argv[4:]):
     w = wrk(f"hits_{side}")
     rps = med([x[0] for x in w])
     per = "-"

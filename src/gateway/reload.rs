@@ -79,6 +79,8 @@ impl Gateway {
             .await
             .map_err(|e| Error::Reload(e.to_string()))??
         };
+        self.metering
+            .meter_instances(super::metered_instances(&self.models.snapshot()));
         // Tenants, keys and (local) budgets: applied unless budgets live in Redis.
         let metering = self.metering.clone();
         let shared = Arc::new(new);

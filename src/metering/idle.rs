@@ -42,6 +42,30 @@ impl IdleMeter {
         IdleMeter { started, instances }
     }
 
+    /// The instances served after a reload: one still served (the same busy counter) keeps
+    /// what was recorded of it; a new one counts idle time from now on only; one no longer
+    /// served is dropped. Tick first, so the dropped ones' last idle time is billed.
+    pub fn replace(&mut self, instances: Vec<MeteredInstance>, now: Instant) {
+        let wall_us = now.saturating_duration_since(self.started).as_micros() as u64;
+        let mut old = std::mem::take(&mut self.instances);
+        self.instances = instances
+            .into_iter()
+            .map(|metered| {
+                let kept = old
+                    .iter()
+                    .position(|i| Arc::ptr_eq(&i.metered.busy_us, &metered.busy_us));
+                let recorded_idle_us = match kept {
+                    Some(at) => old.swap_remove(at).recorded_idle_us,
+                    None => wall_us.saturating_sub(metered.busy_us.load(Ordering::Acquire)),
+                };
+                Instance {
+                    metered,
+                    recorded_idle_us,
+                }
+            })
+            .collect();
+    }
+
     /// Idle time accrued since the last tick, one record per instance that had any.
     pub fn tick(&mut self, now: Instant, now_ms: i64) -> Vec<UsageRecord> {
         let wall_us = now.saturating_duration_since(self.started).as_micros() as u64;
@@ -93,5 +117,53 @@ impl IdleMeter {
             });
         }
         records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn instance(model: &str, busy_us: &Arc<AtomicU64>) -> MeteredInstance {
+        MeteredInstance {
+            model: model.into(),
+            version: "1".into(),
+            device: "cpu".into(),
+            index: 0,
+            price_per_hour: 3.6,
+            busy_us: busy_us.clone(),
+        }
+    }
+
+    /// (model, idle µs) of each record of a tick.
+    fn idle(meter: &mut IdleMeter) -> Vec<(String, u64)> {
+        let mut got: Vec<_> = meter
+            .tick(Instant::now(), 0)
+            .into_iter()
+            .map(|r| (r.model.to_string(), r.compute_us))
+            .collect();
+        got.sort();
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_served_instances_starts_new_ones_from_now_and_drops_removed_ones() {
+        let (a, b, c): (Arc<AtomicU64>, Arc<AtomicU64>, Arc<AtomicU64>) = Default::default();
+        let mut meter = IdleMeter::new(vec![instance("a", &a), instance("b", &b)], Instant::now());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        a.store(4_000_000, Ordering::Release);
+        assert_eq!(
+            idle(&mut meter),
+            [("a".into(), 6_000_000), ("b".into(), 10_000_000)]
+        );
+        // `c` arrives 10 s after start, busy 1 s of its own already; `b` goes.
+        c.store(1_000_000, Ordering::Release);
+        meter.replace(vec![instance("a", &a), instance("c", &c)], Instant::now());
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            idle(&mut meter),
+            [("a".into(), 5_000_000), ("c".into(), 5_000_000)]
+        );
     }
 }

@@ -426,6 +426,17 @@ impl Metering {
         }
     }
 
+    /// The instances to bill idle time for after a reload: the idle time so far is billed
+    /// first, then a new instance counts from now and a removed one no more.
+    pub fn meter_instances(&self, instances: Vec<MeteredInstance>) {
+        self.record_idle();
+        if let Ok(mut idle) = self.idle.lock() {
+            if let Some(meter) = idle.as_mut() {
+                meter.replace(instances, Instant::now());
+            }
+        }
+    }
+
     /// Starts the background duties over the loaded models; they end with `shutdown`.
     pub fn start_background(self: &Arc<Self>, instances: Vec<MeteredInstance>, shutdown: Shutdown) {
         if let Ok(mut idle) = self.idle.lock() {

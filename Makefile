@@ -9,7 +9,7 @@ RUNTIME_DIR := .runtime
 ORT_LIB_GLOB := $(RUNTIME_DIR)/onnxruntime/capi/libonnxruntime.so.*
 CARGO ?= cargo
 
-.PHONY: run test runtime redis postgres prometheus wrk nginx pyenv build check bench bench-fleet bench-hits models clean-runtime
+.PHONY: run test runtime redis postgres prometheus openssl wrk nginx pyenv build check bench bench-fleet bench-hits models clean-runtime
 
 run: runtime build
 	./target/debug/tollgate serve --config config.toml
@@ -17,7 +17,7 @@ run: runtime build
 build:
 	$(CARGO) build --bin tollgate
 
-test: runtime redis postgres prometheus pyenv
+test: runtime redis postgres prometheus openssl pyenv
 	scripts/test.sh
 
 # The ONNX Runtime shared library, from the pinned PyPI wheel, into a project-local folder.
@@ -53,6 +53,14 @@ prometheus:
 		(apt-get install -y prometheus >/dev/null 2>&1 || \
 		 (apt-get update >/dev/null && apt-get install -y prometheus >/dev/null)); }
 	@command -v prometheus >/dev/null
+
+# openssl, which makes the TLS tests' certificates (a CA and a server certificate each run).
+openssl:
+	@command -v openssl >/dev/null || { \
+		echo "installing openssl from apt"; \
+		(apt-get install -y openssl >/dev/null 2>&1 || \
+		 (apt-get update >/dev/null && apt-get install -y openssl >/dev/null)); }
+	@command -v openssl >/dev/null
 
 # wrk, the HTTP load generator the benchmarks drive beside their own.
 wrk:

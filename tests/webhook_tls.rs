@@ -4,8 +4,6 @@
 
 mod common;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,26 +33,9 @@ async fn tls_receiver(dir: &std::path::Path) -> (String, Arc<Mutex<Vec<Value>>>)
         while let Ok((stream, _)) = listener.accept().await {
             let (acceptor, store) = (acceptor.clone(), store.clone());
             tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| {
-                        let store = store.clone();
-                        async move {
-                            let body = request.into_body().collect().await.unwrap().to_bytes();
-                            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-                                store.lock().unwrap().push(value);
-                            }
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from_static(b"ok"),
-                            )))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                if let Ok(stream) = acceptor.accept(stream).await {
+                    common::serve_webhook(stream, store).await;
+                }
             });
         }
     });

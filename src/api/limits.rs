@@ -119,11 +119,9 @@ pub struct BodyBudget {
     limit: usize,
 }
 
-/// A body's share of the budget.
-pub struct BodyShare {
-    held: Vec<OwnedSemaphorePermit>,
-    kib: u64,
-}
+/// A body's share of the budget: its permits, merged into one as it grows.
+#[derive(Default)]
+pub struct BodyShare(Option<OwnedSemaphorePermit>);
 
 impl BodyBudget {
     pub fn new(limit: usize) -> BodyBudget {
@@ -139,27 +137,25 @@ impl BodyBudget {
 
     /// An empty share, to grow as the body arrives.
     pub fn share(&self) -> BodyShare {
-        BodyShare {
-            held: Vec::new(),
-            kib: 0,
-        }
+        BodyShare::default()
     }
 
     /// Grows `share` to cover `bytes` in all; false when the budget has no room.
     pub fn cover(&self, share: &mut BodyShare, bytes: u64) -> bool {
+        let held = share.0.as_ref().map_or(0, |p| p.num_permits() as u64);
         let wanted = kib(bytes);
-        if wanted <= share.kib {
+        if wanted <= held {
             return true;
         }
-        let more = u32::try_from(wanted - share.kib).unwrap_or(u32::MAX);
-        match self.kib.clone().try_acquire_many_owned(more) {
-            Ok(permit) => {
-                share.held.push(permit);
-                share.kib += u64::from(more);
-                true
-            }
-            Err(_) => false,
+        let more = u32::try_from(wanted - held).unwrap_or(u32::MAX);
+        let Ok(permit) = self.kib.clone().try_acquire_many_owned(more) else {
+            return false;
+        };
+        match &mut share.0 {
+            Some(held) => held.merge(permit),
+            None => share.0 = Some(permit),
         }
+        true
     }
 }
 

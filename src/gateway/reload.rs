@@ -7,7 +7,7 @@ use super::{Error, Gateway};
 use crate::config::Config;
 use crate::model::{self, Reloaded};
 use serde_json::{json, Value};
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 
 /// What a reload did, and which changed sections wait for a restart.
 #[derive(Debug, Clone)]
@@ -59,38 +59,26 @@ impl Gateway {
                 "the gateway was not started from a config file".into(),
             ));
         };
-        let new = tokio::task::spawn_blocking(move || Config::load(&source))
-            .await
-            .map_err(|e| Error::Reload(e.to_string()))?
-            .map_err(|e| Error::Reload(e.to_string()))?;
         let old = self
             .applied
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let models = self.models.clone();
-        let (report, new) = {
-            let old = old.clone();
-            let handle = tokio::runtime::Handle::current();
-            tokio::task::spawn_blocking(move || {
-                let _inside = handle.enter();
-                model::reload(&models, &old, &new).map(|report| (report, new))
-            })
-            .await
-            .map_err(|e| Error::Reload(e.to_string()))??
-        };
-        self.metering
-            .meter_instances(super::metered_instances(&self.models.snapshot()));
-        // Tenants, keys and (local) budgets: applied unless budgets live in Redis.
-        let metering = self.metering.clone();
-        let shared = Arc::new(new);
-        let tenants_applied = {
-            let new = shared.clone();
-            tokio::task::spawn_blocking(move || metering.reload_tenants(&new))
-                .await
-                .map_err(|e| Error::Reload(e.to_string()))??
-        };
-        let new = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
+        // One blocking step: the file read, local models loaded, the ledger read for budgets.
+        let (models, metering) = (self.models.clone(), self.metering.clone());
+        let previous = old.clone();
+        let handle = tokio::runtime::Handle::current();
+        let (new, report, tenants_applied) = tokio::task::spawn_blocking(move || {
+            let _inside = handle.enter();
+            let new = Config::load(&source).map_err(|e| Error::Reload(e.to_string()))?;
+            let report = model::reload(&models, &previous, &new)?;
+            metering.meter_instances(super::metered_instances(&models.snapshot()));
+            // Tenants, keys and (local) budgets: applied unless budgets live in Redis.
+            let tenants_applied = metering.reload_tenants(&new)?;
+            Ok::<_, Error>((new, report, tenants_applied))
+        })
+        .await
+        .map_err(|e| Error::Reload(e.to_string()))??;
         let mut restart = restart_needed(&old, &new);
         if tenants_applied {
             restart.retain(|section| !matches!(*section, "tenants" | "auth"));

@@ -195,7 +195,7 @@ pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Load
         "version" => model_config.version.clone(),
         "provider" => loaded.provider.clone())
     .set(1.0);
-    let stats = Arc::new(ModelStats::new());
+    let stats = Arc::new(ModelStats::default());
     let batcher = batch::start(
         BatcherSettings {
             model: model_config.name.clone(),

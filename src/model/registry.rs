@@ -52,11 +52,6 @@ impl Registry {
         next
     }
 
-    /// Why each model not yet served is waiting, by name.
-    pub fn pending(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pending.iter().map(|(n, r)| (n.as_str(), r.as_str()))
-    }
-
     pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<&Arc<Model>, RequestError> {
         let Some(versions) = self.models.get(name) else {
             return Err(match self.pending.get(name) {

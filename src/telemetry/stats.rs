@@ -44,7 +44,7 @@ pub enum Service {
 }
 
 /// One model's statistics since it loaded.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct ModelStats {
     pub success: Tally,
     pub fail: Tally,
@@ -65,28 +65,7 @@ pub struct ModelStats {
 /// A batch size's line of `batch_stats`: (batch size, runs, compute ns).
 pub type BatchLine = (u64, u64, u64);
 
-impl Default for ModelStats {
-    fn default() -> ModelStats {
-        ModelStats::new()
-    }
-}
-
 impl ModelStats {
-    pub fn new() -> ModelStats {
-        ModelStats {
-            success: Tally::default(),
-            fail: Tally::default(),
-            queue: Tally::default(),
-            compute_infer: Tally::default(),
-            cache_hit: Tally::default(),
-            cache_miss: Tally::default(),
-            inference_count: AtomicU64::new(0),
-            execution_count: AtomicU64::new(0),
-            last_inference_ms: AtomicU64::new(0),
-            batches: Mutex::default(),
-        }
-    }
-
     /// A request answered, `took` from arrival to answer.
     pub fn answered(&self, answered: Service, took: Duration, now_ms: u64) {
         let took = nanos(took);
@@ -147,7 +126,7 @@ mod tests {
 
     #[test]
     fn answers_and_runs_land_where_triton_puts_them() {
-        let stats = ModelStats::new();
+        let stats = ModelStats::default();
         let ms = Duration::from_millis;
         let computed = |looked_up| Service::Computed {
             queue: ms(2),

@@ -456,29 +456,33 @@ pub async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<
     let store = received.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: hyper::Request<hyper::body::Incoming>| {
-                        let store = store.clone();
-                        async move {
-                            let body = request.into_body().collect().await.unwrap().to_bytes();
-                            if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-                                store.lock().unwrap().push(value);
-                            }
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from_static(b"ok"),
-                            )))
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(serve_webhook(stream, store.clone()));
         }
     });
     (url, received)
+}
+
+/// Serves one webhook connection (plain or TLS), keeping the JSON of every POST in `store`.
+pub async fn serve_webhook<S>(stream: S, store: std::sync::Arc<std::sync::Mutex<Vec<Value>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let store = store.clone();
+            async move {
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+                    store.lock().unwrap().push(value);
+                }
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                    Bytes::from_static(b"ok"),
+                )))
+            }
+        });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }
 
 pub fn model_path(name: &str) -> PathBuf {

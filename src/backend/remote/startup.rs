@@ -32,12 +32,6 @@ pub struct Started {
 /// What one upstream said of the model: enough to serve it.
 pub struct Description(Metadata);
 
-impl Description {
-    pub fn spec(&self) -> &crate::spec::ModelSpec {
-        &self.0.spec
-    }
-}
-
 /// Waits (at most `startup_wait`) for some upstream to describe the model, from synchronous
 /// model loading. `Err` says why none did.
 pub fn describe_blocking(settings: &UpstreamSettings) -> Result<Description, String> {

@@ -9,6 +9,8 @@ Writes, relative to the repository root:
   models/int_scorer/test_rows.json  token rows + the argmax this exact file predicts
   models/row_sum/1/model.onnx       sums each row of an FP32 [N, M] input (both dims open)
   models/slow/1/model.onnx          deliberately compute-heavy: ~400 MFLOP per row from a 256-float input
+  models/labels/1/model.onnx        string tensors: words (BYTES [N]) to ids (INT64) and names (BYTES)
+  models/labels/test_rows.json      words + the ids and names this exact file answers
 
 Everything is seeded, so a rerun on the same library versions reproduces the
 same files (see scripts/requirements-models.txt for the pinned versions).
@@ -320,7 +322,66 @@ def make_slow() -> None:
     describe(model_path)
 
 
+# --------------------------------------------------------------------------
+# labels
+# --------------------------------------------------------------------------
+
+# Words (some not ASCII) to ids, and ids to names; anything else is id -1, "unknown".
+LABEL_IDS = {"cat": 0, "kitten": 0, "dog": 1, "puppy": 1, "café": 2, "🦀": 3}
+LABEL_NAMES = {0: "feline", 1: "canine", 2: "coffee", 3: "crustacean"}
+
+
+def make_labels() -> None:
+    """Two ai.onnx.ml LabelEncoders: a BYTES input and a BYTES output, with no floats, so a
+    test can compare answers exactly and every string path of the gateway is exercised."""
+    model_path = MODELS_DIR / "labels" / "1" / "model.onnx"
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    words = list(LABEL_IDS)
+    ids = sorted(LABEL_NAMES)
+    graph = helper.make_graph(
+        nodes=[
+            helper.make_node(
+                "LabelEncoder", ["text"], ["id"], domain="ai.onnx.ml",
+                keys_strings=words, values_int64s=[LABEL_IDS[w] for w in words],
+                default_int64=-1,
+            ),
+            helper.make_node(
+                "LabelEncoder", ["id"], ["name"], domain="ai.onnx.ml",
+                keys_int64s=ids, values_strings=[LABEL_NAMES[i] for i in ids],
+                default_string="unknown",
+            ),
+        ],
+        name="labels",
+        inputs=[helper.make_tensor_value_info("text", TensorProto.STRING, [BATCH_DIM])],
+        outputs=[
+            helper.make_tensor_value_info("id", TensorProto.INT64, [BATCH_DIM]),
+            helper.make_tensor_value_info("name", TensorProto.STRING, [BATCH_DIM]),
+        ],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 2)],
+        producer_name="tollgate-make_models",
+        doc_string="LabelEncoder(words -> ids), LabelEncoder(ids -> names); regenerate with scripts/make_models.py",
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(model_path))
+    # Test rows: known words, unknown ones, the empty string, escapes JSON must carry.
+    text = ["dog", "café", "zebra", "🦀", "kitten", "", 'a "quoted"\tword', "puppy", "naïve"]
+    got_ids, got_names = ort_session(model_path).run(["id", "name"], {"text": np.array(text, dtype=object)})
+    assert got_ids.tolist() == [LABEL_IDS.get(w, -1) for w in text], got_ids
+    assert got_names.tolist() == [LABEL_NAMES.get(LABEL_IDS.get(w, -1), "unknown") for w in text]
+    write_json(
+        MODELS_DIR / "labels" / "test_rows.json",
+        {"text": text, "id": got_ids.tolist(), "name": got_names.tolist()},
+    )
+    print("labels:")
+    describe(model_path)
+
+
 if __name__ == "__main__":
+    make_labels()
     make_digits()
     make_int_scorer()
     make_row_sum()

@@ -1,11 +1,13 @@
 //! The core tensor type every layer below `api/` works with: a name, a datatype, a shape and
 //! little-endian row-major bytes, whatever wire encoding they arrived in.
 
+pub mod strings;
+
 use bytes::Bytes;
 use std::fmt;
 
-/// KServe V2 datatypes. `Bytes` (strings) is recognised so errors can name it, but no layer
-/// below the front ends handles it yet.
+/// KServe V2 datatypes. `Bytes` elements are strings of any length (see `strings` for how their
+/// data is laid out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DataType {
     Bool,
@@ -108,10 +110,39 @@ impl Tensor {
         shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 
-    /// Bytes in one row (everything after the first dimension).
-    pub fn row_bytes(&self) -> usize {
+    /// Checks that `data` is exactly what `shape` of `dtype` holds: a fixed number of bytes, or
+    /// for BYTES that many whole elements.
+    pub fn check_data(dtype: DataType, shape: &[usize], data: &[u8]) -> Result<(), String> {
+        let count = Tensor::element_count(shape)
+            .ok_or_else(|| format!("shape {shape:?} has more elements than fit in memory"))?;
+        match dtype.element_size() {
+            None => strings::check(data, count, usize::MAX),
+            Some(size) => match count.checked_mul(size) {
+                Some(expected) if expected == data.len() => Ok(()),
+                Some(expected) => Err(format!(
+                    "shape {shape:?} of {dtype} needs {expected} bytes, got {}",
+                    data.len()
+                )),
+                None => Err(format!("shape {shape:?} has more bytes than fit in memory")),
+            },
+        }
+    }
+
+    /// Where each of the first dimension's rows starts in `data`, and where the last ends:
+    /// `shape[0] + 1` offsets.
+    pub fn row_offsets(&self) -> Result<Vec<usize>, String> {
+        let rows = self.shape.first().copied().unwrap_or(1);
         let per_row: usize = self.shape.iter().skip(1).product();
-        per_row * self.dtype.element_size().unwrap_or(1)
+        match self.dtype.element_size() {
+            Some(size) => Ok((0..=rows).map(|row| row * per_row * size).collect()),
+            None => {
+                let elements = strings::offsets(&self.data)?;
+                (0..=rows)
+                    .map(|row| elements.get(row * per_row).copied())
+                    .collect::<Option<Vec<usize>>>()
+                    .ok_or_else(|| format!("`{}` holds fewer elements than its shape", self.name))
+            }
+        }
     }
 }
 
@@ -133,5 +164,41 @@ mod tests {
         assert_eq!(Tensor::element_count(&[2, 3, 4]), Some(24));
         assert_eq!(Tensor::element_count(&[]), Some(1));
         assert_eq!(Tensor::element_count(&[usize::MAX, 2]), None);
+    }
+
+    #[test]
+    fn data_is_checked_against_the_shape_and_rows_are_found() {
+        let words = strings::encode([&b"a"[..], b"bc", b"", b"def"]).unwrap();
+        // (datatype, shape, data, a fragment of the error or none)
+        type Case<'a> = (DataType, &'a [usize], &'a [u8], Option<&'a str>);
+        let cases: &[Case] = &[
+            (DataType::Fp32, &[2], &[0; 8], None),
+            (DataType::Fp32, &[2], &[0; 7], Some("needs 8 bytes, got 7")),
+            (DataType::Bytes, &[2, 2], &words, None),
+            (
+                DataType::Bytes,
+                &[3],
+                &words,
+                Some("more than the 3 elements"),
+            ),
+            (DataType::Bytes, &[1], &[1, 0, 0], Some("element 0")),
+        ];
+        for (dtype, shape, data, want) in cases {
+            match (Tensor::check_data(*dtype, shape, data), want) {
+                (Ok(()), None) => {}
+                (Err(message), Some(fragment)) => assert!(message.contains(fragment), "{message}"),
+                (got, _) => panic!("{dtype} {shape:?}: {got:?}"),
+            }
+        }
+        let tensor = |dtype, shape: Vec<usize>, data: &[u8]| Tensor {
+            name: "t".into(),
+            dtype,
+            shape,
+            data: Bytes::copy_from_slice(data),
+        };
+        let rows = tensor(DataType::Bytes, vec![2, 2], &words).row_offsets();
+        assert_eq!(rows, Ok(vec![0, 11, 22]));
+        let rows = tensor(DataType::Int16, vec![3, 2], &[0; 12]).row_offsets();
+        assert_eq!(rows, Ok(vec![0, 4, 8, 12]));
     }
 }

@@ -6,7 +6,7 @@
 use super::{BackendError, BatchInput, Engine};
 use crate::config::{Device, RuntimeLibrary};
 use crate::spec::{ModelSpec, TensorSpec};
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::{strings, DataType, Tensor};
 use bytes::Bytes;
 use ort::ep;
 use ort::memory::Allocator;
@@ -146,9 +146,10 @@ impl Engine for OnnxEngine {
 }
 
 fn copy_in(allocator: &Allocator, input: &BatchInput) -> Result<DynTensor, BackendError> {
-    let element_type = to_element_type(input.dtype).ok_or_else(|| {
-        BackendError::Execution(format!("datatype {} is not supported", input.dtype))
-    })?;
+    if input.dtype == DataType::Bytes {
+        return strings_in(input);
+    }
+    let element_type = to_element_type(input.dtype);
     let shape: Vec<i64> = input.shape.iter().map(|&d| d as i64).collect();
     let mut tensor = DynTensor::new(allocator, element_type, shape)
         .map_err(|e| BackendError::Execution(format!("input `{}`: {e}", input.name)))?;
@@ -174,10 +175,49 @@ fn copy_in(allocator: &Allocator, input: &BatchInput) -> Result<DynTensor, Backe
     Ok(tensor)
 }
 
+/// A string tensor: ONNX Runtime copies each element into strings of its own, so there is no
+/// buffer to write into (and `ort` takes only owned elements); the elements were checked as
+/// UTF-8 without NUL at validation.
+fn strings_in(input: &BatchInput) -> Result<DynTensor, BackendError> {
+    let fail = |why: String| BackendError::Execution(format!("input `{}`: {why}", input.name));
+    let mut elements = Vec::new();
+    for part in &input.parts {
+        for element in strings::elements(part) {
+            let element = element.map_err(fail)?;
+            let text = std::str::from_utf8(element).map_err(|e| fail(e.to_string()))?;
+            elements.push(text.to_owned());
+        }
+    }
+    let tensor = ort::value::Tensor::from_string_array((input.shape.clone(), &elements[..]))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(tensor.upcast())
+}
+
+fn strings_out(
+    name: String,
+    tensor: &ort::value::Value<DynTensorValueType>,
+) -> Result<Tensor, BackendError> {
+    let (shape, elements) = tensor
+        .try_extract_strings()
+        .map_err(|e| BackendError::Execution(format!("output `{name}`: {e}")))?;
+    let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+    let data = strings::encode(elements.iter().map(|e| e.as_bytes()))
+        .map_err(|why| BackendError::Execution(format!("output `{name}`: {why}")))?;
+    Ok(Tensor {
+        name,
+        dtype: DataType::Bytes,
+        shape,
+        data: data.into(),
+    })
+}
+
 fn copy_out(
     name: String,
     tensor: &ort::value::Value<DynTensorValueType>,
 ) -> Result<Tensor, BackendError> {
+    if *tensor.data_type() == TensorElementType::String {
+        return strings_out(name, tensor);
+    }
     let dtype = from_element_type(*tensor.data_type()).ok_or_else(|| {
         BackendError::Execution(format!(
             "output `{name}` has element type {:?}, which Tollgate cannot return yet",
@@ -202,8 +242,8 @@ fn copy_out(
     })
 }
 
-fn to_element_type(dtype: DataType) -> Option<TensorElementType> {
-    Some(match dtype {
+fn to_element_type(dtype: DataType) -> TensorElementType {
+    match dtype {
         DataType::Bool => TensorElementType::Bool,
         DataType::Uint8 => TensorElementType::Uint8,
         DataType::Uint16 => TensorElementType::Uint16,
@@ -217,12 +257,12 @@ fn to_element_type(dtype: DataType) -> Option<TensorElementType> {
         DataType::Bf16 => TensorElementType::Bfloat16,
         DataType::Fp32 => TensorElementType::Float32,
         DataType::Fp64 => TensorElementType::Float64,
-        DataType::Bytes => return None,
-    })
+        DataType::Bytes => TensorElementType::String,
+    }
 }
 
 fn from_element_type(ty: TensorElementType) -> Option<DataType> {
     DataType::ALL
         .into_iter()
-        .find(|&d| to_element_type(d) == Some(ty))
+        .find(|&d| to_element_type(d) == ty)
 }

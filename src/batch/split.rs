@@ -46,14 +46,22 @@ pub fn scatter(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Arc<[Tensor]>
             output.name, output.shape
         )));
     }
+    let offsets = outputs
+        .iter()
+        .map(|output| {
+            output
+                .row_offsets()
+                .map_err(|why| BackendError::Execution(format!("output `{}`: {why}", output.name)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut start_row = 0;
     let per_member = rows
         .iter()
         .map(|&member_rows| {
             let member = outputs
                 .iter()
-                .map(|output| {
-                    let row_bytes = output.row_bytes();
+                .zip(&offsets)
+                .map(|(output, offsets)| {
                     let mut shape = output.shape.clone();
                     if let Some(leading) = shape.first_mut() {
                         *leading = member_rows;
@@ -64,7 +72,7 @@ pub fn scatter(outputs: Vec<Tensor>, rows: &[usize]) -> Result<Vec<Arc<[Tensor]>
                         shape,
                         data: output
                             .data
-                            .slice(start_row * row_bytes..(start_row + member_rows) * row_bytes),
+                            .slice(offsets[start_row]..offsets[start_row + member_rows]),
                     }
                 })
                 .collect();
@@ -107,6 +115,22 @@ mod tests {
         assert_eq!(split[0][0].data, a[0].data);
         assert_eq!(split[1][0].data, b[0].data);
         assert_eq!(split[1][0].shape, vec![2, 3]);
+    }
+
+    #[test]
+    fn string_rows_are_cut_at_their_own_lengths() {
+        let words = |items: &[&str]| Tensor {
+            name: "w".into(),
+            dtype: DataType::Bytes,
+            shape: vec![items.len()],
+            data: Bytes::from(
+                crate::tensor::strings::encode(items.iter().map(|w| w.as_bytes())).unwrap(),
+            ),
+        };
+        let batch = words(&["a", "", "longer one"]);
+        let split = scatter(vec![batch], &[2, 1]).unwrap();
+        assert_eq!(split[0][0], words(&["a", ""]));
+        assert_eq!(split[1][0], words(&["longer one"]));
     }
 
     #[test]

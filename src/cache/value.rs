@@ -83,11 +83,8 @@ pub fn decode(mut bytes: Bytes, model: Arc<str>, ttl: Duration) -> Option<Cached
             shape.push(usize::try_from(take_u64(&mut bytes)?).ok()?);
         }
         let len = usize::try_from(take_u64(&mut bytes)?).ok()?;
-        let expected = Tensor::element_count(&shape)?.checked_mul(dtype.element_size()?)?;
-        if len != expected {
-            return None;
-        }
         let data = take_bytes(&mut bytes, len)?;
+        Tensor::check_data(dtype, &shape, &data).ok()?;
         outputs.push(Tensor {
             name,
             dtype,

@@ -34,6 +34,8 @@ pub struct ServerConfig {
     /// Request bodies (HTTP) held at once, while read and until answered; a body that does not
     /// fit is refused before it is read.
     pub max_body_bytes_in_flight: ByteSize,
+    /// The longest element a BYTES tensor may hold; a whole tensor is bounded by the body.
+    pub max_element_bytes: ByteSize,
     /// With `tls_key_path`: HTTPS on `http_addr` and TLS on `grpc_addr` (PEM files, read again
     /// on SIGHUP).
     pub tls_cert_path: Option<PathBuf>,
@@ -55,6 +57,7 @@ impl Default for ServerConfig {
             http2_max_concurrent_streams: 256,
             keepalive_interval_ms: 30_000,
             max_body_bytes_in_flight: ByteSize(1 << 30),
+            max_element_bytes: ByteSize(1 << 20),
             tls_cert_path: None,
             tls_key_path: None,
         }
@@ -83,6 +86,7 @@ impl fmt::Debug for ServerConfig {
             )
             .field("keepalive_interval_ms", &self.keepalive_interval_ms)
             .field("max_body_bytes_in_flight", &self.max_body_bytes_in_flight)
+            .field("max_element_bytes", &self.max_element_bytes)
             .field("tls_cert_path", &self.tls_cert_path)
             .field("tls_key_path", &self.tls_key_path)
             .finish()
@@ -124,6 +128,9 @@ impl ServerConfig {
                 "server.max_body_bytes_in_flight",
                 "must be at least server.max_body_bytes (or no body of the largest size could be read)",
             ));
+        }
+        if self.max_element_bytes.0 == 0 {
+            return Err(invalid("server.max_element_bytes", "must be at least 1B"));
         }
         if let Some(hex) = &self.admin_token_blake3 {
             check_blake3_hex("server.admin_token_blake3", hex)?;

@@ -55,7 +55,9 @@ pub fn typed_to_bytes(
         DataType::Fp16 | DataType::Bf16 => Err(format!(
             "{dtype} has no typed contents field; send raw_input_contents"
         )),
-        DataType::Bytes => Err("BYTES (string) tensors are not supported yet".into()),
+        DataType::Bytes => {
+            Ok(crate::tensor::strings::encode(c.bytes_contents.iter().map(|b| b.as_ref()))?.into())
+        }
     }
 }
 
@@ -84,5 +86,13 @@ mod tests {
         );
         let message = typed_to_bytes(DataType::Int8, &ints).unwrap_err();
         assert!(message.contains("out of range for INT8"), "{message}");
+        let words = proto::InferTensorContents {
+            bytes_contents: vec![b"hi".to_vec().into(), Vec::new().into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            typed_to_bytes(DataType::Bytes, &words).unwrap().as_ref(),
+            &[2, 0, 0, 0, b'h', b'i', 0, 0, 0, 0]
+        );
     }
 }

@@ -231,6 +231,7 @@ pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Load
         default_timeout_us: model_config.default_timeout_us,
         price_per_hour: loaded.price_per_hour,
         price_per_request: model_config.price_per_request.unwrap_or(0.0),
+        max_element_bytes: config.server.max_element_bytes.as_usize(),
         batcher,
         upstream: loaded.upstream,
         config: model_config.clone(),

@@ -78,6 +78,8 @@ pub struct Model {
     /// Price of one execution (for an upstream model, one upstream request), shared by the
     /// rows of its batch like compute time is.
     pub price_per_request: f64,
+    /// The longest BYTES element a request may carry (`server.max_element_bytes`).
+    pub max_element_bytes: usize,
     pub batcher: BatchHandle,
     /// The `[[models]]` entry it was made from: a reload keeps the model while it is unchanged.
     pub config: crate::config::ModelConfig,

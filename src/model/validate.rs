@@ -3,9 +3,9 @@
 
 use super::{Model, RequestError};
 use crate::batch::{BatchGroup, Job};
-use crate::config::PRIORITY_LEVELS;
+use crate::config::{Wire, PRIORITY_LEVELS};
 use crate::request::InferRequest;
-use crate::tensor::{DataType, Tensor};
+use crate::tensor::{strings, DataType, Tensor};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -38,7 +38,7 @@ pub fn prepare(model: &Model, request: InferRequest) -> Result<Prepared, Request
                 format!("input `{}` is given twice", tensor.name),
             ));
         }
-        check_tensor(&spec.inputs[slot], &tensor)?;
+        check_tensor(model, &spec.inputs[slot], &tensor)?;
         ordered[slot] = Some(tensor);
     }
     let mut inputs = Vec::with_capacity(ordered.len());
@@ -85,14 +85,12 @@ pub fn prepare(model: &Model, request: InferRequest) -> Result<Prepared, Request
     })
 }
 
-fn check_tensor(spec: &crate::spec::TensorSpec, tensor: &Tensor) -> Result<(), RequestError> {
+fn check_tensor(
+    model: &Model,
+    spec: &crate::spec::TensorSpec,
+    tensor: &Tensor,
+) -> Result<(), RequestError> {
     let field = |what: &str| format!("inputs[`{}`].{what}", tensor.name);
-    if tensor.dtype == DataType::Bytes {
-        return Err(RequestError::invalid(
-            field("datatype"),
-            "BYTES (string) tensors are not supported yet",
-        ));
-    }
     if tensor.dtype != spec.dtype {
         return Err(RequestError::invalid(
             field("datatype"),
@@ -122,20 +120,51 @@ fn check_tensor(spec: &crate::spec::TensorSpec, tensor: &Tensor) -> Result<(), R
             return Err(mismatch(format!("dimension {index} must be {want}")));
         }
     }
-    let element_size = spec.dtype.element_size().unwrap_or(1);
-    let expected = Tensor::element_count(&tensor.shape)
-        .and_then(|n| n.checked_mul(element_size))
+    let count = Tensor::element_count(&tensor.shape)
         .ok_or_else(|| mismatch("too many elements".to_string()))?;
-    if tensor.data.len() != expected {
-        return Err(RequestError::invalid(
-            field("data"),
-            format!(
-                "shape {:?} of {} needs {expected} bytes, got {}",
-                tensor.shape,
-                tensor.dtype,
-                tensor.data.len()
-            ),
-        ));
+    if tensor.dtype == DataType::Bytes {
+        return check_strings(model, tensor, count)
+            .map_err(|why| RequestError::invalid(field("data"), why));
+    }
+    Tensor::check_data(tensor.dtype, &tensor.shape, &tensor.data)
+        .map_err(|why| RequestError::invalid(field("data"), why))
+}
+
+/// BYTES elements: whole, within the element limit, and text where the model's engine needs
+/// text: ONNX Runtime's string tensors are NUL-terminated UTF-8, and a REST upstream sent JSON
+/// gets JSON strings. Checked here, per request, because an element the engine refused would
+/// fail every request of its batch.
+fn check_strings(model: &Model, tensor: &Tensor, count: usize) -> Result<(), String> {
+    strings::check(&tensor.data, count, model.max_element_bytes)?;
+    let config = &model.config;
+    let (text, no_nul) = match &model.upstream {
+        None => (true, true),
+        Some(_) => {
+            let json = !config.upstream_binary
+                && config.upstreams.iter().any(|url| url.wire != Wire::Grpc);
+            (json, false)
+        }
+    };
+    if !text {
+        return Ok(());
+    }
+    let engine = if no_nul {
+        "an ONNX string tensor"
+    } else {
+        "JSON to the upstream"
+    };
+    for (index, element) in strings::elements(&tensor.data).enumerate() {
+        let element = element?;
+        if std::str::from_utf8(element).is_err() {
+            return Err(format!(
+                "element {index} is not UTF-8, which {engine} needs"
+            ));
+        }
+        if no_nul && element.contains(&0) {
+            return Err(format!(
+                "element {index} holds a NUL byte, which {engine} cannot"
+            ));
+        }
     }
     Ok(())
 }

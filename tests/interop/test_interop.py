@@ -6,7 +6,7 @@ V2 server, and compare every answer with onnxruntime run directly on the same
 model file. A wire-format mistake (byte order, datatype names, binary-data
 framing, raw vs typed gRPC contents, shapes) shows up here as a mismatch.
 
-Run against a gateway that serves `models/` (digits and int_scorer, version 1):
+Run against a gateway that serves `models/` (digits, int_scorer and labels, version 1):
 
     TOLLGATE_HTTP=127.0.0.1:8000 TOLLGATE_GRPC=127.0.0.1:8001 \
         python -m pytest tests/interop
@@ -28,10 +28,15 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
+from tritonclient.utils import (
+    InferenceServerException,
+    deserialize_bytes_tensor,
+    np_to_triton_dtype,
+    triton_to_np_dtype,
+)
 
 MODELS_DIR = pathlib.Path(__file__).resolve().parents[2] / "models"
-MODEL_NAMES = ["digits", "int_scorer"]
+MODEL_NAMES = ["digits", "int_scorer", "labels"]
 MODEL_VERSION = "1"
 
 # Generous per-call limit: a hung gateway should fail a test, not the CI job.
@@ -147,19 +152,29 @@ def reference(model):
     return Reference(inputs, outputs, rows, expected, pinned)
 
 
+def as_text(arr):
+    """BYTES elements as str: tritonclient gives bytes from binary data, str from JSON, and
+    onnxruntime str, so they are compared as the text they all are."""
+    return np.vectorize(lambda v: v.decode("utf-8") if isinstance(v, bytes) else v, otypes=[object])(arr)
+
+
+def assert_same(name, have, want):
+    assert have is not None, f"{name}: no data decoded"
+    assert have.dtype == want.dtype, f"{name}: dtype {have.dtype}, expected {want.dtype}"
+    assert have.shape == want.shape, f"{name}: shape {have.shape}, expected {want.shape}"
+    if np.issubdtype(want.dtype, np.floating):
+        np.testing.assert_allclose(have, want, rtol=0, atol=FLOAT_ATOL, err_msg=name)
+    elif want.dtype == np.object_:
+        assert as_text(have).tolist() == as_text(want).tolist(), name
+    else:
+        np.testing.assert_array_equal(have, want, err_msg=name)
+
+
 def assert_outputs_match(model, got, expected):
     ref = reference(model)
     assert set(got) == set(expected), f"outputs returned: {sorted(got)}"
     for spec in ref.outputs:
-        want = expected[spec.name]
-        have = got[spec.name]
-        assert have is not None, f"{spec.name}: no data decoded"
-        assert have.dtype == want.dtype, f"{spec.name}: dtype {have.dtype}, expected {want.dtype}"
-        assert have.shape == want.shape, f"{spec.name}: shape {have.shape}, expected {want.shape}"
-        if np.issubdtype(want.dtype, np.floating):
-            np.testing.assert_allclose(have, want, rtol=0, atol=FLOAT_ATOL, err_msg=spec.name)
-        else:
-            np.testing.assert_array_equal(have, want, err_msg=spec.name)
+        assert_same(spec.name, got[spec.name], expected[spec.name])
 
 
 # ---------------------------------------------------------------------------
@@ -383,6 +398,10 @@ def decode_grpc_response(response):
     raw = response.raw_output_contents
     assert not raw or len(raw) == len(response.outputs), "raw_output_contents does not match outputs"
     for i, out in enumerate(response.outputs):
+        if out.datatype == "BYTES":
+            items = deserialize_bytes_tensor(raw[i]) if raw else np.asarray(out.contents.bytes_contents, dtype=object)
+            decoded[out.name] = items.reshape(tuple(out.shape))
+            continue
         # Raw tensor bytes are little-endian by definition of the protocol.
         dtype = np.dtype(triton_to_np_dtype(out.datatype)).newbyteorder("<")
         if raw:
@@ -400,7 +419,10 @@ def infer_grpc_typed(gw, model, version, inputs, outputs):
     for name, arr in inputs.items():
         datatype = np_to_triton_dtype(arr.dtype)
         tensor = request.inputs.add(name=name, datatype=datatype, shape=list(arr.shape))
-        getattr(tensor.contents, TYPED_CONTENTS_FIELD[datatype]).extend(arr.ravel().tolist())
+        values = arr.ravel().tolist()
+        if datatype == "BYTES":
+            values = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
+        getattr(tensor.contents, TYPED_CONTENTS_FIELD[datatype]).extend(values)
     for name in outputs:
         request.outputs.add(name=name)
     response = gw.stub.ModelInfer(request, timeout=TIMEOUT_S)
@@ -427,7 +449,7 @@ def test_infer_batched(gateway, model, protocol, version):
     got = INFER[protocol](gateway, model, version, ref.rows, ref.output_names)
     assert_outputs_match(model, got, ref.expected)
     for name, values in ref.pinned.items():
-        np.testing.assert_array_equal(got[name], values, err_msg=f"{name} vs test_rows.json")
+        assert_same(f"{name} vs test_rows.json", got[name], values)
 
 
 @pytest.mark.parametrize("protocol", list(INFER))
@@ -439,7 +461,7 @@ def test_infer_single_rows(gateway, model, protocol):
         got = INFER[protocol](gateway, model, "", ref.batch(i, i + 1), ref.output_names)
         assert_outputs_match(model, got, ref.expected_for(i, i + 1))
         for name, values in ref.pinned.items():
-            np.testing.assert_array_equal(got[name], values[i : i + 1], err_msg=f"row {i} {name}")
+            assert_same(f"row {i} {name}", got[name], values[i : i + 1])
 
 
 @pytest.mark.parametrize("protocol", list(INFER))
@@ -450,7 +472,7 @@ def test_infer_subset_of_outputs(gateway, model, protocol):
     name = ref.output_names[-1]
     got = INFER[protocol](gateway, model, "", ref.rows, [name])
     assert set(got) == {name}
-    np.testing.assert_allclose(got[name], ref.expected[name], rtol=0, atol=FLOAT_ATOL)
+    assert_same(name, got[name], ref.expected[name])
 
 
 @pytest.mark.parametrize("model", MODEL_NAMES)

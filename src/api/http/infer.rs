@@ -309,7 +309,9 @@ pub fn encode(response: &InferResponse, encoding: &OutputEncoding) -> (Vec<u8>, 
             json_value(&mut body, dim);
         }
         body.push(b']');
-        if encoding.is_binary(&tensor.name) {
+        // JSON strings cannot hold bytes that are not UTF-8: such an output goes binary, as
+        // Triton's clients read either form from the same answer.
+        if encoding.is_binary(&tensor.name) || !json::is_text(tensor.dtype, &tensor.data) {
             body.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
             json_value(&mut body, &tensor.data.len());
             body.push(b'}');

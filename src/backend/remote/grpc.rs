@@ -202,8 +202,7 @@ fn decode_response(response: proto::ModelInferResponse) -> Result<Vec<Tensor>, S
     let mut tensors = Vec::with_capacity(response.outputs.len());
     for output in response.outputs {
         let name = output.name;
-        let (dtype, element_size, shape) =
-            super::output_layout(&name, &output.datatype, &output.shape)?;
+        let (dtype, shape) = super::output_layout(&name, &output.datatype, &output.shape)?;
         let data = match (raw.next(), &output.contents) {
             (Some(bytes), _) => bytes,
             (None, Some(contents)) => {
@@ -211,13 +210,8 @@ fn decode_response(response: proto::ModelInferResponse) -> Result<Vec<Tensor>, S
             }
             (None, None) => return Err(format!("output `{name}` carries no data")),
         };
-        let expected = Tensor::element_count(&shape).and_then(|n| n.checked_mul(element_size));
-        if expected != Some(data.len()) {
-            return Err(format!(
-                "output `{name}` has {} bytes for shape {shape:?} of {dtype}",
-                data.len()
-            ));
-        }
+        Tensor::check_data(dtype, &shape, &data)
+            .map_err(|why| format!("output `{name}`: {why}"))?;
         tensors.push(Tensor {
             name,
             dtype,
@@ -265,7 +259,7 @@ mod tests {
             raw_output_contents: vec![bytes.slice(..8)],
             ..Default::default()
         };
-        assert!(decode_response(short).unwrap_err().contains("8 bytes"));
+        assert!(decode_response(short).unwrap_err().contains("got 8"));
     }
 
     #[test]

@@ -70,8 +70,15 @@ pub fn encode_request(
             None
         } else {
             // JSON is the slow path anyway; one contiguous copy keeps it simple.
+            let joined = input.concatenated();
+            if !json::is_text(input.dtype, &joined) {
+                return Err(format!(
+                    "input `{}` holds BYTES that are not UTF-8, which JSON cannot carry; set upstream_binary = true",
+                    input.name
+                ));
+            }
             let mut text = Vec::with_capacity(size * 3 + 2);
-            json::write(&mut text, input.dtype, &input.concatenated());
+            json::write(&mut text, input.dtype, &joined);
             let text = String::from_utf8(text).map_err(|e| e.to_string())?;
             Some(RawValue::from_string(text).map_err(|e| e.to_string())?)
         };
@@ -150,8 +157,7 @@ pub fn decode_response(body: &Bytes, header_length: Option<usize>) -> Result<Vec
     let mut outputs = Vec::with_capacity(header.outputs.len());
     for output in header.outputs {
         let name = &output.name;
-        let (dtype, element_size, shape) =
-            super::output_layout(name, &output.datatype, &output.shape)?;
+        let (dtype, shape) = super::output_layout(name, &output.datatype, &output.shape)?;
         // Every element takes at least one byte of the body, so nothing larger is allocated.
         let elements = Tensor::element_count(&shape)
             .filter(|&n| n <= body.len())
@@ -166,13 +172,16 @@ pub fn decode_response(body: &Bytes, header_length: Option<usize>) -> Result<Vec
                 return Err(format!("output `{name}`: binary_data_size is not a size"))
             }
             (Some(Some(size)), _) => {
-                if size != elements * element_size || binary_at + size > body.len() {
+                if size > body.len() - binary_at {
                     return Err(format!(
-                        "output `{name}`: {size} binary bytes do not fit shape {shape:?} of {dtype} or the body"
+                        "output `{name}`: {size} binary bytes are more than the body holds"
                     ));
                 }
+                let data = body.slice(binary_at..binary_at + size);
+                Tensor::check_data(dtype, &shape, &data)
+                    .map_err(|why| format!("output `{name}`: {why}"))?;
                 binary_at += size;
-                body.slice(binary_at - size..binary_at)
+                data
             }
             (None, Some(json)) => Bytes::from(
                 json::parse(json.get(), dtype, elements)

@@ -246,23 +246,20 @@ impl Upstream {
     }
 }
 
-/// Datatype, element size and shape of an output an upstream announced, checked the same way
-/// whichever wire it came over.
+/// Datatype and shape of an output an upstream announced, checked the same way whichever
+/// wire it came over.
 pub(crate) fn output_layout(
     name: &str,
     datatype: &str,
     shape: &[i64],
-) -> Result<(crate::tensor::DataType, usize, Vec<usize>), String> {
+) -> Result<(crate::tensor::DataType, Vec<usize>), String> {
     let dtype = crate::tensor::DataType::parse(datatype)
         .ok_or_else(|| format!("output `{name}` has unknown datatype `{datatype}`"))?;
-    let element_size = dtype
-        .element_size()
-        .ok_or_else(|| format!("output `{name}` is {dtype}, which Tollgate cannot return yet"))?;
     let shape = shape
         .iter()
         .map(|&d| {
             usize::try_from(d).map_err(|_| format!("output `{name}` has negative dimension {d}"))
         })
         .collect::<Result<Vec<usize>, String>>()?;
-    Ok((dtype, element_size, shape))
+    Ok((dtype, shape))
 }

@@ -2,28 +2,36 @@
 //! tensor sent as raw contents or as typed contents decodes to the same bytes.
 
 use super::*;
-use crate::tensor::DataType;
+use crate::tensor::{strings, DataType};
 use proptest::prelude::*;
 use prost::Message;
 
-/// A numeric tensor as typed contents can carry it: booleans 0 or 1, any other bit pattern.
+/// A tensor as typed contents can carry it: booleans 0 or 1, any other bit pattern, BYTES
+/// elements of any bytes (each with its length before it).
 fn tensor() -> impl Strategy<Value = (DataType, Vec<usize>, Vec<u8>)> {
-    let numeric: Vec<DataType> = DataType::ALL
-        .into_iter()
-        .filter(|d| *d != DataType::Bytes)
-        .collect();
     (
-        proptest::sample::select(numeric),
+        proptest::sample::select(DataType::ALL.to_vec()),
         proptest::collection::vec(1usize..5, 1..4),
     )
         .prop_flat_map(|(dtype, shape)| {
-            let bytes = shape.iter().product::<usize>() * dtype.element_size().unwrap_or(1);
-            let data = proptest::collection::vec(any::<u8>(), bytes).prop_map(move |mut data| {
-                if dtype == DataType::Bool {
-                    data.iter_mut().for_each(|b| *b &= 1);
+            let count = shape.iter().product::<usize>();
+            let data = match dtype.element_size() {
+                None => {
+                    proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..6), count)
+                        .prop_map(|elements| {
+                            strings::encode(elements.iter().map(Vec::as_slice)).unwrap_or_default()
+                        })
+                        .boxed()
                 }
-                data
-            });
+                Some(size) => proptest::collection::vec(any::<u8>(), count * size)
+                    .prop_map(move |mut data| {
+                        if dtype == DataType::Bool {
+                            data.iter_mut().for_each(|b| *b &= 1);
+                        }
+                        data
+                    })
+                    .boxed(),
+            };
             (Just(dtype), Just(shape), data)
         })
 }
@@ -44,6 +52,13 @@ fn message(dtype: DataType, shape: &[usize]) -> proto::ModelInferRequest {
 /// The typed contents a client fills for `data` (each element in its field's wider type).
 fn typed(dtype: DataType, data: &[u8]) -> proto::InferTensorContents {
     let mut contents = proto::InferTensorContents::default();
+    if dtype == DataType::Bytes {
+        contents.bytes_contents = strings::elements(data)
+            .map_while(Result::ok)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        return contents;
+    }
     let size = dtype.element_size().unwrap_or(1);
     for e in data.chunks_exact(size) {
         match dtype {

@@ -15,6 +15,7 @@ pub const EXECUTIONS: &str = "tollgate_executions_total";
 pub const INFERENCE_ROWS: &str = "tollgate_inference_rows_total";
 pub const BATCH_SIZE: &str = "tollgate_batch_size";
 pub const QUEUE_DEPTH: &str = "tollgate_queue_depth";
+pub const INFLIGHT: &str = "tollgate_inflight_requests";
 pub const QUEUE_DURATION: &str = "tollgate_queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "tollgate_compute_duration_seconds";
 pub const REJECTIONS: &str = "tollgate_rejections_total";
@@ -97,6 +98,11 @@ const DESCRIBED: &[(&str, Kind, &str)] = &[
         QUEUE_DEPTH,
         Kind::Gauge,
         "Requests waiting in a model's batch queue.",
+    ),
+    (
+        INFLIGHT,
+        Kind::Gauge,
+        "Requests at a model (after the cache): queued or in a batch that runs, local or upstream.",
     ),
     (
         QUEUE_DURATION,

@@ -1,6 +1,7 @@
 //! The dynamic batcher with the real model: concurrent single rows share batches and each gets
 //! its own answer; deadlines answer 504 without running; a flood beyond the queue gets fast
-//! 429s while admitted requests still succeed.
+//! 429s while admitted requests still succeed; a closed loop that never fills a batch waits
+//! the delay only with the fixed wait.
 
 mod common;
 
@@ -24,6 +25,21 @@ max_queue_delay_us = 5000
 name = "digits_direct"
 path = "models/digits/1/model.onnx"
 max_batch_size = 0
+
+# A closed loop of eight never fills these batches: the two waits side by side.
+[[models]]
+name = "digits_adaptive"
+path = "models/digits/1/model.onnx"
+max_batch_size = 64
+max_queue_delay_us = 20000
+batch_wait = "adaptive"
+
+[[models]]
+name = "digits_fixed"
+path = "models/digits/1/model.onnx"
+max_batch_size = 64
+max_queue_delay_us = 20000
+batch_wait = "fixed"
 
 # Deliberately slow (milliseconds per row), so it always runs on its instance thread and a
 # flood outpaces it. (A model as fast as digits runs on the runtime once measured and can drain
@@ -178,4 +194,57 @@ async fn a_flood_beyond_the_queue_gets_fast_429s_while_admitted_requests_succeed
             .await
             >= refused as f64
     );
+}
+
+/// Median latency of eight clients that each send the next request once answered.
+async fn closed_loop_median(gateway: &Arc<common::Gateway>, model: &'static str) -> Duration {
+    let rows = rows();
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let gateway = gateway.clone();
+            let rows = rows.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for round in 0..25 {
+                    let body =
+                        common::digits_body(&[rows[(client * 25 + round) % rows.len()].clone()]);
+                    let sent = Instant::now();
+                    let reply = gateway.infer(model, &body).await;
+                    latencies.push(sent.elapsed());
+                    assert_eq!(reply.status, StatusCode::OK, "{model}");
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for client in clients {
+        latencies.extend(client.await.unwrap());
+    }
+    latencies.sort();
+    latencies[latencies.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_loop_that_never_fills_a_batch_waits_the_delay_only_with_the_fixed_wait() {
+    let gateway = Arc::new(common::start(CONFIG).await);
+    let adaptive = closed_loop_median(&gateway, "digits_adaptive").await;
+    let fixed = closed_loop_median(&gateway, "digits_fixed").await;
+    assert!(
+        adaptive < Duration::from_millis(5),
+        "adaptive median {adaptive:?}"
+    );
+    assert!(fixed >= Duration::from_millis(19), "fixed median {fixed:?}");
+    // The adaptive batches still hold several callers' rows.
+    let rows = gateway
+        .metric(
+            "tollgate_inference_rows_total",
+            &["model=\"digits_adaptive\""],
+        )
+        .await;
+    let runs = gateway
+        .metric("tollgate_executions_total", &["model=\"digits_adaptive\""])
+        .await;
+    assert_eq!(rows, 200.0);
+    assert!(rows / runs >= 2.0, "{rows} rows in {runs} runs");
 }

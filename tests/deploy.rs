@@ -414,6 +414,51 @@ fn autoscaler_scales_the_deployment_on_a_gateway_metric() {
 }
 
 #[test]
+fn the_keda_example_scales_the_deployment_on_a_gateway_metric() {
+    let deployment = applied("Deployment");
+    let scaled: Vec<Manifest> = manifests()
+        .into_iter()
+        .filter(|m| m.doc["kind"].as_str() == Some("ScaledObject"))
+        .collect();
+    assert_eq!(
+        scaled.len(),
+        1,
+        "deploy/k8s/examples has one KEDA ScaledObject"
+    );
+    let scaled = &scaled[0];
+    assert!(
+        !scaled.applied,
+        "KEDA is an alternative to the HPA, not applied beside it"
+    );
+    let target = &scaled.doc["spec"]["scaleTargetRef"];
+    assert_eq!(target["name"], deployment["metadata"]["name"]);
+    assert_eq!(target["kind"].as_str(), Some("Deployment"));
+    let telemetry = read(&repo().join("src/telemetry.rs"));
+    let triggers = list(
+        &scaled.doc["spec"]["triggers"],
+        "the ScaledObject's triggers",
+    );
+    assert!(!triggers.is_empty());
+    for trigger in triggers {
+        assert_eq!(trigger["type"].as_str(), Some("prometheus"));
+        let query = text(&trigger["metadata"]["query"], "the trigger's query");
+        let metric = query
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .find(|word| word.starts_with("tollgate_"))
+            .unwrap_or_else(|| panic!("`{query}` reads no gateway metric"));
+        assert!(
+            telemetry.contains(&format!("\"{metric}\"")),
+            "the trigger reads {metric}, which src/telemetry.rs does not name"
+        );
+        let threshold = text(&trigger["metadata"]["threshold"], "the trigger's threshold");
+        assert!(
+            threshold.parse::<f64>().is_ok_and(|t| t > 0.0),
+            "threshold {threshold}"
+        );
+    }
+}
+
+#[test]
 fn disruption_budget_covers_the_deployment_pods() {
     let deployment = applied("Deployment");
     let pdb = applied("PodDisruptionBudget");

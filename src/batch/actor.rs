@@ -1,6 +1,7 @@
 //! The batching loop of one model: keeps the queue in service order, asks `policy` what to do,
 //! and hands whole batches to the workers when one of them can take it.
 
+use super::arrivals::{Arrivals, Flow};
 use super::inline::{self, Local};
 use super::policy::{self, Candidate, Decision};
 use super::timer::PreciseSleep;
@@ -22,10 +23,16 @@ struct Queue {
     next_sequence: u64,
     /// `pending` as the policy sees it, rebuilt in place for every decision.
     view: Vec<Candidate>,
+    arrivals: Arrivals,
+    flow: Arc<Flow>,
+    /// Gaps between arrivals are measured up to this (the policy's delay bound).
+    bound: std::time::Duration,
 }
 
 impl Queue {
     fn push(&mut self, mut pending: Pending) {
+        self.arrivals
+            .arrived(Instant::now(), &self.flow, self.bound);
         pending.sequence = self.next_sequence;
         self.next_sequence += 1;
         // New arrivals go behind everything of their own or a higher lane.
@@ -45,11 +52,13 @@ impl Queue {
             enqueued: p.enqueued,
             deadline: p.job.deadline,
         }));
-        policy::next_batch(policy, &self.view, now)
+        let load = self.arrivals.load(now, &self.flow);
+        policy::next_batch(policy, &self.view, &load, now)
     }
 
     /// Removes the given positions (ascending or not) and returns them in the given order.
     fn take(&mut self, positions: &[usize]) -> Vec<Pending> {
+        self.arrivals.dispatched(Instant::now());
         // Usually the batch is the head of the queue, in order: no need to rebuild the rest.
         if positions.iter().enumerate().all(|(i, &p)| i == p) {
             return self.pending.drain(..positions.len()).collect();
@@ -74,6 +83,7 @@ pub(crate) async fn run(
     mut arrivals: mpsc::UnboundedReceiver<Pending>,
     outlets: Outlets,
     queued: Arc<AtomicUsize>,
+    flow: Arc<Flow>,
 ) {
     let Outlets { workers, local } = outlets;
     let model = settings.model.clone();
@@ -82,6 +92,9 @@ pub(crate) async fn run(
         pending: Vec::new(),
         next_sequence: 0,
         view: Vec::new(),
+        arrivals: Arrivals::default(),
+        flow,
+        bound: settings.policy.max_queue_delay,
     };
     let mut open = true;
     // The precise wake-up for the deadline the actor waits for, kept while that deadline

@@ -3,6 +3,7 @@
 //! cloneable `BatchHandle`; admission is bounded so overload is refused at the door.
 
 mod actor;
+mod arrivals;
 mod inline;
 mod instance;
 pub mod policy;
@@ -108,6 +109,7 @@ pub struct BatchHandle {
     local: Local,
     /// Busy microseconds of each instance, for idle-time metering.
     busy: Arc<[Arc<AtomicU64>]>,
+    flow: Arc<arrivals::Flow>,
 }
 
 impl BatchHandle {
@@ -119,6 +121,7 @@ impl BatchHandle {
     /// short (`inline`): nothing waits that it could overtake, and it saves the hand-offs to
     /// the actor and an instance thread and back.
     pub async fn submit(&self, job: Job) -> Result<JobOutput, BatchError> {
+        let _inflight = self.flow.enter();
         if let Some(done) = self.try_inline(&job) {
             return done;
         }
@@ -178,6 +181,11 @@ impl BatchHandle {
         self.queued.load(Ordering::Acquire)
     }
 
+    /// Requests submitted and not yet answered (queued or running).
+    pub fn inflight(&self) -> usize {
+        self.flow.inflight()
+    }
+
     pub fn settings(&self) -> &BatcherSettings {
         &self.settings
     }
@@ -232,6 +240,7 @@ pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
     };
     let local = Local::new(&instances, runs);
     let busy = instances.iter().map(|i| i.busy_us().clone()).collect();
+    let flow = Arc::new(arrivals::Flow::new(model));
     tokio::spawn(actor::run(
         settings.clone(),
         receiver,
@@ -240,6 +249,7 @@ pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
             local: local.clone(),
         },
         queued.clone(),
+        flow.clone(),
     ));
     BatchHandle {
         sender,
@@ -247,6 +257,7 @@ pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
         settings,
         local,
         busy,
+        flow,
     }
 }
 

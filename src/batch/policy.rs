@@ -1,7 +1,9 @@
-//! The batching decision, as a pure function of the policy, the queue and the clock, so the
-//! rules (Triton's dynamic batcher semantics) are tested as a table without threads or sleeps.
+//! The batching decision, as a pure function of the policy, the queue, what is known of the
+//! traffic and the clock, so the rules (Triton's dynamic batcher semantics, and the adaptive
+//! wait) are tested as a table without threads or sleeps.
 
 use super::BatchGroup;
+use crate::config::BatchWait;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -13,7 +15,28 @@ pub struct Policy {
     pub max_queue_delay: Duration,
     /// Batch sizes worth sending at once, ascending.
     pub preferred_sizes: Vec<usize>,
+    pub wait: BatchWait,
 }
+
+/// What the actor knows of the model's traffic when it decides (see `arrivals`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Load {
+    /// Requests submitted and not yet answered: queued, or in a batch that runs.
+    pub inflight: usize,
+    /// The most that were in flight in recent batches' time; `None` before any batch.
+    pub recent_peak: Option<usize>,
+    pub last_arrival: Option<Instant>,
+    /// The usual gap between arrivals that no answer preceded; `None` until two arrived.
+    pub gap: Option<Duration>,
+}
+
+/// How many usual gaps without an arrival mean arrivals have stopped. With arrivals at random
+/// (Poisson) the chance that one gap is this long by chance is e^-6, a quarter of a percent.
+pub const STOPPED_AFTER_GAPS: u32 = 6;
+
+/// The least a usual gap is taken to be: requests that arrive together (a burst, or in the same
+/// instant of a test clock) must still leave the next one of the burst a moment to arrive.
+pub const MIN_GAP: Duration = Duration::from_micros(10);
 
 /// The part of a queued request the decision needs. Queues hand these over in service order:
 /// highest priority first, then arrival order.
@@ -41,8 +64,11 @@ pub enum Decision {
 ///
 /// The batch is led by the first request in service order and takes the following requests of
 /// its group, in order, while they fit. It is sent at once when it is full or when it reaches a
-/// preferred size; otherwise it waits until the leader has waited `max_queue_delay`.
-pub fn next_batch(policy: &Policy, queue: &[Candidate], now: Instant) -> Decision {
+/// preferred size. Otherwise, with the fixed wait, it waits until the leader has waited
+/// `max_queue_delay`; with the adaptive wait it also leaves as soon as waiting cannot add rows:
+/// when as many requests are in flight as recently were at most (every caller is already
+/// waiting), or when no request arrived for `STOPPED_AFTER_GAPS` usual gaps.
+pub fn next_batch(policy: &Policy, queue: &[Candidate], load: &Load, now: Instant) -> Decision {
     let Some(leader) = queue.first() else {
         return Decision::Idle;
     };
@@ -70,11 +96,21 @@ pub fn next_batch(policy: &Policy, queue: &[Candidate], now: Instant) -> Decisio
             break;
         }
     }
+    let bound = leader.enqueued + policy.max_queue_delay;
+    let stopped_at = match policy.wait {
+        BatchWait::Fixed => None,
+        BatchWait::Adaptive => load
+            .last_arrival
+            .zip(load.gap)
+            .map(|(last, gap)| last + gap.max(MIN_GAP) * STOPPED_AFTER_GAPS),
+    };
+    let everyone_waits = policy.wait == BatchWait::Adaptive
+        && load.recent_peak.is_some_and(|peak| load.inflight >= peak);
     let send = if full {
         Some(joined)
     } else if preferred_prefix.is_some() {
         preferred_prefix
-    } else if now >= leader.enqueued + policy.max_queue_delay {
+    } else if now >= bound || everyone_waits || stopped_at.is_some_and(|at| now >= at) {
         Some(joined)
     } else {
         None
@@ -90,7 +126,7 @@ pub fn next_batch(policy: &Policy, queue: &[Candidate], now: Instant) -> Decisio
         return Decision::Dispatch(positions);
     }
     // Wake early enough to time out whoever expires first rather than let it overstay.
-    let send_at = leader.enqueued + policy.max_queue_delay;
+    let send_at = stopped_at.map_or(bound, |at| at.min(bound));
     let earliest_deadline = queue.iter().filter_map(|c| c.deadline).min();
     Decision::WaitUntil(earliest_deadline.map_or(send_at, |d| d.min(send_at)))
 }
@@ -104,6 +140,7 @@ mod tests {
             max_batch_rows: max,
             max_queue_delay: Duration::from_micros(delay_us),
             preferred_sizes: preferred.to_vec(),
+            wait: BatchWait::Fixed,
         }
     }
 
@@ -257,10 +294,133 @@ mod tests {
         for (name, policy, specs, now_us, want) in cases {
             let t0 = Instant::now();
             let now = t0 + Duration::from_micros(*now_us);
-            let got = next_batch(policy, &queue(t0, specs), now);
+            let got = next_batch(policy, &queue(t0, specs), &Load::default(), now);
             let expected = match want {
                 Want::Idle => Decision::Idle,
                 Want::WaitUntilUs(us) => Decision::WaitUntil(t0 + Duration::from_micros(*us)),
+                Want::Dispatch(members) => Decision::Dispatch(members.to_vec()),
+            };
+            assert_eq!(got, expected, "case: {name}");
+        }
+    }
+
+    /// The adaptive wait: (name, wait, queue, load as (inflight, peak, last arrival µs, gap
+    /// µs), now µs, decision); max 64 rows, a 20 ms bound.
+    #[tokio::test(start_paused = true)]
+    async fn adaptive_decision_table() {
+        type LoadSpec = (usize, Option<usize>, Option<u64>, Option<u64>);
+        type Case<'a> = (&'a str, BatchWait, &'a [Spec], LoadSpec, u64, Want);
+        let eight: &[Spec] = &[(1, 0, 0, None); 8];
+        let five: &[Spec] = &[(1, 0, 0, None); 5];
+        let two: &[Spec] = &[(1, 0, 0, None), (1, 0, 0, None)];
+        let with_deadline: &[Spec] = &[(1, 0, 0, None), (1, 0, 10, Some(200))];
+        let cases: &[Case] = &[
+            (
+                "every recent caller is waiting: send now",
+                BatchWait::Adaptive,
+                eight,
+                (8, Some(8), Some(700), Some(50)),
+                710,
+                Want::Dispatch(&[0, 1, 2, 3, 4, 5, 6, 7]),
+            ),
+            (
+                "callers in a running batch count as waiting",
+                BatchWait::Adaptive,
+                two,
+                (8, Some(8), Some(700), Some(50)),
+                710,
+                Want::Dispatch(&[0, 1]),
+            ),
+            (
+                "callers still to come: wait, until arrivals would have stopped",
+                BatchWait::Adaptive,
+                five,
+                (5, Some(8), Some(500), Some(50)),
+                510,
+                Want::WaitUntilUs(800),
+            ),
+            (
+                "arrivals stopped: send",
+                BatchWait::Adaptive,
+                five,
+                (5, Some(8), Some(500), Some(50)),
+                800,
+                Want::Dispatch(&[0, 1, 2, 3, 4]),
+            ),
+            (
+                "steady arrivals: wait for the next",
+                BatchWait::Adaptive,
+                five,
+                (5, None, Some(4000), Some(1000)),
+                4500,
+                Want::WaitUntilUs(10_000),
+            ),
+            (
+                "more in flight than the recent peak: send",
+                BatchWait::Adaptive,
+                five,
+                (5, Some(3), Some(4000), Some(1000)),
+                4500,
+                Want::Dispatch(&[0, 1, 2, 3, 4]),
+            ),
+            (
+                "rare arrivals: the bound holds",
+                BatchWait::Adaptive,
+                five,
+                (5, Some(8), Some(15_000), Some(10_000)),
+                19_000,
+                Want::WaitUntilUs(20_000),
+            ),
+            (
+                "and at the bound the batch leaves",
+                BatchWait::Adaptive,
+                five,
+                (5, Some(8), Some(15_000), Some(10_000)),
+                20_000,
+                Want::Dispatch(&[0, 1, 2, 3, 4]),
+            ),
+            (
+                "nothing known yet: Triton's wait",
+                BatchWait::Adaptive,
+                five,
+                (5, None, Some(0), None),
+                100,
+                Want::WaitUntilUs(20_000),
+            ),
+            (
+                "an early deadline still wakes first",
+                BatchWait::Adaptive,
+                with_deadline,
+                (2, Some(8), Some(10), Some(100)),
+                20,
+                Want::WaitUntilUs(200),
+            ),
+            (
+                "fixed ignores what is known",
+                BatchWait::Fixed,
+                eight,
+                (8, Some(8), Some(700), Some(50)),
+                710,
+                Want::WaitUntilUs(20_000),
+            ),
+        ];
+        for (name, wait, specs, (inflight, peak, last, gap), now_us, want) in cases {
+            let t0 = Instant::now();
+            let at = |us: u64| t0 + Duration::from_micros(us);
+            let load = Load {
+                inflight: *inflight,
+                recent_peak: *peak,
+                last_arrival: last.map(at),
+                gap: gap.map(Duration::from_micros),
+            };
+            let policy = Policy {
+                wait: *wait,
+                ..policy(64, 20_000, &[])
+            };
+            let got = next_batch(&policy, &queue(t0, specs), &load, at(*now_us));
+            let expected = match want {
+                Want::Idle => Decision::Idle,
+                Want::WaitUntilUs(us) => Decision::WaitUntil(at(*us)),
                 Want::Dispatch(members) => Decision::Dispatch(members.to_vec()),
             };
             assert_eq!(got, expected, "case: {name}");

@@ -62,6 +62,7 @@ fn settings(max_rows: usize, delay: Duration, max_queue_size: usize) -> BatcherS
             max_batch_rows: max_rows,
             max_queue_delay: delay,
             preferred_sizes: Vec::new(),
+            wait: crate::config::BatchWait::Fixed,
         },
         max_queue_size,
         batching: max_rows > 1,
@@ -131,6 +132,53 @@ async fn a_lone_request_waits_for_the_queue_delay() {
     assert!(started.elapsed() >= Duration::from_millis(10));
     assert_eq!(output.batch_rows, 1);
     assert_eq!(values(&output), vec![3.0]);
+}
+
+/// Eight callers in a closed loop (each sends again once answered) never fill a batch of 64:
+/// with Triton's rule every batch waits the whole delay; the adaptive wait sends each batch
+/// once all eight are in.
+#[tokio::test(start_paused = true)]
+async fn a_closed_loop_waits_the_delay_only_with_the_fixed_wait() {
+    for wait in [
+        crate::config::BatchWait::Fixed,
+        crate::config::BatchWait::Adaptive,
+    ] {
+        let fake = Fake::default();
+        let mut settings = settings(64, Duration::from_millis(20), 64);
+        settings.policy.wait = wait;
+        let handle = start(settings, Engines::Threads(vec![Box::new(fake.clone())]));
+        let started = Instant::now();
+        let callers: Vec<_> = (0..8)
+            .map(|caller| {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    for round in 0..6 {
+                        let value = (caller * 10 + round) as f32;
+                        let output = handle.submit(job(&[value], 1, 2, None)).await.unwrap();
+                        assert_eq!(values(&output), vec![2.0 * value + 1.0]);
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let runs = fake.runs.lock().unwrap().len();
+        match wait {
+            crate::config::BatchWait::Fixed => {
+                assert!(
+                    elapsed >= Duration::from_millis(120),
+                    "{wait:?}: {elapsed:?}"
+                );
+                assert_eq!(runs, 6, "{wait:?}: every batch held all eight");
+            }
+            crate::config::BatchWait::Adaptive => {
+                assert!(elapsed < Duration::from_millis(20), "{wait:?}: {elapsed:?}");
+                assert!(runs <= 24, "{wait:?}: {runs} runs for 48 requests");
+            }
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

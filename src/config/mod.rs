@@ -11,7 +11,7 @@ mod upstream_headers;
 mod upstream_url;
 
 pub use device::Device;
-pub use model::{DeviceFallback, ModelConfig};
+pub use model::{BatchWait, DeviceFallback, ModelConfig};
 pub use redis_url::{OnRedisDown, RedisUrl};
 pub use server::ServerConfig;
 pub use units::ByteSize;

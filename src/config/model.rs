@@ -14,6 +14,19 @@ pub enum DeviceFallback {
     Cpu,
 }
 
+/// How long a batch that is not full waits for more rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchWait {
+    /// As soon as waiting cannot add rows (every recent caller is waiting, or arrivals have
+    /// stopped), and never later than `max_queue_delay_us`.
+    #[default]
+    Adaptive,
+    /// Triton's rule: until the batch is full, reaches a preferred size, or its oldest request
+    /// has waited `max_queue_delay_us`.
+    Fixed,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -69,6 +82,8 @@ pub struct ModelConfig {
     pub max_batch_size: usize,
     #[serde(default)]
     pub max_queue_delay_us: u64,
+    #[serde(default)]
+    pub batch_wait: BatchWait,
     #[serde(default)]
     pub preferred_batch_sizes: Vec<usize>,
     #[serde(default = "default_queue_size")]

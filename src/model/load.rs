@@ -175,6 +175,7 @@ pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Load
             1
         },
         max_queue_delay: Duration::from_micros(model_config.max_queue_delay_us),
+        wait: model_config.batch_wait,
         preferred_sizes: {
             let mut sizes = model_config.preferred_batch_sizes.clone();
             sizes.sort_unstable();

@@ -115,6 +115,7 @@ fn digits_value() -> CachedValue {
         rows: 1,
         batch_rows: 1,
         queue_us: 5,
+        cold_start_us: 0,
         model: Arc::from("digits"),
         ttl: Duration::from_secs(3600),
     }

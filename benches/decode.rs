@@ -151,6 +151,7 @@ fn response(outputs: Vec<Tensor>) -> InferResponse {
             compute_us: 95,
             cost_usd: 4.1e-11,
             saved_usd: 0.0,
+            cold_start_us: 0,
             device: "cpu".into(),
         },
     }

@@ -162,6 +162,8 @@ pub struct Served {
     pub compute_us: u64,
     pub cost_usd: f64,
     pub saved_usd: f64,
+    /// Time its batch waited for the model to be loaded again after an idle unload (0: none).
+    pub cold_start_us: u64,
     /// The device that computed it ("cpu", "cuda:0"); shared with the model and usage record.
     pub device: SmolStr,
 }

@@ -16,6 +16,7 @@ pub const INFERENCE_ROWS: &str = "tollgate_inference_rows_total";
 pub const BATCH_SIZE: &str = "tollgate_batch_size";
 pub const QUEUE_DEPTH: &str = "tollgate_queue_depth";
 pub const INFLIGHT: &str = "tollgate_inflight_requests";
+pub const MODEL_LOADED: &str = "tollgate_model_loaded";
 pub const QUEUE_DURATION: &str = "tollgate_queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "tollgate_compute_duration_seconds";
 pub const REJECTIONS: &str = "tollgate_rejections_total";
@@ -98,6 +99,11 @@ const DESCRIBED: &[(&str, Kind, &str)] = &[
         QUEUE_DEPTH,
         Kind::Gauge,
         "Requests waiting in a model's batch queue.",
+    ),
+    (
+        MODEL_LOADED,
+        Kind::Gauge,
+        "1 while a model's sessions are loaded, 0 after an idle unload (the next request loads them).",
     ),
     (
         INFLIGHT,

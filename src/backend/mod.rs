@@ -4,6 +4,7 @@
 //! which only waits on the network (its instances are tasks, and hold no thread).
 
 pub mod onnx;
+pub mod presence;
 pub mod remote;
 pub mod runtime;
 
@@ -71,6 +72,23 @@ pub trait Engine: Send + 'static {
 
     /// The execution provider that actually runs the model, for metadata and logs.
     fn provider(&self) -> &str;
+
+    /// Lets go of the loaded session (device memory), if the engine can load it again by itself
+    /// on its next run; true if it did.
+    fn unload(&mut self) -> bool {
+        false
+    }
+
+    /// Whether the session is loaded (a run that finds it unloaded loads it first).
+    fn is_loaded(&self) -> bool {
+        true
+    }
+
+    /// How long the last run spent loading the session again, once: that time is not the
+    /// batch's computation.
+    fn take_load_time(&mut self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// What an `AsyncEngine` returns.

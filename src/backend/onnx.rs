@@ -13,6 +13,7 @@ use ort::memory::Allocator;
 use ort::session::Session;
 use ort::value::{DynTensor, DynTensorValueType, TensorElementType, ValueType};
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// What one engine instance is built from; validated config, never raw user input.
 #[derive(Debug, Clone)]
@@ -29,8 +30,11 @@ pub struct OnnxSettings {
 }
 
 pub struct OnnxEngine {
-    session: Session,
+    /// `None` after an idle unload; the next run opens it again from `settings`.
+    session: Option<Session>,
     provider: &'static str,
+    settings: OnnxSettings,
+    load_time: Option<Duration>,
 }
 
 const CPU_PROVIDER: &str = "CPUExecutionProvider";
@@ -38,53 +42,13 @@ const CUDA_PROVIDER: &str = "CUDAExecutionProvider";
 
 impl OnnxEngine {
     pub fn load(settings: &OnnxSettings) -> Result<OnnxEngine, BackendError> {
-        let environment = super::runtime::environment(&settings.runtime)?;
-        let load_error = |reason: String| BackendError::Load {
-            model: settings.model.clone(),
-            reason,
-        };
-        let build = |device: Device| -> Result<Session, BackendError> {
-            let mut builder = Session::builder(environment)
-                .map_err(|e| load_error(e.to_string()))?
-                .with_intra_threads(settings.intra_op_threads)
-                .map_err(|e| load_error(e.to_string()))?
-                .with_intra_op_spinning(settings.intra_op_spinning)
-                .map_err(|e| load_error(e.to_string()))?;
-            if let Device::Cuda(index) = device {
-                builder = builder
-                    .with_execution_providers([ep::CUDA::default()
-                        .with_device_id(index)
-                        .build()
-                        .error_on_failure()])
-                    .map_err(|e| BackendError::Provider {
-                        device: device.to_string(),
-                        reason: e.to_string(),
-                    })?;
-            }
-            builder
-                .commit_from_file(&settings.path)
-                .map_err(|e| load_error(e.to_string()))
-        };
-        match settings.device {
-            Device::Cpu => Ok(OnnxEngine {
-                session: build(Device::Cpu)?,
-                provider: CPU_PROVIDER,
-            }),
-            Device::Cuda(_) => match build(settings.device) {
-                Ok(session) => Ok(OnnxEngine {
-                    session,
-                    provider: CUDA_PROVIDER,
-                }),
-                Err(error @ BackendError::Provider { .. }) if settings.cpu_fallback => {
-                    tracing::warn!(model = %settings.model, %error, "falling back to the CPU as device_fallback = \"cpu\" allows");
-                    Ok(OnnxEngine {
-                        session: build(Device::Cpu)?,
-                        provider: CPU_PROVIDER,
-                    })
-                }
-                Err(error) => Err(error),
-            },
-        }
+        let (session, provider) = open(settings)?;
+        Ok(OnnxEngine {
+            session: Some(session),
+            provider,
+            settings: settings.clone(),
+            load_time: None,
+        })
     }
 
     /// Inputs and outputs as the model file declares them.
@@ -112,22 +76,79 @@ impl OnnxEngine {
                 })
                 .collect()
         };
+        let session = self.session.as_ref().ok_or_else(|| BackendError::Load {
+            model: model.to_string(),
+            reason: "its session is unloaded".into(),
+        })?;
         Ok(ModelSpec {
-            inputs: describe(self.session.inputs())?,
-            outputs: describe(self.session.outputs())?,
+            inputs: describe(session.inputs())?,
+            outputs: describe(session.outputs())?,
         })
+    }
+}
+
+/// Opens a session on the configured device (or the CPU, where a fallback is allowed).
+fn open(settings: &OnnxSettings) -> Result<(Session, &'static str), BackendError> {
+    let environment = super::runtime::environment(&settings.runtime)?;
+    let load_error = |reason: String| BackendError::Load {
+        model: settings.model.clone(),
+        reason,
+    };
+    let build = |device: Device| -> Result<Session, BackendError> {
+        let mut builder = Session::builder(environment)
+            .map_err(|e| load_error(e.to_string()))?
+            .with_intra_threads(settings.intra_op_threads)
+            .map_err(|e| load_error(e.to_string()))?
+            .with_intra_op_spinning(settings.intra_op_spinning)
+            .map_err(|e| load_error(e.to_string()))?;
+        if let Device::Cuda(index) = device {
+            builder = builder
+                .with_execution_providers([ep::CUDA::default()
+                    .with_device_id(index)
+                    .build()
+                    .error_on_failure()])
+                .map_err(|e| BackendError::Provider {
+                    device: device.to_string(),
+                    reason: e.to_string(),
+                })?;
+        }
+        builder
+            .commit_from_file(&settings.path)
+            .map_err(|e| load_error(e.to_string()))
+    };
+    match settings.device {
+        Device::Cpu => Ok((build(Device::Cpu)?, CPU_PROVIDER)),
+        Device::Cuda(_) => match build(settings.device) {
+            Ok(session) => Ok((session, CUDA_PROVIDER)),
+            Err(error @ BackendError::Provider { .. }) if settings.cpu_fallback => {
+                tracing::warn!(model = %settings.model, %error, "falling back to the CPU as device_fallback = \"cpu\" allows");
+                Ok((build(Device::Cpu)?, CPU_PROVIDER))
+            }
+            Err(error) => Err(error),
+        },
     }
 }
 
 impl Engine for OnnxEngine {
     fn run(&mut self, inputs: &[BatchInput]) -> Result<Vec<Tensor>, BackendError> {
+        if self.session.is_none() {
+            let started = Instant::now();
+            let (session, provider) = open(&self.settings)?;
+            self.session = Some(session);
+            self.provider = provider;
+            self.load_time = Some(started.elapsed());
+            tracing::info!(model = %self.settings.model, load_us = started.elapsed().as_micros() as u64,
+                "session loaded again after an idle unload");
+        }
+        let Some(session) = self.session.as_mut() else {
+            return Err(BackendError::Execution("the session is not loaded".into()));
+        };
         let allocator = Allocator::default();
         let mut values: Vec<(String, DynTensor)> = Vec::with_capacity(inputs.len());
         for input in inputs {
             values.push((input.name.clone(), copy_in(&allocator, input)?));
         }
-        let outputs = self
-            .session
+        let outputs = session
             .run(values)
             .map_err(|e| BackendError::Execution(e.to_string()))?;
         let mut tensors = Vec::with_capacity(outputs.len());
@@ -142,6 +163,18 @@ impl Engine for OnnxEngine {
 
     fn provider(&self) -> &str {
         self.provider
+    }
+
+    fn unload(&mut self) -> bool {
+        self.session.take().is_some()
+    }
+
+    fn is_loaded(&self) -> bool {
+        self.session.is_some()
+    }
+
+    fn take_load_time(&mut self) -> Option<Duration> {
+        self.load_time.take()
     }
 }
 

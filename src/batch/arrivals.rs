@@ -36,7 +36,7 @@ impl Flow {
         self.inflight.load(Ordering::Acquire)
     }
 
-    fn finished(&self) -> u64 {
+    pub(crate) fn finished(&self) -> u64 {
         self.finished.load(Ordering::Acquire)
     }
 }

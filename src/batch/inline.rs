@@ -82,9 +82,10 @@ impl Local {
         if !self.runs.short().allows(bytes) {
             return None;
         }
+        // An unloaded session is loaded on its instance's thread, never on the runtime's.
         self.instances
             .iter()
-            .find_map(|instance| instance.try_claim())
+            .find_map(|instance| instance.try_claim().filter(Claimed::is_loaded))
     }
 
     pub(crate) fn runs(&self) -> &ModelRuns {

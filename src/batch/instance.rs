@@ -3,6 +3,7 @@
 
 use super::inline::{self, ShortRuns};
 use super::{split, BatchError};
+use crate::backend::presence::Presence;
 use crate::backend::{AsyncEngine, BackendError, Engine};
 use crate::telemetry;
 use crate::telemetry::stats::ModelStats;
@@ -44,6 +45,8 @@ pub(crate) struct Instance {
     runs: Arc<ModelRuns>,
     /// Busy microseconds so far, readable by the idle meter without the lock.
     busy_us: Arc<AtomicU64>,
+    /// Whether the engine's session is loaded, and for how long it was not.
+    presence: Arc<Presence>,
 }
 
 /// How an instance runs its batches: on its own thread, or as a task awaiting an engine that
@@ -58,6 +61,8 @@ pub(crate) struct Ran {
     pub per_member: Vec<Arc<[Tensor]>>,
     pub batch_rows: usize,
     pub compute: Duration,
+    /// Time spent loading the session again before this batch (after an idle unload).
+    pub cold_start: Option<Duration>,
 }
 
 impl Instance {
@@ -86,11 +91,16 @@ impl Instance {
             meter: Mutex::new(BusyMeter::new(model, index, busy_us.clone())),
             runs,
             busy_us,
+            presence: Arc::default(),
         }
     }
 
     pub(crate) fn busy_us(&self) -> &Arc<AtomicU64> {
         &self.busy_us
+    }
+
+    pub(crate) fn presence(&self) -> &Arc<Presence> {
+        &self.presence
     }
 
     /// Whether this instance's engine computes on the thread that runs it (not an upstream).
@@ -153,7 +163,7 @@ impl Instance {
                 "the gateway is shutting down".to_string()
             }))
         });
-        self.account(started.elapsed(), result, rows)
+        self.account(started.elapsed(), result, rows, None)
     }
 
     /// Meters a run, counts it in the model's series and splits its outputs by member.
@@ -162,6 +172,7 @@ impl Instance {
         compute: Duration,
         result: Result<Vec<Tensor>, BackendError>,
         rows: &[usize],
+        cold_start: Option<Duration>,
     ) -> Result<Ran, BatchError> {
         let batch_rows: usize = rows.iter().sum();
         self.meter
@@ -179,6 +190,7 @@ impl Instance {
             per_member,
             batch_rows,
             compute,
+            cold_start,
         })
     }
 
@@ -205,12 +217,36 @@ impl<'a> Claimed<'a> {
     pub(crate) fn run(&mut self, inputs: &[&[Tensor]], rows: &[usize]) -> Result<Ran, BatchError> {
         let batch_inputs = split::gather(inputs);
         let bytes = inline::input_bytes(inputs.iter().copied());
+        if !self.engine.is_loaded() {
+            // Back on the device from here: loading is idle time of the model, not of nobody.
+            self.instance.presence.arrive(tokio::time::Instant::now());
+        }
         let started = Instant::now();
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| self.engine.run(&batch_inputs)))
             .unwrap_or_else(|panic| Err(panicked(panic.as_ref())));
-        let compute = started.elapsed();
-        self.instance.runs.short.observe(bytes, compute);
-        self.instance.account(compute, result, rows)
+        // The load is not the batch's computation, so it is neither billed nor timed as one.
+        let cold_start = self.engine.take_load_time();
+        let compute = started
+            .elapsed()
+            .saturating_sub(cold_start.unwrap_or_default());
+        if cold_start.is_none() {
+            self.instance.runs.short.observe(bytes, compute);
+        }
+        self.instance.account(compute, result, rows, cold_start)
+    }
+
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.engine.is_loaded()
+    }
+
+    /// Lets go of the engine's session, if it is loaded and can be loaded again; true if it
+    /// was.
+    pub(crate) fn unload(&mut self) -> bool {
+        let unloaded = self.engine.unload();
+        if unloaded {
+            self.instance.presence.leave(tokio::time::Instant::now());
+        }
+        unloaded
     }
 
     /// Gives the engine back, keeping the instance to answer for.

@@ -9,6 +9,7 @@ mod instance;
 pub mod policy;
 pub mod split;
 mod timer;
+mod unload;
 mod worker;
 
 use crate::backend::{BackendError, Engines};
@@ -79,6 +80,8 @@ pub struct JobOutput {
     pub batch_rows: usize,
     pub queue_us: u64,
     pub compute_us: u64,
+    /// Time the batch waited for its model's session to be loaded again (0: it was loaded).
+    pub cold_start_us: u64,
 }
 
 pub(crate) struct Pending {
@@ -99,6 +102,8 @@ pub struct BatcherSettings {
     pub batching: bool,
     /// The model's Triton-style statistics, which count every batch run.
     pub stats: Arc<crate::telemetry::stats::ModelStats>,
+    /// Unload the sessions after this long without a request (local models only).
+    pub idle_unload_after: Option<std::time::Duration>,
 }
 
 #[derive(Clone)]
@@ -109,6 +114,7 @@ pub struct BatchHandle {
     local: Local,
     /// Busy microseconds of each instance, for idle-time metering.
     busy: Arc<[Arc<AtomicU64>]>,
+    presences: Arc<[Arc<crate::backend::presence::Presence>]>,
     flow: Arc<arrivals::Flow>,
 }
 
@@ -168,6 +174,7 @@ impl BatchHandle {
             batch_rows: ran.batch_rows,
             queue_us: 0,
             compute_us: ran.compute.as_micros() as u64,
+            cold_start_us: ran.cold_start.map_or(0, |d| d.as_micros() as u64),
         }))
     }
 
@@ -192,6 +199,11 @@ impl BatchHandle {
 
     pub fn busy_counters(&self) -> &[Arc<AtomicU64>] {
         &self.busy
+    }
+
+    /// Each instance's loaded state and unloaded time, beside `busy_counters`.
+    pub fn presences(&self) -> &[Arc<crate::backend::presence::Presence>] {
+        &self.presences
     }
 
     fn closed(&self) -> BatchError {
@@ -240,7 +252,23 @@ pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
     };
     let local = Local::new(&instances, runs);
     let busy = instances.iter().map(|i| i.busy_us().clone()).collect();
+    let presences = instances.iter().map(|i| i.presence().clone()).collect();
     let flow = Arc::new(arrivals::Flow::new(model));
+    if let Some(after) = settings.idle_unload_after {
+        let computing: Vec<_> = instances
+            .iter()
+            .filter(|i| i.computes_here())
+            .cloned()
+            .collect();
+        if !computing.is_empty() {
+            tokio::spawn(unload::watch(
+                settings.model.clone(),
+                after,
+                Arc::downgrade(&flow),
+                computing,
+            ));
+        }
+    }
     tokio::spawn(actor::run(
         settings.clone(),
         receiver,
@@ -257,6 +285,7 @@ pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
         settings,
         local,
         busy,
+        presences,
         flow,
     }
 }

@@ -67,6 +67,7 @@ fn settings(max_rows: usize, delay: Duration, max_queue_size: usize) -> BatcherS
         max_queue_size,
         batching: max_rows > 1,
         stats: Default::default(),
+        idle_unload_after: None,
     }
 }
 

@@ -125,6 +125,7 @@ fn answer(
     match ran {
         Ok(ran) => {
             let compute_us = ran.compute.as_micros() as u64;
+            let cold_start_us = ran.cold_start.map_or(0, |d| d.as_micros() as u64);
             for (member, outputs) in members.into_iter().zip(ran.per_member) {
                 let queue = started.duration_since(member.enqueued);
                 instance.queue_waits().record(queue.as_secs_f64());
@@ -133,6 +134,7 @@ fn answer(
                     batch_rows: ran.batch_rows,
                     queue_us: queue.as_micros() as u64,
                     compute_us,
+                    cold_start_us,
                 }));
             }
         }

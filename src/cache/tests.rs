@@ -21,6 +21,7 @@ fn value() -> CachedValue {
         rows: 1,
         batch_rows: 1,
         queue_us: 0,
+        cold_start_us: 0,
         model: Arc::from("m"),
         ttl: Duration::from_secs(60),
     }

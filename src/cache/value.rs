@@ -16,6 +16,9 @@ pub struct CachedValue {
     pub rows: u32,
     pub batch_rows: u32,
     pub queue_us: u64,
+    /// Time its batch waited for the model's session to load again; only the request that
+    /// computed it reports this, so it is not part of the binary form either.
+    pub cold_start_us: u64,
     /// For purging one model and for per-model TTLs; not part of the binary form.
     pub model: Arc<str>,
     pub ttl: Duration,
@@ -102,6 +105,7 @@ pub fn decode(mut bytes: Bytes, model: Arc<str>, ttl: Duration) -> Option<Cached
         rows,
         batch_rows,
         queue_us,
+        cold_start_us: 0,
         model,
         ttl,
     })
@@ -152,6 +156,7 @@ mod tests {
             rows: 2,
             batch_rows: 8,
             queue_us: 7,
+            cold_start_us: 0,
             model: Arc::from("digits"),
             ttl: Duration::from_secs(60),
         }

@@ -84,6 +84,10 @@ pub struct ModelConfig {
     pub max_queue_delay_us: u64,
     #[serde(default)]
     pub batch_wait: BatchWait,
+    /// Above 0: the sessions are unloaded after this many seconds without a request, and
+    /// loaded again by the next one (local models only).
+    #[serde(default)]
+    pub idle_unload_after_s: u64,
     #[serde(default)]
     pub preferred_batch_sizes: Vec<usize>,
     #[serde(default = "default_queue_size")]

@@ -40,6 +40,12 @@ impl ModelConfig {
         base_dir: &std::path::Path,
     ) -> Result<(), ConfigError> {
         let key = |field: &str| format!("models[{index}].{field}");
+        if self.idle_unload_after_s > 0 {
+            return Err(invalid(
+                key("idle_unload_after_s"),
+                "applies to local models only: an upstream model holds no session here",
+            ));
+        }
         if let Some(single) = self.upstream.take() {
             if !self.upstreams.is_empty() {
                 return Err(invalid(

@@ -455,14 +455,16 @@ fn metered_instances(registry: &Registry) -> Vec<MeteredInstance> {
                 .batcher
                 .busy_counters()
                 .iter()
+                .zip(model.batcher.presences())
                 .enumerate()
-                .map(|(index, busy_us)| MeteredInstance {
+                .map(|(index, (busy_us, presence))| MeteredInstance {
                     model: model.text.name.clone(),
                     version: model.text.version.clone(),
                     device: model.text.device.clone(),
                     index,
                     price_per_hour: model.price_per_hour,
                     busy_us: busy_us.clone(),
+                    presence: presence.clone(),
                 })
                 .collect::<Vec<_>>()
         })
@@ -544,6 +546,11 @@ fn answer(
         compute_us: if computed_here { value.compute_us } else { 0 },
         cost_usd: if computed_here { value.cost_usd } else { 0.0 },
         saved_usd: if computed_here { 0.0 } else { value.cost_usd },
+        cold_start_us: if computed_here {
+            value.cold_start_us
+        } else {
+            0
+        },
         device: model.text.device.clone(),
     };
     let outputs = match outputs {
@@ -580,6 +587,7 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
         rows: rows as u32,
         batch_rows: output.batch_rows as u32,
         queue_us: output.queue_us,
+        cold_start_us: output.cold_start_us,
         model: Arc::from(model.name.as_str()),
         ttl: model.cache.ttl,
     })

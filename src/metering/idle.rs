@@ -3,6 +3,7 @@
 //! plus idle cost add up to every instance's whole time at the device's price.
 
 use super::record::{self, UsageRecord, IDLE_TENANT};
+use crate::backend::presence::Presence;
 use crate::telemetry;
 use smol_str::SmolStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,8 @@ pub struct MeteredInstance {
     pub price_per_hour: f64,
     /// The instance's busy time so far, which its worker keeps.
     pub busy_us: Arc<AtomicU64>,
+    /// Time its session was unloaded, which is neither busy nor idle.
+    pub presence: Arc<Presence>,
 }
 
 struct Instance {
@@ -76,7 +79,10 @@ impl IdleMeter {
         } in &mut self.instances
         {
             // Cumulative, so a batch that straddles a tick is settled at the next one.
-            let idle_total = wall_us.saturating_sub(instance.busy_us.load(Ordering::Acquire));
+            let away_us = instance.presence.away(now).as_micros() as u64;
+            let idle_total = wall_us
+                .saturating_sub(instance.busy_us.load(Ordering::Acquire))
+                .saturating_sub(away_us);
             let idle_us = idle_total.saturating_sub(*recorded_idle_us);
             if idle_us == 0 {
                 continue;
@@ -133,6 +139,7 @@ mod tests {
             index: 0,
             price_per_hour: 3.6,
             busy_us: busy_us.clone(),
+            presence: Arc::default(),
         }
     }
 
@@ -164,6 +171,28 @@ mod tests {
         assert_eq!(
             idle(&mut meter),
             [("a".into(), 5_000_000), ("c".into(), 5_000_000)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unloaded_instance_accrues_no_idle_time() {
+        let busy = Arc::new(AtomicU64::new(0));
+        let metered = instance("a", &busy);
+        let presence = metered.presence.clone();
+        let mut meter = IdleMeter::new(vec![metered], Instant::now());
+        let step = |s| tokio::time::advance(Duration::from_secs(s));
+        step(1).await;
+        assert_eq!(idle(&mut meter), [("a".into(), 1_000_000)]);
+        presence.leave(Instant::now());
+        step(2).await;
+        assert_eq!(idle(&mut meter), [], "nothing while unloaded");
+        step(1).await;
+        presence.arrive(Instant::now());
+        step(1).await;
+        assert_eq!(
+            idle(&mut meter),
+            [("a".into(), 1_000_000)],
+            "only the second since loading"
         );
     }
 }

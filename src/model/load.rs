@@ -204,6 +204,8 @@ pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Load
             max_queue_size: model_config.max_queue_size,
             batching,
             stats: stats.clone(),
+            idle_unload_after: (model_config.idle_unload_after_s > 0)
+                .then(|| Duration::from_secs(model_config.idle_unload_after_s)),
         },
         loaded.engines,
     );

@@ -169,7 +169,7 @@ pub fn response(response: InferResponse) -> proto::ModelInferResponse {
     let double = |d: f64| proto::InferParameter {
         parameter_choice: Some(ParameterChoice::DoubleParam(d)),
     };
-    let parameters = HashMap::from([
+    let mut parameters = HashMap::from([
         (
             "cache".to_string(),
             string(served.cache.as_str().to_string()),
@@ -181,6 +181,9 @@ pub fn response(response: InferResponse) -> proto::ModelInferResponse {
         ("cost_usd".to_string(), double(served.cost_usd)),
         ("saved_usd".to_string(), double(served.saved_usd)),
     ]);
+    if served.cold_start_us > 0 {
+        parameters.insert("cold_start_us".to_string(), unsigned(served.cold_start_us));
+    }
     proto::ModelInferResponse {
         model_name: response.model,
         model_version: response.version,

@@ -351,6 +351,10 @@ fn write_served(out: &mut Vec<u8>, served: &crate::request::Served) {
     json_value(out, &served.cost_usd);
     out.extend_from_slice(b",\"saved_usd\":");
     json_value(out, &served.saved_usd);
+    if served.cold_start_us > 0 {
+        out.extend_from_slice(b",\"cold_start_us\":");
+        json_value(out, &served.cold_start_us);
+    }
     out.push(b'}');
 }
 

@@ -556,6 +556,13 @@ fn served_headers(headers: &mut hyper::HeaderMap, response: &InferResponse) {
         }
         start = end;
     }
+    // Only on the rare answer that had to load its model again.
+    if served.cold_start_us > 0 {
+        headers.insert(
+            HeaderName::from_static("x-tollgate-cold-start-us"),
+            HeaderValue::from(served.cold_start_us),
+        );
+    }
 }
 
 pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

@@ -110,6 +110,7 @@ fn response(id: Option<&str>, outputs: Vec<Tensor>) -> InferResponse {
             compute_us: 0,
             cost_usd: 0.0,
             saved_usd: 1.25e-7,
+            cold_start_us: 0,
             device: "cpu".into(),
         },
     }

@@ -53,6 +53,7 @@ fn response(outputs: Vec<Tensor>) -> InferResponse {
             compute_us: 0,
             cost_usd: 0.0,
             saved_usd: 0.0,
+            cold_start_us: 0,
             device: "cpu".into(),
         },
     }

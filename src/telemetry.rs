@@ -17,6 +17,7 @@ pub const BATCH_SIZE: &str = "tollgate_batch_size";
 pub const QUEUE_DEPTH: &str = "tollgate_queue_depth";
 pub const INFLIGHT: &str = "tollgate_inflight_requests";
 pub const MODEL_LOADED: &str = "tollgate_model_loaded";
+pub const MODEL_INSTANCES: &str = "tollgate_model_instances";
 pub const QUEUE_DURATION: &str = "tollgate_queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "tollgate_compute_duration_seconds";
 pub const REJECTIONS: &str = "tollgate_rejections_total";
@@ -99,6 +100,11 @@ const DESCRIBED: &[(&str, Kind, &str)] = &[
         QUEUE_DEPTH,
         Kind::Gauge,
         "Requests waiting in a model's batch queue.",
+    ),
+    (
+        MODEL_INSTANCES,
+        Kind::Gauge,
+        "Instances of a model taking batches now (they follow the load with max_instances).",
     ),
     (
         MODEL_LOADED,

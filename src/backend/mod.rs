@@ -79,6 +79,12 @@ pub trait Engine: Send + 'static {
         false
     }
 
+    /// Loads the session now if it is not, so that no request waits for it (an instance
+    /// started to follow the load).
+    fn load(&mut self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// Whether the session is loaded (a run that finds it unloaded loads it first).
     fn is_loaded(&self) -> bool {
         true

@@ -51,6 +51,22 @@ impl OnnxEngine {
         })
     }
 
+    /// An engine whose session is opened only when it is first needed: an instance beyond
+    /// `instances` that starts when the load calls for it. `provider` is what a loaded
+    /// sibling reports until this one opens its own.
+    pub fn deferred(settings: &OnnxSettings, provider: &'static str) -> OnnxEngine {
+        OnnxEngine {
+            session: None,
+            provider,
+            settings: settings.clone(),
+            load_time: None,
+        }
+    }
+
+    pub fn provider_name(&self) -> &'static str {
+        self.provider
+    }
+
     /// Inputs and outputs as the model file declares them.
     pub fn spec(&self, model: &str) -> Result<ModelSpec, BackendError> {
         let describe = |outlets: &[ort::value::Outlet]| -> Result<Vec<TensorSpec>, BackendError> {
@@ -167,6 +183,15 @@ impl Engine for OnnxEngine {
 
     fn unload(&mut self) -> bool {
         self.session.take().is_some()
+    }
+
+    fn load(&mut self) -> Result<(), BackendError> {
+        if self.session.is_none() {
+            let (session, provider) = open(&self.settings)?;
+            self.session = Some(session);
+            self.provider = provider;
+        }
+        Ok(())
     }
 
     fn is_loaded(&self) -> bool {

@@ -235,6 +235,15 @@ impl<'a> Claimed<'a> {
         self.instance.account(compute, result, rows, cold_start)
     }
 
+    /// Loads the session ahead of any batch (an instance added for the load).
+    pub(crate) fn preload(&mut self) -> Result<(), BackendError> {
+        if self.engine.is_loaded() {
+            return Ok(());
+        }
+        self.instance.presence.arrive(tokio::time::Instant::now());
+        self.engine.load()
+    }
+
     pub(crate) fn is_loaded(&self) -> bool {
         self.engine.is_loaded()
     }

@@ -7,6 +7,7 @@ mod arrivals;
 mod inline;
 mod instance;
 pub mod policy;
+mod scale;
 pub mod split;
 mod timer;
 mod unload;
@@ -104,6 +105,27 @@ pub struct BatcherSettings {
     pub stats: Arc<crate::telemetry::stats::ModelStats>,
     /// Unload the sessions after this long without a request (local models only).
     pub idle_unload_after: Option<std::time::Duration>,
+    /// How many instances run at start, and the range they follow the load in.
+    pub instances: InstanceRange,
+}
+
+/// `start` instances run at first; with `min < max` their number follows the load. Engines
+/// beyond `start` are handed over unloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceRange {
+    pub start: usize,
+    pub min: usize,
+    pub max: usize,
+}
+
+impl InstanceRange {
+    pub fn fixed(count: usize) -> InstanceRange {
+        InstanceRange {
+            start: count,
+            min: count,
+            max: count,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -223,6 +245,14 @@ pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
     // for assembly, and requests that arrive meanwhile can still join the next batch.
     let (work_sender, work_receiver) = mpsc::channel(1);
     let runs = Arc::new(ModelRuns::new(&settings.model, settings.stats.clone()));
+    // A range beyond the engines there are is cut to them.
+    let count = engines.len();
+    let range = InstanceRange {
+        start: settings.instances.start.min(count),
+        min: settings.instances.min.min(count),
+        max: settings.instances.max.min(count),
+    };
+    let scale = Arc::new(scale::Scale::new(&settings.model, range.start));
     let model = settings.model.as_str();
     let instances: Vec<Arc<Instance>> = match engines {
         Engines::Threads(engines) => {
@@ -235,7 +265,15 @@ pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
                 })
                 .collect();
             for (index, instance) in instances.iter().enumerate() {
-                worker::spawn_thread(settings.clone(), index, instance.clone(), receiver.clone());
+                worker::spawn_thread(
+                    settings.clone(),
+                    worker::Slot {
+                        index,
+                        instance: instance.clone(),
+                        scale: scale.clone(),
+                    },
+                    receiver.clone(),
+                );
             }
             instances
         }
@@ -254,6 +292,20 @@ pub fn start(settings: BatcherSettings, engines: Engines) -> BatchHandle {
     let busy = instances.iter().map(|i| i.busy_us().clone()).collect();
     let presences = instances.iter().map(|i| i.presence().clone()).collect();
     let flow = Arc::new(arrivals::Flow::new(model));
+    // Instances that do not run yet hold no session, and are not billed for idling.
+    for instance in instances.iter().skip(range.start) {
+        instance.presence().leave(Instant::now());
+    }
+    if range.min < range.max {
+        tokio::spawn(scale::follow(
+            scale.clone(),
+            scale::Follow::new(range.min, range.max),
+            Arc::downgrade(&flow),
+            Arc::downgrade(&queued),
+            instances.clone(),
+            settings.model.clone(),
+        ));
+    }
     if let Some(after) = settings.idle_unload_after {
         let computing: Vec<_> = instances
             .iter()

@@ -68,6 +68,7 @@ fn settings(max_rows: usize, delay: Duration, max_queue_size: usize) -> BatcherS
         batching: max_rows > 1,
         stats: Default::default(),
         idle_unload_after: None,
+        instances: super::InstanceRange::fixed(64),
     }
 }
 

@@ -4,22 +4,48 @@
 
 use super::actor::Batch;
 use super::instance::{Claimed, Instance, Ran};
+use super::scale::Scale;
 use super::{BatchError, BatcherSettings, JobOutput, Pending};
 use crate::tensor::Tensor;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// One instance's thread: which it is, and the gate that says whether it may run.
+pub(crate) struct Slot {
+    pub index: usize,
+    pub instance: Arc<Instance>,
+    pub scale: Arc<Scale>,
+}
+
 pub(crate) fn spawn_thread(
     settings: Arc<BatcherSettings>,
-    index: usize,
-    instance: Arc<Instance>,
+    slot: Slot,
     batches: Arc<Mutex<mpsc::Receiver<Batch>>>,
 ) {
+    let Slot {
+        index,
+        instance,
+        scale,
+    } = slot;
     let name = format!("{}-{index}", settings.model);
     let spawned = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || loop {
+            if !scale.is_active(index) {
+                // Stopped by the load: its session goes until it is started again.
+                if let Some(mut claimed) = instance.claim() {
+                    claimed.unload();
+                }
+                if !scale.wait_until_active(index) {
+                    break;
+                }
+                if let Some(mut claimed) = instance.claim() {
+                    if let Err(error) = claimed.preload() {
+                        tracing::warn!(model = %settings.model, %error, "an added instance could not load; its first batch tries again");
+                    }
+                }
+            }
             // Whoever holds the lock waits for the next batch; the others wait for the lock.
             let next = match batches.lock() {
                 Ok(mut receiver) => receiver.blocking_recv(),

@@ -88,6 +88,10 @@ pub struct ModelConfig {
     /// loaded again by the next one (local models only).
     #[serde(default)]
     pub idle_unload_after_s: u64,
+    /// Instances follow the load between these two (local models); both default to
+    /// `instances`, which is how many run at start.
+    pub min_instances: Option<usize>,
+    pub max_instances: Option<usize>,
     #[serde(default)]
     pub preferred_batch_sizes: Vec<usize>,
     #[serde(default = "default_queue_size")]
@@ -107,6 +111,14 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// (min_instances, max_instances), each `instances` unless set.
+    pub fn instance_range(&self) -> (usize, usize) {
+        (
+            self.min_instances.unwrap_or(self.instances),
+            self.max_instances.unwrap_or(self.instances),
+        )
+    }
+
     pub(super) fn validate(&mut self, index: usize, base_dir: &Path) -> Result<(), ConfigError> {
         let key = |field: &str| format!("models[{index}].{field}");
         if self.name.is_empty() || self.name.contains('/') {
@@ -151,6 +163,31 @@ impl ModelConfig {
         }
         if !(1..=64).contains(&self.instances) {
             return Err(invalid(key("instances"), "must be between 1 and 64"));
+        }
+        let (min, max) = self.instance_range();
+        if max > 64 {
+            return Err(invalid(key("max_instances"), "must be at most 64"));
+        }
+        if min > self.instances || self.instances > max {
+            return Err(invalid(
+                key("min_instances"),
+                format!(
+                    "min_instances ({min}) <= instances ({}) <= max_instances ({max}) must hold",
+                    self.instances
+                ),
+            ));
+        }
+        if min == 0 && self.idle_unload_after_s == 0 {
+            return Err(invalid(
+                key("min_instances"),
+                "0 needs idle_unload_after_s: the last instance goes only by idling",
+            ));
+        }
+        if max > self.instances && self.path.is_none() {
+            return Err(invalid(
+                key("max_instances"),
+                "applies to local models only: an upstream pool is scaled where it runs",
+            ));
         }
         if !(1..=256).contains(&self.intra_op_threads) {
             return Err(invalid(

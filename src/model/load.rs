@@ -82,9 +82,15 @@ pub(super) fn load_local(
         intra_op_spinning: model_config.intra_op_spinning,
         runtime: config.runtime.onnxruntime.clone(),
     };
-    let mut engines: Vec<OnnxEngine> = Vec::with_capacity(model_config.instances);
+    let (_, max_instances) = model_config.instance_range();
+    let mut engines: Vec<OnnxEngine> = Vec::with_capacity(max_instances);
     for _ in 0..model_config.instances {
         engines.push(OnnxEngine::load(&settings)?);
+    }
+    // Instances the load may add later open their sessions when they start.
+    let provider_name = engines.first().map_or("", |e| e.provider_name());
+    for _ in model_config.instances..max_instances {
+        engines.push(OnnxEngine::deferred(&settings, provider_name));
     }
     let Some(first) = engines.first() else {
         return Err(BackendError::Load {
@@ -206,6 +212,14 @@ pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Load
             stats: stats.clone(),
             idle_unload_after: (model_config.idle_unload_after_s > 0)
                 .then(|| Duration::from_secs(model_config.idle_unload_after_s)),
+            instances: {
+                let (min, max) = model_config.instance_range();
+                batch::InstanceRange {
+                    start: model_config.instances,
+                    min,
+                    max,
+                }
+            },
         },
         loaded.engines,
     );

@@ -18,6 +18,7 @@ pub const QUEUE_DEPTH: &str = "tollgate_queue_depth";
 pub const INFLIGHT: &str = "tollgate_inflight_requests";
 pub const MODEL_LOADED: &str = "tollgate_model_loaded";
 pub const MODEL_INSTANCES: &str = "tollgate_model_instances";
+pub const MODEL_READY: &str = "tollgate_model_ready";
 pub const QUEUE_DURATION: &str = "tollgate_queue_duration_seconds";
 pub const COMPUTE_DURATION: &str = "tollgate_compute_duration_seconds";
 pub const REJECTIONS: &str = "tollgate_rejections_total";
@@ -100,6 +101,11 @@ const DESCRIBED: &[(&str, Kind, &str)] = &[
         QUEUE_DEPTH,
         Kind::Gauge,
         "Requests waiting in a model's batch queue.",
+    ),
+    (
+        MODEL_READY,
+        Kind::Gauge,
+        "1 while a model can answer (an upstream model: while an upstream is ready), as /v2/models/{m}/ready says.",
     ),
     (
         MODEL_INSTANCES,

@@ -1,10 +1,10 @@
 //! Idle unload: a model that has had no request for `idle_unload_after_s` lets go of its
 //! sessions (their device memory), and the next batch loads them again on its instance. The
-//! model stays ready meanwhile: it can always answer, only later.
+//! model stays ready meanwhile: it can always answer, only later. `tollgate_model_loaded` is
+//! read from the instances' presence at each scrape, so it is never behind.
 
 use super::arrivals::Flow;
 use super::instance::Instance;
-use crate::telemetry;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -16,8 +16,6 @@ pub(crate) async fn watch(
     flow: Weak<Flow>,
     instances: Vec<Arc<Instance>>,
 ) {
-    let loaded = metrics::gauge!(telemetry::MODEL_LOADED, "model" => model.clone());
-    loaded.set(1.0);
     let check = (after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut quiet = Quiet::new(Instant::now());
     loop {
@@ -42,8 +40,6 @@ pub(crate) async fn watch(
                 }
             }
         }
-        let any_loaded = instances.iter().any(|i| i.presence().is_loaded());
-        loaded.set(if any_loaded { 1.0 } else { 0.0 });
     }
 }
 

@@ -92,6 +92,16 @@ impl Registry {
     pub fn all(&self) -> impl Iterator<Item = &Arc<Model>> {
         self.models.values().flatten()
     }
+
+    /// Every model name and whether some version of it is ready; pending ones are not.
+    pub fn readiness(&self) -> impl Iterator<Item = (&str, bool)> {
+        let served = self
+            .models
+            .iter()
+            .map(|(name, versions)| (name.as_str(), versions.iter().any(|m| m.is_ready())));
+        let pending = self.pending.keys().map(|name| (name.as_str(), false));
+        served.chain(pending)
+    }
 }
 
 /// Numeric versions compare as numbers ("10" after "9"); others as text, after numbers.

@@ -296,6 +296,8 @@ pub struct MeteringConfig {
     pub allowed_tags: Vec<String>,
     /// How often each model instance's idle time is written to the ledger as `__idle__` cost.
     pub idle_interval_seconds: u64,
+    /// Tenants with a label of their own on the cost metrics; the rest are `other`.
+    pub metric_tenants: usize,
 }
 
 impl Default for MeteringConfig {
@@ -303,6 +305,7 @@ impl Default for MeteringConfig {
         MeteringConfig {
             allowed_tags: Vec::new(),
             idle_interval_seconds: 60,
+            metric_tenants: 200,
         }
     }
 }

@@ -19,10 +19,9 @@ use crate::fleet::{Redis, Role};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use arc_swap::ArcSwap;
-use smol_str::SmolStr;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -57,15 +56,12 @@ pub struct Metering {
     /// Judges closed minutes; used by the background only.
     anomalies: Mutex<Detector>,
     idle: Mutex<Option<IdleMeter>>,
-    gauges: RwLock<HashMap<SmolStr, HashMap<SmolStr, MoneyGauges>>>,
+    money: super::labels::MoneySeries,
     sync: bool,
     on_redis_down: OnRedisDown,
     idle_interval: Duration,
     ledger_alarm: AtomicBool,
 }
-
-/// The cost and saved series of one tenant × model.
-type MoneyGauges = (metrics::Gauge, metrics::Gauge);
 
 /// What admission decided for a caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +126,7 @@ impl Metering {
                 alpha: alerts.anomaly_alpha,
             })),
             idle: Mutex::new(None),
-            gauges: RwLock::new(HashMap::new()),
+            money: super::labels::MoneySeries::new(config.metering.metric_tenants),
             sync: config.ledger.durability == Durability::Sync,
             on_redis_down: config.fleet.on_redis_down,
             idle_interval: Duration::from_secs(config.metering.idle_interval_seconds),
@@ -293,7 +289,9 @@ impl Metering {
             }
         }
         if record.cost_usd > 0.0 || record.saved_usd > 0.0 {
-            let (cost, saved) = self.money_gauges(record);
+            let (cost, saved) = self
+                .money
+                .gauges(&record.tenant, &record.team, &record.model);
             cost.increment(record.cost_usd);
             saved.increment(record.saved_usd);
         }
@@ -380,35 +378,6 @@ impl Metering {
                 book.published(&totals);
             }
         }
-    }
-
-    /// The cost and saved series of a tenant × model, registered once: label strings are built
-    /// on first use only, keeping the per-request path free of allocations.
-    fn money_gauges(&self, record: &UsageRecord) -> MoneyGauges {
-        if let Ok(gauges) = self.gauges.read() {
-            if let Some(pair) = gauges
-                .get(record.tenant.as_str())
-                .and_then(|m| m.get(record.model.as_str()))
-            {
-                return pair.clone();
-            }
-        }
-        let labels = [
-            ("tenant", record.tenant.to_string()),
-            ("team", record.team.to_string()),
-            ("model", record.model.to_string()),
-        ];
-        let pair = (
-            metrics::gauge!(telemetry::COST, &labels),
-            metrics::gauge!(telemetry::SAVED, &labels),
-        );
-        if let Ok(mut gauges) = self.gauges.write() {
-            gauges
-                .entry(record.tenant.clone())
-                .or_default()
-                .insert(record.model.clone(), pair.clone());
-        }
-        pair
     }
 
     /// Writes the idle time accrued so far (also called on shutdown and by tests).

@@ -10,6 +10,7 @@ mod fleet_budget;
 mod fleet_spend;
 pub mod identity;
 pub mod idle;
+mod labels;
 pub mod ledger;
 pub mod meter;
 pub mod minutes;

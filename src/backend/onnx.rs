@@ -52,19 +52,18 @@ impl OnnxEngine {
     }
 
     /// An engine whose session is opened only when it is first needed: an instance beyond
-    /// `instances` that starts when the load calls for it. `provider` is what a loaded
-    /// sibling reports until this one opens its own.
-    pub fn deferred(settings: &OnnxSettings, provider: &'static str) -> OnnxEngine {
+    /// `instances` that starts when the load calls for it. Until then it names the provider
+    /// its device asks for.
+    pub fn deferred(settings: &OnnxSettings) -> OnnxEngine {
         OnnxEngine {
             session: None,
-            provider,
+            provider: match settings.device {
+                Device::Cpu => CPU_PROVIDER,
+                Device::Cuda(_) => CUDA_PROVIDER,
+            },
             settings: settings.clone(),
             load_time: None,
         }
-    }
-
-    pub fn provider_name(&self) -> &'static str {
-        self.provider
     }
 
     /// Inputs and outputs as the model file declares them.
@@ -149,9 +148,7 @@ impl Engine for OnnxEngine {
     fn run(&mut self, inputs: &[BatchInput]) -> Result<Vec<Tensor>, BackendError> {
         if self.session.is_none() {
             let started = Instant::now();
-            let (session, provider) = open(&self.settings)?;
-            self.session = Some(session);
-            self.provider = provider;
+            self.load()?;
             self.load_time = Some(started.elapsed());
             tracing::info!(model = %self.settings.model, load_us = started.elapsed().as_micros() as u64,
                 "session loaded again after an idle unload");

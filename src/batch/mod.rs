@@ -210,11 +210,6 @@ impl BatchHandle {
         self.queued.load(Ordering::Acquire)
     }
 
-    /// Requests submitted and not yet answered (queued or running).
-    pub fn inflight(&self) -> usize {
-        self.flow.inflight()
-    }
-
     pub fn settings(&self) -> &BatcherSettings {
         &self.settings
     }

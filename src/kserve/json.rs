@@ -1,19 +1,23 @@
 //! JSON tensor data: numbers (flat or nested arrays) read straight into the little-endian bytes
 //! of their datatype, and bytes written back out as JSON numbers, without a JSON tree either
-//! way; BYTES elements are JSON strings, held in the serialized form of `tensor::strings`. Every float is read by `lexical-parse-float`, correctly rounded into its own width (FP16 and
-//! BF16 included, where reading through f64 would round twice).
+//! way. Every float is read by `lexical-parse-float`, correctly rounded into its own width
+//! (FP16 and BF16 included, where reading through f64 would round twice). BYTES elements are
+//! JSON strings (`strings`).
 
-use crate::tensor::{strings, DataType};
+mod strings;
+
+use crate::tensor::DataType;
 use half::{bf16, f16};
 use lexical_parse_float::FromLexical;
 use std::io::Write;
+pub use strings::is_text;
 
 /// Reads every scalar in `json` (a JSON value already known to be well-formed) into the bytes
 /// of `dtype`. Nesting is ignored: `[[1,2],[3]]` and `[1,2,3]` read the same, row-major.
 /// Fails on the first element that is not a valid `dtype` value, or past `expected` elements.
 pub fn parse(json: &str, dtype: DataType, expected: usize) -> Result<Vec<u8>, String> {
     let Some(size) = dtype.element_size() else {
-        return parse_strings(json, expected);
+        return strings::parse(json, expected);
     };
     let mut out = Vec::with_capacity(expected * size);
     let bytes = json.as_bytes();
@@ -49,51 +53,6 @@ pub fn parse(json: &str, dtype: DataType, expected: usize) -> Result<Vec<u8>, St
         ));
     }
     Ok(out)
-}
-
-/// BYTES data: strings, flat or nested, each element's UTF-8 bytes as sent (escapes resolved).
-fn parse_strings(json: &str, expected: usize) -> Result<Vec<u8>, String> {
-    fn walk(
-        value: &serde_json::Value,
-        out: &mut Vec<u8>,
-        count: &mut usize,
-        expected: usize,
-    ) -> Result<(), String> {
-        match value {
-            serde_json::Value::Array(items) => items
-                .iter()
-                .try_for_each(|item| walk(item, out, count, expected)),
-            serde_json::Value::String(text) => {
-                if *count == expected {
-                    return Err(format!("more than the {expected} elements the shape holds"));
-                }
-                strings::push(out, text.as_bytes())?;
-                *count += 1;
-                Ok(())
-            }
-            other => Err(format!(
-                "element {count} ({other}) is not a string; BYTES needs strings"
-            )),
-        }
-    }
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
-    let mut out = Vec::with_capacity(json.len() + expected * strings::LENGTH_PREFIX);
-    let mut count = 0;
-    walk(&value, &mut out, &mut count, expected)?;
-    if count != expected {
-        return Err(format!(
-            "{count} elements for a shape that holds {expected}"
-        ));
-    }
-    Ok(out)
-}
-
-/// Whether `data` can be written as JSON without loss: numbers always, BYTES when every
-/// element is UTF-8 (JSON strings cannot hold other bytes).
-pub fn is_text(dtype: DataType, data: &[u8]) -> bool {
-    dtype != DataType::Bytes
-        || strings::elements(data).all(|e| e.is_ok_and(|e| std::str::from_utf8(e).is_ok()))
 }
 
 /// What ends a number in an array: the next element, the array's end, or whitespace.
@@ -314,7 +273,7 @@ fn finite<T: Into<f64> + Copy>(value: T, dtype: DataType) -> Result<T, String> {
 /// UTF-8 replaced (callers that must not lose them ask `is_text` first).
 pub fn write(out: &mut Vec<u8>, dtype: DataType, data: &[u8]) {
     if dtype == DataType::Bytes {
-        return write_strings(out, data);
+        return strings::write(out, data);
     }
     out.push(b'[');
     let size = dtype.element_size().unwrap_or(1);
@@ -323,17 +282,6 @@ pub fn write(out: &mut Vec<u8>, dtype: DataType, data: &[u8]) {
             out.push(b',');
         }
         let _ = write_element(out, dtype, element);
-    }
-    out.push(b']');
-}
-
-fn write_strings(out: &mut Vec<u8>, data: &[u8]) {
-    out.push(b'[');
-    for (index, element) in strings::elements(data).map_while(Result::ok).enumerate() {
-        if index > 0 {
-            out.push(b',');
-        }
-        let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(element));
     }
     out.push(b']');
 }
@@ -567,53 +515,6 @@ mod tests {
                 low += step;
             }
         }
-    }
-
-    #[test]
-    fn strings_read_into_their_serialized_form_and_back() {
-        // (JSON data, elements, the words or a fragment of the error)
-        type Case<'a> = (&'a str, usize, Result<&'a [&'a str], &'a str>);
-        let cases: &[Case] = &[
-            (r#"["a", "bé"]"#, 2, Ok(&["a", "bé"])),
-            (r#"[["x"], ["\u00e9\n"]]"#, 2, Ok(&["x", "é\n"])),
-            (r#"[""]"#, 1, Ok(&[""])),
-            ("[1]", 1, Err("element 0 (1) is not a string")),
-            (r#"["a","b"]"#, 1, Err("more than the 1")),
-            (r#"["a"]"#, 2, Err("1 elements for a shape that holds 2")),
-            (r#"["a"#, 1, Err("not JSON")),
-        ];
-        for (json, expected, want) in cases {
-            let got = parse(json, DataType::Bytes, *expected);
-            match want {
-                Ok(words) => {
-                    let bytes = got.unwrap();
-                    let encoded = strings::encode(words.iter().map(|w| w.as_bytes())).unwrap();
-                    assert_eq!(bytes, encoded, "{json}");
-                    let mut text = Vec::new();
-                    write(&mut text, DataType::Bytes, &bytes);
-                    let again = parse(
-                        std::str::from_utf8(&text).unwrap(),
-                        DataType::Bytes,
-                        *expected,
-                    );
-                    assert_eq!(again.as_ref(), Ok(&bytes), "{json}");
-                }
-                Err(fragment) => {
-                    let message = got.unwrap_err();
-                    assert!(
-                        message.contains(fragment),
-                        "{json}: `{message}` lacks `{fragment}`"
-                    );
-                }
-            }
-        }
-        let binary = strings::encode([&b"\xff"[..]]).unwrap();
-        assert!(!is_text(DataType::Bytes, &binary));
-        assert!(is_text(
-            DataType::Bytes,
-            &strings::encode([&b"ok"[..]]).unwrap()
-        ));
-        assert!(is_text(DataType::Fp32, &[0xff; 4]));
     }
 
     #[test]

@@ -88,9 +88,8 @@ pub(super) fn load_local(
         engines.push(OnnxEngine::load(&settings)?);
     }
     // Instances the load may add later open their sessions when they start.
-    let provider_name = engines.first().map_or("", |e| e.provider_name());
     for _ in model_config.instances..max_instances {
-        engines.push(OnnxEngine::deferred(&settings, provider_name));
+        engines.push(OnnxEngine::deferred(&settings));
     }
     let Some(first) = engines.first() else {
         return Err(BackendError::Load {

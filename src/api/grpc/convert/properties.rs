@@ -49,6 +49,11 @@ fn message(dtype: DataType, shape: &[usize]) -> proto::ModelInferRequest {
     }
 }
 
+/// The first `N` bytes of an element (its chunks are exactly that long).
+fn array<const N: usize>(element: &[u8]) -> [u8; N] {
+    std::array::from_fn(|i| element[i])
+}
+
 /// The typed contents a client fills for `data` (each element in its field's wider type).
 fn typed(dtype: DataType, data: &[u8]) -> proto::InferTensorContents {
     let mut contents = proto::InferTensorContents::default();
@@ -67,28 +72,16 @@ fn typed(dtype: DataType, data: &[u8]) -> proto::InferTensorContents {
             DataType::Int16 => contents
                 .int_contents
                 .push(i32::from(i16::from_le_bytes([e[0], e[1]]))),
-            DataType::Int32 => contents
-                .int_contents
-                .push(i32::from_le_bytes(e.try_into().unwrap())),
-            DataType::Int64 => contents
-                .int64_contents
-                .push(i64::from_le_bytes(e.try_into().unwrap())),
+            DataType::Int32 => contents.int_contents.push(i32::from_le_bytes(array(e))),
+            DataType::Int64 => contents.int64_contents.push(i64::from_le_bytes(array(e))),
             DataType::Uint8 => contents.uint_contents.push(u32::from(e[0])),
             DataType::Uint16 => contents
                 .uint_contents
                 .push(u32::from(u16::from_le_bytes([e[0], e[1]]))),
-            DataType::Uint32 => contents
-                .uint_contents
-                .push(u32::from_le_bytes(e.try_into().unwrap())),
-            DataType::Uint64 => contents
-                .uint64_contents
-                .push(u64::from_le_bytes(e.try_into().unwrap())),
-            DataType::Fp32 => contents
-                .fp32_contents
-                .push(f32::from_le_bytes(e.try_into().unwrap())),
-            DataType::Fp64 => contents
-                .fp64_contents
-                .push(f64::from_le_bytes(e.try_into().unwrap())),
+            DataType::Uint32 => contents.uint_contents.push(u32::from_le_bytes(array(e))),
+            DataType::Uint64 => contents.uint64_contents.push(u64::from_le_bytes(array(e))),
+            DataType::Fp32 => contents.fp32_contents.push(f32::from_le_bytes(array(e))),
+            DataType::Fp64 => contents.fp64_contents.push(f64::from_le_bytes(array(e))),
             // The protocol has no typed field for these: they travel raw only.
             DataType::Fp16 | DataType::Bf16 | DataType::Bytes => {}
         }

@@ -23,8 +23,8 @@ fn element(dtype: DataType) -> BoxedStrategy<Vec<u8>> {
                 }
                 DataType::Fp16 => half::f16::from_le_bytes([bytes[0], bytes[1]]).is_finite(),
                 DataType::Bf16 => half::bf16::from_le_bytes([bytes[0], bytes[1]]).is_finite(),
-                DataType::Fp32 => f32::from_le_bytes(bytes[..4].try_into().unwrap()).is_finite(),
-                DataType::Fp64 => f64::from_le_bytes(bytes[..8].try_into().unwrap()).is_finite(),
+                DataType::Fp32 => f32::from_le_bytes(std::array::from_fn(|i| bytes[i])).is_finite(),
+                DataType::Fp64 => f64::from_le_bytes(std::array::from_fn(|i| bytes[i])).is_finite(),
                 _ => true,
             };
             if !finite {

@@ -2,6 +2,7 @@
 //! so a request sees one consistent set and in-flight requests finish on the models they found.
 
 use super::{Model, RequestError};
+use crate::telemetry;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -93,14 +94,29 @@ impl Registry {
         self.models.values().flatten()
     }
 
-    /// Every model name and whether some version of it is ready; pending ones are not.
-    pub fn readiness(&self) -> impl Iterator<Item = (&str, bool)> {
-        let served = self
-            .models
-            .iter()
-            .map(|(name, versions)| (name.as_str(), versions.iter().any(|m| m.is_ready())));
-        let pending = self.pending.keys().map(|name| (name.as_str(), false));
-        served.chain(pending)
+    /// Sets each model's readiness and loaded gauges. They are states, not events, so they are
+    /// read at each scrape: pending models are not ready, and a local model is loaded while
+    /// any instance holds its session.
+    pub fn report(&self) {
+        let gauge = |name: &'static str, model: &str, on: bool| {
+            metrics::gauge!(name, "model" => model.to_string()).set(if on { 1.0 } else { 0.0 });
+        };
+        for (name, versions) in &self.models {
+            gauge(
+                telemetry::MODEL_READY,
+                name,
+                versions.iter().any(|m| m.is_ready()),
+            );
+            if versions.iter().all(|m| m.upstream.is_none()) {
+                let loaded = versions
+                    .iter()
+                    .any(|m| m.batcher.presences().iter().any(|p| p.is_loaded()));
+                gauge(telemetry::MODEL_LOADED, name, loaded);
+            }
+        }
+        for name in self.pending.keys() {
+            gauge(telemetry::MODEL_READY, name, false);
+        }
     }
 }
 

@@ -216,17 +216,7 @@ async fn route(front: Front<'_>, request: Request<Incoming>) -> Response<Body> {
             if let Some(cache) = &gateway.cache {
                 cache.report();
             }
-            // Readiness is a state, not an event: read at each scrape.
-            let registry = gateway.models.snapshot();
-            for (model, ready) in registry.readiness() {
-                metrics::gauge!(crate::telemetry::MODEL_READY, "model" => model.to_string())
-                    .set(if ready { 1.0 } else { 0.0 });
-            }
-            for model in registry.all().filter(|m| m.upstream.is_none()) {
-                let loaded = model.batcher.presences().iter().any(|p| p.is_loaded());
-                metrics::gauge!(crate::telemetry::MODEL_LOADED, "model" => model.name.clone())
-                    .set(if loaded { 1.0 } else { 0.0 });
-            }
+            gateway.models.snapshot().report();
             let mut response = Response::new(Body::from(crate::telemetry::render()));
             response.headers_mut().insert(
                 CONTENT_TYPE,

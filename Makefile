@@ -9,7 +9,7 @@ RUNTIME_DIR := .runtime
 ORT_LIB_GLOB := $(RUNTIME_DIR)/onnxruntime/capi/libonnxruntime.so.*
 CARGO ?= cargo
 
-.PHONY: run test runtime redis postgres prometheus openssl wrk nginx pyenv build check bench bench-fleet bench-hits models clean-runtime
+.PHONY: run test runtime redis postgres prometheus openssl chromium wrk nginx pyenv build check bench bench-fleet bench-hits models clean-runtime
 
 run: runtime build
 	./target/debug/tollgate serve --config config.toml
@@ -17,7 +17,7 @@ run: runtime build
 build:
 	$(CARGO) build --bin tollgate
 
-test: runtime redis postgres prometheus openssl pyenv
+test: runtime redis postgres prometheus openssl chromium pyenv
 	scripts/test.sh
 
 # The ONNX Runtime shared library, from the pinned PyPI wheel, into a project-local folder.
@@ -61,6 +61,15 @@ openssl:
 		(apt-get install -y openssl >/dev/null 2>&1 || \
 		 (apt-get update >/dev/null && apt-get install -y openssl >/dev/null)); }
 	@command -v openssl >/dev/null
+
+# Debian's Chromium, which the dashboard test drives headless through Playwright (a browser
+# download is not needed, nor possible everywhere).
+chromium:
+	@command -v chromium >/dev/null || { \
+		echo "installing chromium from apt"; \
+		(apt-get install -y chromium >/dev/null 2>&1 || \
+		 (apt-get update >/dev/null && apt-get install -y chromium >/dev/null)); }
+	@command -v chromium >/dev/null
 
 # wrk, the HTTP load generator the benchmarks drive beside their own.
 wrk:

@@ -136,10 +136,11 @@ fn announce(gateway: &Gateway, http_addr: SocketAddr, grpc_addr: SocketAddr) {
         cache = config.cache.enabled,
         shared_cache = config.cache.redis_url.as_ref().map(|u| u.to_string()),
         fleet = config.fleet.redis_url.as_ref().map(|u| u.to_string()),
+        dashboard = %format_args!("{http_addr}/dashboard"),
         "Tollgate is serving KServe V2 over HTTP and gRPC"
     );
     if !identities.admin_configured() {
-        tracing::warn!("server.admin_token_blake3 is not set: the /v1 admin and cost endpoints are open to every caller");
+        tracing::warn!("server.admin_token_blake3 is not set: the /dashboard, /v1 admin and cost endpoints are open to every caller");
     }
 }
 

@@ -45,6 +45,65 @@ pub enum Verdict {
     },
 }
 
+/// Where a tenant's budget stands, for `GET /v1/budgets` and the dashboard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Standing {
+    pub tenant: String,
+    pub limit: f64,
+    pub spent: f64,
+    pub period: Period,
+    pub action: Action,
+    pub period_start_ms: i64,
+    pub period_end_ms: i64,
+}
+
+impl Standing {
+    pub(super) fn of(tenant: &str, limit: f64, spent: f64, terms: (Period, Action), now_ms: i64) -> Standing {
+        let (period, action) = terms;
+        Standing {
+            tenant: tenant.to_string(),
+            limit,
+            spent,
+            period,
+            action,
+            period_start_ms: period.start(now_ms),
+            period_end_ms: period.end(now_ms),
+        }
+    }
+
+    /// The spend at the end of the period if it goes on at this period's average rate.
+    pub fn projected(&self, now_ms: i64) -> f64 {
+        let elapsed = (now_ms - self.period_start_ms).max(1) as f64;
+        let length = (self.period_end_ms - self.period_start_ms) as f64;
+        self.spent * (length / elapsed).max(1.0)
+    }
+
+    /// When the limit is reached at that rate, if before the period ends (already spent: now).
+    pub fn runs_out_ms(&self, now_ms: i64) -> Option<i64> {
+        if self.spent >= self.limit {
+            return Some(now_ms);
+        }
+        if self.spent <= 0.0 {
+            return None;
+        }
+        let rate = self.spent / (now_ms - self.period_start_ms).max(1) as f64;
+        let at = now_ms as f64 + (self.limit - self.spent) / rate;
+        (at < self.period_end_ms as f64).then_some(at as i64)
+    }
+
+    pub fn period_name(&self) -> &'static str {
+        self.period.name()
+    }
+
+    pub fn action_name(&self) -> &'static str {
+        match self.action {
+            Action::Alert => "alert",
+            Action::Demote => "demote",
+            Action::Reject => "reject",
+        }
+    }
+}
+
 /// A threshold crossed by a charge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Crossing {
@@ -217,6 +276,22 @@ impl Budgets {
         crossed
     }
 
+    /// Every budget as it stands now, by tenant name.
+    pub fn standings(&self, now_ms: i64) -> Vec<Standing> {
+        let mut all: Vec<Standing> = self
+            .states
+            .iter()
+            .filter_map(|(tenant, state)| {
+                let mut state = state.lock().ok()?;
+                state.roll(now_ms);
+                let terms = (state.period, state.action);
+                Some(Standing::of(tenant, state.limit, state.spent, terms, now_ms))
+            })
+            .collect();
+        all.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        all
+    }
+
     /// Spent ÷ limit per tenant, for the budget gauge.
     pub fn used_ratio(&self, tenant: &str) -> Option<f64> {
         let state = self.states.get(tenant)?.lock().ok()?;
@@ -245,6 +320,32 @@ mod tests {
     }
 
     const NOW: i64 = 1_795_000_000_000;
+
+    /// A day's budget of 10 at a quarter, half and all of the day: what it projects to at the
+    /// day's end, and when it runs out at that rate.
+    #[test]
+    fn standings_project_the_period_at_its_rate_so_far() {
+        const HOUR: i64 = 3_600_000;
+        let start = clock::day_start(NOW);
+        let cases: &[(i64, f64, f64, Option<i64>)] = &[
+            (6 * HOUR, 0.0, 0.0, None),
+            (6 * HOUR, 2.0, 8.0, None),
+            (6 * HOUR, 5.0, 20.0, Some(start + 12 * HOUR)),
+            (12 * HOUR, 10.0, 20.0, Some(start + 12 * HOUR)),
+            (24 * HOUR - 1, 1.0, 1.0, None),
+        ];
+        for &(elapsed, spent, projected, runs_out) in cases {
+            let now = start + elapsed;
+            let budgets = Budgets::new(&[tenant("t", 10.0, Period::Day, Action::Reject)], now);
+            budgets.charge("t", spent, now);
+            let standing = &budgets.standings(now)[0];
+            assert_eq!((standing.spent, standing.limit), (spent, 10.0));
+            assert!((standing.projected(now) - projected).abs() < 1e-6, "{elapsed}: {standing:?}");
+            assert_eq!(standing.runs_out_ms(now), runs_out, "{elapsed} {spent}");
+            assert_eq!(standing.period_end_ms - standing.period_start_ms, 24 * HOUR);
+            assert_eq!(standing.action_name(), "reject");
+        }
+    }
 
     #[test]
     fn thresholds_fire_once_and_the_action_applies_at_100_percent() {

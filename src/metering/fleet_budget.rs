@@ -8,7 +8,7 @@
 //! The fleet's spend can pass a `reject` budget only by requests admitted on a slice that cost
 //! more than what was left of it: at most the requests in flight at that moment.
 
-use super::budget::{Crossing, Verdict, THRESHOLDS};
+use super::budget::{Crossing, Standing, Verdict, THRESHOLDS};
 use super::clock;
 use super::money::usd;
 use crate::config::{BudgetAction as Action, BudgetPeriod as Period, OnRedisDown, TenantConfig};
@@ -264,6 +264,22 @@ impl FleetBudgets {
         let crossed = crossings(name, tenant, state.fired, reached, state.spent(), now_ms);
         state.fired = reached;
         crossed
+    }
+
+    /// Every budget as this replica sees the fleet's spend now, by tenant name.
+    pub fn standings(&self, now_ms: i64) -> Vec<Standing> {
+        let mut all: Vec<Standing> = self
+            .tenants
+            .iter()
+            .filter_map(|(name, tenant)| {
+                let mut state = tenant.state.lock().ok()?;
+                roll(&mut state, tenant.period, now_ms);
+                let terms = (tenant.period, tenant.action);
+                Some(Standing::of(name, tenant.limit, state.spent(), terms, now_ms))
+            })
+            .collect();
+        all.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        all
     }
 
     pub fn used_ratio(&self, name: &str) -> Option<f64> {

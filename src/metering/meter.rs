@@ -4,7 +4,7 @@
 
 use super::alerts::{Alerts, Kind};
 use super::anomaly::{self, Anomaly, Detector};
-use super::budget::{Budgets, Crossing, Verdict};
+use super::budget::{Budgets, Crossing, Standing, Verdict};
 use super::clock;
 use super::fleet_budget::{FleetBudgets, FleetEvent};
 use super::fleet_spend::FleetSpend;
@@ -223,6 +223,14 @@ impl Metering {
         use super::ledger::Submitted;
         if let Submitted::Dropped(record) = self.ledger.record(record) {
             tracing::error!(request_id = %record.request_id, tenant = %record.tenant, cost_usd = record.cost_usd, "usage record dropped: the ledger's queue and backlog are full");
+        }
+    }
+
+    /// Every tenant budget as it stands now (the fleet's, with `fleet.redis_url`).
+    pub fn budgets(&self, now_ms: i64) -> Vec<Standing> {
+        match &self.fleet {
+            Some(fleet) => fleet.standings(now_ms),
+            None => self.budgets.load().standings(now_ms),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The `/v1` endpoints for operators and FinOps: costs (JSON and FOCUS CSV), single usage
-//! records, alerts, and cache purges. All need the admin token, except that a tenant may read
-//! its own costs and usage records.
+//! records, budgets, alerts, and cache purges. All need the admin token, except that a tenant
+//! may read its own costs, usage records and budget.
 
 use super::{error_response, json_response, Body};
 use crate::gateway::Error;
@@ -20,6 +20,7 @@ enum Endpoint<'a> {
     Focus,
     Usage(&'a str),
     Alerts,
+    Budgets,
     Cache,
     Reload,
 }
@@ -32,6 +33,7 @@ impl<'a> Endpoint<'a> {
             ["costs", "timeseries"] => Endpoint::Timeseries,
             ["usage", request_id] => Endpoint::Usage(request_id),
             ["alerts"] => Endpoint::Alerts,
+            ["budgets"] => Endpoint::Budgets,
             ["cache"] => Endpoint::Cache,
             ["admin", "reload"] => Endpoint::Reload,
             _ => return None,
@@ -80,6 +82,7 @@ pub async fn route(
                 &json!({"alerts": gateway.metering.alerts.list()}),
             )
         }),
+        Endpoint::Budgets => Ok(budgets(gateway, &caller, admin.is_ok())),
         Endpoint::Cache => match admin {
             Ok(()) => Ok(purge_cache(gateway, query).await),
             Err(error) => Err(error),
@@ -263,6 +266,36 @@ async fn timeseries(
             "series": series,
         }),
     ))
+}
+
+/// `GET /v1/budgets`: every tenant budget (a tenant: its own), with the spend projected to
+/// the end of the period at this period's rate so far.
+fn budgets(gateway: &Gateway, caller: &Caller, admin: bool) -> Response<Body> {
+    let now_ms = clock::now_ms();
+    let budgets: Vec<_> = gateway
+        .metering
+        .budgets(now_ms)
+        .into_iter()
+        .filter(|b| admin || b.tenant == caller.tenant.name.as_str())
+        .map(|b| {
+            json!({
+                "tenant": b.tenant,
+                "limit_usd": b.limit,
+                "spent_usd": b.spent,
+                "used_ratio": if b.limit > 0.0 { b.spent / b.limit } else { 1.0 },
+                "projected_usd": b.projected(now_ms),
+                "runs_out": b.runs_out_ms(now_ms).map(clock::iso8601),
+                "period": b.period_name(),
+                "period_start": clock::iso8601(b.period_start_ms),
+                "period_end": clock::iso8601(b.period_end_ms),
+                "action": b.action_name(),
+            })
+        })
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"currency": gateway.metering.currency, "budgets": budgets}),
+    )
 }
 
 async fn focus(gateway: &Gateway, query: Option<&str>) -> Result<Response<Body>, Error> {

@@ -2,6 +2,7 @@
 //! `/metrics` and the admin endpoints under `/v1`.
 
 mod admin;
+mod dashboard;
 pub mod infer;
 pub mod memo;
 mod reader;
@@ -224,6 +225,9 @@ async fn route(front: Front<'_>, request: Request<Incoming>) -> Response<Body> {
             );
             response
         }
+        (["dashboard", rest @ ..], &Method::GET) => {
+            dashboard::serve(gateway, rest).unwrap_or_else(|| not_found(path))
+        }
         (["v1", rest @ ..], _) => {
             let credentials = credentials(&parts.headers);
             match admin::route(gateway, method, rest, parts.uri.query(), &credentials).await {
@@ -231,7 +235,7 @@ async fn route(front: Front<'_>, request: Request<Incoming>) -> Response<Body> {
                 None => not_found(path),
             }
         }
-        (["v2", "health", "live" | "ready"] | ["v2"] | ["metrics"], _) => {
+        (["v2", "health", "live" | "ready"] | ["v2"] | ["metrics"] | ["dashboard", ..], _) => {
             method_not_allowed(method, &Method::GET)
         }
         _ => not_found(path),

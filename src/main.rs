@@ -134,10 +134,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve { config, log_format } => {
             let config = config.load()?;
-            tollgate::telemetry::init_logging(match log_format {
-                LogFormat::Text => tollgate::telemetry::LogFormat::Text,
-                LogFormat::Json => tollgate::telemetry::LogFormat::Json,
-            });
             let mut runtime = tokio::runtime::Builder::new_multi_thread();
             if let Some(threads) = config.server.worker_threads {
                 runtime.worker_threads(threads);
@@ -147,12 +143,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {
+                let format = match log_format {
+                    LogFormat::Text => tollgate::telemetry::LogFormat::Text,
+                    LogFormat::Json => tollgate::telemetry::LogFormat::Json,
+                };
+                let telemetry = &config.telemetry;
+                let export = (!telemetry.otlp_endpoint.trim().is_empty()).then(|| {
+                    tollgate::telemetry::otlp::Export {
+                        endpoint: telemetry.otlp_endpoint.clone(),
+                        sample_ratio: telemetry.trace_sample_ratio,
+                        service_name: telemetry.service_name.clone(),
+                    }
+                });
+                tollgate::telemetry::init_logging(format, export.as_ref())
+                    .map_err(anyhow::Error::msg)?;
                 let signals = tollgate::shutdown::OsSignals::install()
                     .context("cannot install the SIGINT/SIGTERM handlers")?;
                 let server = tollgate::server::Server::start(config).await?;
                 signals.wait().await;
                 tracing::info!("shutting down: draining in-flight requests");
                 server.stop().await;
+                // Off the runtime's threads: the export it waits for runs on them.
+                let _ = tokio::task::spawn_blocking(tollgate::telemetry::otlp::flush).await;
                 Ok::<_, anyhow::Error>(())
             })
         }

@@ -7,7 +7,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod otlp;
 pub mod stats;
+pub mod trace;
 
 pub const REQUESTS: &str = "tollgate_requests_total";
 pub const REQUEST_DURATION: &str = "tollgate_request_duration_seconds";
@@ -453,21 +455,36 @@ pub enum LogFormat {
 }
 
 /// Logs go to stderr. `RUST_LOG` wins; otherwise info, with ONNX Runtime's chatty logs held at
-/// warn.
-pub fn init_logging(format: LogFormat) {
+/// warn. With `export`, request spans are sent to an OTLP collector as well; that needs the
+/// tokio runtime to be entered.
+pub fn init_logging(format: LogFormat, export: Option<&otlp::Export>) -> Result<(), String> {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder
+    let lines = match format {
+        LogFormat::Text => lines
             .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-            .try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            .boxed(),
+        // The current span's fields, not the whole list: a request's span holds them all.
+        LogFormat::Json => lines
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .boxed(),
     };
+    let spans = export.map(otlp::layer).transpose()?;
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(spans)
+        .try_init();
+    Ok(())
 }
 
 /// The series every successful request of one model touches, registered when the model loads.

@@ -4,6 +4,7 @@
 use crate::gateway::Credentials;
 use crate::gateway::Error;
 use crate::request::{CacheControl, RequestOptions};
+use crate::telemetry::trace::TraceContext;
 
 /// The caller's credentials from the `authorization` header or metadata (`Bearer <key>`) and
 /// `x-tollgate-tags`, read alike from both protocols; the gateway checks them.
@@ -17,7 +18,14 @@ pub fn credentials(authorization: Option<&str>, tags: Option<&str>) -> Credentia
     Credentials {
         bearer,
         tags: tags.map(str::to_string),
+        trace: None,
     }
+}
+
+/// The caller's trace from `traceparent` and `tracestate`; an unreadable one is ignored (the
+/// request then starts a trace of its own), as the W3C recommendation asks.
+pub fn trace(traceparent: Option<&str>, tracestate: Option<&str>) -> Option<TraceContext> {
+    TraceContext::parse(traceparent?, tracestate)
 }
 
 /// A parameter value as either protocol carries it.

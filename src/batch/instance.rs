@@ -152,9 +152,12 @@ impl Instance {
         let batch_inputs = split::gather(inputs);
         let engine = engine.clone();
         let started = Instant::now();
-        let result = tokio::spawn(
-            async move { engine.run(&batch_inputs).await }.instrument(tracing::Span::current()),
-        )
+        let trace = crate::telemetry::trace::current();
+        let run = async move { engine.run(&batch_inputs).await };
+        let result = tokio::spawn(crate::telemetry::trace::scope(
+            trace,
+            run.instrument(tracing::Span::current()),
+        ))
         .await
         .unwrap_or_else(|failed| {
             Err(BackendError::Execution(if failed.is_panic() {

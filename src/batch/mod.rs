@@ -90,7 +90,10 @@ pub(crate) struct Pending {
     enqueued: Instant,
     sequence: u64,
     reply: oneshot::Sender<Result<JobOutput, BatchError>>,
+    /// The caller's span and trace: a batch runs in its first member's, so that an upstream
+    /// request for it carries that trace.
     span: tracing::Span,
+    trace: Option<crate::telemetry::trace::TraceContext>,
 }
 
 /// Settings of one model's batcher, from validated config.
@@ -169,6 +172,7 @@ impl BatchHandle {
             sequence: 0,
             reply,
             span: tracing::Span::current(),
+            trace: crate::telemetry::trace::current(),
         };
         if self.sender.send(pending).is_err() {
             self.queued.fetch_sub(1, Ordering::AcqRel);

@@ -6,6 +6,7 @@ use super::actor::Batch;
 use super::instance::{Claimed, Instance, Ran};
 use super::scale::Scale;
 use super::{BatchError, BatcherSettings, JobOutput, Pending};
+use crate::telemetry::trace;
 use crate::tensor::Tensor;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -78,8 +79,8 @@ pub(crate) fn spawn_task(
             let started = Instant::now();
             let (inputs, rows) = parts(&members);
             let span = members[0].span.clone();
-            let ran =
-                tracing::Instrument::instrument(instance.run_async(&inputs, &rows), span).await;
+            let run = tracing::Instrument::instrument(instance.run_async(&inputs, &rows), span);
+            let ran = trace::scope(members[0].trace.clone(), run).await;
             instance.handed_over_done();
             answer(&settings, &instance, members, started, ran);
         }

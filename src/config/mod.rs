@@ -5,6 +5,7 @@ mod device;
 mod model;
 mod redis_url;
 mod server;
+mod telemetry;
 mod units;
 mod upstream;
 mod upstream_headers;
@@ -14,6 +15,7 @@ pub use device::Device;
 pub use model::{BatchWait, DeviceFallback, ModelConfig};
 pub use redis_url::{OnRedisDown, RedisUrl};
 pub use server::ServerConfig;
+pub use telemetry::TelemetryConfig;
 pub use units::ByteSize;
 pub use upstream_headers::UpstreamHeaders;
 pub use upstream_url::{UpstreamUrl, Wire};
@@ -69,6 +71,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     #[serde(default)]
     pub metering: MeteringConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The file this config was read from, which a reload reads again (`None`: not a file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -423,6 +427,7 @@ impl Config {
     /// of the config file), so the gateway can be started from anywhere.
     pub fn validate(mut self, base_dir: &Path) -> Result<Config, ConfigError> {
         self.server.validate(base_dir)?;
+        self.telemetry.validate()?;
         if self.cache.ttl_seconds == 0 {
             return Err(invalid(
                 "cache.ttl_seconds",

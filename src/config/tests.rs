@@ -80,6 +80,26 @@ fn bad_values_name_their_key() {
         ),
         ("[server]\nworker_threads = 3", None),
         (
+            "[telemetry]\naccess_log_sample_ratio = 1.5",
+            Some("telemetry.access_log_sample_ratio"),
+        ),
+        (
+            "[telemetry]\ntrace_sample_ratio = -0.1",
+            Some("telemetry.trace_sample_ratio"),
+        ),
+        (
+            "[telemetry]\notlp_endpoint = \"collector:4317\"",
+            Some("telemetry.otlp_endpoint"),
+        ),
+        (
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"",
+            None,
+        ),
+        (
+            "[telemetry]\nservice_name = \" \"",
+            Some("telemetry.service_name"),
+        ),
+        (
             "[server]\nheader_read_timeout_ms = 0",
             Some("server.header_read_timeout_ms"),
         ),
@@ -376,6 +396,7 @@ fn config_toml_lists_every_key_the_parser_accepts() {
         ("metering", body("[metering]")),
         ("alerts", body("[alerts]")),
         ("auth", body("[auth]")),
+        ("telemetry", body("[telemetry]")),
         ("tenants", body("# [[tenants]]")),
         ("models", body("\n[[models]]\n")),
     ];

@@ -16,23 +16,29 @@ use crate::metering::meter::{Admission, Metering};
 use crate::metering::record;
 use crate::metering::{MeteringError, OpenError};
 use crate::model::{self, Model, Models, Registry, RequestError};
-use crate::request::{CacheStatus, InferRequest, InferResponse, Outputs, RequestOptions, Served};
+use crate::request::{CacheStatus, InferRequest, InferResponse, RequestOptions};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use crate::telemetry::stats::{ModelStats, Service};
+use crate::telemetry::trace::{self, TraceContext};
 use smol_str::SmolStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::field::Empty;
+use tracing::Instrument;
 
 pub use crate::request::Protocol;
 
+mod access;
+mod answer;
 mod error;
 mod recall;
 mod reload;
 mod usage;
 
+use answer::{answer, Answered};
 pub use error::Error;
 pub use recall::Recall;
 pub use reload::ReloadReport;
@@ -45,6 +51,8 @@ pub struct Credentials {
     pub bearer: Option<String>,
     /// `k=v,...` from the `x-tollgate-tags` header or metadata.
     pub tags: Option<String>,
+    /// The caller's W3C `traceparent` (and `tracestate`), when it sent a valid one.
+    pub trace: Option<TraceContext>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +78,8 @@ pub struct Gateway {
     admission: Arc<Semaphore>,
     request_prefix: String,
     next_request: AtomicU64,
+    /// Which requests write an access log line (`telemetry.access_log_sample_ratio`).
+    access_log: access::Sampler,
 }
 
 impl Gateway {
@@ -94,6 +104,7 @@ impl Gateway {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let request_prefix = blake3::hash(&boot.to_le_bytes()).to_hex()[..8].to_string();
+        let access_log = access::Sampler::new(config.telemetry.access_log_sample_ratio);
         Ok(Gateway {
             applied: std::sync::Mutex::new(config.clone()),
             reloading: tokio::sync::Mutex::new(()),
@@ -104,6 +115,7 @@ impl Gateway {
             admission,
             request_prefix,
             next_request: AtomicU64::new(1),
+            access_log,
         })
     }
 
@@ -139,13 +151,14 @@ impl Gateway {
         credentials: &Credentials,
     ) -> Result<Reply, Error> {
         let started = Instant::now();
-        self.run(
+        let (span, trace) = trace::request_span(protocol.as_str(), credentials.trace.as_ref());
+        let work = self.run(
             Work::Compute(request),
             started,
             protocol,
             Entry::Asking(credentials),
-        )
-        .await
+        );
+        trace::scope(Some(trace), work.instrument(span)).await
     }
 
     /// Answers a repeat of a request whose hit gave `recall`, from the memory tier, without
@@ -160,6 +173,18 @@ impl Gateway {
         credentials: &Credentials,
     ) -> Option<Result<Reply, Error>> {
         let started = Instant::now();
+        let (span, trace) = trace::request_span(protocol.as_str(), credentials.trace.as_ref());
+        let work = self.recalled(recall, started, protocol, credentials);
+        trace::scope(Some(trace), work.instrument(span)).await
+    }
+
+    async fn recalled(
+        &self,
+        recall: &Recall,
+        started: Instant,
+        protocol: Protocol,
+        credentials: &Credentials,
+    ) -> Option<Result<Reply, Error>> {
         let request = &recall.request;
         let model = self
             .models
@@ -241,6 +266,7 @@ impl Gateway {
             // carries its arrival time, by which the ledger finds it.
             let counter = self.next_request.fetch_add(1, Ordering::Relaxed);
             let request_id = record::request_id(&self.request_prefix, counter, arrived_ms);
+            trace::describe(&request_id, &caller.tenant.name, &model_label());
             let mut usage = UsageGuard::new(
                 self.metering.clone(),
                 &mut caller,
@@ -284,6 +310,9 @@ impl Gateway {
                 (_, Err(error)) => Err(error.into()),
             };
             let record = usage.complete(&outcome, started.elapsed().as_micros() as u64);
+            if self.access_log.picks(counter) {
+                access::log(&record, trace::current().as_ref());
+            }
             self.metering.settle(record).await?;
             outcome
         }
@@ -391,6 +420,7 @@ impl Gateway {
             }
             _ => None,
         };
+        tracing::Span::current().record("cache", status.as_str());
         let answered = Answered {
             value,
             status,
@@ -511,68 +541,13 @@ enum Entry<'a> {
     Admitted(Caller, OwnedSemaphorePermit),
 }
 
-/// An answer, and where it came from, before it becomes a response.
-struct Answered<'a> {
-    value: Arc<CachedValue>,
-    status: CacheStatus,
-    rows: usize,
-    /// The outputs asked for (`None`: all of the model's).
-    outputs: Option<&'a [String]>,
-}
-
-fn answer(
-    model: &Model,
-    answered: Answered<'_>,
-    id: Option<String>,
-    request_id: String,
-) -> InferResponse {
-    let Answered {
-        value,
-        status,
-        rows,
-        outputs,
-    } = answered;
-    let computed_here = matches!(status, CacheStatus::Miss | CacheStatus::Bypass);
-    let served = Served {
-        request_id,
-        cache: status,
-        rows,
-        batch_rows: if computed_here {
-            value.batch_rows as usize
-        } else {
-            0
-        },
-        queue_us: if computed_here { value.queue_us } else { 0 },
-        compute_us: if computed_here { value.compute_us } else { 0 },
-        cost_usd: if computed_here { value.cost_usd } else { 0.0 },
-        saved_usd: if computed_here { 0.0 } else { value.cost_usd },
-        cold_start_us: if computed_here {
-            value.cold_start_us
-        } else {
-            0
-        },
-        device: model.text.device.clone(),
-    };
-    let outputs = match outputs {
-        Some(named) => Outputs::pick(value.outputs.clone(), named.iter().map(String::as_str)),
-        None => Outputs::pick(
-            value.outputs.clone(),
-            model.spec.outputs.iter().map(|o| o.name.as_str()),
-        ),
-    };
-    InferResponse {
-        model: model.name.clone(),
-        version: model.version.clone(),
-        id,
-        outputs,
-        served,
-    }
-}
-
 /// Runs one job through the model's batcher and prices its share of the batch.
 async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, Error> {
     let rows = job.rows;
-    let output = model.batcher.submit(job).await?;
+    let span = tracing::info_span!("batch", rows, batch_rows = Empty, queue_us = Empty);
+    let output = model.batcher.submit(job).instrument(span.clone()).await?;
+    span.record("batch_rows", output.batch_rows);
+    span.record("queue_us", output.queue_us);
     Ok(CachedValue {
         outputs: output.outputs,
         // Device (or upstream) time shared by rows, plus an upstream's per-request price,

@@ -58,7 +58,13 @@ pub struct Standing {
 }
 
 impl Standing {
-    pub(super) fn of(tenant: &str, limit: f64, spent: f64, terms: (Period, Action), now_ms: i64) -> Standing {
+    pub(super) fn of(
+        tenant: &str,
+        limit: f64,
+        spent: f64,
+        terms: (Period, Action),
+        now_ms: i64,
+    ) -> Standing {
         let (period, action) = terms;
         Standing {
             tenant: tenant.to_string(),
@@ -285,7 +291,13 @@ impl Budgets {
                 let mut state = state.lock().ok()?;
                 state.roll(now_ms);
                 let terms = (state.period, state.action);
-                Some(Standing::of(tenant, state.limit, state.spent, terms, now_ms))
+                Some(Standing::of(
+                    tenant,
+                    state.limit,
+                    state.spent,
+                    terms,
+                    now_ms,
+                ))
             })
             .collect();
         all.sort_by(|a, b| a.tenant.cmp(&b.tenant));
@@ -340,7 +352,10 @@ mod tests {
             budgets.charge("t", spent, now);
             let standing = &budgets.standings(now)[0];
             assert_eq!((standing.spent, standing.limit), (spent, 10.0));
-            assert!((standing.projected(now) - projected).abs() < 1e-6, "{elapsed}: {standing:?}");
+            assert!(
+                (standing.projected(now) - projected).abs() < 1e-6,
+                "{elapsed}: {standing:?}"
+            );
             assert_eq!(standing.runs_out_ms(now), runs_out, "{elapsed} {spent}");
             assert_eq!(standing.period_end_ms - standing.period_start_ms, 24 * HOUR);
             assert_eq!(standing.action_name(), "reject");

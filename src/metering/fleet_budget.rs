@@ -275,7 +275,13 @@ impl FleetBudgets {
                 let mut state = tenant.state.lock().ok()?;
                 roll(&mut state, tenant.period, now_ms);
                 let terms = (tenant.period, tenant.action);
-                Some(Standing::of(name, tenant.limit, state.spent(), terms, now_ms))
+                Some(Standing::of(
+                    name,
+                    tenant.limit,
+                    state.spent(),
+                    terms,
+                    now_ms,
+                ))
             })
             .collect();
         all.sort_by(|a, b| a.tenant.cmp(&b.tenant));

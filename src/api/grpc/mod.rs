@@ -240,7 +240,10 @@ impl GrpcInferenceService for InferenceService {
 
 fn credentials(metadata: &tonic::metadata::MetadataMap) -> Credentials {
     let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
-    crate::api::params::credentials(text("authorization"), text("x-tollgate-tags"))
+    let mut credentials =
+        crate::api::params::credentials(text("authorization"), text("x-tollgate-tags"));
+    credentials.trace = crate::api::params::trace(text("traceparent"), text("tracestate"));
+    credentials
 }
 
 async fn infer(

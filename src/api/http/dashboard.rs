@@ -62,7 +62,10 @@ pub fn serve(gateway: &Gateway, rest: &[&str]) -> Option<Response<Body>> {
         // (and log a failed request in the browser's console).
         ["access.json"] => {
             let required = gateway.metering.identities().admin_configured();
-            json_response(StatusCode::OK, &serde_json::json!({"token_required": required}))
+            json_response(
+                StatusCode::OK,
+                &serde_json::json!({"token_required": required}),
+            )
         }
         _ => asset(rest)?,
     };
@@ -121,7 +124,9 @@ mod tests {
             assert_eq!(kind.and_then(|v| v.to_str().ok()), *want, "{path:?}");
             if let Some(response) = got {
                 let policy = &response.headers()["content-security-policy"];
-                assert!(policy.to_str().is_ok_and(|p| p.contains("default-src 'self'")));
+                assert!(policy
+                    .to_str()
+                    .is_ok_and(|p| p.contains("default-src 'self'")));
             }
         }
     }

@@ -490,10 +490,15 @@ fn infer_response(response: &InferResponse, encoding: &infer::OutputEncoding) ->
 fn credentials(headers: &hyper::HeaderMap) -> Credentials {
     // Typed names: a `&str` name is parsed and validated again on every lookup.
     let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    crate::api::params::credentials(
+    let mut credentials = crate::api::params::credentials(
         text(hyper::header::AUTHORIZATION),
         text(HeaderName::from_static("x-tollgate-tags")),
-    )
+    );
+    credentials.trace = crate::api::params::trace(
+        text(HeaderName::from_static("traceparent")),
+        text(HeaderName::from_static("tracestate")),
+    );
+    credentials
 }
 
 /// `Cache-Control: no-cache` skips the lookup, `no-store` the store (as (lookup, store)).

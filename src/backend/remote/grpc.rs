@@ -11,6 +11,7 @@ use crate::config::UpstreamUrl;
 use crate::kserve::proto;
 use crate::kserve::typed::typed_to_bytes;
 use crate::spec::ModelSpec;
+use crate::telemetry::trace;
 use crate::tensor::Tensor;
 use bytes::Bytes;
 use proto::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -112,6 +113,14 @@ impl GrpcTransport {
         let metadata = request.metadata_mut();
         for (key, value) in &self.headers {
             metadata.insert(key.clone(), value.clone());
+        }
+        if let Some((parent, state)) = trace::outgoing() {
+            if let Ok(value) = parent.parse() {
+                metadata.insert(trace::TRACEPARENT, value);
+            }
+            if let Some(value) = state.and_then(|s| s.parse().ok()) {
+                metadata.insert(trace::TRACESTATE, value);
+            }
         }
         request
     }

@@ -9,6 +9,7 @@ use super::url::path_segment;
 use super::Target;
 use crate::backend::BatchInput;
 use crate::config::{UpstreamUrl, Wire};
+use crate::telemetry::trace;
 use crate::tensor::Tensor;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -154,6 +155,15 @@ impl HttpTransport {
         let mut request = request;
         for (name, value) in &self.headers {
             request = request.header(name, value);
+        }
+        // The request's trace goes on, replacing any fixed value from `upstream_headers`.
+        if let (Some((parent, state)), Some(headers)) = (trace::outgoing(), request.headers_mut()) {
+            if let Ok(value) = HeaderValue::from_str(&parent) {
+                headers.insert(HeaderName::from_static(trace::TRACEPARENT), value);
+            }
+            if let Some(value) = state.and_then(|s| HeaderValue::from_str(&s).ok()) {
+                headers.insert(HeaderName::from_static(trace::TRACESTATE), value);
+            }
         }
         let request = request
             .body(Full::new(body))

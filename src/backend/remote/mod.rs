@@ -38,6 +38,7 @@ use endpoint::Endpoint;
 use error::UpstreamError;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The model (and version) requests are sent to on the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +151,8 @@ impl Upstream {
             }
             tried[index] = true;
             attempts += 1;
-            let error = match endpoint.attempt(ticket, &call).await {
+            let span = tracing::info_span!("upstream", model = %self.model, upstream = %endpoint.url.label, attempt = attempts);
+            let error = match endpoint.attempt(ticket, &call).instrument(span).await {
                 Ok(outputs) => {
                     return self
                         .conform(outputs)

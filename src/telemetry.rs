@@ -455,7 +455,7 @@ pub enum LogFormat {
 }
 
 /// Logs go to stderr. `RUST_LOG` wins; otherwise info, with ONNX Runtime's chatty logs held at
-/// warn. With `export`, request spans are sent to an OTLP collector as well; that needs the
+/// warn (`RUST_LOG=info,tollgate=debug` adds the request path's spans to each line). With `export`, request spans are sent to an OTLP collector as well; that needs the
 /// tokio runtime to be entered.
 pub fn init_logging(format: LogFormat, export: Option<&otlp::Export>) -> Result<(), String> {
     use std::io::IsTerminal;
@@ -478,10 +478,13 @@ pub fn init_logging(format: LogFormat, export: Option<&otlp::Export>) -> Result<
             .with_span_list(false)
             .boxed(),
     };
-    let spans = export.map(otlp::layer).transpose()?;
+    // Each layer filters for itself: the request path's spans are at debug level, so at the
+    // default level the log lines never format them, while the exporter takes them all.
+    let spans = export
+        .map(|export| otlp::layer(export).map(|layer| layer.with_filter(otlp::filter())))
+        .transpose()?;
     let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(lines)
+        .with(lines.with_filter(filter))
         .with(spans)
         .try_init();
     Ok(())

@@ -544,7 +544,7 @@ enum Entry<'a> {
 /// Runs one job through the model's batcher and prices its share of the batch.
 async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, Error> {
     let rows = job.rows;
-    let span = tracing::info_span!("batch", rows, batch_rows = Empty, queue_us = Empty);
+    let span = tracing::debug_span!("batch", rows, batch_rows = Empty, queue_us = Empty);
     let output = model.batcher.submit(job).instrument(span.clone()).await?;
     span.record("batch_rows", output.batch_rows);
     span.record("queue_us", output.queue_us);

@@ -59,6 +59,15 @@ where
     Ok(tracing_opentelemetry::layer().with_tracer(tracer))
 }
 
+/// What the exporter takes: every span of the gateway's own (the request path's are at debug
+/// level), and its events from info up, which become events of the span they happen in.
+pub fn filter() -> tracing_subscriber::filter::FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    tracing_subscriber::filter::filter_fn(|meta| {
+        meta.target().starts_with("tollgate")
+            && (meta.is_span() || *meta.level() <= tracing::Level::INFO)
+    })
+}
+
 /// Makes `span` the request's span in its trace: a child of `incoming` when the caller sent
 /// one. Returns the request's context as exported (its own span id), or `None` when export
 /// is off and the caller builds it instead.

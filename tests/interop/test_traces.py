@@ -148,7 +148,7 @@ def test_the_upstream_sees_the_callers_trace_below_the_gateways_span(fleet, fron
     own = line_of(gateway, trace_id, model)
     assert own["parent_id"] == caller_span
     assert own["span_id"] not in ("", caller_span)
-    assert own["span"]["request_id"] == own["request_id"] and own["span"]["tenant"] == "anonymous"
+    assert own["request_id"] and own["tenant"] == "anonymous"
     seen = line_of(upstream, trace_id, "digits")
     assert seen["protocol"] == ("http" if model == "by_http" else "grpc")
     if front == "plain":

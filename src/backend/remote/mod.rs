@@ -151,7 +151,7 @@ impl Upstream {
             }
             tried[index] = true;
             attempts += 1;
-            let span = tracing::info_span!("upstream", model = %self.model, upstream = %endpoint.url.label, attempt = attempts);
+            let span = tracing::debug_span!("upstream", model = %self.model, upstream = %endpoint.url.label, attempt = attempts);
             let error = match endpoint.attempt(ticket, &call).instrument(span).await {
                 Ok(outputs) => {
                     return self

@@ -31,6 +31,8 @@ pub struct RequestOptions {
     pub tags: Option<String>,
     /// The front end keeps a `Recall` of a hit, so asks for one with the response.
     pub recall: bool,
+    /// A deferred job's row: served in the deferred lane (the gateway sets it, never a wire).
+    pub deferred: bool,
 }
 
 /// What the caller allows the cache to do for this request.

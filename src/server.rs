@@ -84,6 +84,7 @@ impl Server {
                 tls.clone(),
             )),
         ];
+        crate::api::deferred::runner::start(gateway.clone(), shutdown.clone());
         tasks.push(tokio::spawn(reload_on_hangup(
             gateway.clone(),
             tls,

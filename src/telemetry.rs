@@ -63,6 +63,8 @@ pub const LEDGER_PENDING: &str = "tollgate_ledger_pending_records";
 pub const LEDGER_OVERFLOW: &str = "tollgate_ledger_overflow_records_total";
 pub const LEDGER_DROPPED: &str = "tollgate_ledger_dropped_records_total";
 pub const LEDGER_WRITE_ERRORS: &str = "tollgate_ledger_write_errors_total";
+pub const DEFERRED_JOBS: &str = "tollgate_deferred_jobs";
+pub const DEFERRED_ROWS: &str = "tollgate_deferred_rows";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -329,6 +331,16 @@ const DESCRIBED: &[(&str, Kind, &str)] = &[
         LEDGER_WRITE_ERRORS,
         Kind::Counter,
         "Failed ledger commit attempts.",
+    ),
+    (
+        DEFERRED_JOBS,
+        Kind::Gauge,
+        "Deferred jobs kept, by status (queued, running, completed, cancelled).",
+    ),
+    (
+        DEFERRED_ROWS,
+        Kind::Gauge,
+        "Rows of the deferred jobs kept, by state: queued (of unfinished jobs), completed, failed.",
     ),
 ];
 

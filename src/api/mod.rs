@@ -1,6 +1,7 @@
 //! Front ends: the only code that knows wire types (hyper, JSON bodies, protobuf). Each decodes
 //! into `request::InferRequest`, calls the gateway, and encodes the answer.
 
+pub mod deferred;
 pub mod grpc;
 pub mod http;
 mod limits;

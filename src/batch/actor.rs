@@ -6,6 +6,7 @@ use super::inline::{self, Local};
 use super::policy::{self, Candidate, Decision};
 use super::timer::PreciseSleep;
 use super::{BatchError, BatcherSettings, Pending};
+use crate::config::DEFERRED_LANE;
 use crate::telemetry;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,6 +52,7 @@ impl Queue {
             group: p.job.group.clone(),
             enqueued: p.enqueued,
             deadline: p.job.deadline,
+            deferred: p.job.priority == DEFERRED_LANE,
         }));
         let load = self.arrivals.load(now, &self.flow);
         policy::next_batch(policy, &self.view, &load, now)

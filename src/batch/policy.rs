@@ -16,6 +16,9 @@ pub struct Policy {
     /// Batch sizes worth sending at once, ascending.
     pub preferred_sizes: Vec<usize>,
     pub wait: BatchWait,
+    /// Largest batch of deferred rows (`deferred.batch_rows`): a real-time request that comes
+    /// while one runs waits for no more than that.
+    pub deferred_rows: usize,
 }
 
 /// What the actor knows of the model's traffic when it decides (see `arrivals`).
@@ -47,6 +50,9 @@ pub struct Candidate {
     pub group: BatchGroup,
     pub enqueued: Instant,
     pub deadline: Option<Instant>,
+    /// A row of a deferred job: it leads a batch only when no real-time request is queued
+    /// (the queue puts its lane last), and never joins a real-time one.
+    pub deferred: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,8 +78,12 @@ pub fn next_batch(policy: &Policy, queue: &[Candidate], load: &Load, now: Instan
     let Some(leader) = queue.first() else {
         return Decision::Idle;
     };
-    let max_rows = policy.max_batch_rows.max(1);
-    let in_group = |c: &&Candidate| c.group == leader.group;
+    let max_rows = if leader.deferred {
+        policy.max_batch_rows.min(policy.deferred_rows).max(1)
+    } else {
+        policy.max_batch_rows.max(1)
+    };
+    let in_group = |c: &&Candidate| c.group == leader.group && c.deferred == leader.deferred;
     // One pass that allocates nothing: how many of the leader's group would join, whether they
     // fill the batch, and the longest prefix whose rows are a preferred size. The actor asks
     // on every wake-up, and most answers are "wait".
@@ -141,6 +151,7 @@ mod tests {
             max_queue_delay: Duration::from_micros(delay_us),
             preferred_sizes: preferred.to_vec(),
             wait: BatchWait::Fixed,
+            deferred_rows: 4,
         }
     }
 
@@ -175,6 +186,7 @@ mod tests {
                 }),
                 enqueued: t0 + Duration::from_micros(at),
                 deadline: deadline.map(|d| t0 + Duration::from_micros(d)),
+                deferred: false,
             })
             .collect()
     }
@@ -424,6 +436,52 @@ mod tests {
                 Want::Dispatch(members) => Decision::Dispatch(members.to_vec()),
             };
             assert_eq!(got, expected, "case: {name}");
+        }
+    }
+
+    /// Deferred rows (group 9 here) lead a batch only when nothing real-time is queued, are
+    /// capped at `deferred_rows` (4) and never join a real-time batch.
+    #[test]
+    fn deferred_rows_run_alone_in_small_batches() {
+        let t0 = Instant::now();
+        let deferred = |specs: &[Spec], flags: &[bool]| {
+            let mut q = queue(t0, specs);
+            for (c, &d) in q.iter_mut().zip(flags) {
+                c.deferred = d;
+            }
+            q
+        };
+        let cases: &[(&str, Vec<Candidate>, u64, Decision)] = &[
+            (
+                "real-time first, deferred left out",
+                deferred(
+                    &[(1, 0, 0, None), (1, 0, 1, None), (1, 0, 2, None)],
+                    &[false, false, true],
+                ),
+                30_000,
+                Decision::Dispatch(vec![0, 1]),
+            ),
+            (
+                "deferred alone, capped",
+                deferred(&[(1, 0, 0, None); 6], &[true; 6]),
+                0,
+                Decision::Dispatch(vec![0, 1, 2, 3]),
+            ),
+            (
+                "deferred rows over the cap wait for none",
+                deferred(&[(3, 0, 0, None), (3, 0, 1, None)], &[true, true]),
+                0,
+                Decision::Dispatch(vec![0]),
+            ),
+        ];
+        for (name, queue, now_us, want) in cases {
+            let got = next_batch(
+                &policy(64, 20_000, &[]),
+                queue,
+                &Load::default(),
+                t0 + Duration::from_micros(*now_us),
+            );
+            assert_eq!(&got, want, "{name}");
         }
     }
 }

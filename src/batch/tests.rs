@@ -63,6 +63,7 @@ fn settings(max_rows: usize, delay: Duration, max_queue_size: usize) -> BatcherS
             max_queue_delay: delay,
             preferred_sizes: Vec::new(),
             wait: crate::config::BatchWait::Fixed,
+            deferred_rows: 8,
         },
         max_queue_size,
         batching: max_rows > 1,

@@ -1,6 +1,7 @@
 //! The configuration file: parsed strictly (unknown keys are errors), then validated once into the
 //! `Config` every other layer reads. Nothing downstream re-checks what is validated here.
 
+mod deferred;
 mod device;
 mod model;
 mod redis_url;
@@ -11,6 +12,7 @@ mod upstream;
 mod upstream_headers;
 mod upstream_url;
 
+pub use deferred::{DeferredConfig, Window};
 pub use device::Device;
 pub use model::{BatchWait, DeviceFallback, ModelConfig};
 pub use redis_url::{OnRedisDown, RedisUrl};
@@ -73,6 +75,8 @@ pub struct Config {
     pub metering: MeteringConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub deferred: DeferredConfig,
     /// The file this config was read from, which a reload reads again (`None`: not a file).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -372,6 +376,9 @@ fn socket_addr<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Sock
 /// Lowest-priority lane; requests may name 1 (highest) up to this.
 pub const PRIORITY_LEVELS: u8 = 3;
 
+/// The lane of deferred jobs' rows, below every lane a request may ask for.
+pub const DEFERRED_LANE: u8 = PRIORITY_LEVELS + 1;
+
 impl RuntimeLibrary {
     /// A relative path is read from the config file's folder, like model paths.
     fn validate(&self, base_dir: &Path) -> Result<RuntimeLibrary, ConfigError> {
@@ -428,6 +435,7 @@ impl Config {
     pub fn validate(mut self, base_dir: &Path) -> Result<Config, ConfigError> {
         self.server.validate(base_dir)?;
         self.telemetry.validate()?;
+        self.deferred.validate()?;
         if self.cache.ttl_seconds == 0 {
             return Err(invalid(
                 "cache.ttl_seconds",

@@ -80,6 +80,16 @@ fn bad_values_name_their_key() {
         ),
         ("[server]\nworker_threads = 3", None),
         (
+            "[deferred]\nprice_factor = 2.0",
+            Some("deferred.price_factor"),
+        ),
+        ("[deferred]\nbatch_rows = 0", Some("deferred.batch_rows")),
+        (
+            "[deferred]\noff_peak_utc = [\"25:00-01:00\"]",
+            Some("off_peak_utc"),
+        ),
+        ("[deferred]\noff_peak_utc = [\"22:00-06:00\"]", None),
+        (
             "[telemetry]\naccess_log_sample_ratio = 1.5",
             Some("telemetry.access_log_sample_ratio"),
         ),
@@ -397,6 +407,7 @@ fn config_toml_lists_every_key_the_parser_accepts() {
         ("alerts", body("[alerts]")),
         ("auth", body("[auth]")),
         ("telemetry", body("[telemetry]")),
+        ("deferred", body("[deferred]")),
         ("tenants", body("# [[tenants]]")),
         ("models", body("\n[[models]]\n")),
     ];

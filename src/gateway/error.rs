@@ -31,6 +31,9 @@ pub enum Error {
     BodiesInFlight { limit: usize },
     #[error("{0}")]
     NotFound(String),
+    /// A tenant's deferred jobs are at one of `[deferred]`'s limits.
+    #[error("{0}")]
+    JobLimit(String),
     #[error("{0}")]
     Unimplemented(String),
     #[error(transparent)]
@@ -59,7 +62,9 @@ impl Error {
             // Upstream failures keep their own class wherever they surface.
             Error::Batch(BatchError::Backend(e)) | Error::Backend(e) => e.class(),
             Error::Batch(e) => e.class(),
-            Error::Overloaded { .. } | Error::BodiesInFlight { .. } => ErrorClass::Overloaded,
+            Error::Overloaded { .. } | Error::BodiesInFlight { .. } | Error::JobLimit(_) => {
+                ErrorClass::Overloaded
+            }
             Error::NotFound(_) => ErrorClass::NotFound,
             Error::Unimplemented(_) => ErrorClass::Unimplemented,
             Error::Identity(e) => e.class(),

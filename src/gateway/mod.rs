@@ -13,7 +13,7 @@ use crate::metering::cost;
 use crate::metering::identity::Caller;
 use crate::metering::idle::MeteredInstance;
 use crate::metering::meter::{Admission, Metering};
-use crate::metering::record;
+use crate::metering::record::{self, UsageRecord};
 use crate::metering::{MeteringError, OpenError};
 use crate::model::{self, Model, Models, Registry, RequestError};
 use crate::request::{CacheStatus, InferRequest, InferResponse, RequestOptions};
@@ -248,18 +248,23 @@ impl Gateway {
             Err(label) => label.clone(),
         };
         let result = async {
-            let (mut caller, _permit) = match entry {
-                Entry::Admitted(caller, permit) => (caller, permit),
+            let refused = || {
+                metrics::counter!(telemetry::REJECTIONS, "model" => model_label(), "reason" => "server_concurrency").increment(1);
+                Error::Overloaded {
+                    limit: self.config.server.max_concurrent_requests,
+                }
+            };
+            let (mut caller, _permit, handed_back) = match entry {
+                Entry::Admitted(caller, permit) => (caller, permit, None),
                 Entry::Asking(credentials) => {
                     let tags = work.request().options.tags.as_deref();
                     let caller = self.caller(credentials, tags)?;
-                    let Ok(permit) = self.admission.clone().try_acquire_owned() else {
-                        metrics::counter!(telemetry::REJECTIONS, "model" => model_label(), "reason" => "server_concurrency").increment(1);
-                        return Err(Error::Overloaded {
-                            limit: self.config.server.max_concurrent_requests,
-                        });
-                    };
-                    (caller, permit)
+                    let permit = self.admission.clone().try_acquire_owned();
+                    (caller, permit.map_err(|_| refused())?, None)
+                }
+                Entry::Deferred { caller, record } => {
+                    let permit = self.admission.clone().try_acquire_owned();
+                    (caller, permit.map_err(|_| refused())?, Some(record))
                 }
             };
             // Accepted from here on: whatever happens, one usage record is written. Its id
@@ -309,11 +314,22 @@ impl Gateway {
                 (Err(error), _) => Err(error.into()),
                 (_, Err(error)) => Err(error.into()),
             };
-            let record = usage.complete(&outcome, started.elapsed().as_micros() as u64);
+            if handed_back.is_some() {
+                usage.defer();
+            }
+            let mut record = usage.complete(&outcome, started.elapsed().as_micros() as u64);
             if self.access_log.picks(counter) {
                 access::log(&record, trace::current().as_ref());
             }
-            self.metering.settle(record).await?;
+            match handed_back {
+                Some(slot) => {
+                    let factor = self.config.deferred.price_factor;
+                    record.cost_usd *= factor;
+                    record.saved_usd *= factor;
+                    *slot = Some(record);
+                }
+                None => self.metering.settle(record).await?,
+            }
             outcome
         }
         .await;
@@ -433,6 +449,36 @@ impl Gateway {
         })
     }
 
+    /// Serves a deferred job's row as a request of `caller` in the deferred lane, priced at
+    /// `deferred.price_factor`. The usage record comes back unwritten, so that the job store
+    /// commits it together with the row's answer; `None` when the row was refused before it
+    /// was accepted (it is then simply tried again later).
+    pub async fn infer_deferred(
+        &self,
+        mut request: InferRequest,
+        caller: Caller,
+    ) -> (Result<InferResponse, Error>, Option<UsageRecord>) {
+        let started = Instant::now();
+        request.options.deferred = true;
+        request.options.recall = false;
+        let mut record = None;
+        let (span, trace) = trace::request_span("deferred", None);
+        let entry = Entry::Deferred {
+            caller,
+            record: &mut record,
+        };
+        let work = self.run(Work::Compute(request), started, Protocol::Http, entry);
+        let result = trace::scope(Some(trace), work.instrument(span)).await;
+        let factor = self.config.deferred.price_factor;
+        let result = result.map(|reply| {
+            let mut response = reply.response;
+            response.served.cost_usd *= factor;
+            response.served.saved_usd *= factor;
+            response
+        });
+        (result, record)
+    }
+
     /// The tenant a cache key is made for: the caller's under `cache.scope = "tenant"`.
     fn key_tenant<'c>(&self, caller: &'c Caller) -> Option<&'c SmolStr> {
         (self.config.cache.scope == CacheScope::Tenant).then_some(&caller.tenant.name)
@@ -535,6 +581,12 @@ struct Accepted<'a> {
 
 /// How far a request got before `Gateway::run`.
 enum Entry<'a> {
+    /// A deferred job's row, for its job's tenant; its usage record is handed back here
+    /// instead of being written.
+    Deferred {
+        caller: Caller,
+        record: &'a mut Option<UsageRecord>,
+    },
     /// Only its credentials are known: the caller is still to be found and admitted.
     Asking(&'a Credentials),
     /// Already identified and let in (a recall checks both before its lookup).

@@ -33,7 +33,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     // Debug output stands for equality: every section derives it, secrets redacted alike.
     let differs =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let sections: [(&'static str, bool); 10] = [
+    let sections: [(&'static str, bool); 11] = [
         ("server", differs(&old.server, &new.server)),
         ("runtime", differs(&old.runtime, &new.runtime)),
         ("ledger", differs(&old.ledger, &new.ledger)),
@@ -44,6 +44,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("metering", differs(&old.metering, &new.metering)),
         ("cache", differs(&old.cache, &new.cache)),
         ("telemetry", differs(&old.telemetry, &new.telemetry)),
+        ("deferred", differs(&old.deferred, &new.deferred)),
     ];
     sections
         .into_iter()

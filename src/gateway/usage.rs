@@ -26,6 +26,8 @@ pub(super) struct UsageGuard {
     version: SmolStr,
     /// Where a computation this request leads reports what it cost; `None` until one starts.
     tab: Option<Arc<Tab>>,
+    /// A deferred job's row (`defer`).
+    deferred: bool,
 }
 
 /// What a computation led by a request cost, kept for that request's record. A cache miss's
@@ -176,6 +178,16 @@ impl UsageGuard {
             record: Some(record),
             version: resolved.map(|t| t.version.clone()).unwrap_or_default(),
             tab: None,
+            deferred: false,
+        }
+    }
+
+    /// A deferred job's row: its record is handed to the job store, never written from here
+    /// (a row whose request is dropped unfinished runs again, and is billed then).
+    pub(super) fn defer(&mut self) {
+        self.deferred = true;
+        if let Some(record) = self.record.as_mut() {
+            record.lane = SmolStr::new_static(record::LANE_DEFERRED);
         }
     }
 
@@ -234,6 +246,9 @@ impl UsageGuard {
 
 impl Drop for UsageGuard {
     fn drop(&mut self) {
+        if self.deferred {
+            return;
+        }
         if let Some(record) = self.record.take() {
             match &self.tab {
                 Some(tab) => tab.settle_cancelled(record),

@@ -136,6 +136,21 @@ impl Identities {
         })
     }
 
+    /// The caller a deferred job runs as: the tenant that submitted it, found by name (the
+    /// anonymous tenant too); `None` when a reload has removed that tenant since.
+    pub fn caller_by_name(&self, name: &str) -> Option<Caller> {
+        let tenant = if name == ANONYMOUS_TENANT && !self.required {
+            self.anonymous.clone()
+        } else {
+            self.tenants.iter().find(|(_, t)| t.name == name)?.1.clone()
+        };
+        Some(Caller {
+            tenant,
+            tags: Vec::new(),
+            admin: false,
+        })
+    }
+
     fn is_admin(&self, hash: Option<&blake3::Hash>) -> bool {
         // blake3::Hash compares in constant time.
         matches!((hash, &self.admin), (Some(hash), Some(admin)) if hash == admin)

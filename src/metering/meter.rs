@@ -45,6 +45,8 @@ pub struct Metering {
     identities: ArcSwap<Identities>,
     pub alerts: Alerts,
     pub ledger: Ledger,
+    /// Deferred jobs, in the ledger's SQLite file; `None` with a PostgreSQL ledger.
+    pub jobs: Option<Arc<super::ledger::jobs::JobStore>>,
     pub currency: String,
     budgets: ArcSwap<Budgets>,
     /// Present with `fleet.redis_url`: budgets then live in Redis and `budgets` is unused.
@@ -75,6 +77,7 @@ impl Metering {
     /// Opens the ledger and rebuilds this period's budget spend from it.
     pub fn open(config: &Config) -> Result<Metering, OpenError> {
         let ledger = Ledger::open(LedgerSettings::from_config(&config.ledger))?;
+        let jobs = ledger.open_jobs()?.map(Arc::new);
         let now_ms = clock::now_ms();
         let budgets = Budgets::new(&config.tenants, now_ms);
         let mut seeds = HashMap::new();
@@ -115,6 +118,7 @@ impl Metering {
             identities: ArcSwap::from_pointee(Identities::new(config)),
             alerts: Alerts::new(alerts.webhook_url.as_deref()),
             ledger,
+            jobs,
             currency: config.pricing.currency.clone(),
             budgets: ArcSwap::from_pointee(budgets),
             fleet,

@@ -48,6 +48,8 @@ pub struct UsageRecord {
 pub const LANE_REALTIME: &str = "realtime";
 /// The lane of a request sent to the lowest priority because its tenant is over budget.
 pub const LANE_DEMOTED: &str = "demoted";
+/// The lane of a deferred job's row (`POST /v1/batches`), run on idle capacity.
+pub const LANE_DEFERRED: &str = "deferred";
 
 /// Hex digits the time at the end of an id takes at least: 11 reach the year 2527, so ids of
 /// the same era have the same length.

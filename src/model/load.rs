@@ -186,6 +186,7 @@ pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Load
             sizes.sort_unstable();
             sizes
         },
+        deferred_rows: config.deferred.batch_rows,
     };
     tracing::info!(
         model = %model_config.name,

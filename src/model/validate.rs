@@ -3,7 +3,7 @@
 
 use super::{Model, RequestError};
 use crate::batch::{BatchGroup, Job};
-use crate::config::{Wire, PRIORITY_LEVELS};
+use crate::config::{Wire, DEFERRED_LANE, PRIORITY_LEVELS};
 use crate::request::InferRequest;
 use crate::tensor::{strings, DataType, Tensor};
 use std::time::Duration;
@@ -57,6 +57,8 @@ pub fn prepare(model: &Model, request: InferRequest) -> Result<Prepared, Request
     let rows = batch_rows(model, &inputs)?;
     let outputs = requested_outputs(model, request.outputs)?;
     let priority = match request.options.priority {
+        // Set by the gateway for a job's row, never read off the wire.
+        _ if request.options.deferred => DEFERRED_LANE,
         None => model.default_priority,
         Some(p) if (1..=PRIORITY_LEVELS).contains(&p) => p,
         Some(p) => {

@@ -227,11 +227,14 @@ mod tests {
     use super::*;
 
     const TRACE: u128 = 0x4bf92f3577b34da6a3ce929d0e0e4736;
+
+    /// trace id, parent id, sampled
+    type Ids = (u128, u64, bool);
     const PARENT: u64 = 0x00f067aa0ba902b7;
 
     #[test]
     fn headers_are_read_as_the_recommendation_says() {
-        let cases: &[(&str, Option<(u128, u64, bool)>)] = &[
+        let cases: &[(&str, Option<Ids>)] = &[
             (
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
                 Some((TRACE, PARENT, true)),

@@ -2,6 +2,7 @@
 //! `/metrics` and the admin endpoints under `/v1`.
 
 mod admin;
+mod batches;
 mod dashboard;
 pub mod infer;
 pub mod memo;
@@ -227,6 +228,14 @@ async fn route(front: Front<'_>, request: Request<Incoming>) -> Response<Body> {
         }
         (["dashboard", rest @ ..], &Method::GET) => {
             dashboard::serve(gateway, rest).unwrap_or_else(|| not_found(path))
+        }
+        (["v1", "batches", rest @ ..], _) => {
+            let route = batches::BatchRoute {
+                gateway,
+                budget,
+                rest,
+            };
+            batches::route(route, &parts, body).await
         }
         (["v1", rest @ ..], _) => {
             let credentials = credentials(&parts.headers);

@@ -15,6 +15,9 @@
 //!   both end exclusively, as FOCUS defines. The export reads the per-minute rollups, so a
 //!   range covers the whole minutes it touches.
 //! - Costs are the ledger's figures, not converted: `currency` only names them.
+//! - Rows are split by lane too (`x_Lane`: realtime, demoted, deferred); a deferred job's rows
+//!   say so in `ChargeDescription`. Their cost is already discounted by
+//!   `deferred.price_factor`, and List, Contracted and Effective cost carry that same figure.
 //! - `Tags` holds the request tags plus `tollgate/team` and `tollgate/project` (provider tags
 //!   carry a prefix so they cannot collide with the user's keys).
 
@@ -23,14 +26,14 @@ use crate::metering::clock::{iso8601, month_start, next_month_start};
 use super::query::{check_range, int_sum, HITS};
 use super::sql::{Cell, Param, Read};
 use super::{store, LedgerError, QueryError};
-use crate::metering::record::IDLE_TENANT;
+use crate::metering::record::{IDLE_TENANT, LANE_DEFERRED};
 
 const HOUR_MS: i64 = 3_600_000;
 const SERVICE_CATEGORY: &str = "AI and Machine Learning";
 const SERVICE_NAME: &str = "Model Inference";
 
 /// Every column, in output order: the mandatory ones first, then conditional, then custom.
-pub(super) const COLUMNS: [&str; 34] = [
+pub(super) const COLUMNS: [&str; 35] = [
     "BilledCost",
     "BillingAccountId",
     "BillingAccountName",
@@ -65,6 +68,7 @@ pub(super) const COLUMNS: [&str; 34] = [
     "x_Rows",
     "x_CacheHits",
     "x_SavedCost",
+    "x_Lane",
 ];
 
 /// An export of the records that arrived in [from_ms, to_ms).
@@ -102,11 +106,11 @@ pub(super) fn csv(db: &dyn Read, q: &FocusQuery) -> Result<String, LedgerError> 
         "WITH base AS (SELECT \
              minute_ms - ((minute_ms % {HOUR_MS}) + {HOUR_MS}) % {HOUR_MS} AS hour, \
              tenant, model, team, project, tags, requests, row_count, cost_usd, saved_usd, cache, \
-             device_us FROM {source}) \
+             device_us, lane FROM {source}) \
          SELECT hour, tenant, model, team, project, tags, {requests}, {rows}, \
-             SUM(cost_usd), SUM(saved_usd), {hits}, SUM(device_us) / 1000000.0 \
-         FROM base GROUP BY hour, tenant, model, team, project, tags \
-         ORDER BY hour, tenant, model, team, project, tags",
+             SUM(cost_usd), SUM(saved_usd), {hits}, SUM(device_us) / 1000000.0, lane \
+         FROM base GROUP BY hour, tenant, model, team, project, tags, lane \
+         ORDER BY hour, tenant, model, team, project, tags, lane",
         source = super::rollup::Span::SOURCE,
         requests = int_sum("requests"),
         rows = int_sum("row_count"),
@@ -131,9 +135,14 @@ pub(super) fn csv(db: &dyn Read, q: &FocusQuery) -> Result<String, LedgerError> 
         let (requests, rows_sum) = (cell(6).int()?, cell(7).int()?);
         let (cost, saved) = (cell(8).real()?, cell(9).real()?);
         let (hits, device_s) = (cell(10).int()?, cell(11).real()?);
+        let lane = cell(12).text()?.to_string();
         let cost = decimal(cost);
         let description = if tenant == IDLE_TENANT {
             format!("Idle device time of model {model}")
+        } else if lane == LANE_DEFERRED {
+            format!(
+                "Deferred inference (batch job, discounted) on model {model} for tenant {tenant}"
+            )
         } else {
             format!("Inference on model {model} for tenant {tenant}")
         };
@@ -172,6 +181,7 @@ pub(super) fn csv(db: &dyn Read, q: &FocusQuery) -> Result<String, LedgerError> 
             rows_sum.to_string(),
             hits.to_string(),
             decimal(saved),
+            lane,
         ];
         push_line(&mut out, fields.into_iter());
     }

@@ -45,6 +45,7 @@
 
 mod error;
 mod focus;
+pub mod jobs;
 mod lock;
 mod postgres;
 mod query;
@@ -269,6 +270,16 @@ impl Ledger {
                 _lock: parts.lock,
             }),
         })
+    }
+
+    /// The deferred jobs' tables beside the records, on a connection of their own; `None`
+    /// for a PostgreSQL ledger, which does not hold them yet.
+    pub fn open_jobs(&self) -> Result<Option<jobs::JobStore>, LedgerError> {
+        let settings = &self.inner.settings;
+        if settings.url.is_some() {
+            return Ok(None);
+        }
+        jobs::JobStore::open(&settings.path, settings.detail).map(Some)
     }
 
     pub fn settings(&self) -> &LedgerSettings {

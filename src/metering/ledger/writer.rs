@@ -624,7 +624,7 @@ fn absorb(cmd: Command, group: &mut Group) -> bool {
 
 /// Whether `detail` keeps a per-request row of the record: `misses` leaves out answers from
 /// the cache (hits and coalesced), the bulk of a busy gateway's records.
-fn keeps(detail: Detail, r: &UsageRecord) -> bool {
+pub(super) fn keeps(detail: Detail, r: &UsageRecord) -> bool {
     match detail {
         Detail::All => true,
         Detail::Misses => !matches!(r.cache.as_str(), "hit" | "coalesced"),

@@ -1,0 +1,432 @@
+//! Deferred jobs with the real models and server: a 2,000-request job answered in input order
+//! with the model's own answers, repeats counted as savings, priced at `deferred.price_factor`;
+//! a bad request refused whole; a job outside its off-peak window waits and is cancelled; and a
+//! `kill -9` mid-job, after which the restarted gateway finishes it with every row answered and
+//! billed exactly once.
+
+mod common;
+
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+fn digits_config(price_factor: f64, extra: &str) -> String {
+    format!(
+        r#"
+[deferred]
+price_factor = {price_factor}
+batch_rows = 8
+{extra}
+
+[[models]]
+name = "digits"
+path = "models/digits/1/model.onnx"
+max_batch_size = 32
+max_queue_delay_us = 500
+price_per_hour = 3.6
+"#
+    )
+}
+
+fn digits_request(row: &[f32]) -> Value {
+    json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [row]}]})
+}
+
+async fn wait_for(client: &common::Client, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = client.get(&format!("/v1/batches/{id}")).await;
+        assert_eq!(job.status, StatusCode::OK, "{}", job.json());
+        let job = job.json();
+        if done(&job) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job not done in time: {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn lines(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_job_is_answered_in_order_with_the_models_answers_at_its_price() {
+    let (rows, labels) = common::digits_rows();
+    let gateway = common::start(&digits_config(0.5, "")).await;
+    let total = 2000;
+    let requests: Vec<Value> = (0..total)
+        .map(|i| digits_request(&rows[i % rows.len()]))
+        .collect();
+    let submitted = gateway
+        .post_json(
+            "/v1/batches",
+            &json!({"model": "digits", "requests": requests}),
+        )
+        .await;
+    assert_eq!(
+        submitted.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        submitted.json()
+    );
+    let id = submitted.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(submitted.json()["total"], total);
+
+    let job = wait_for(&gateway, &id, |job| job["status"] == "completed").await;
+    assert_eq!(
+        (job["completed"].as_u64(), job["failed"].as_u64()),
+        (Some(2000), Some(0))
+    );
+    let results = gateway.get(&format!("/v1/batches/{id}/results")).await;
+    assert_eq!(results.status, StatusCode::OK);
+    assert_eq!(results.header("content-type"), "application/x-ndjson");
+    let answers = lines(&results.body);
+    assert_eq!(answers.len(), total);
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer["index"], i, "input order");
+        let label = answer["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == "label")
+            .unwrap();
+        assert_eq!(label["data"][0], labels[i % rows.len()], "row {i}");
+    }
+    // Every input after the first few is a repeat: answered from the cache, counted as saved.
+    let (cost, saved) = (
+        job["cost_usd"].as_f64().unwrap(),
+        job["saved_usd"].as_f64().unwrap(),
+    );
+    assert!(cost > 0.0 && saved > cost, "cost {cost}, saved {saved}");
+    let hits = answers
+        .iter()
+        .filter(|a| a["parameters"]["cache"] == "hit")
+        .count();
+    assert!(hits >= total - rows.len() * 2, "{hits} hits");
+
+    // The ledger bills them as deferred, at half the device time's price: as many requests
+    // as rows, once each, and the job's cost.
+    let costs = gateway.get("/v1/costs?group_by=tenant").await.json();
+    let anonymous = costs["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"]["tenant"] == "anonymous")
+        .cloned()
+        .unwrap();
+    assert_eq!(anonymous["requests"], total);
+    assert!((anonymous["cost_usd"].as_f64().unwrap() - cost).abs() <= cost * 1e-9);
+    // The FOCUS export says which rows were deferred.
+    let focus = gateway.get("/v1/costs/focus").await;
+    assert_eq!(focus.status, StatusCode::OK);
+    let focus = String::from_utf8_lossy(&focus.body).to_string();
+    assert!(
+        focus.lines().next().unwrap().ends_with(",x_Lane"),
+        "{focus}"
+    );
+    let deferred_line = focus
+        .lines()
+        .find(|l| l.ends_with(",deferred"))
+        .expect("a deferred row");
+    assert!(
+        deferred_line.contains("Deferred inference"),
+        "{deferred_line}"
+    );
+    // A computed row costs half its share of the batch's device time (3.6 $/h = 1e-9 $/µs).
+    for answer in answers
+        .iter()
+        .filter(|a| a["parameters"]["cache"] == "miss")
+    {
+        let p = &answer["parameters"];
+        let share = p["compute_us"].as_f64().unwrap() * 1e-9 / p["batch_size"].as_f64().unwrap();
+        let cost = p["cost_usd"].as_f64().unwrap();
+        assert!((cost - 0.5 * share).abs() <= share * 1e-9, "{p}");
+        assert!(
+            p["batch_size"].as_u64().unwrap() <= 8,
+            "deferred batches stay small: {p}"
+        );
+    }
+    // The gauges follow the job tables (brought up to date every second).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rows_done = gateway
+        .metric("tollgate_deferred_rows", &["state=\"completed\""])
+        .await;
+    assert_eq!(rows_done, total as f64);
+    let jobs_done = gateway
+        .metric("tollgate_deferred_jobs", &["status=\"completed\""])
+        .await;
+    assert_eq!(jobs_done, 1.0);
+    assert_eq!(
+        gateway
+            .metric("tollgate_deferred_rows", &["state=\"queued\""])
+            .await,
+        0.0
+    );
+    gateway.stop().await;
+
+    // At a price factor of 0 the same job costs nothing.
+    let free = common::start(&digits_config(0.0, "")).await;
+    let requests: Vec<Value> = (0..50)
+        .map(|i| digits_request(&rows[i % rows.len()]))
+        .collect();
+    let submitted = free
+        .post_json(
+            "/v1/batches",
+            &json!({"model": "digits", "requests": requests}),
+        )
+        .await;
+    let id = submitted.json()["id"].as_str().unwrap().to_string();
+    let job = wait_for(&free, &id, |job| job["status"] == "completed").await;
+    assert_eq!(job["completed"], 50);
+    assert_eq!(job["cost_usd"].as_f64(), Some(0.0));
+    free.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_one_bad_request_is_refused_whole_naming_it() {
+    let (rows, _) = common::digits_rows();
+    let gateway = common::start(&digits_config(0.5, "")).await;
+    let mut requests: Vec<Value> = (0..5).map(|i| digits_request(&rows[i])).collect();
+    let short = vec![0.0f32; 63];
+    requests[3] = json!({"inputs": [{"name": "input", "shape": [1, 63], "datatype": "FP32",
+        "data": [short]}]});
+    let cases = [
+        (
+            json!({"model": "digits", "requests": requests}),
+            "requests[3]",
+        ),
+        (json!({"model": "digits", "requests": []}), "at least one"),
+        (
+            json!({"model": "nope", "requests": [digits_request(&rows[0])]}),
+            "nope",
+        ),
+        (json!({"model": "digits"}), "body"),
+    ];
+    for (body, named) in cases {
+        let refused = gateway.post_json("/v1/batches", &body).await;
+        assert!(
+            refused.status.is_client_error(),
+            "{body}: {}",
+            refused.status
+        );
+        let error = refused.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(error.contains(named), "{error}");
+    }
+    let unknown = gateway.get("/v1/batches/batch_0000").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let wrong = gateway
+        .send(Method::PUT, "/v1/batches", &[], bytes::Bytes::new())
+        .await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_outside_its_off_peak_window_waits_and_can_be_cancelled() {
+    let (rows, _) = common::digits_rows();
+    // A window that starts two hours from now and lasts one: not open during the test.
+    let now_minute = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60
+        % 1440) as u32;
+    let at = |m: u32| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
+    let window = format!(
+        "off_peak_utc = [\"{}-{}\"]",
+        at(now_minute + 120),
+        at(now_minute + 180)
+    );
+    let gateway = common::start(&digits_config(0.5, &window)).await;
+    let requests: Vec<Value> = (0..20)
+        .map(|i| digits_request(&rows[i % rows.len()]))
+        .collect();
+    let submitted = gateway
+        .post_json(
+            "/v1/batches",
+            &json!({"model": "digits", "requests": requests}),
+        )
+        .await;
+    let id = submitted.json()["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let job = gateway.get(&format!("/v1/batches/{id}")).await.json();
+    assert_eq!(job["status"], "queued");
+    assert_eq!(job["completed"], 0);
+
+    let cancelled = gateway
+        .send(
+            Method::DELETE,
+            &format!("/v1/batches/{id}"),
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+    assert_eq!(cancelled.json()["status"], "cancelled");
+    assert!(cancelled.json()["finished"].is_string());
+    let results = gateway.get(&format!("/v1/batches/{id}/results")).await;
+    assert!(results.body.is_empty());
+    gateway.stop().await;
+}
+
+#[test]
+fn a_job_killed_mid_way_finishes_after_a_restart_every_row_once() {
+    let dir = common::scratch_dir();
+    let ledger = dir.join("ledger.sqlite");
+    // About 3 ms a row, one at a time, no cache: long enough to be killed half-way.
+    let config = format!(
+        r#"
+[ledger]
+path = "{}"
+
+[deferred]
+batch_rows = 4
+
+[[models]]
+name = "slow"
+path = "models/slow/1/model.onnx"
+max_batch_size = 0
+cache = false
+price_per_hour = 3.6
+"#,
+        ledger.display()
+    );
+    let total = 600;
+    let requests: Vec<Value> = (0..total)
+        .map(|i| {
+            json!({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
+            "data": [vec![(i % 17) as f32 / 17.0; 256]]}]})
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let first = common::spawn(&config);
+    let id = runtime.block_on(async {
+        let submitted = first
+            .post_json(
+                "/v1/batches",
+                &json!({"model": "slow", "requests": requests}),
+            )
+            .await;
+        assert_eq!(
+            submitted.status,
+            StatusCode::ACCEPTED,
+            "{}",
+            submitted.json()
+        );
+        let id = submitted.json()["id"].as_str().unwrap().to_string();
+        wait_for(&first, &id, |job| {
+            job["completed"].as_u64().unwrap_or(0) >= 50
+        })
+        .await;
+        id
+    });
+    // SIGKILL: no shutdown code runs.
+    drop(first);
+
+    let second = common::spawn(&config);
+    runtime.block_on(async {
+        let before = second.get(&format!("/v1/batches/{id}")).await.json();
+        assert!(
+            before["completed"].as_u64().unwrap() < total as u64,
+            "killed mid-job: {before}"
+        );
+        let job = wait_for(&second, &id, |job| job["status"] == "completed").await;
+        assert_eq!(job["completed"], total);
+        let answers = lines(&second.get(&format!("/v1/batches/{id}/results")).await.body);
+        let indices: Vec<u64> = answers
+            .iter()
+            .map(|a| a["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            indices,
+            (0..total as u64).collect::<Vec<_>>(),
+            "every row once, in order"
+        );
+        // Billed once each: as many requests in the ledger as rows, and their cost the job's.
+        let costs = second.get("/v1/costs?group_by=tenant").await.json();
+        let row = costs["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["group"]["tenant"] == "anonymous")
+            .cloned()
+            .unwrap();
+        assert_eq!(row["requests"], total);
+        let cost = job["cost_usd"].as_f64().unwrap();
+        assert!((row["cost_usd"].as_f64().unwrap() - cost).abs() <= cost * 1e-9);
+    });
+}
+
+/// Median of `n` sequential real-time requests to the slow model, in milliseconds.
+async fn median_latency_ms(gateway: &common::Gateway, n: usize) -> f64 {
+    let mut took = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = json!({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
+            "data": [vec![0.001 * i as f32; 256]]}]});
+        let started = Instant::now();
+        let reply = gateway.infer("slow", &body).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        took.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    took.sort_by(f64::total_cmp);
+    took[n / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_requests_beside_a_running_job_wait_for_one_row_at_most() {
+    let gateway = common::start(
+        r#"
+[deferred]
+batch_rows = 4
+
+[[models]]
+name = "slow"
+path = "models/slow/1/model.onnx"
+max_batch_size = 0
+cache = false
+"#,
+    )
+    .await;
+    let alone = median_latency_ms(&gateway, 40).await;
+    let requests: Vec<Value> = (0..3000)
+        .map(|i| {
+            json!({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
+            "data": [vec![(i % 13) as f32; 256]]}]})
+        })
+        .collect();
+    let submitted = gateway
+        .post_json(
+            "/v1/batches",
+            &json!({"model": "slow", "requests": requests}),
+        )
+        .await;
+    let id = submitted.json()["id"].as_str().unwrap().to_string();
+    wait_for(&gateway, &id, |job| {
+        job["completed"].as_u64().unwrap_or(0) > 20
+    })
+    .await;
+    let before = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
+        .as_u64()
+        .unwrap();
+    let beside = median_latency_ms(&gateway, 40).await;
+    let after = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
+        .as_u64()
+        .unwrap();
+    eprintln!("slow model: median {alone:.2} ms alone, {beside:.2} ms beside the job ({before} -> {after} rows)");
+    assert!(
+        after > before,
+        "the job progressed meanwhile ({before} -> {after})"
+    );
+    assert!(
+        beside <= 2.0 * alone,
+        "median {beside:.2} ms beside the job, {alone:.2} ms alone"
+    );
+    gateway.stop().await;
+}

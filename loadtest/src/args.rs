@@ -15,6 +15,8 @@ REQUIRED:
   --model M                 model name
   --concurrency C           closed loop: C workers sending back-to-back
   --rate R                  open loop: R requests/s on a fixed schedule (exclusive with --concurrency)
+  --job N                   instead: submit N requests as one deferred job (Tollgate's
+                            POST /v1/batches), wait for it and report (exclusive with both)
 
 OPTIONS:
   --model-version V         send to /versions/V
@@ -64,6 +66,8 @@ pub enum Arrivals {
 pub enum Load {
     Closed { concurrency: usize },
     Open { rate: f64, arrivals: Arrivals },
+    /// One deferred job of this many requests.
+    Job { requests: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +163,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let mut protocol = Protocol::Http;
     let mut concurrency: Option<usize> = None;
     let mut rate: Option<f64> = None;
+    let mut job: Option<u64> = None;
     let mut arrivals = None;
     let mut duration = None;
     let mut requests = None;
@@ -223,6 +228,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
             }
             "--concurrency" => concurrency = Some(number(&flag, v)?),
             "--rate" => rate = Some(number(&flag, v)?),
+            "--job" => job = Some(number(&flag, v)?),
             "--arrivals" => {
                 arrivals = Some(match v {
                     "poisson" => Arrivals::Poisson,
@@ -255,10 +261,19 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
         return err("--model is required");
     };
     let load = match (concurrency, rate) {
-        (Some(_), Some(_)) => return err("--concurrency and --rate are mutually exclusive"),
-        (None, None) => {
-            return err("one of --concurrency (closed loop) or --rate (open loop) is required")
+        _ if job.is_some() && (concurrency.is_some() || rate.is_some()) => {
+            return err("--job excludes --concurrency and --rate")
         }
+        (None, None) => match job {
+            Some(0) => return err("--job must be at least 1 request"),
+            Some(requests) => Load::Job { requests },
+            None => {
+                return err(
+                    "one of --concurrency (closed loop), --rate (open loop) or --job is required",
+                )
+            }
+        },
+        (Some(_), Some(_)) => return err("--concurrency and --rate are mutually exclusive"),
         (Some(c), None) => {
             if arrivals.is_some() {
                 return err("--arrivals only applies to --rate");

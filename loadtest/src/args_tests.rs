@@ -26,6 +26,7 @@ fn good_lines() {
                 && c.seed == 42
                 && c.progress
         }),
+        ("--job 500", |c| c.load == Load::Job { requests: 500 }),
         ("--rate 250.5 --arrivals constant", |c| {
             c.load
                 == Load::Open {
@@ -105,6 +106,8 @@ fn bad_lines() {
         ("--target h:99999 --model m --concurrency 1", "HOST:PORT"),
         ("--target https://h:1 --model m --concurrency 1", "TLS"),
         (BASE, "required"),
+        ("--target h:1 --model m --job 5 --concurrency 2", "--job excludes"),
+        ("--target h:1 --model m --job 0", "at least 1"),
         (
             "--target h:1 --model m --concurrency 1 --rate 5",
             "mutually exclusive",

@@ -1,6 +1,7 @@
 //! tollgate-loadtest: drives a KServe V2 server over HTTP JSON, HTTP binary or gRPC and reports latency, throughput, cache and cost figures.
 
 mod args;
+mod job;
 mod metrics_scrape;
 mod npy;
 mod protocol;
@@ -63,6 +64,7 @@ async fn run(cfg: Config) -> Result<ExitCode> {
     let lanes = match cfg.load {
         Load::Closed { concurrency } => concurrency.div_ceil(16).clamp(1, 8),
         Load::Open { .. } => OPEN_LOOP_GRPC_LANES,
+        Load::Job { .. } => 1,
     };
     let grpc_clients = if cfg.protocol == Protocol::Grpc {
         Some(grpc::connect(&cfg.target, lanes, cfg.timeout).await?)
@@ -107,6 +109,24 @@ async fn run(cfg: Config) -> Result<ExitCode> {
         None => workload::generated(&meta, distinct, cfg.batch_rows, cfg.seed)?,
     };
 
+    if let Load::Job { requests } = cfg.load {
+        let picker = if cfg.sequential {
+            workload::Picker::sequential(distinct)
+        } else {
+            workload::Picker::new(distinct, cfg.zipf)
+        };
+        let plan = job::JobPlan {
+            target: &cfg.target,
+            model: &cfg.model,
+            version,
+            requests,
+            headers: &headers,
+            limit: cfg.duration,
+            seed: cfg.seed,
+        };
+        let done = job::run(&http_client, plan, &work, &picker).await?;
+        return Ok(if done { ExitCode::SUCCESS } else { ExitCode::from(4) });
+    }
     let verifier = cfg
         .verify
         .as_deref()
@@ -246,6 +266,7 @@ async fn scrape(
 fn run_info(cfg: &Config, distinct: usize, rows: usize) -> report::RunInfo {
     let (mode, concurrency, rate, arrivals) = match cfg.load {
         Load::Closed { concurrency } => ("closed", Some(concurrency), None, None),
+        Load::Job { .. } => ("job", None, None, None),
         Load::Open { rate, arrivals } => {
             let a = match arrivals {
                 Arrivals::Poisson => "poisson",

@@ -134,6 +134,8 @@ pub async fn run(
     let shard_count = match plan.load {
         Load::Closed { concurrency } => concurrency.min(MAX_SHARDS),
         Load::Open { .. } => MAX_SHARDS,
+        // A job is submitted by `job`, never run here.
+        Load::Job { .. } => 1,
     };
     let sh = Arc::new(Shared {
         client,
@@ -169,6 +171,7 @@ pub async fn run(
         Load::Closed { concurrency } => {
             closed_loop(&sh, concurrency, plan.seed, measure_start, end, hard_stop).await
         }
+        Load::Job { .. } => 0,
         Load::Open { rate, arrivals } => {
             open_loop(&sh, rate, arrivals, plan.seed, start, measure_start, end).await;
             drain(&sh, hard_stop).await

@@ -33,6 +33,7 @@ pub use crate::request::Protocol;
 
 mod access;
 mod answer;
+mod deferred;
 mod error;
 mod recall;
 mod reload;
@@ -447,36 +448,6 @@ impl Gateway {
             response: answer(&model, answered, id, request_id),
             recall,
         })
-    }
-
-    /// Serves a deferred job's row as a request of `caller` in the deferred lane, priced at
-    /// `deferred.price_factor`. The usage record comes back unwritten, so that the job store
-    /// commits it together with the row's answer; `None` when the row was refused before it
-    /// was accepted (it is then simply tried again later).
-    pub async fn infer_deferred(
-        &self,
-        mut request: InferRequest,
-        caller: Caller,
-    ) -> (Result<InferResponse, Error>, Option<UsageRecord>) {
-        let started = Instant::now();
-        request.options.deferred = true;
-        request.options.recall = false;
-        let mut record = None;
-        let (span, trace) = trace::request_span("deferred", None);
-        let entry = Entry::Deferred {
-            caller,
-            record: &mut record,
-        };
-        let work = self.run(Work::Compute(request), started, Protocol::Http, entry);
-        let result = trace::scope(Some(trace), work.instrument(span)).await;
-        let factor = self.config.deferred.price_factor;
-        let result = result.map(|reply| {
-            let mut response = reply.response;
-            response.served.cost_usd *= factor;
-            response.served.saved_usd *= factor;
-            response
-        });
-        (result, record)
     }
 
     /// The tenant a cache key is made for: the caller's under `cache.scope = "tenant"`.

@@ -135,3 +135,16 @@ def test_the_harness_authenticates_and_fails_loudly_without_a_key(gateway_with_a
     assert served.returncode == 0, served.stdout + served.stderr
     assert "50 ok, 0 errors" in served.stdout, served.stdout
     assert "per 1,000 requests" in served.stdout and "e-" in served.stdout, served.stdout
+
+
+def test_a_deferred_job_is_submitted_and_waited_for():
+    if not HTTP:
+        pytest.fail("TOLLGATE_HTTP must be set: run these tests through `make test`")
+    completed = subprocess.run(
+        [HARNESS, "--target", HTTP, "--model", "digits", "--job", "300", "--distinct", "30",
+         "--seed", "3", "--duration", "60s"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr + completed.stdout
+    assert "completed" in completed.stdout
+    assert "300 completed, 0 failed of 300" in completed.stdout, completed.stdout

@@ -6,11 +6,12 @@ mod batches;
 mod dashboard;
 pub mod infer;
 pub mod memo;
+mod models;
 mod reader;
 
 use crate::api::limits::{self, BodyBudget, BodyShare, Limits};
 use crate::api::tls::Tls;
-use crate::api::{metadata, statistics, status};
+use crate::api::{metadata, status};
 use crate::gateway::Error;
 use crate::gateway::{Credentials, Gateway, Protocol};
 use crate::request::InferResponse;
@@ -189,16 +190,16 @@ async fn route(front: Front<'_>, request: Request<Incoming>) -> Response<Body> {
         ),
         // Every model's statistics, as Triton answers them (a model named "stats" keeps its
         // own routes below it).
-        (["v2", "models", "stats"], &Method::GET) => model_statistics(gateway, "", None),
+        (["v2", "models", "stats"], &Method::GET) => models::statistics(gateway, "", None),
         (["v2", "models", model, rest @ ..], _) => {
             let (version, action) = match rest {
                 ["versions", version, action @ ..] => (Some(*version), action),
                 action => (None, action),
             };
             match (action, method) {
-                ([], &Method::GET) => model_metadata(gateway, model, version),
-                (["stats"], &Method::GET) => model_statistics(gateway, model, version),
-                (["ready"], &Method::GET) => model_ready(gateway, model, version),
+                ([], &Method::GET) => models::metadata(gateway, model, version),
+                (["stats"], &Method::GET) => models::statistics(gateway, model, version),
+                (["ready"], &Method::GET) => models::ready(gateway, model, version),
                 (["infer"], &Method::POST) => {
                     let route = InferRoute {
                         budget,
@@ -248,56 +249,6 @@ async fn route(front: Front<'_>, request: Request<Incoming>) -> Response<Body> {
             method_not_allowed(method, &Method::GET)
         }
         _ => not_found(path),
-    }
-}
-
-fn model_metadata(gateway: &Gateway, name: &str, version: Option<&str>) -> Response<Body> {
-    let model = match gateway.model(name, version) {
-        Ok(model) => model,
-        Err(error) => return error_response(&error),
-    };
-    let describe = |tensors: Vec<metadata::TensorMetadata>| {
-        tensors
-            .into_iter()
-            .map(|t| json!({"name": t.name, "datatype": t.datatype, "shape": t.shape}))
-            .collect::<Vec<_>>()
-    };
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "name": model.name,
-            "versions": gateway.models.snapshot().versions(&model.name),
-            "platform": metadata::PLATFORM,
-            "inputs": describe(metadata::inputs(&model)),
-            "outputs": describe(metadata::outputs(&model)),
-            "parameters": {
-                "execution_provider": model.provider,
-                "device": model.device.to_string(),
-                "max_batch_size": model.max_batch_size,
-                "batching": model.batching,
-            },
-        }),
-    )
-}
-
-fn model_statistics(gateway: &Gateway, name: &str, version: Option<&str>) -> Response<Body> {
-    match statistics::collect(gateway, name, version) {
-        Ok(answer) => json_response(StatusCode::OK, &statistics::to_json(&answer)),
-        Err(error) => error_response(&error),
-    }
-}
-
-fn model_ready(gateway: &Gateway, name: &str, version: Option<&str>) -> Response<Body> {
-    match gateway.model(name, version) {
-        Ok(model) if model.is_ready() => {
-            json_response(StatusCode::OK, &json!({"name": model.name, "ready": true}))
-        }
-        // Any non-200 means not ready; 503 says it may come back.
-        Ok(model) => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"name": model.name, "ready": false}),
-        ),
-        Err(error) => error_response(&error),
     }
 }
 

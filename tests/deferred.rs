@@ -240,7 +240,7 @@ async fn a_job_outside_its_off_peak_window_waits_and_can_be_cancelled() {
         % 1440) as u32;
     let at = |m: u32| format!("{:02}:{:02}", (m % 1440) / 60, m % 60);
     let window = format!(
-        "off_peak_utc = [\"{}-{}\"]",
+        "off_peak_utc = [\"{}-{}\"]\nmax_jobs_per_tenant = 1",
         at(now_minute + 120),
         at(now_minute + 180)
     );
@@ -260,6 +260,15 @@ async fn a_job_outside_its_off_peak_window_waits_and_can_be_cancelled() {
     assert_eq!(job["status"], "queued");
     assert_eq!(job["completed"], 0);
 
+    // One unfinished job is this tenant's limit here: a second is refused until it ends.
+    let one = json!({"model": "digits", "requests": [digits_request(&rows[0])]});
+    let second = gateway.post_json("/v1/batches", &one).await;
+    assert_eq!(second.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(second.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("deferred.max_jobs_per_tenant"));
+
     let cancelled = gateway
         .send(
             Method::DELETE,
@@ -273,6 +282,10 @@ async fn a_job_outside_its_off_peak_window_waits_and_can_be_cancelled() {
     assert!(cancelled.json()["finished"].is_string());
     let results = gateway.get(&format!("/v1/batches/{id}/results")).await;
     assert!(results.body.is_empty());
+    assert_eq!(
+        gateway.post_json("/v1/batches", &one).await.status,
+        StatusCode::ACCEPTED
+    );
     gateway.stop().await;
 }
 
@@ -428,5 +441,64 @@ cache = false
         beside <= 2.0 * alone,
         "median {beside:.2} ms beside the job, {alone:.2} ms alone"
     );
+    gateway.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_see_their_own_jobs_and_the_admin_sees_every_job() {
+    let (rows, _) = common::digits_rows();
+    let hash = |key: &str| blake3::hash(key.as_bytes()).to_hex().to_string();
+    let config = format!(
+        r#"
+[server]
+admin_token_blake3 = "{}"
+[auth]
+required = true
+[[tenants]]
+name = "alpha"
+api_key_blake3 = "{}"
+[[tenants]]
+name = "beta"
+api_key_blake3 = "{}"
+{}"#,
+        hash("root"),
+        hash("alpha-key"),
+        hash("beta-key"),
+        digits_config(0.5, "")
+    );
+    let gateway = common::start(&config).await;
+    let bearer = |key: &str| vec![("authorization", format!("Bearer {key}"))];
+    let body = json!({"model": "digits", "requests": [digits_request(&rows[0])]});
+    let anonymous = gateway.post_json("/v1/batches", &body).await;
+    assert_eq!(
+        anonymous.status,
+        StatusCode::UNAUTHORIZED,
+        "a key is needed as for inference"
+    );
+    let alpha = gateway
+        .send(
+            Method::POST,
+            "/v1/batches",
+            &bearer("alpha-key"),
+            bytes::Bytes::from(body.to_string()),
+        )
+        .await;
+    assert_eq!(alpha.status, StatusCode::ACCEPTED);
+    let path = format!("/v1/batches/{}", alpha.json()["id"].as_str().unwrap());
+    let cases = [
+        (Method::GET, "alpha-key", StatusCode::OK),
+        (Method::GET, "beta-key", StatusCode::NOT_FOUND),
+        (Method::GET, "root", StatusCode::OK),
+        (Method::DELETE, "beta-key", StatusCode::NOT_FOUND),
+    ];
+    for (method, key, want) in cases {
+        let got = gateway
+            .send(method.clone(), &path, &bearer(key), bytes::Bytes::new())
+            .await;
+        assert_eq!(got.status, want, "{method} as {key}");
+        if got.status == StatusCode::OK {
+            assert_eq!(got.json()["tenant"], "alpha");
+        }
+    }
     gateway.stop().await;
 }

@@ -141,6 +141,11 @@ pub(crate) async fn run(
                 }
             }
             Decision::Dispatch(positions) => {
+                // A deferred batch is handed over only to an idle instance: one queued for a
+                // busy instance would run before a real-time request that comes meanwhile.
+                let deferred = positions
+                    .first()
+                    .is_some_and(|&p| queue.pending[p].job.priority == DEFERRED_LANE);
                 let bytes = inline::input_bytes(
                     positions
                         .iter()
@@ -161,7 +166,16 @@ pub(crate) async fn run(
                     }
                     None => false,
                 };
-                if !ran_here {
+                let instances = settings.instances.start.max(1);
+                if !ran_here && deferred && local.runs().short().outstanding() >= instances {
+                    tokio::select! {
+                        _ = local.runs().short().freed() => {}
+                        arrival = arrivals.recv(), if open => match arrival {
+                            Some(pending) => queue.push(pending),
+                            None => open = false,
+                        },
+                    }
+                } else if !ran_here {
                     let next_deadline = queue.pending.iter().filter_map(|p| p.job.deadline).min();
                     tokio::select! {
                         permit = workers.reserve() => {

@@ -26,6 +26,8 @@ pub(crate) struct ShortRuns {
     /// 0 until a short run is seen.
     largest: AtomicUsize,
     handed_over: AtomicUsize,
+    /// Told when an instance is done with a batch: a deferred batch waits for that.
+    freed: tokio::sync::Notify,
 }
 
 impl ShortRuns {
@@ -43,6 +45,17 @@ impl ShortRuns {
     /// An instance is done with a batch it was handed (run, failed, or all its callers gone).
     pub(crate) fn handed_over_done(&self) {
         self.handed_over.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_one();
+    }
+
+    /// Batches handed to the instances and not finished (queued for one, or running).
+    pub(crate) fn outstanding(&self) -> usize {
+        self.handed_over.load(Ordering::Acquire)
+    }
+
+    /// Resolves when an instance is next done with a batch.
+    pub(crate) async fn freed(&self) {
+        self.freed.notified().await;
     }
 
     /// Learns from one run: a short one raises the bound to its size, a long one lowers it

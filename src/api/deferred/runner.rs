@@ -1,8 +1,10 @@
-//! Runs deferred jobs' rows on idle capacity: the oldest job's next rows, a small batch per
-//! instance at a time, only while its model has no real-time request queued and inside the
-//! off-peak windows. Each round's answers and usage records are committed together; a row
-//! refused for a passing reason (the server full, a budget spent, an upstream down) stays
-//! queued and runs later.
+//! Runs deferred jobs' rows on idle capacity. A feeder keeps a small window of each model's
+//! rows (`deferred.batch_rows` per instance) submitted in the deferred lane, below every
+//! real-time lane: the batcher gives an instance to a deferred batch only when no real-time
+//! request is queued, so the rows fill the gaps and a real-time request waits for one small
+//! batch at most. Rows start only inside the off-peak windows. A committer stores what
+//! finished, answers with their usage records, in groups; a row refused for a passing reason
+//! (the server full, a budget spent, an upstream down) stays queued and runs later.
 
 use crate::api::http::infer::{self, OutputEncoding};
 use crate::error::ErrorClass;
@@ -14,45 +16,75 @@ use crate::metering::ledger::jobs::{
 use crate::metering::record::UsageRecord;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
 
-/// How often a model with real-time requests queued is looked at again.
-const BUSY_POLL: Duration = Duration::from_millis(2);
-/// How long to wait for work when there is none, or after a round refused for a passing
-/// reason.
+/// How long to wait for work when there is none, outside the windows, or after a row was
+/// refused for a passing reason.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Rows read from the store at once.
+const PICK: usize = 512;
+/// Most rows committed in one transaction.
+const COMMIT_ROWS: usize = 256;
 /// How often the job gauges are brought up to date.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How often finished jobs past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// A row by job and index.
+type Key = (String, u64);
+
+/// Rows handed out and not yet committed (or given back), which a read of the store must
+/// skip; and when the feeder may go on after a passing refusal.
+#[derive(Default)]
+struct Taken {
+    rows: HashSet<Key>,
+    pause: bool,
+}
 
 /// Starts the runner, if the gateway keeps jobs.
 pub fn start(gateway: Arc<Gateway>, shutdown: Shutdown) {
     let Some(store) = gateway.metering.jobs.clone() else {
         return;
     };
+    let taken = Arc::new(Mutex::new(Taken::default()));
+    let (done, finished) = mpsc::unbounded_channel();
+    tokio::spawn(committer(
+        gateway.clone(),
+        store.clone(),
+        taken.clone(),
+        finished,
+    ));
     tokio::spawn(async move {
         let stop = shutdown.wait();
         tokio::pin!(stop);
+        let mut feeder = Feeder {
+            gateway,
+            store,
+            taken,
+            done,
+            windows: HashMap::new(),
+        };
         let mut last_purge = None::<tokio::time::Instant>;
         let mut last_report = None::<tokio::time::Instant>;
         loop {
             if last_purge.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
-                purge(&gateway, &store).await;
+                purge(&feeder.gateway, &feeder.store).await;
                 last_purge = Some(tokio::time::Instant::now());
             }
             if last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
-                report(&store).await;
+                report(&feeder.store).await;
                 last_report = Some(tokio::time::Instant::now());
             }
             let pause = tokio::select! {
-                pause = round(&gateway, &store) => pause,
+                pause = feeder.feed() => pause,
                 _ = &mut stop => return,
             };
             if let Some(pause) = pause {
                 tokio::select! {
-                    _ = store.added.notified() => {}
+                    _ = feeder.store.added.notified() => {}
                     _ = tokio::time::sleep(pause) => {}
                     _ = &mut stop => return,
                 }
@@ -68,52 +100,120 @@ pub fn wake(gateway: &Gateway) {
     }
 }
 
-/// One round; returns how long to pause before the next (`None`: go on at once).
-async fn round(gateway: &Gateway, store: &Arc<JobStore>) -> Option<Duration> {
-    if !gateway.config.deferred.open_at(clock::now_ms()) {
-        return Some(IDLE_POLL);
-    }
-    let window = gateway.config.deferred.batch_rows;
-    let picked = {
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || store.queued(window * 16)).await
-    };
-    let queued = match picked {
-        Ok(Ok(rows)) => rows,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "deferred jobs: cannot read the queued rows");
+struct Feeder {
+    gateway: Arc<Gateway>,
+    store: Arc<JobStore>,
+    taken: Arc<Mutex<Taken>>,
+    done: mpsc::UnboundedSender<(Key, Option<Finished>)>,
+    /// Rows in flight per model, at most `batch_rows` per instance.
+    windows: HashMap<String, Arc<Semaphore>>,
+}
+
+impl Feeder {
+    /// Hands out the rows read in one go; returns how long to pause before the next read
+    /// (`None`: read again at once).
+    async fn feed(&mut self) -> Option<Duration> {
+        let config = &self.gateway.config.deferred;
+        if !config.open_at(clock::now_ms()) {
             return Some(IDLE_POLL);
         }
-        Err(_) => return Some(IDLE_POLL),
-    };
-    let Some(first) = queued.first() else {
-        return Some(IDLE_POLL);
-    };
-    // The first job's model takes this round: a small batch for each of its instances.
-    let (model_name, version) = (first.model.clone(), first.version.clone());
-    let mut instances = 1;
-    if let Ok(model) = gateway.model(&model_name, version.as_deref()) {
-        instances = model.config.instances.max(1);
-        // Real-time requests go first: the rows wait until none is queued.
-        while model.batcher.queued() > 0 {
-            tokio::time::sleep(BUSY_POLL).await;
+        if std::mem::take(&mut self.lock().pause) {
+            return Some(IDLE_POLL);
         }
+        let store = self.store.clone();
+        let queued = match tokio::task::spawn_blocking(move || store.queued(PICK)).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "deferred jobs: cannot read the queued rows");
+                return Some(IDLE_POLL);
+            }
+            Err(_) => return Some(IDLE_POLL),
+        };
+        let fresh: Vec<Queued> = {
+            let taken = self.lock();
+            queued
+                .into_iter()
+                .filter(|row| !taken.rows.contains(&(row.job.clone(), row.index)))
+                .collect()
+        };
+        if fresh.is_empty() {
+            // Everything queued is in flight (or nothing is): wait for the committer or a job.
+            return Some(if self.lock().rows.is_empty() {
+                IDLE_POLL
+            } else {
+                Duration::from_millis(5)
+            });
+        }
+        for row in fresh {
+            if !self.gateway.config.deferred.open_at(clock::now_ms()) || self.lock().pause {
+                break;
+            }
+            let window = self.window(&row.model, row.version.as_deref());
+            let Ok(permit) = window.acquire_owned().await else {
+                break;
+            };
+            let key = (row.job.clone(), row.index);
+            self.lock().rows.insert(key.clone());
+            let (gateway, done) = (self.gateway.clone(), self.done.clone());
+            tokio::spawn(async move {
+                let outcome = run_row(&gateway, row).await;
+                drop(permit);
+                let _ = done.send((key, outcome));
+            });
+        }
+        None
     }
-    let rows: Vec<Queued> = queued
-        .into_iter()
-        .filter(|row| row.model == model_name && row.version == version)
-        .take(window * instances)
-        .collect();
-    let ran =
-        futures_util::future::join_all(rows.into_iter().map(|row| run_row(gateway, row))).await;
-    let total = ran.len();
-    let finished: Vec<Finished> = ran.into_iter().flatten().collect();
-    let passing = finished.len() < total;
-    if !finished.is_empty() {
-        commit(gateway, store, finished).await;
+
+    fn window(&mut self, model: &str, version: Option<&str>) -> Arc<Semaphore> {
+        let per_instance = self.gateway.config.deferred.batch_rows;
+        let instances = self
+            .gateway
+            .model(model, version)
+            .map_or(1, |m| m.config.instances.max(1));
+        self.windows
+            .entry(model.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(per_instance * instances)))
+            .clone()
     }
-    // Rows refused for a passing reason wait a moment rather than being retried at once.
-    passing.then_some(IDLE_POLL)
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Taken> {
+        self.taken.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Commits finished rows in groups, as they come; gives back the rows refused for a passing
+/// reason (they stay queued) and makes the feeder pause.
+async fn committer(
+    gateway: Arc<Gateway>,
+    store: Arc<JobStore>,
+    taken: Arc<Mutex<Taken>>,
+    mut finished: mpsc::UnboundedReceiver<(Key, Option<Finished>)>,
+) {
+    while let Some(first) = finished.recv().await {
+        let mut group = vec![first];
+        while group.len() < COMMIT_ROWS {
+            match finished.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let keys: Vec<Key> = group.iter().map(|(key, _)| key.clone()).collect();
+        let refused = group.iter().any(|(_, outcome)| outcome.is_none());
+        let rows: Vec<Finished> = group
+            .into_iter()
+            .filter_map(|(_, outcome)| outcome)
+            .collect();
+        if !rows.is_empty() {
+            commit(&gateway, &store, rows).await;
+        }
+        // Committed (or, on a failed commit, still queued in the store): either way no longer
+        // in flight, so the next read sees the store's word on them.
+        let mut taken = taken.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            taken.rows.remove(&key);
+        }
+        taken.pause |= refused;
+    }
 }
 
 /// Runs one row; `None` when it was refused for a passing reason and stays queued.

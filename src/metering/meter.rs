@@ -45,7 +45,8 @@ pub struct Metering {
     identities: ArcSwap<Identities>,
     pub alerts: Alerts,
     pub ledger: Ledger,
-    /// Deferred jobs, in the ledger's SQLite file; `None` with a PostgreSQL ledger.
+    /// Deferred jobs, in the ledger's store; `None` when a PostgreSQL ledger was unreachable
+    /// at start.
     pub jobs: Option<Arc<super::ledger::jobs::JobStore>>,
     pub currency: String,
     budgets: ArcSwap<Budgets>,
@@ -77,7 +78,16 @@ impl Metering {
     /// Opens the ledger and rebuilds this period's budget spend from it.
     pub fn open(config: &Config) -> Result<Metering, OpenError> {
         let ledger = Ledger::open(LedgerSettings::from_config(&config.ledger))?;
-        let jobs = ledger.open_jobs()?.map(Arc::new);
+        // A PostgreSQL ledger that is down at start leaves this replica without jobs (it
+        // still serves, and holds its usage records until the ledger is back).
+        let jobs = match ledger.open_jobs() {
+            Ok(jobs) => Some(Arc::new(jobs)),
+            Err(error) if ledger.settings().url.is_some() => {
+                tracing::warn!(%error, "deferred jobs are off on this replica: the PostgreSQL ledger is unreachable");
+                None
+            }
+            Err(error) => return Err(error.into()),
+        };
         let now_ms = clock::now_ms();
         let budgets = Budgets::new(&config.tenants, now_ms);
         let mut seeds = HashMap::new();

@@ -1,6 +1,8 @@
 //! Deferred jobs (`/v1/batches`): a job's requests are checked and stored at once, then run by
 //! `runner` on idle capacity. This is a third front end: it reads requests from the job store
-//! instead of a socket and hands them to the gateway like the others.
+//! instead of a socket and hands them to the gateway like the others. The store blocks (SQLite,
+//! or the PostgreSQL ledger's own runtime): the HTTP handlers call in here from
+//! `block_in_place`.
 
 pub mod runner;
 
@@ -27,9 +29,9 @@ struct Submission<'a> {
 /// The job store, or why there is none.
 pub fn store(gateway: &Gateway) -> Result<&Arc<JobStore>, Error> {
     gateway.metering.jobs.as_ref().ok_or_else(|| {
-        Error::Unimplemented(
-            "deferred jobs are kept in a SQLite ledger (ledger.path); this gateway's ledger is \
-             PostgreSQL (ledger.url), which does not hold them yet"
+        Error::LedgerUnavailable(
+            "deferred jobs are off on this replica: its PostgreSQL ledger (ledger.url) was \
+             unreachable when it started"
                 .into(),
         )
     })

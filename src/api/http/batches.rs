@@ -23,17 +23,26 @@ pub(super) async fn route(
     body: Incoming,
 ) -> Response<Body> {
     let method = &parts.method;
+    let gateway = route.gateway;
+    // The job store blocks; this worker thread lets the runtime know.
+    use tokio::task::block_in_place as blocking;
     let answer = match (route.rest, method) {
         ([], &Method::POST) => submit(&route, parts, body).await,
         ([], _) => return method_not_allowed(method, &Method::POST),
-        ([id], &Method::GET) => reader(&route, parts, id).map(|job| ok(deferred::view(&job))),
-        ([id], &Method::DELETE) => reader(&route, parts, id)
-            .and_then(|job| deferred::cancel(route.gateway, &job))
-            .map(|job| ok(deferred::view(&job))),
+        ([id], &Method::GET) => {
+            blocking(|| reader(&route, parts, id).map(|job| ok(deferred::view(&job))))
+        }
+        ([id], &Method::DELETE) => blocking(|| {
+            reader(&route, parts, id)
+                .and_then(|job| deferred::cancel(gateway, &job))
+                .map(|job| ok(deferred::view(&job)))
+        }),
         ([_], _) => return method_not_allowed(method, &Method::GET),
-        ([id, "results"], &Method::GET) => reader(&route, parts, id)
-            .and_then(|job| deferred::results(route.gateway, &job))
-            .map(ndjson),
+        ([id, "results"], &Method::GET) => blocking(|| {
+            reader(&route, parts, id)
+                .and_then(|job| deferred::results(gateway, &job))
+                .map(ndjson)
+        }),
         ([_, "results"], _) => return method_not_allowed(method, &Method::GET),
         _ => Err(Error::NotFound(format!(
             "no such endpoint: /v1/batches/{}",
@@ -61,7 +70,7 @@ async fn submit(
         return Err(Error::BodyTooLarge { limit });
     }
     let (body, _share) = read_body(body, declared, limit, route.budget).await?;
-    let job = deferred::submit(gateway, &caller, &body)?;
+    let job = tokio::task::block_in_place(|| deferred::submit(gateway, &caller, &body))?;
     Ok(json_response(
         StatusCode::ACCEPTED,
         &serde_json::json!({"id": job.id, "status": job.status, "total": job.total}),

@@ -193,6 +193,8 @@ struct Inner {
     /// Rows up to this id came from a schema 1 ledger (see `query::usage`).
     legacy_max_id: i64,
     settings: LedgerSettings,
+    /// The PostgreSQL ledger's pool, for the deferred jobs' tables.
+    pg: Option<Arc<postgres::Postgres>>,
     writer: WriterThread,
     /// Released last, once the writer has committed what was queued (a SQLite file only).
     _lock: Option<lock::WriterLock>,
@@ -204,6 +206,7 @@ struct Parts {
     readers: Box<dyn sql::Read + Send + Sync>,
     lock: Option<lock::WriterLock>,
     legacy_max_id: i64,
+    pg: Option<Arc<postgres::Postgres>>,
 }
 
 struct WriterThread(Option<JoinHandle<()>>);
@@ -233,9 +236,10 @@ impl Ledger {
             pg.check()?;
             let parts = Parts {
                 sink: Box::new(postgres::PgSink::new(pg.clone(), settings.sync)),
-                readers: Box::new(postgres::PgReaders(pg)),
+                readers: Box::new(postgres::PgReaders(pg.clone())),
                 lock: None,
                 legacy_max_id: 0,
+                pg: Some(pg),
             };
             return Ledger::start(settings, parts);
         }
@@ -247,6 +251,7 @@ impl Ledger {
             readers: Box::new(store::Readers::new(settings.path.clone())),
             lock: Some(lock),
             legacy_max_id: opened.legacy_max_id,
+            pg: None,
         };
         Ledger::start(settings, parts)
     }
@@ -266,20 +271,21 @@ impl Ledger {
                 readers: parts.readers,
                 legacy_max_id: parts.legacy_max_id,
                 settings,
+                pg: parts.pg,
                 writer: WriterThread(Some(handle)),
                 _lock: parts.lock,
             }),
         })
     }
 
-    /// The deferred jobs' tables beside the records, on a connection of their own; `None`
-    /// for a PostgreSQL ledger, which does not hold them yet.
-    pub fn open_jobs(&self) -> Result<Option<jobs::JobStore>, LedgerError> {
+    /// The deferred jobs' tables beside the records (on a connection of their own in the
+    /// SQLite file).
+    pub fn open_jobs(&self) -> Result<jobs::JobStore, LedgerError> {
         let settings = &self.inner.settings;
-        if settings.url.is_some() {
-            return Ok(None);
+        match &self.inner.pg {
+            Some(pg) => jobs::JobStore::postgres(pg.clone(), settings.detail),
+            None => jobs::JobStore::sqlite(&settings.path, settings.detail),
         }
-        jobs::JobStore::open(&settings.path, settings.detail).map(Some)
     }
 
     pub fn settings(&self) -> &LedgerSettings {

@@ -10,6 +10,7 @@
 //! a gateway starts while PostgreSQL is down, holds its records (`writer`), and writes them
 //! when it is back.
 
+mod jobs;
 mod schema;
 mod sink;
 
@@ -24,6 +25,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::sql::{numbered_as_dollars, Cell, Dialect, Param, Read};
 use super::LedgerError;
 
+pub(super) use jobs::PgJobs;
 pub(super) use sink::PgSink;
 
 /// Connections kept by the pool: the writer's and a few concurrent reports.

@@ -16,7 +16,7 @@ use super::Postgres;
 use crate::metering::clock;
 use crate::metering::record::UsageRecord;
 
-type Value = Box<dyn ToSql + Send + Sync>;
+pub(super) type Value = Box<dyn ToSql + Send + Sync>;
 
 pub(in super::super) struct PgSink {
     pg: Arc<Postgres>,
@@ -38,7 +38,7 @@ impl PgSink {
 }
 
 /// Records as one array per column, in `store::RECORD_COLUMNS` order.
-fn record_arrays(records: &[&UsageRecord], scratch: &mut Vec<u8>) -> Vec<Value> {
+pub(super) fn record_arrays(records: &[&UsageRecord], scratch: &mut Vec<u8>) -> Vec<Value> {
     let texts = |f: fn(&UsageRecord) -> &str| -> Value {
         Box::new(records.iter().map(|r| f(r).to_string()).collect::<Vec<_>>())
     };
@@ -85,7 +85,7 @@ const RECORD_TYPES: [&str; store::RECORD_WIDTH] = [
     "bigint", "bigint", "bigint", "bigint", "float8", "float8", "text", "text", "text",
 ];
 
-fn insert_records_sql() -> String {
+pub(super) fn insert_records_sql() -> String {
     format!(
         "INSERT INTO usage ({}) SELECT * FROM UNNEST({})",
         store::RECORD_COLUMNS,
@@ -103,7 +103,7 @@ fn unnest_args(types: &[&str]) -> String {
 }
 
 /// Rollup rows as one array per column: the key, the five sums, the buckets.
-fn rollup_arrays(rows: &[(Key, Sums)]) -> Vec<Value> {
+pub(super) fn rollup_arrays(rows: &[(Key, Sums)]) -> Vec<Value> {
     let mut out: Vec<Value> = vec![Box::new(
         rows.iter().map(|(k, _)| k.minute_ms).collect::<Vec<i64>>(),
     )];
@@ -138,7 +138,7 @@ fn rollup_arrays(rows: &[(Key, Sums)]) -> Vec<Value> {
     out
 }
 
-fn upsert_sql(table: &str) -> String {
+pub(super) fn upsert_sql(table: &str) -> String {
     let mut types = vec!["bigint"];
     types.extend(["text"; 10]);
     types.extend(["bigint", "bigint", "float8", "float8", "float8"]);
@@ -167,7 +167,7 @@ fn upsert_sql(table: &str) -> String {
     )
 }
 
-fn refs(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+pub(super) fn refs(values: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
     values.iter().map(|v| &**v as &(dyn ToSql + Sync)).collect()
 }
 

@@ -1,9 +1,7 @@
-//! Deferred jobs in the ledger's SQLite file: a job, each of its requests with its state, and
-//! each answer. A row's answer, its usage record and the rollups it adds to are committed in
-//! one transaction, and only for a row still queued: after a crash a row is either finished
-//! and billed, or neither, and runs again; never billed twice, never lost.
+//! Deferred jobs in the ledger's SQLite file, on a connection of their own.
 
-use super::{rollup, store, Detail, LedgerError};
+use super::super::{rollup, store, writer, Detail, LedgerError};
+use super::{Counts, Finished, Holding, Job, Queued, COMPLETED, FAILED, QUEUED, RUNNING};
 use crate::metering::record::UsageRecord;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::Path;
@@ -40,77 +38,14 @@ CREATE INDEX IF NOT EXISTS job_rows_queued ON job_rows (state, job, idx);
 /// Waits this long for the write lock the ledger's writer may hold.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The states of a job; rows are `queued`, `completed` or `failed`.
-pub const QUEUED: &str = "queued";
-pub const RUNNING: &str = "running";
-pub const COMPLETED: &str = "completed";
-pub const FAILED: &str = "failed";
-pub const CANCELLED: &str = "cancelled";
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Job {
-    pub id: String,
-    pub tenant: String,
-    pub model: String,
-    pub version: Option<String>,
-    pub status: String,
-    pub total: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub cost_usd: f64,
-    pub saved_usd: f64,
-    pub created_ms: i64,
-    pub finished_ms: Option<i64>,
-}
-
-/// A row waiting to run, with what its job says about it.
-#[derive(Debug, Clone)]
-pub struct Queued {
-    pub job: String,
-    pub index: u64,
-    pub request: Vec<u8>,
-    pub tenant: String,
-    pub model: String,
-    pub version: Option<String>,
-}
-
-/// A row that ran: its answer (a V2 response, or `{"error": ...}`) and its usage record
-/// (`None` for a row refused before the gateway accepted it: there is nothing to bill).
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub job: String,
-    pub index: u64,
-    pub ok: bool,
-    pub answer: String,
-    pub record: Option<UsageRecord>,
-}
-
-/// What the job tables hold, for the metrics.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Counts {
-    pub jobs: Vec<(String, u64)>,
-    pub rows_queued: u64,
-    pub rows_completed: u64,
-    pub rows_failed: u64,
-}
-
-/// How many jobs and rows a tenant has not finished, for its limits.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Holding {
-    pub jobs: u64,
-    pub rows: u64,
-}
-
-pub struct JobStore {
+pub(super) struct SqliteJobs {
     conn: Mutex<Connection>,
     detail: Detail,
-    /// Told when a job is stored, so the runner need not poll for work.
-    pub added: tokio::sync::Notify,
 }
 
-impl JobStore {
+impl SqliteJobs {
     /// Opens the tables in the ledger's file (the ledger has already made it, in WAL mode).
-    pub fn open(path: &Path, detail: Detail) -> Result<JobStore, LedgerError> {
+    pub(super) fn open(path: &Path, detail: Detail) -> Result<SqliteJobs, LedgerError> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -118,10 +53,9 @@ impl JobStore {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(JobStore {
+        Ok(SqliteJobs {
             conn: Mutex::new(conn),
             detail,
-            added: tokio::sync::Notify::new(),
         })
     }
 
@@ -132,7 +66,7 @@ impl JobStore {
     }
 
     /// Stores a job and all its requests at once: either all of them or none.
-    pub fn create(&self, job: &Job, requests: &[&[u8]]) -> Result<(), LedgerError> {
+    pub(super) fn create(&self, job: &Job, requests: &[&[u8]]) -> Result<(), LedgerError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
@@ -160,7 +94,7 @@ impl JobStore {
         Ok(())
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<Job>, LedgerError> {
+    pub(super) fn get(&self, id: &str) -> Result<Option<Job>, LedgerError> {
         let conn = self.conn();
         let job = conn
             .query_row(
@@ -174,7 +108,7 @@ impl JobStore {
     }
 
     /// The answers of a job's finished rows, in input order.
-    pub fn answers(&self, id: &str) -> Result<Vec<(u64, String)>, LedgerError> {
+    pub(super) fn answers(&self, id: &str) -> Result<Vec<(u64, String)>, LedgerError> {
         let conn = self.conn();
         let mut query = conn.prepare_cached(
             "SELECT idx, answer FROM job_rows WHERE job = ?1 AND answer IS NOT NULL ORDER BY idx",
@@ -184,7 +118,7 @@ impl JobStore {
     }
 
     /// Rows to run next: those of the oldest jobs first, in input order, `limit` at most.
-    pub fn queued(&self, limit: usize) -> Result<Vec<Queued>, LedgerError> {
+    pub(super) fn queued(&self, limit: usize) -> Result<Vec<Queued>, LedgerError> {
         let conn = self.conn();
         let mut query = conn.prepare_cached(
             "SELECT r.job, r.idx, r.request, j.tenant, j.model, j.version
@@ -208,7 +142,7 @@ impl JobStore {
     /// Commits finished rows with their usage records in one transaction. A row no longer
     /// queued (finished already, or its job cancelled) is skipped with its record, so nothing
     /// is billed twice. Returns the records that were committed, for the budgets and metrics.
-    pub fn finish(
+    pub(super) fn finish(
         &self,
         rows: Vec<Finished>,
         now_ms: i64,
@@ -246,7 +180,7 @@ impl JobStore {
         let kept: Vec<&UsageRecord> = records
             .iter()
             .copied()
-            .filter(|r| super::writer::keeps(self.detail, r))
+            .filter(|r| writer::keeps(self.detail, r))
             .collect();
         store::insert_all(&tx, &kept, &mut scratch)?;
         let mut fold = rollup::Fold::default();
@@ -264,7 +198,7 @@ impl JobStore {
     }
 
     /// Cancels a job that has not finished; true if it was cancelled now.
-    pub fn cancel(&self, id: &str, now_ms: i64) -> Result<bool, LedgerError> {
+    pub(super) fn cancel(&self, id: &str, now_ms: i64) -> Result<bool, LedgerError> {
         let changed = self.conn().execute(
             "UPDATE jobs SET status = 'cancelled', finished_ms = ?2
               WHERE id = ?1 AND status IN ('queued', 'running')",
@@ -274,7 +208,7 @@ impl JobStore {
     }
 
     /// What `tenant` holds that has not finished.
-    pub fn holding(&self, tenant: &str) -> Result<Holding, LedgerError> {
+    pub(super) fn holding(&self, tenant: &str) -> Result<Holding, LedgerError> {
         let conn = self.conn();
         let (jobs, rows): (i64, i64) = conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(total - completed - failed), 0) FROM jobs
@@ -290,7 +224,7 @@ impl JobStore {
 
     /// Jobs by status, and rows queued (of unfinished jobs), completed and failed (of the jobs
     /// still kept), for the metrics; read from the jobs alone, so it stays cheap.
-    pub fn counts(&self) -> Result<Counts, LedgerError> {
+    pub(super) fn counts(&self) -> Result<Counts, LedgerError> {
         let conn = self.conn();
         let mut counts = Counts::default();
         let mut query = conn.prepare_cached(
@@ -313,7 +247,7 @@ impl JobStore {
     }
 
     /// Deletes jobs (and their rows) that finished before `cutoff_ms`; returns how many.
-    pub fn purge_finished_before(&self, cutoff_ms: i64) -> Result<usize, LedgerError> {
+    pub(super) fn purge_finished_before(&self, cutoff_ms: i64) -> Result<usize, LedgerError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(

@@ -457,6 +457,7 @@ required = true
 [[tenants]]
 name = "alpha"
 api_key_blake3 = "{}"
+budget_usd = 10.0
 [[tenants]]
 name = "beta"
 api_key_blake3 = "{}"
@@ -500,5 +501,35 @@ api_key_blake3 = "{}"
             assert_eq!(got.json()["tenant"], "alpha");
         }
     }
+    // The job's cost counts against its tenant's budget.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let now = gateway
+            .send(Method::GET, &path, &bearer("root"), bytes::Bytes::new())
+            .await
+            .json();
+        if now["status"] == "completed" {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "{now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let budgets = gateway
+        .send(
+            Method::GET,
+            "/v1/budgets",
+            &bearer("root"),
+            bytes::Bytes::new(),
+        )
+        .await
+        .json();
+    let alpha = &budgets["budgets"][0];
+    assert_eq!(alpha["tenant"], "alpha");
+    let cost = done["cost_usd"].as_f64().unwrap();
+    assert!(cost > 0.0);
+    assert!(
+        (alpha["spent_usd"].as_f64().unwrap() - cost).abs() <= cost * 1e-9,
+        "{budgets}"
+    );
     gateway.stop().await;
 }

@@ -280,3 +280,81 @@ fn read_job(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         finished_ms: r.get(11)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, created_ms: i64) -> Job {
+        Job {
+            id: id.into(),
+            tenant: "t".into(),
+            model: "m".into(),
+            version: None,
+            status: QUEUED.into(),
+            total: 2,
+            completed: 0,
+            failed: 0,
+            cost_usd: 0.0,
+            saved_usd: 0.0,
+            created_ms,
+            finished_ms: None,
+        }
+    }
+
+    fn finished(job: &str, index: u64) -> Finished {
+        Finished {
+            job: job.into(),
+            index,
+            ok: true,
+            answer: format!("{{\"index\":{index}}}"),
+            record: Some(UsageRecord {
+                request_id: format!("{job}-{index}").into(),
+                cost_usd: 1.0,
+                ..UsageRecord::default()
+            }),
+        }
+    }
+
+    /// A second finish of the same row, or one after a cancel, commits nothing and bills
+    /// nothing; a finished job is purged after its retention, an unfinished one never.
+    #[test]
+    fn rows_finish_once_and_finished_jobs_are_purged() {
+        let dir = std::env::temp_dir().join(format!("tollgate-jobs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ledger.sqlite");
+        let ledger = crate::metering::ledger::Ledger::open(
+            crate::metering::ledger::LedgerSettings::new(&path),
+        )
+        .unwrap();
+        let store = SqliteJobs::open(&path, Detail::All).unwrap();
+        store.create(&job("a", 1), &[b"{}", b"{}"]).unwrap();
+        store.create(&job("b", 2), &[b"{}", b"{}"]).unwrap();
+        assert_eq!(store.queued(10).unwrap().len(), 4);
+        assert_eq!(store.finish(vec![finished("a", 0)], 10).unwrap().len(), 1);
+        assert!(
+            store.finish(vec![finished("a", 0)], 11).unwrap().is_empty(),
+            "once"
+        );
+        assert!(store.cancel("b", 12).unwrap());
+        assert!(
+            store.finish(vec![finished("b", 0)], 13).unwrap().is_empty(),
+            "cancelled"
+        );
+        assert_eq!(store.finish(vec![finished("a", 1)], 14).unwrap().len(), 1);
+        let a = store.get("a").unwrap().unwrap();
+        assert_eq!(
+            (a.status.as_str(), a.completed, a.cost_usd),
+            (COMPLETED, 2, 2.0)
+        );
+        assert_eq!(store.answers("a").unwrap().len(), 2);
+        assert_eq!(store.holding("t").unwrap(), Holding { jobs: 0, rows: 0 });
+        store.create(&job("c", 3), &[b"{}", b"{}"]).unwrap();
+        assert_eq!(store.purge_finished_before(100).unwrap(), 2);
+        assert!(store.get("a").unwrap().is_none() && store.get("c").unwrap().is_some());
+        assert_eq!(store.holding("t").unwrap(), Holding { jobs: 1, rows: 2 });
+        drop(ledger);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

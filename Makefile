@@ -111,6 +111,7 @@ bench-hits: runtime nginx wrk
 models: pyenv
 	$(VENV)/bin/pip install --quiet -r scripts/requirements-models.txt
 	$(VENV)/bin/python scripts/make_models.py
+	$(VENV)/bin/python scripts/make_variants.py
 	$(VENV)/bin/python scripts/make_alexnet.py
 
 clean-runtime:

@@ -64,10 +64,17 @@ pub enum Arrivals {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Load {
-    Closed { concurrency: usize },
-    Open { rate: f64, arrivals: Arrivals },
+    Closed {
+        concurrency: usize,
+    },
+    Open {
+        rate: f64,
+        arrivals: Arrivals,
+    },
     /// One deferred job of this many requests.
-    Job { requests: u64 },
+    Job {
+        requests: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -260,39 +267,38 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ArgErro
     let Some(model) = model.filter(|m| !m.is_empty()) else {
         return err("--model is required");
     };
-    let load = match (concurrency, rate) {
-        _ if job.is_some() && (concurrency.is_some() || rate.is_some()) => {
-            return err("--job excludes --concurrency and --rate")
-        }
-        (None, None) => match job {
-            Some(0) => return err("--job must be at least 1 request"),
-            Some(requests) => Load::Job { requests },
-            None => {
-                return err(
+    let load =
+        match (concurrency, rate) {
+            _ if job.is_some() && (concurrency.is_some() || rate.is_some()) => {
+                return err("--job excludes --concurrency and --rate")
+            }
+            (None, None) => match job {
+                Some(0) => return err("--job must be at least 1 request"),
+                Some(requests) => Load::Job { requests },
+                None => return err(
                     "one of --concurrency (closed loop), --rate (open loop) or --job is required",
-                )
+                ),
+            },
+            (Some(_), Some(_)) => return err("--concurrency and --rate are mutually exclusive"),
+            (Some(c), None) => {
+                if arrivals.is_some() {
+                    return err("--arrivals only applies to --rate");
+                }
+                if !(1..=100_000).contains(&c) {
+                    return err("--concurrency must be between 1 and 100000");
+                }
+                Load::Closed { concurrency: c }
             }
-        },
-        (Some(_), Some(_)) => return err("--concurrency and --rate are mutually exclusive"),
-        (Some(c), None) => {
-            if arrivals.is_some() {
-                return err("--arrivals only applies to --rate");
+            (None, Some(r)) => {
+                if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) {
+                    return err("--rate must be a positive number of requests per second");
+                }
+                Load::Open {
+                    rate: r,
+                    arrivals: arrivals.unwrap_or(Arrivals::Poisson),
+                }
             }
-            if !(1..=100_000).contains(&c) {
-                return err("--concurrency must be between 1 and 100000");
-            }
-            Load::Closed { concurrency: c }
-        }
-        (None, Some(r)) => {
-            if !(r.is_finite() && r > 0.0 && r <= 10_000_000.0) {
-                return err("--rate must be a positive number of requests per second");
-            }
-            Load::Open {
-                rate: r,
-                arrivals: arrivals.unwrap_or(Arrivals::Poisson),
-            }
-        }
-    };
+        };
     // A run is always bounded in time: --requests alone gets a generous cap rather than none.
     let duration = match (duration, requests) {
         (Some(d), _) => d,

@@ -106,7 +106,10 @@ fn bad_lines() {
         ("--target h:99999 --model m --concurrency 1", "HOST:PORT"),
         ("--target https://h:1 --model m --concurrency 1", "TLS"),
         (BASE, "required"),
-        ("--target h:1 --model m --job 5 --concurrency 2", "--job excludes"),
+        (
+            "--target h:1 --model m --job 5 --concurrency 2",
+            "--job excludes",
+        ),
         ("--target h:1 --model m --job 0", "at least 1"),
         (
             "--target h:1 --model m --concurrency 1 --rate 5",

@@ -28,7 +28,12 @@ pub struct JobPlan<'a> {
 }
 
 /// Submits the job, waits for it and prints its figures; returns whether most rows succeeded.
-pub async fn run(client: &HyperClient, plan: JobPlan<'_>, work: &Workload, picker: &Picker) -> Result<bool> {
+pub async fn run(
+    client: &HyperClient,
+    plan: JobPlan<'_>,
+    work: &Workload,
+    picker: &Picker,
+) -> Result<bool> {
     let mut rng = Rng::new(plan.seed);
     let mut requests = Vec::with_capacity(plan.requests as usize);
     for _ in 0..plan.requests {
@@ -36,8 +41,10 @@ pub async fn run(client: &HyperClient, plan: JobPlan<'_>, work: &Workload, picke
         let inputs = set
             .iter()
             .map(|t| {
-                Ok(json!({"name": t.name, "shape": t.shape, "datatype": t.dtype.name(),
-                          "data": to_json(t.dtype, &t.values)?}))
+                Ok(
+                    json!({"name": t.name, "shape": t.shape, "datatype": t.dtype.name(),
+                          "data": to_json(t.dtype, &t.values)?}),
+                )
             })
             .collect::<Result<Vec<Value>>>()?;
         requests.push(json!({ "inputs": inputs }));
@@ -50,7 +57,14 @@ pub async fn run(client: &HyperClient, plan: JobPlan<'_>, work: &Workload, picke
     };
     eprintln!("job {id}: {} requests submitted", plan.requests);
     let job = loop {
-        let job = call(client, &plan, Method::GET, &format!("/v1/batches/{id}"), None).await?;
+        let job = call(
+            client,
+            &plan,
+            Method::GET,
+            &format!("/v1/batches/{id}"),
+            None,
+        )
+        .await?;
         if !matches!(job["status"].as_str(), Some("queued" | "running")) {
             break job;
         }
@@ -63,8 +77,14 @@ pub async fn run(client: &HyperClient, plan: JobPlan<'_>, work: &Workload, picke
     let completed = job["completed"].as_u64().unwrap_or(0);
     let failed = job["failed"].as_u64().unwrap_or(0);
     println!("job {id}: {}", job["status"].as_str().unwrap_or("?"));
-    println!("  rows:       {completed} completed, {failed} failed of {}", plan.requests);
-    println!("  took:       {took:.2} s ({:.1} rows/s)", completed as f64 / took.max(1e-9));
+    println!(
+        "  rows:       {completed} completed, {failed} failed of {}",
+        plan.requests
+    );
+    println!(
+        "  took:       {took:.2} s ({:.1} rows/s)",
+        completed as f64 / took.max(1e-9)
+    );
     println!(
         "  cost:       {} (saved by the cache: {})",
         job["cost_usd"], job["saved_usd"]
@@ -88,7 +108,11 @@ async fn call(
     }
     let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
     let reply = client
-        .request(request.body(Full::new(body)).context("building the request")?)
+        .request(
+            request
+                .body(Full::new(body))
+                .context("building the request")?,
+        )
         .await
         .with_context(|| format!("{path}: no answer"))?;
     let status = reply.status();

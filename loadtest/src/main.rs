@@ -125,7 +125,11 @@ async fn run(cfg: Config) -> Result<ExitCode> {
             seed: cfg.seed,
         };
         let done = job::run(&http_client, plan, &work, &picker).await?;
-        return Ok(if done { ExitCode::SUCCESS } else { ExitCode::from(4) });
+        return Ok(if done {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(4)
+        });
     }
     let verifier = cfg
         .verify

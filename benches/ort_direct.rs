@@ -126,7 +126,7 @@ fn bench_model(
 
 fn bench_ort(c: &mut Criterion) {
     let threads = env_number("TOLLGATE_BENCH_ORT_THREADS", 2);
-    if let Some(engine) = load("alexnet", "models/generated/alexnet/1/model.onnx", threads) {
+    if let Some(engine) = load("alexnet", "models/alexnet/1/model.onnx", threads) {
         eprintln!(
             "ort_direct: alexnet with {threads} intra-op thread(s) on {}",
             engine.provider()

@@ -71,7 +71,7 @@ STARTED=$SECONDS
 GATEWAY="${TOLLGATE_BENCH_GATEWAY:-./target/release/tollgate}"   # another build, to measure it instead
 LOADTEST=./target/release/tollgate-loadtest
 FIXED=./target/release/tollgate-fixed-server
-ALEXNET=models/generated/alexnet/1/model.onnx
+ALEXNET=models/alexnet/1/model.onnx
 
 wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 note() { printf '\n== %s\n' "$*"; }
@@ -582,7 +582,7 @@ fi
 # ---- d: compute-bound AlexNet ---------------------------------------------------------------
 ensure_alexnet() {
     [ -f "$ALEXNET" ] && return 0
-    note "generating $ALEXNET (git-ignored) with scripts/make_alexnet.py"
+    note "generating $ALEXNET with scripts/make_alexnet.py"
     if ! .venv/bin/python -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
         make pyenv
         .venv/bin/pip install --quiet onnx==1.23.2

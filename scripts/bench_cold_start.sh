@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-5}
-ALEXNET=models/generated/alexnet/1/model.onnx
+ALEXNET=models/alexnet/1/model.onnx
 OUT=target/bench
 mkdir -p "$OUT"
 cargo build --release --bin tollgate >/dev/null

@@ -9,7 +9,7 @@
 #      holding the wheel (or its pieces, NAME.whl.part-*, which are joined first: a wheel larger
 #      than what a copy step allows can be sent in parts).
 #   2. The release gateway and load generator are built (or taken as built with --no-build).
-#   3. AlexNet: models/generated/alexnet/1/model.onnx (scripts/make_alexnet.py makes it when
+#   3. AlexNet: models/alexnet/1/model.onnx (scripts/make_alexnet.py makes it when
 #      missing; it needs the .venv of `make pyenv` and the onnx package).
 #   4. Direct: ONNX Runtime with CUDAExecutionProvider on device 0, batch BATCH (default 32),
 #      for SECONDS (default 20) after a warm-up: rows/s.
@@ -44,7 +44,7 @@ mkdir -p "$RESULTS"
 RESULTS=$(cd "$RESULTS" && pwd)
 ORT_VERSION=$(sed -n 's/^ORT_VERSION *:\?= *//p' Makefile | head -1)
 GPU_RUNTIME=$PWD/.runtime-gpu
-ALEXNET=models/generated/alexnet/1/model.onnx
+ALEXNET=models/alexnet/1/model.onnx
 PYTHON=${PYTHON:-python3}
 
 command -v nvidia-smi >/dev/null && nvidia-smi -L >"$RESULTS/gpus.txt" 2>&1 ||

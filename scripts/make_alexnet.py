@@ -17,7 +17,7 @@ As shipped the model only accepts batch 1. This script:
     that is legal; otherwise a server listing graph inputs would advertise the
     17 weight-shape tensors as inputs the client has to send;
 then checks with onnxruntime that batch 1 and batch 4 both run and agree, and
-writes models/generated/alexnet/1/model.onnx (git-ignored: regenerate it).
+writes models/alexnet/1/model.onnx (bundled: the file is a few KB).
 
 Usage (from anywhere):  python scripts/make_alexnet.py
 """
@@ -31,7 +31,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT_PATH = REPO_ROOT / "models" / "generated" / "alexnet" / "1" / "model.onnx"
+OUT_PATH = REPO_ROOT / "models" / "alexnet" / "1" / "model.onnx"
 SOURCE = pathlib.Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light" / "light_bvlc_alexnet.onnx"
 
 BATCH_DIM = "N"

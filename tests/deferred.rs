@@ -533,3 +533,67 @@ api_key_blake3 = "{}"
     );
     gateway.stop().await;
 }
+
+/// Median of `n` sequential real-time requests to AlexNet, in milliseconds.
+async fn alexnet_median_ms(gateway: &common::Gateway, body: &Value, n: usize) -> f64 {
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        let reply = gateway.infer("alexnet", body).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        took.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    took.sort_by(f64::total_cmp);
+    took[n / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_time_alexnet_requests_beside_a_running_alexnet_job_stay_within_twice_alone() {
+    // The bundled AlexNet does the full network's work (its weights are constant fills), so
+    // every answer is the same: the cache is off, or every request after the first would hit.
+    let gateway = common::start(
+        r#"
+[deferred]
+batch_rows = 1
+
+[[models]]
+name = "alexnet"
+path = "models/alexnet/1/model.onnx"
+max_batch_size = 8
+max_queue_delay_us = 500
+cache = false
+"#,
+    )
+    .await;
+    // Whole numbers keep the JSON small: a job of these stays under the body limit.
+    let image = vec![1u8; 3 * 224 * 224];
+    let body = json!({"inputs": [{"name": "data_0", "shape": [1, 3, 224, 224], "datatype": "FP32",
+        "data": image}]});
+    alexnet_median_ms(&gateway, &body, 3).await;
+    let alone = alexnet_median_ms(&gateway, &body, 15).await;
+    let requests: Vec<Value> = (0..120).map(|_| body.clone()).collect();
+    let submitted = gateway
+        .post_json("/v1/batches", &json!({"model": "alexnet", "requests": requests}))
+        .await;
+    assert_eq!(submitted.status, StatusCode::ACCEPTED, "{}", submitted.json());
+    let id = submitted.json()["id"].as_str().unwrap().to_string();
+    wait_for(&gateway, &id, |job| job["completed"].as_u64().unwrap_or(0) > 2).await;
+    let before = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
+        .as_u64()
+        .unwrap();
+    let beside = alexnet_median_ms(&gateway, &body, 15).await;
+    let after = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
+        .as_u64()
+        .unwrap();
+    eprintln!("alexnet: median {alone:.1} ms alone, {beside:.1} ms beside the job ({before} -> {after} rows)");
+    assert!(after > before, "the job progressed meanwhile ({before} -> {after})");
+    assert!(
+        beside <= 2.0 * alone,
+        "median {beside:.1} ms beside the job, {alone:.1} ms alone"
+    );
+    let cancelled = gateway
+        .send(Method::DELETE, &format!("/v1/batches/{id}"), &[], bytes::Bytes::new())
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+    gateway.stop().await;
+}

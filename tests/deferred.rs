@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::jobs::{lines, wait_for};
+
 use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -30,27 +32,6 @@ price_per_hour = 3.6
 
 fn digits_request(row: &[f32]) -> Value {
     json!({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [row]}]})
-}
-
-async fn wait_for(client: &common::Client, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let job = client.get(&format!("/v1/batches/{id}")).await;
-        assert_eq!(job.status, StatusCode::OK, "{}", job.json());
-        let job = job.json();
-        if done(&job) {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job not done in time: {job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn lines(body: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(body)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,7 +273,6 @@ async fn a_job_outside_its_off_peak_window_waits_and_can_be_cancelled() {
 #[test]
 fn a_job_killed_mid_way_finishes_after_a_restart_every_row_once() {
     let dir = common::scratch_dir();
-    let ledger = dir.join("ledger.sqlite");
     // About 3 ms a row, one at a time, no cache: long enough to be killed half-way.
     let config = format!(
         r#"
@@ -309,31 +289,13 @@ max_batch_size = 0
 cache = false
 price_per_hour = 3.6
 "#,
-        ledger.display()
+        dir.join("ledger.sqlite").display()
     );
     let total = 600;
-    let requests: Vec<Value> = (0..total)
-        .map(|i| {
-            json!({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
-            "data": [vec![(i % 17) as f32 / 17.0; 256]]}]})
-        })
-        .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let first = common::spawn(&config);
     let id = runtime.block_on(async {
-        let submitted = first
-            .post_json(
-                "/v1/batches",
-                &json!({"model": "slow", "requests": requests}),
-            )
-            .await;
-        assert_eq!(
-            submitted.status,
-            StatusCode::ACCEPTED,
-            "{}",
-            submitted.json()
-        );
-        let id = submitted.json()["id"].as_str().unwrap().to_string();
+        let id = common::jobs::submit(&first, "slow", common::jobs::slow_rows(total, 17)).await;
         wait_for(&first, &id, |job| {
             job["completed"].as_u64().unwrap_or(0) >= 50
         })
@@ -342,54 +304,39 @@ price_per_hour = 3.6
     });
     // SIGKILL: no shutdown code runs.
     drop(first);
-
     let second = common::spawn(&config);
     runtime.block_on(async {
-        let before = second.get(&format!("/v1/batches/{id}")).await.json();
+        let before = common::jobs::status(&second, &id).await;
         assert!(
-            before["completed"].as_u64().unwrap() < total as u64,
+            before["completed"].as_u64().unwrap() < total,
             "killed mid-job: {before}"
         );
-        let job = wait_for(&second, &id, |job| job["status"] == "completed").await;
-        assert_eq!(job["completed"], total);
-        let answers = lines(&second.get(&format!("/v1/batches/{id}/results")).await.body);
-        let indices: Vec<u64> = answers
-            .iter()
-            .map(|a| a["index"].as_u64().unwrap())
-            .collect();
-        assert_eq!(
-            indices,
-            (0..total as u64).collect::<Vec<_>>(),
-            "every row once, in order"
-        );
-        // Billed once each: as many requests in the ledger as rows, and their cost the job's.
-        let costs = second.get("/v1/costs?group_by=tenant").await.json();
-        let row = costs["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["group"]["tenant"] == "anonymous")
-            .cloned()
-            .unwrap();
-        assert_eq!(row["requests"], total);
-        let cost = job["cost_usd"].as_f64().unwrap();
-        assert!((row["cost_usd"].as_f64().unwrap() - cost).abs() <= cost * 1e-9);
+        common::jobs::assert_answered_and_billed_once(&second, &id, total).await;
     });
 }
 
-/// Median of `n` sequential real-time requests to the slow model, in milliseconds.
-async fn median_latency_ms(gateway: &common::Gateway, n: usize) -> f64 {
+/// Median of `n` sequential real-time requests, in milliseconds; `body` makes the i-th.
+async fn median_ms(
+    gateway: &common::Gateway,
+    model: &str,
+    body: impl Fn(usize) -> Value,
+    n: usize,
+) -> f64 {
     let mut took = Vec::with_capacity(n);
     for i in 0..n {
-        let body = json!({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
-            "data": [vec![0.001 * i as f32; 256]]}]});
+        let request = body(i);
         let started = Instant::now();
-        let reply = gateway.infer("slow", &body).await;
+        let reply = gateway.infer(model, &request).await;
         assert_eq!(reply.status, StatusCode::OK);
         took.push(started.elapsed().as_secs_f64() * 1e3);
     }
     took.sort_by(f64::total_cmp);
     took[n / 2]
+}
+
+fn slow_row(i: usize) -> Value {
+    json!({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
+        "data": [vec![0.001 * i as f32; 256]]}]})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +354,7 @@ cache = false
 "#,
     )
     .await;
-    let alone = median_latency_ms(&gateway, 40).await;
+    let alone = median_ms(&gateway, "slow", slow_row, 40).await;
     let requests: Vec<Value> = (0..3000)
         .map(|i| {
             json!({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
@@ -428,7 +375,7 @@ cache = false
     let before = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
         .as_u64()
         .unwrap();
-    let beside = median_latency_ms(&gateway, 40).await;
+    let beside = median_ms(&gateway, "slow", slow_row, 40).await;
     let after = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
         .as_u64()
         .unwrap();
@@ -534,19 +481,6 @@ api_key_blake3 = "{}"
     gateway.stop().await;
 }
 
-/// Median of `n` sequential real-time requests to AlexNet, in milliseconds.
-async fn alexnet_median_ms(gateway: &common::Gateway, body: &Value, n: usize) -> f64 {
-    let mut took = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        let reply = gateway.infer("alexnet", body).await;
-        assert_eq!(reply.status, StatusCode::OK);
-        took.push(started.elapsed().as_secs_f64() * 1e3);
-    }
-    took.sort_by(f64::total_cmp);
-    took[n / 2]
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_time_alexnet_requests_beside_a_running_alexnet_job_stay_within_twice_alone() {
     // The bundled AlexNet does the full network's work (its weights are constant fills), so
@@ -569,30 +503,49 @@ cache = false
     let image = vec![1u8; 3 * 224 * 224];
     let body = json!({"inputs": [{"name": "data_0", "shape": [1, 3, 224, 224], "datatype": "FP32",
         "data": image}]});
-    alexnet_median_ms(&gateway, &body, 3).await;
-    let alone = alexnet_median_ms(&gateway, &body, 15).await;
+    median_ms(&gateway, "alexnet", |_| body.clone(), 3).await;
+    let alone = median_ms(&gateway, "alexnet", |_| body.clone(), 15).await;
     let requests: Vec<Value> = (0..120).map(|_| body.clone()).collect();
     let submitted = gateway
-        .post_json("/v1/batches", &json!({"model": "alexnet", "requests": requests}))
+        .post_json(
+            "/v1/batches",
+            &json!({"model": "alexnet", "requests": requests}),
+        )
         .await;
-    assert_eq!(submitted.status, StatusCode::ACCEPTED, "{}", submitted.json());
+    assert_eq!(
+        submitted.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        submitted.json()
+    );
     let id = submitted.json()["id"].as_str().unwrap().to_string();
-    wait_for(&gateway, &id, |job| job["completed"].as_u64().unwrap_or(0) > 2).await;
+    wait_for(&gateway, &id, |job| {
+        job["completed"].as_u64().unwrap_or(0) > 2
+    })
+    .await;
     let before = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
         .as_u64()
         .unwrap();
-    let beside = alexnet_median_ms(&gateway, &body, 15).await;
+    let beside = median_ms(&gateway, "alexnet", |_| body.clone(), 15).await;
     let after = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
         .as_u64()
         .unwrap();
     eprintln!("alexnet: median {alone:.1} ms alone, {beside:.1} ms beside the job ({before} -> {after} rows)");
-    assert!(after > before, "the job progressed meanwhile ({before} -> {after})");
+    assert!(
+        after > before,
+        "the job progressed meanwhile ({before} -> {after})"
+    );
     assert!(
         beside <= 2.0 * alone,
         "median {beside:.1} ms beside the job, {alone:.1} ms alone"
     );
     let cancelled = gateway
-        .send(Method::DELETE, &format!("/v1/batches/{id}"), &[], bytes::Bytes::new())
+        .send(
+            Method::DELETE,
+            &format!("/v1/batches/{id}"),
+            &[],
+            bytes::Bytes::new(),
+        )
         .await;
     assert_eq!(cancelled.status, StatusCode::OK);
     gateway.stop().await;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tollgate::config::Config;
 use tollgate::server::Server;
 
+pub mod jobs;
 pub mod postgres;
 pub mod tls;
 

@@ -42,20 +42,8 @@ async fn a_large_job_is_answered_in_order_with_the_models_answers_at_its_price()
     let requests: Vec<Value> = (0..total)
         .map(|i| digits_request(&rows[i % rows.len()]))
         .collect();
-    let submitted = gateway
-        .post_json(
-            "/v1/batches",
-            &json!({"model": "digits", "requests": requests}),
-        )
-        .await;
-    assert_eq!(
-        submitted.status,
-        StatusCode::ACCEPTED,
-        "{}",
-        submitted.json()
-    );
-    let id = submitted.json()["id"].as_str().unwrap().to_string();
-    assert_eq!(submitted.json()["total"], total);
+    let id = common::jobs::submit(&gateway, "digits", requests).await;
+    assert_eq!(common::jobs::status(&gateway, &id).await["total"], total);
 
     let job = wait_for(&gateway, &id, |job| job["status"] == "completed").await;
     assert_eq!(
@@ -89,18 +77,8 @@ async fn a_large_job_is_answered_in_order_with_the_models_answers_at_its_price()
         .count();
     assert!(hits >= total - rows.len() * 2, "{hits} hits");
 
-    // The ledger bills them as deferred, at half the device time's price: as many requests
-    // as rows, once each, and the job's cost.
-    let costs = gateway.get("/v1/costs?group_by=tenant").await.json();
-    let anonymous = costs["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["group"]["tenant"] == "anonymous")
-        .cloned()
-        .unwrap();
-    assert_eq!(anonymous["requests"], total);
-    assert!((anonymous["cost_usd"].as_f64().unwrap() - cost).abs() <= cost * 1e-9);
+    // The ledger bills them once each, at the job's cost.
+    common::jobs::assert_answered_and_billed_once(&gateway, &id, total as u64).await;
     // The FOCUS export says which rows were deferred.
     let focus = gateway.get("/v1/costs/focus").await;
     assert_eq!(focus.status, StatusCode::OK);
@@ -154,13 +132,7 @@ async fn a_large_job_is_answered_in_order_with_the_models_answers_at_its_price()
     let requests: Vec<Value> = (0..50)
         .map(|i| digits_request(&rows[i % rows.len()]))
         .collect();
-    let submitted = free
-        .post_json(
-            "/v1/batches",
-            &json!({"model": "digits", "requests": requests}),
-        )
-        .await;
-    let id = submitted.json()["id"].as_str().unwrap().to_string();
+    let id = common::jobs::submit(&free, "digits", requests).await;
     let job = wait_for(&free, &id, |job| job["status"] == "completed").await;
     assert_eq!(job["completed"], 50);
     assert_eq!(job["cost_usd"].as_f64(), Some(0.0));
@@ -229,13 +201,7 @@ async fn a_job_outside_its_off_peak_window_waits_and_can_be_cancelled() {
     let requests: Vec<Value> = (0..20)
         .map(|i| digits_request(&rows[i % rows.len()]))
         .collect();
-    let submitted = gateway
-        .post_json(
-            "/v1/batches",
-            &json!({"model": "digits", "requests": requests}),
-        )
-        .await;
-    let id = submitted.json()["id"].as_str().unwrap().to_string();
+    let id = common::jobs::submit(&gateway, "digits", requests).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let job = gateway.get(&format!("/v1/batches/{id}")).await.json();
     assert_eq!(job["status"], "queued");
@@ -334,6 +300,46 @@ async fn median_ms(
     took[n / 2]
 }
 
+/// Real-time requests to `model` alone, then beside a running job of `job` rows: their
+/// medians are within 2x of each other, and the job progresses meanwhile.
+async fn within_twice_beside_a_job(
+    gateway: &common::Gateway,
+    model: &str,
+    body: impl Fn(usize) -> Value + Copy,
+    job: Vec<Value>,
+    n: usize,
+) {
+    median_ms(gateway, model, body, 3).await;
+    let alone = median_ms(gateway, model, body, n).await;
+    let id = common::jobs::submit(gateway, model, job).await;
+    let started = |job: &Value| job["completed"].as_u64().unwrap_or(0) > 2;
+    let before = wait_for(gateway, &id, started).await["completed"]
+        .as_u64()
+        .unwrap();
+    let beside = median_ms(gateway, model, body, n).await;
+    let after = common::jobs::status(gateway, &id).await["completed"]
+        .as_u64()
+        .unwrap();
+    eprintln!("{model}: median {alone:.2} ms alone, {beside:.2} ms beside the job ({before} -> {after} rows)");
+    assert!(
+        after > before,
+        "the job progressed meanwhile ({before} -> {after})"
+    );
+    assert!(
+        beside <= 2.0 * alone,
+        "median {beside:.2} ms beside the job, {alone:.2} ms alone"
+    );
+    let cancelled = gateway
+        .send(
+            Method::DELETE,
+            &format!("/v1/batches/{id}"),
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+}
+
 fn slow_row(i: usize) -> Value {
     json!({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
         "data": [vec![0.001 * i as f32; 256]]}]})
@@ -354,40 +360,8 @@ cache = false
 "#,
     )
     .await;
-    let alone = median_ms(&gateway, "slow", slow_row, 40).await;
-    let requests: Vec<Value> = (0..3000)
-        .map(|i| {
-            json!({"inputs": [{"name": "x", "shape": [1, 256], "datatype": "FP32",
-            "data": [vec![(i % 13) as f32; 256]]}]})
-        })
-        .collect();
-    let submitted = gateway
-        .post_json(
-            "/v1/batches",
-            &json!({"model": "slow", "requests": requests}),
-        )
-        .await;
-    let id = submitted.json()["id"].as_str().unwrap().to_string();
-    wait_for(&gateway, &id, |job| {
-        job["completed"].as_u64().unwrap_or(0) > 20
-    })
-    .await;
-    let before = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
-        .as_u64()
-        .unwrap();
-    let beside = median_ms(&gateway, "slow", slow_row, 40).await;
-    let after = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
-        .as_u64()
-        .unwrap();
-    eprintln!("slow model: median {alone:.2} ms alone, {beside:.2} ms beside the job ({before} -> {after} rows)");
-    assert!(
-        after > before,
-        "the job progressed meanwhile ({before} -> {after})"
-    );
-    assert!(
-        beside <= 2.0 * alone,
-        "median {beside:.2} ms beside the job, {alone:.2} ms alone"
-    );
+    let job = common::jobs::slow_rows(3000, 13);
+    within_twice_beside_a_job(&gateway, "slow", slow_row, job, 40).await;
     gateway.stop().await;
 }
 
@@ -503,50 +477,7 @@ cache = false
     let image = vec![1u8; 3 * 224 * 224];
     let body = json!({"inputs": [{"name": "data_0", "shape": [1, 3, 224, 224], "datatype": "FP32",
         "data": image}]});
-    median_ms(&gateway, "alexnet", |_| body.clone(), 3).await;
-    let alone = median_ms(&gateway, "alexnet", |_| body.clone(), 15).await;
-    let requests: Vec<Value> = (0..120).map(|_| body.clone()).collect();
-    let submitted = gateway
-        .post_json(
-            "/v1/batches",
-            &json!({"model": "alexnet", "requests": requests}),
-        )
-        .await;
-    assert_eq!(
-        submitted.status,
-        StatusCode::ACCEPTED,
-        "{}",
-        submitted.json()
-    );
-    let id = submitted.json()["id"].as_str().unwrap().to_string();
-    wait_for(&gateway, &id, |job| {
-        job["completed"].as_u64().unwrap_or(0) > 2
-    })
-    .await;
-    let before = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
-        .as_u64()
-        .unwrap();
-    let beside = median_ms(&gateway, "alexnet", |_| body.clone(), 15).await;
-    let after = gateway.get(&format!("/v1/batches/{id}")).await.json()["completed"]
-        .as_u64()
-        .unwrap();
-    eprintln!("alexnet: median {alone:.1} ms alone, {beside:.1} ms beside the job ({before} -> {after} rows)");
-    assert!(
-        after > before,
-        "the job progressed meanwhile ({before} -> {after})"
-    );
-    assert!(
-        beside <= 2.0 * alone,
-        "median {beside:.1} ms beside the job, {alone:.1} ms alone"
-    );
-    let cancelled = gateway
-        .send(
-            Method::DELETE,
-            &format!("/v1/batches/{id}"),
-            &[],
-            bytes::Bytes::new(),
-        )
-        .await;
-    assert_eq!(cancelled.status, StatusCode::OK);
+    let job: Vec<Value> = (0..120).map(|_| body.clone()).collect();
+    within_twice_beside_a_job(&gateway, "alexnet", |_| body.clone(), job, 15).await;
     gateway.stop().await;
 }

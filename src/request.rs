@@ -33,6 +33,9 @@ pub struct RequestOptions {
     pub recall: bool,
     /// A deferred job's row: served in the deferred lane (the gateway sets it, never a wire).
     pub deferred: bool,
+    /// The `variant` parameter: one of the model's `[[models.variants]]` answers, or the
+    /// primary when it is `"primary"` or unset.
+    pub variant: Option<String>,
 }
 
 /// What the caller allows the cache to do for this request.
@@ -168,6 +171,9 @@ pub struct Served {
     pub cold_start_us: u64,
     /// The device that computed it ("cpu", "cuda:0"); shared with the model and usage record.
     pub device: SmolStr,
+    /// Which of a model's variants answered (`"primary"` for the model itself); `None` for a
+    /// model without variants.
+    pub variant: Option<SmolStr>,
 }
 
 #[cfg(test)]

@@ -97,6 +97,15 @@ pub fn apply<'a>(
                 };
                 options.tags = Some(text.to_string());
             }
+            "variant" => {
+                let ParamValue::Str(text) = value else {
+                    return Err(bad(
+                        "variant",
+                        "must be the name of one of the model's variants",
+                    ));
+                };
+                options.variant = Some(text.to_string());
+            }
             _ => {}
         }
     }

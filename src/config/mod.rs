@@ -7,10 +7,12 @@ mod model;
 mod redis_url;
 mod server;
 mod telemetry;
+mod tenant;
 mod units;
 mod upstream;
 mod upstream_headers;
 mod upstream_url;
+mod variant;
 
 pub use deferred::{DeferredConfig, Window};
 pub use device::Device;
@@ -18,9 +20,11 @@ pub use model::{BatchWait, DeviceFallback, ModelConfig};
 pub use redis_url::{OnRedisDown, RedisUrl};
 pub use server::ServerConfig;
 pub use telemetry::TelemetryConfig;
+pub use tenant::{BudgetAction, BudgetPeriod, TenantConfig};
 pub use units::ByteSize;
 pub use upstream_headers::UpstreamHeaders;
 pub use upstream_url::{UpstreamUrl, Wire};
+pub use variant::{VariantConfig, PRIMARY_VARIANT};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -237,57 +241,6 @@ impl Durability {
             Durability::Async => "async",
             Durability::Sync => "sync",
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BudgetPeriod {
-    Day,
-    #[default]
-    Month,
-}
-
-/// What happens to a tenant's requests once its budget is spent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BudgetAction {
-    /// Alerts only; requests are still served.
-    #[default]
-    Alert,
-    /// Served in the lowest priority lane.
-    Demote,
-    /// Refused with 402 until the period ends.
-    Reject,
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TenantConfig {
-    pub name: String,
-    pub api_key_blake3: String,
-    #[serde(default)]
-    pub team: String,
-    #[serde(default)]
-    pub project: String,
-    pub budget_usd: Option<f64>,
-    #[serde(default)]
-    pub budget_period: BudgetPeriod,
-    #[serde(default)]
-    pub budget_action: BudgetAction,
-}
-
-impl fmt::Debug for TenantConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantConfig")
-            .field("name", &self.name)
-            .field("api_key_blake3", &"<redacted>")
-            .field("team", &self.team)
-            .field("project", &self.project)
-            .field("budget_usd", &self.budget_usd)
-            .field("budget_period", &self.budget_period)
-            .field("budget_action", &self.budget_action)
-            .finish()
     }
 }
 

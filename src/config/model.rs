@@ -108,6 +108,9 @@ pub struct ModelConfig {
     pub cache_min_uses: Option<u8>,
     pub price_per_request: Option<f64>,
     pub price_per_hour: Option<f64>,
+    /// Right-sized alternatives served beside this model (`variant.rs`).
+    #[serde(default)]
+    pub variants: Vec<super::VariantConfig>,
 }
 
 impl ModelConfig {
@@ -161,6 +164,7 @@ impl ModelConfig {
                 self.path = Some(resolved);
             }
         }
+        super::variant::validate(self, index, base_dir)?;
         if !(1..=64).contains(&self.instances) {
             return Err(invalid(key("instances"), "must be between 1 and 64"));
         }

@@ -4,6 +4,7 @@
 use crate::cache::value::CachedValue;
 use crate::model::Model;
 use crate::request::{CacheStatus, InferResponse, Outputs, Served};
+use smol_str::SmolStr;
 use std::sync::Arc;
 
 /// An answer, and where it came from, before it becomes a response.
@@ -47,6 +48,11 @@ pub(super) fn answer(
             0
         },
         device: model.text.device.clone(),
+        variant: match &model.variant {
+            Some(of) => Some(of.name.clone()),
+            None => (!model.variants.is_empty())
+                .then(|| SmolStr::new_static(crate::config::PRIMARY_VARIANT)),
+        },
     };
     let outputs = match outputs {
         Some(named) => Outputs::pick(value.outputs.clone(), named.iter().map(String::as_str)),
@@ -56,7 +62,11 @@ pub(super) fn answer(
         ),
     };
     InferResponse {
-        model: model.name.clone(),
+        // A variant answers under its primary's name; `served.variant` says which it was.
+        model: model
+            .variant
+            .as_ref()
+            .map_or_else(|| model.name.clone(), |of| of.primary.clone()),
         version: model.version.clone(),
         id,
         outputs,

@@ -233,7 +233,7 @@ impl Gateway {
                 .models
                 .snapshot()
                 .resolve(&request.model, request.version.as_deref())
-                .cloned(),
+                .and_then(|primary| model::select(primary, request.options.variant.as_deref())),
             Work::Recalled { model, .. } => Ok(model.clone()),
         };
         // Unknown names never become metric labels.
@@ -496,6 +496,7 @@ fn count_statistics(
 fn metered_instances(registry: &Registry) -> Vec<MeteredInstance> {
     registry
         .all()
+        .flat_map(|model| std::iter::once(model).chain(&model.variants))
         .filter(|model| model.upstream.is_none())
         .flat_map(|model| {
             model

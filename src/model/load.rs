@@ -35,8 +35,7 @@ pub fn load_models(config: &Config) -> Result<Arc<Models>, BackendError> {
     let mut kept = Vec::new();
     for model_config in &config.models {
         if let Some(path) = &model_config.path {
-            let loaded = load_local(config, model_config, path)?;
-            registry.insert(assemble(config, model_config, loaded));
+            registry.insert(local_model(config, model_config, path)?);
             continue;
         }
         let settings = upstream_settings(model_config);
@@ -252,5 +251,31 @@ pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Load
         batcher,
         upstream: loaded.upstream,
         config: model_config.clone(),
+        variant: None,
+        variants: Vec::new(),
     }
+}
+
+/// A local model with its variants (`[[models.variants]]`), each loaded as a model of its own
+/// named `parent:variant` and held by the parent; the registry knows only the parent.
+pub(super) fn local_model(
+    config: &Config,
+    model_config: &ModelConfig,
+    path: &Path,
+) -> Result<Model, BackendError> {
+    let mut model = assemble(
+        config,
+        model_config,
+        load_local(config, model_config, path)?,
+    );
+    for variant in &model_config.variants {
+        let entry = variant.entry(model_config);
+        let mut loaded = assemble(config, &entry, load_local(config, &entry, &variant.path)?);
+        loaded.variant = Some(super::VariantOf {
+            primary: model_config.name.clone(),
+            name: smol_str::SmolStr::new(&variant.name),
+        });
+        model.variants.push(Arc::new(loaded));
+    }
+    Ok(model)
 }

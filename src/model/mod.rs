@@ -85,6 +85,50 @@ pub struct Model {
     pub config: crate::config::ModelConfig,
     /// Set when an upstream model server runs this model; readiness then follows its health.
     pub upstream: Option<Arc<crate::backend::remote::Upstream>>,
+    /// Set for a variant: the model it is a variant of, and its own name there.
+    pub variant: Option<VariantOf>,
+    /// This model's variants, each a model of its own (`config::VariantConfig`).
+    pub variants: Vec<Arc<Model>>,
+}
+
+/// The model that answers a request: `model` itself, or the variant its `variant` parameter
+/// names (`"primary"` names the model itself).
+pub fn select(model: &Arc<Model>, variant: Option<&str>) -> Result<Arc<Model>, RequestError> {
+    let wanted = match variant {
+        None => return Ok(model.clone()),
+        Some(name) if name == crate::config::PRIMARY_VARIANT => return Ok(model.clone()),
+        Some(name) => name,
+    };
+    if let Some(found) = model
+        .variants
+        .iter()
+        .find(|v| v.variant.as_ref().is_some_and(|of| of.name == wanted))
+    {
+        return Ok(found.clone());
+    }
+    let known: Vec<&str> = std::iter::once(crate::config::PRIMARY_VARIANT)
+        .chain(
+            model
+                .variants
+                .iter()
+                .filter_map(|v| Some(v.variant.as_ref()?.name.as_str())),
+        )
+        .collect();
+    Err(RequestError::invalid(
+        "parameters.variant",
+        format!(
+            "model `{}` has no variant `{wanted}` (it has: {})",
+            model.name,
+            known.join(", ")
+        ),
+    ))
+}
+
+/// What a variant is a variant of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VariantOf {
+    pub primary: String,
+    pub name: SmolStr,
 }
 
 /// A model's name, version and device as shared `Text`, made once at load: each request's

@@ -7,7 +7,7 @@
 //! replaces the old in one swap: requests in flight finish on the models they found.
 
 use super::keeper::{self, Keeper};
-use super::load::{assemble, load_local};
+use super::load::local_model;
 use super::{Model, Models};
 use crate::backend::BackendError;
 use crate::config::{Config, ModelConfig};
@@ -53,7 +53,7 @@ pub fn reload(models: &Arc<Models>, old: &Config, new: &Config) -> Result<Reload
             None => report.added.push(label(entry)),
         }
         match &entry.path {
-            Some(path) => built.push(assemble(new, entry, load_local(new, entry, path)?)),
+            Some(path) => built.push(local_model(new, entry, path)?),
             None => described_later.push(entry.clone()),
         }
     }

@@ -184,6 +184,9 @@ pub fn response(response: InferResponse) -> proto::ModelInferResponse {
     if served.cold_start_us > 0 {
         parameters.insert("cold_start_us".to_string(), unsigned(served.cold_start_us));
     }
+    if let Some(variant) = &served.variant {
+        parameters.insert("variant".to_string(), string(variant.to_string()));
+    }
     proto::ModelInferResponse {
         model_name: response.model,
         model_version: response.version,

@@ -355,6 +355,10 @@ fn write_served(out: &mut Vec<u8>, served: &crate::request::Served) {
         out.extend_from_slice(b",\"cold_start_us\":");
         json_value(out, &served.cold_start_us);
     }
+    if let Some(variant) = &served.variant {
+        out.extend_from_slice(b",\"variant\":");
+        json_value(out, variant.as_str());
+    }
     out.push(b'}');
 }
 

@@ -533,6 +533,13 @@ fn served_headers(headers: &mut hyper::HeaderMap, response: &InferResponse) {
             HeaderValue::from(served.cold_start_us),
         );
     }
+    if let Some(value) = served
+        .variant
+        .as_ref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        headers.insert(HeaderName::from_static("x-tollgate-variant"), value);
+    }
 }
 
 pub(super) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

@@ -112,6 +112,7 @@ fn response(id: Option<&str>, outputs: Vec<Tensor>) -> InferResponse {
             saved_usd: 1.25e-7,
             cold_start_us: 0,
             device: "cpu".into(),
+            variant: None,
         },
     }
 }

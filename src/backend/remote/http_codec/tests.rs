@@ -55,6 +55,7 @@ fn response(outputs: Vec<Tensor>) -> InferResponse {
             saved_usd: 0.0,
             cold_start_us: 0,
             device: "cpu".into(),
+            variant: None,
         },
     }
 }

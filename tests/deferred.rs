@@ -481,3 +481,57 @@ cache = false
     within_twice_beside_a_job(&gateway, "alexnet", |_| body.clone(), job, 15).await;
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_mid_way_stops_at_once() {
+    let gateway = common::start(
+        r#"
+[deferred]
+batch_rows = 4
+
+[[models]]
+name = "slow"
+path = "models/slow/1/model.onnx"
+max_batch_size = 0
+cache = false
+"#,
+    )
+    .await;
+    let id = common::jobs::submit(&gateway, "slow", common::jobs::slow_rows(2000, 19)).await;
+    wait_for(&gateway, &id, |job| {
+        job["completed"].as_u64().unwrap_or(0) >= 20
+    })
+    .await;
+    let cancelled = gateway
+        .send(
+            Method::DELETE,
+            &format!("/v1/batches/{id}"),
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await;
+    assert_eq!(cancelled.json()["status"], "cancelled");
+    let executions = r#"model="slow""#;
+    let at_cancel = gateway
+        .metric("tollgate_executions_total", &[executions])
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Rows already submitted finish (at most the window, 4); no new row starts.
+    let after = gateway
+        .metric("tollgate_executions_total", &[executions])
+        .await;
+    assert!(
+        after - at_cancel <= 4.0,
+        "rows kept running after the cancel"
+    );
+    let job = common::jobs::status(&gateway, &id).await;
+    assert_eq!(job["status"], "cancelled");
+    let answered = lines(&gateway.get(&format!("/v1/batches/{id}/results")).await.body).len();
+    assert_eq!(
+        answered as u64,
+        job["completed"].as_u64().unwrap(),
+        "answers = rows counted"
+    );
+    assert!(answered < 2000);
+    gateway.stop().await;
+}

@@ -24,8 +24,9 @@ use tokio::sync::{mpsc, Semaphore};
 /// How long to wait for work when there is none, outside the windows, or after a row was
 /// refused for a passing reason.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Rows read from the store at once.
-const PICK: usize = 512;
+/// Rows read from the store at once: a few windows' worth, so that what was read before a
+/// change (a cancel on another replica, the end of a window) is soon read again.
+const PICK: usize = 128;
 /// Most rows committed in one transaction.
 const COMMIT_ROWS: usize = 256;
 /// How often the job gauges are brought up to date.
@@ -148,10 +149,17 @@ impl Feeder {
             if !self.gateway.config.deferred.open_at(clock::now_ms()) || self.lock().pause {
                 break;
             }
+            if self.store.was_cancelled(&row.job) {
+                continue;
+            }
             let window = self.window(&row.model, row.version.as_deref());
             let Ok(permit) = window.acquire_owned().await else {
                 break;
             };
+            // It may have been cancelled while the window was full.
+            if self.store.was_cancelled(&row.job) {
+                continue;
+            }
             let key = (row.job.clone(), row.index);
             self.lock().rows.insert(key.clone());
             let (gateway, done) = (self.gateway.clone(), self.done.clone());

@@ -78,6 +78,8 @@ pub struct JobStore {
     backend: Backend,
     /// Told when a job is stored, so the runner need not poll for work.
     pub added: tokio::sync::Notify,
+    /// Jobs cancelled through this replica, so that rows already read are not started.
+    cancelled: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 enum Backend {
@@ -102,6 +104,7 @@ impl JobStore {
         JobStore {
             backend,
             added: tokio::sync::Notify::new(),
+            cancelled: std::sync::Mutex::default(),
         }
     }
 
@@ -152,10 +155,26 @@ impl JobStore {
 
     /// Cancels a job that has not finished; true if it was cancelled now.
     pub fn cancel(&self, id: &str, now_ms: i64) -> Result<bool, LedgerError> {
-        match &self.backend {
+        let cancelled = match &self.backend {
             Backend::Sqlite(db) => db.cancel(id, now_ms),
             Backend::Postgres(db) => db.cancel(id, now_ms),
+        }?;
+        if cancelled {
+            self.cancelled_here().insert(id.to_string());
         }
+        Ok(cancelled)
+    }
+
+    /// Whether `id` was cancelled through this replica (a row read before the cancel is then
+    /// not started; one another replica cancelled is stopped at its commit instead).
+    pub fn was_cancelled(&self, id: &str) -> bool {
+        self.cancelled_here().contains(id)
+    }
+
+    fn cancelled_here(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// What `tenant` holds that has not finished.
@@ -176,6 +195,8 @@ impl JobStore {
 
     /// Deletes jobs (and their rows) that finished before `cutoff_ms`; returns how many.
     pub fn purge_finished_before(&self, cutoff_ms: i64) -> Result<usize, LedgerError> {
+        // The jobs it names are finished: no row of theirs is read again.
+        self.cancelled_here().clear();
         match &self.backend {
             Backend::Sqlite(db) => db.purge_finished_before(cutoff_ms),
             Backend::Postgres(db) => db.purge_finished_before(cutoff_ms),

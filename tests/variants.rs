@@ -127,3 +127,96 @@ path = "models/digits/1/model.fp16.onnx"
     assert_eq!(executions, 1.0);
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadowed_requests_measure_the_variant_and_rightsizing_reports_it() {
+    let gateway = common::start(
+        r#"
+[[models]]
+name = "digits"
+path = "models/digits/1/model.onnx"
+max_batch_size = 16
+max_queue_delay_us = 200
+price_per_hour = 3.6
+shadow_sample_ratio = 1.0
+
+[[models.variants]]
+name = "int8"
+path = "models/digits/1/model.int8.onnx"
+price_per_hour = 3.6
+"#,
+    )
+    .await;
+    let (rows, _) = common::digits_rows();
+    // Distinct inputs near the bundled rows: every one is computed, and shadowed.
+    for i in 0..300 {
+        let row: Vec<f32> = rows[i % rows.len()]
+            .iter()
+            .enumerate()
+            .map(|(j, v)| {
+                if j == i % 64 {
+                    (v + 1.0 + (i / 64) as f32).min(16.0)
+                } else {
+                    *v
+                }
+            })
+            .collect();
+        let reply = gateway.infer("digits", &common::digits_body(&[row])).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.header("x-tollgate-variant"),
+            "primary",
+            "shadowing never answers"
+        );
+    }
+    // Shadow runs take idle capacity after the answers: wait until their count settles (a
+    // repeated body is answered from the body memo and not shadowed again).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut last = None;
+    let report = loop {
+        let report = gateway.get("/v1/rightsizing").await;
+        assert_eq!(report.status, StatusCode::OK, "{}", report.json());
+        let report = report.json();
+        let samples = report["models"][0]["variants"][1]["samples"].as_u64();
+        if (samples >= Some(100) && samples == last) || std::time::Instant::now() > deadline {
+            break report;
+        }
+        last = samples;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let model = &report["models"][0];
+    assert_eq!(model["model"], "digits");
+    let (primary, int8) = (&model["variants"][0], &model["variants"][1]);
+    assert_eq!(
+        (primary["name"].as_str(), int8["name"].as_str()),
+        (Some("primary"), Some("int8"))
+    );
+    assert!(int8["samples"].as_u64().unwrap() >= 100, "{report}");
+    let agreement = int8["agreement"].as_f64().unwrap();
+    assert!((0.85..=1.0).contains(&agreement), "{report}");
+    for variant in [primary, int8] {
+        assert!(
+            variant["cost_per_1k_rows_usd"].as_f64().unwrap() > 0.0,
+            "{report}"
+        );
+        assert!(variant["p50_compute_us"].as_u64().unwrap() > 0, "{report}");
+    }
+    let said = model["recommendations"].as_array().unwrap();
+    assert!(
+        said.iter()
+            .any(|r| r.as_str().unwrap().starts_with("int8 agrees on")),
+        "{report}"
+    );
+    // Shadow runs are billed apart, to their own internal tenant.
+    let costs = gateway.get("/v1/costs?group_by=tenant,model").await.json();
+    let shadow = costs["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"]["tenant"] == "__shadow__")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(shadow["group"]["model"], "digits:int8", "{costs}");
+    assert!(shadow["requests"].as_u64().unwrap() >= 100);
+    gateway.stop().await;
+}

@@ -111,6 +111,9 @@ pub struct ModelConfig {
     /// Right-sized alternatives served beside this model (`variant.rs`).
     #[serde(default)]
     pub variants: Vec<super::VariantConfig>,
+    /// Share of this model's requests also run, off the request path, on every variant.
+    #[serde(default)]
+    pub shadow_sample_ratio: f64,
 }
 
 impl ModelConfig {
@@ -197,6 +200,12 @@ impl ModelConfig {
             return Err(invalid(
                 key("intra_op_threads"),
                 "must be between 1 and 256",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.shadow_sample_ratio) {
+            return Err(invalid(
+                key("shadow_sample_ratio"),
+                "must be a share between 0 and 1",
             ));
         }
         if self.max_batch_size > 1 << 20 {

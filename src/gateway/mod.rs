@@ -37,6 +37,7 @@ mod deferred;
 mod error;
 mod recall;
 mod reload;
+mod shadow;
 mod usage;
 
 use answer::{answer, Answered};
@@ -370,6 +371,7 @@ impl Gateway {
         let wants_recall = request.options.recall;
         let prepared = model::prepare(&model, request)?;
         let rows = prepared.job.rows;
+        let shadowed = shadow::pick(&model, &prepared.job);
         let cache = self
             .cache
             .as_ref()
@@ -438,6 +440,9 @@ impl Gateway {
             _ => None,
         };
         tracing::Span::current().record("cache", status.as_str());
+        if let Some(shadowed) = shadowed {
+            shadow::launch(&self.metering, &model, shadowed, value.outputs.clone());
+        }
         let answered = Answered {
             value,
             status,
@@ -570,6 +575,7 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
     let rows = job.rows;
     let span = tracing::debug_span!("batch", rows, batch_rows = Empty, queue_us = Empty);
     let output = model.batcher.submit(job).instrument(span.clone()).await?;
+    model.compute_times.push(output.compute_us);
     span.record("batch_rows", output.batch_rows);
     span.record("queue_us", output.queue_us);
     Ok(CachedValue {

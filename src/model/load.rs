@@ -253,6 +253,9 @@ pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Load
         config: model_config.clone(),
         variant: None,
         variants: Vec::new(),
+        shadow: Default::default(),
+        shadow_seen: Default::default(),
+        compute_times: Default::default(),
     }
 }
 

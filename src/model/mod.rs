@@ -1,10 +1,12 @@
 //! Served models: their specs, their batchers and the checks a request must pass before it may
 //! reach the cache or a batch.
 
+mod compute_times;
 mod keeper;
 mod load;
 mod registry;
 mod reload;
+pub mod shadow;
 mod validate;
 
 pub use load::load_models;
@@ -89,6 +91,12 @@ pub struct Model {
     pub variant: Option<VariantOf>,
     /// This model's variants, each a model of its own (`config::VariantConfig`).
     pub variants: Vec<Arc<Model>>,
+    /// A variant's answers compared with its primary's on shadowed requests.
+    pub shadow: shadow::ShadowStats,
+    /// Primary requests seen, which picks those shadowed (`shadow_sample_ratio`).
+    pub shadow_seen: std::sync::atomic::AtomicU64,
+    /// Recent batches' compute time, for right-sizing.
+    pub compute_times: compute_times::ComputeTimes,
 }
 
 /// The model that answers a request: `model` itself, or the variant its `variant` parameter

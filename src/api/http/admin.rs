@@ -21,6 +21,7 @@ enum Endpoint<'a> {
     Usage(&'a str),
     Alerts,
     Budgets,
+    Rightsizing,
     Cache,
     Reload,
 }
@@ -34,6 +35,7 @@ impl<'a> Endpoint<'a> {
             ["usage", request_id] => Endpoint::Usage(request_id),
             ["alerts"] => Endpoint::Alerts,
             ["budgets"] => Endpoint::Budgets,
+            ["rightsizing"] => Endpoint::Rightsizing,
             ["cache"] => Endpoint::Cache,
             ["admin", "reload"] => Endpoint::Reload,
             _ => return None,
@@ -83,6 +85,10 @@ pub async fn route(
             )
         }),
         Endpoint::Budgets => Ok(budgets(gateway, &caller, admin.is_ok())),
+        Endpoint::Rightsizing => match admin {
+            Ok(()) => super::rightsizing::report(gateway).await,
+            Err(error) => Err(error),
+        },
         Endpoint::Cache => match admin {
             Ok(()) => Ok(purge_cache(gateway, query).await),
             Err(error) => Err(error),

@@ -8,6 +8,7 @@ pub mod infer;
 pub mod memo;
 mod models;
 mod reader;
+mod rightsizing;
 
 use crate::api::limits::{self, BodyBudget, BodyShare, Limits};
 use crate::api::tls::Tls;

@@ -220,3 +220,76 @@ price_per_hour = 3.6
     assert!(shadow["requests"].as_u64().unwrap() >= 100);
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_past_a_downgrade_budget_is_answered_by_the_cheapest_variant() {
+    let hash = |key: &str| blake3::hash(key.as_bytes()).to_hex().to_string();
+    let gateway = common::start(&format!(
+        r#"
+[[tenants]]
+name = "thrifty"
+api_key_blake3 = "{}"
+budget_usd = 0.0
+budget_action = "downgrade"
+
+[[tenants]]
+name = "flush"
+api_key_blake3 = "{}"
+budget_usd = 1000.0
+budget_action = "downgrade"
+
+[[models]]
+name = "digits"
+path = "models/digits/1/model.onnx"
+max_batch_size = 16
+price_per_hour = 3.6
+
+[[models.variants]]
+name = "fp16"
+path = "models/digits/1/model.fp16.onnx"
+price_per_hour = 3.0
+
+[[models.variants]]
+name = "int8"
+path = "models/digits/1/model.int8.onnx"
+price_per_hour = 1.2
+"#,
+        hash("thrifty-key"),
+        hash("flush-key")
+    ))
+    .await;
+    let (rows, labels) = common::digits_rows();
+    let body = bytes::Bytes::from(common::digits_body(&rows).to_string());
+    for (key, answered) in [("flush-key", "primary"), ("thrifty-key", "int8")] {
+        let headers = vec![("authorization", format!("Bearer {key}"))];
+        let reply = gateway
+            .send(
+                hyper::Method::POST,
+                "/v2/models/digits/infer",
+                &headers,
+                body.clone(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{key}: {}", reply.json());
+        assert_eq!(reply.header("x-tollgate-variant"), answered, "{key}");
+        let got: Vec<i64> = reply.output("label")["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(got, labels, "{key}");
+    }
+    // Billed as the variant that ran, at its price.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let costs = gateway.get("/v1/costs?group_by=tenant,model").await.json();
+    let row = costs["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["group"]["tenant"] == "thrifty")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["group"]["model"], "digits:int8", "{costs}");
+    gateway.stop().await;
+}

@@ -22,6 +22,8 @@ pub enum BudgetAction {
     Demote,
     /// Refused with 402 until the period ends.
     Reject,
+    /// Served by the model's cheapest variant (by measured cost per row) instead.
+    Downgrade,
 }
 
 #[derive(Clone, Deserialize)]

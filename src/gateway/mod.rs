@@ -287,9 +287,14 @@ impl Gateway {
             let outcome = match (self.metering.admit(&caller).await, resolved) {
                 (Ok(admission), Ok(model)) => match work {
                     Work::Compute(mut request) => {
+                        let mut model = model;
                         if admission == Admission::Demoted {
                             request.options.priority = Some(PRIORITY_LEVELS);
                             usage.demote();
+                        }
+                        if admission == Admission::Downgraded {
+                            model = model::cheapest(&model);
+                            usage.served_by(&model);
                         }
                         let accepted = Accepted {
                             caller: &caller,
@@ -575,7 +580,6 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
     let rows = job.rows;
     let span = tracing::debug_span!("batch", rows, batch_rows = Empty, queue_us = Empty);
     let output = model.batcher.submit(job).instrument(span.clone()).await?;
-    model.compute_times.push(output.compute_us);
     span.record("batch_rows", output.batch_rows);
     span.record("queue_us", output.queue_us);
     Ok(CachedValue {
@@ -595,5 +599,11 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
         cold_start_us: output.cold_start_us,
         model: Arc::from(model.name.as_str()),
         ttl: model.cache.ttl,
+    })
+    .inspect(|value| {
+        model.measured.push(value.compute_us);
+        model
+            .measured
+            .add_cost(value.cost_usd, u64::from(value.rows));
     })
 }

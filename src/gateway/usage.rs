@@ -191,6 +191,16 @@ impl UsageGuard {
         }
     }
 
+    /// Another model than the one asked for answers (a `downgrade` budget's variant): the
+    /// record names it, and so it is billed at that model's price.
+    pub(super) fn served_by(&mut self, model: &Model) {
+        if let Some(record) = self.record.as_mut() {
+            record.model = model.text.name.clone();
+            record.version = model.text.version.clone();
+        }
+        self.version = model.text.version.clone();
+    }
+
     /// The request goes to the lowest priority lane; its record says so.
     pub(super) fn demote(&mut self) {
         if let Some(record) = self.record.as_mut() {

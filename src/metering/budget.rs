@@ -38,6 +38,8 @@ impl Period {
 pub enum Verdict {
     Allow,
     Demote,
+    /// Served by the model's cheapest variant.
+    Downgrade,
     /// Refused until `resets_at_ms`, when the next period starts.
     Reject {
         message: String,
@@ -105,6 +107,7 @@ impl Standing {
         match self.action {
             Action::Alert => "alert",
             Action::Demote => "demote",
+            Action::Downgrade => "downgrade",
             Action::Reject => "reject",
         }
     }
@@ -232,6 +235,7 @@ impl Budgets {
         match state.action {
             Action::Alert => Verdict::Allow,
             Action::Demote => Verdict::Demote,
+            Action::Downgrade => Verdict::Downgrade,
             Action::Reject => {
                 let resets_at_ms = state.period.end(now_ms);
                 Verdict::Reject {

@@ -199,7 +199,8 @@ impl FleetBudgets {
         match tenant.action {
             Action::Alert => return Ok(Verdict::Allow),
             Action::Demote if spent >= tenant.limit => return Ok(Verdict::Demote),
-            Action::Demote => return Ok(Verdict::Allow),
+            Action::Downgrade if spent >= tenant.limit => return Ok(Verdict::Downgrade),
+            Action::Demote | Action::Downgrade => return Ok(Verdict::Allow),
             Action::Reject if held > 0.0 => return Ok(Verdict::Allow),
             Action::Reject => {}
         }

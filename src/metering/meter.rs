@@ -72,6 +72,8 @@ pub enum Admission {
     Normal,
     /// Over a `demote` budget: the request goes to the lowest priority lane.
     Demoted,
+    /// Over a `downgrade` budget: the model's cheapest variant answers.
+    Downgraded,
 }
 
 impl Metering {
@@ -203,6 +205,7 @@ impl Metering {
         match verdict {
             Verdict::Allow => Ok(Admission::Normal),
             Verdict::Demote => Ok(Admission::Demoted),
+            Verdict::Downgrade => Ok(Admission::Downgraded),
             Verdict::Reject {
                 message,
                 resets_at_ms,

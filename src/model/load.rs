@@ -255,7 +255,7 @@ pub(super) fn assemble(config: &Config, model_config: &ModelConfig, loaded: Load
         variants: Vec::new(),
         shadow: Default::default(),
         shadow_seen: Default::default(),
-        compute_times: Default::default(),
+        measured: Default::default(),
     }
 }
 

@@ -1,9 +1,9 @@
 //! Served models: their specs, their batchers and the checks a request must pass before it may
 //! reach the cache or a batch.
 
-mod compute_times;
 mod keeper;
 mod load;
+mod measured;
 mod registry;
 mod reload;
 pub mod shadow;
@@ -95,8 +95,8 @@ pub struct Model {
     pub shadow: shadow::ShadowStats,
     /// Primary requests seen, which picks those shadowed (`shadow_sample_ratio`).
     pub shadow_seen: std::sync::atomic::AtomicU64,
-    /// Recent batches' compute time, for right-sizing.
-    pub compute_times: compute_times::ComputeTimes,
+    /// What its runs measured (compute times, cost per row), for right-sizing.
+    pub measured: measured::Measured,
 }
 
 /// The model that answers a request: `model` itself, or the variant its `variant` parameter
@@ -130,6 +130,24 @@ pub fn select(model: &Arc<Model>, variant: Option<&str>) -> Result<Arc<Model>, R
             known.join(", ")
         ),
     ))
+}
+
+/// The cheapest of a model's variants by measured cost per row (by price where none was
+/// measured yet), for a tenant over a `downgrade` budget; the model itself when it has none.
+pub fn cheapest(model: &Arc<Model>) -> Arc<Model> {
+    let measured = model
+        .variants
+        .iter()
+        .filter_map(|v| Some((v.measured.cost_per_row()?, v)))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, v)| v);
+    let priced = || {
+        model
+            .variants
+            .iter()
+            .min_by(|a, b| a.price_per_hour.total_cmp(&b.price_per_hour))
+    };
+    measured.or_else(priced).unwrap_or(model).clone()
 }
 
 /// What a variant is a variant of.

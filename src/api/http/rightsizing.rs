@@ -78,7 +78,7 @@ fn describe(model: &Model, weeks: &HashMap<String, Week>) -> Value {
     let mut variants = vec![json!({
         "name": crate::config::PRIMARY_VARIANT,
         "cost_per_1k_rows_usd": primary.per_1k_rows(),
-        "p50_compute_us": model.compute_times.p50_us(),
+        "p50_compute_us": model.measured.p50_us(),
         "rows": primary.rows,
         "samples": Value::Null,
         "agreement": Value::Null,
@@ -91,7 +91,7 @@ fn describe(model: &Model, weeks: &HashMap<String, Week>) -> Value {
         variants.push(json!({
             "name": name,
             "cost_per_1k_rows_usd": own.per_1k_rows(),
-            "p50_compute_us": variant.compute_times.p50_us(),
+            "p50_compute_us": variant.measured.p50_us(),
             "rows": own.rows,
             "samples": shadow.samples,
             "agreement": shadow.ratio(),

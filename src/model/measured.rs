@@ -1,5 +1,7 @@
-//! The compute times of a model's recent batches, for right-sizing's p50: a ring of the last
-//! `KEPT` batches, written on the miss path only.
+//! What a model's own runs measured, for right-sizing: the compute times of its recent
+//! batches (a ring of the last `KEPT`, for the median) and the cost per row of everything it
+//! computed (which `budget_action = "downgrade"` picks the cheapest variant by). Written on
+//! the miss path only.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -7,11 +9,31 @@ use std::sync::Mutex;
 const KEPT: usize = 1024;
 
 #[derive(Debug, Default)]
-pub struct ComputeTimes {
+pub struct Measured {
     recent: Mutex<VecDeque<u64>>,
+    /// Cost and rows of every computed request.
+    cost: Mutex<(f64, u64)>,
 }
 
-impl ComputeTimes {
+impl Measured {
+    pub fn add_cost(&self, cost_usd: f64, rows: u64) {
+        let mut cost = self
+            .cost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cost.0 += cost_usd;
+        cost.1 += rows;
+    }
+
+    /// `None` until a row was computed.
+    pub fn cost_per_row(&self) -> Option<f64> {
+        let (cost, rows) = *self
+            .cost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (rows > 0).then(|| cost / rows as f64)
+    }
+
     pub fn push(&self, compute_us: u64) {
         let mut recent = self
             .recent
@@ -46,7 +68,7 @@ mod tests {
 
     #[test]
     fn the_median_is_of_the_last_batches_only() {
-        let times = ComputeTimes::default();
+        let times = Measured::default();
         assert_eq!(times.p50_us(), None);
         for t in [5, 1, 9] {
             times.push(t);

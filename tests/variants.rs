@@ -201,6 +201,15 @@ price_per_hour = 3.6
         );
         assert!(variant["p50_compute_us"].as_u64().unwrap() > 0, "{report}");
     }
+    let instances = &model["instances"];
+    assert_eq!(instances["count"], 1);
+    assert!(
+        instances["batch_fill"]
+            .as_f64()
+            .is_some_and(|f| f > 0.0 && f <= 1.0),
+        "{report}"
+    );
+    assert!(instances["utilization"].as_f64().is_some(), "{report}");
     let said = model["recommendations"].as_array().unwrap();
     assert!(
         said.iter()

@@ -126,13 +126,28 @@ fn describe(model: &Model, weeks: &HashMap<String, Week>) -> Value {
             share * 100.0
         ));
     }
+    // Since the model loaded: rows per batch against the batch's limit, and the mean wait in
+    // the queue of a computed request.
+    let stats = &model.stats;
+    let executions = stats
+        .execution_count
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let computed = stats
+        .inference_count
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let batch_fill = (executions > 0 && model.max_batch_size > 1)
+        .then(|| computed as f64 / executions as f64 / model.max_batch_size as f64);
+    let (queued, queue_ns) = stats.queue.read();
     json!({
         "model": model.name,
         "version": model.version,
         "variants": variants,
         "instances": {
             "count": model.batcher.busy_counters().len(),
+            "utilization": idle_share.map(|idle| 1.0 - idle),
             "idle_cost_share": idle_share,
+            "batch_fill": batch_fill,
+            "mean_queue_us": (queued > 0).then(|| queue_ns / queued / 1000),
             "requests": primary.requests,
         },
         "recommendations": recommendations,

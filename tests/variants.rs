@@ -302,3 +302,53 @@ price_per_hour = 1.2
     assert_eq!(row["group"]["model"], "digits:int8", "{costs}");
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_variant_can_run_on_an_upstream_server() {
+    // The upstream: another gateway serving the int8 file under the primary's name.
+    let upstream = common::start(
+        r#"
+[[models]]
+name = "digits"
+path = "models/digits/1/model.int8.onnx"
+max_batch_size = 16
+"#,
+    )
+    .await;
+    let gateway = common::start(&format!(
+        r#"
+[[models]]
+name = "digits"
+path = "models/digits/1/model.onnx"
+max_batch_size = 16
+
+[[models.variants]]
+name = "remote"
+upstream = "{}"
+"#,
+        upstream.base
+    ))
+    .await;
+    let (rows, labels) = common::digits_rows();
+    let mut body = common::digits_body(&rows);
+    body["parameters"] = serde_json::json!({"variant": "remote"});
+    let reply = gateway.infer("digits", &body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.json());
+    assert_eq!(reply.header("x-tollgate-variant"), "remote");
+    let got: Vec<i64> = reply.output("label")["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(got, labels);
+    let served = upstream
+        .metric(
+            "tollgate_requests_total",
+            &["model=\"digits\"", "outcome=\"success\""],
+        )
+        .await;
+    assert_eq!(served, 1.0, "the upstream answered it");
+    gateway.stop().await;
+    upstream.stop().await;
+}

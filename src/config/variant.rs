@@ -1,9 +1,9 @@
 //! `[[models.variants]]`: right-sized alternatives of a model (quantised, distilled, ...) served
-//! beside it. A variant is its parent's entry with its own file, device, instances, batching
-//! and price; it runs as a model of its own named `parent:variant`, so that it is batched,
-//! cached, counted and billed apart from its parent.
+//! beside it. A variant is its parent's entry with its own file (or upstream server), device,
+//! instances, batching and price; it runs as a model of its own named `parent:variant`, so
+//! that it is batched, cached, counted and billed apart from its parent.
 
-use super::{invalid, ConfigError, Device, ModelConfig};
+use super::{invalid, ConfigError, Device, ModelConfig, UpstreamUrl};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -11,8 +11,12 @@ use std::path::PathBuf;
 #[serde(deny_unknown_fields)]
 pub struct VariantConfig {
     pub name: String,
-    /// The variant's `.onnx` file (variants are local models).
-    pub path: PathBuf,
+    /// The variant's `.onnx` file, or
+    pub path: Option<PathBuf>,
+    /// a KServe V2 server that runs it (with the parent's upstream settings), under
+    /// `upstream_model` (default: the parent's name).
+    pub upstream: Option<UpstreamUrl>,
+    pub upstream_model: Option<String>,
     pub device: Option<Device>,
     pub instances: Option<usize>,
     pub max_batch_size: Option<usize>,
@@ -26,17 +30,30 @@ pub const PRIMARY_VARIANT: &str = "primary";
 impl VariantConfig {
     /// The `[[models]]` entry the variant runs as, from its parent's (already validated).
     pub fn entry(&self, parent: &ModelConfig) -> ModelConfig {
+        let upstream = self.upstream.clone();
         ModelConfig {
             name: format!("{}:{}", parent.name, self.name),
-            path: Some(self.path.clone()),
+            path: self.path.clone(),
+            upstreams: upstream.iter().cloned().collect(),
+            upstream_model: upstream.as_ref().map(|_| {
+                self.upstream_model
+                    .clone()
+                    .unwrap_or_else(|| parent.name.clone())
+            }),
+            upstream,
             device: self.device.unwrap_or(parent.device),
             instances: self.instances.unwrap_or(1),
             min_instances: None,
             max_instances: None,
             max_batch_size: self.max_batch_size.unwrap_or(parent.max_batch_size),
             max_queue_delay_us: self.max_queue_delay_us.unwrap_or(parent.max_queue_delay_us),
-            price_per_hour: self.price_per_hour.or(parent.price_per_hour),
+            // An upstream variant runs on someone else's device: it costs what is set for it.
+            price_per_hour: match self.path {
+                Some(_) => self.price_per_hour.or(parent.price_per_hour),
+                None => self.price_per_hour,
+            },
             variants: Vec::new(),
+            shadow_sample_ratio: 0.0,
             ..parent.clone()
         }
     }
@@ -68,12 +85,23 @@ pub(super) fn validate(
             return Err(invalid(key("name"), format!("`{name}` is named twice")));
         }
         seen.push(name.to_string());
-        if !variant.path.is_absolute() {
-            variant.path = base_dir.join(&variant.path);
-        }
-        if !variant.path.is_file() {
-            let path = variant.path.display();
-            return Err(invalid(key("path"), format!("no model file at {path}")));
+        match (&mut variant.path, &variant.upstream) {
+            (Some(path), None) => {
+                if !path.is_absolute() {
+                    *path = base_dir.join(&*path);
+                }
+                if !path.is_file() {
+                    let shown = path.display();
+                    return Err(invalid(key("path"), format!("no model file at {shown}")));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(invalid(
+                    key("path"),
+                    "a variant has either a `path` or an `upstream`",
+                ))
+            }
         }
         if variant.instances.is_some_and(|n| !(1..=64).contains(&n)) {
             return Err(invalid(key("instances"), "must be between 1 and 64"));

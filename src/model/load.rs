@@ -273,7 +273,21 @@ pub(super) fn local_model(
     );
     for variant in &model_config.variants {
         let entry = variant.entry(model_config);
-        let mut loaded = assemble(config, &entry, load_local(config, &entry, &variant.path)?);
+        let loaded = match &variant.path {
+            Some(path) => load_local(config, &entry, path)?,
+            None => {
+                let settings = upstream_settings(&entry);
+                match remote::describe_blocking(&settings) {
+                    Ok(description) => start_upstream(&entry, &settings, description)?,
+                    // The model serves without it until a reload finds the upstream.
+                    Err(reason) => {
+                        tracing::warn!(model = %entry.name, %reason, "variant not served: no upstream describes it");
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut loaded = assemble(config, &entry, loaded);
         loaded.variant = Some(super::VariantOf {
             primary: model_config.name.clone(),
             name: smol_str::SmolStr::new(&variant.name),

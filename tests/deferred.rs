@@ -12,6 +12,18 @@ use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// The bundled slow model (about 3 ms a row, one at a time, no cache), deferred rows 4 at once.
+const SLOW: &str = r#"
+[deferred]
+batch_rows = 4
+
+[[models]]
+name = "slow"
+path = "models/slow/1/model.onnx"
+max_batch_size = 0
+cache = false
+"#;
+
 fn digits_config(price_factor: f64, extra: &str) -> String {
     format!(
         r#"
@@ -347,19 +359,7 @@ fn slow_row(i: usize) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_time_requests_beside_a_running_job_wait_for_one_row_at_most() {
-    let gateway = common::start(
-        r#"
-[deferred]
-batch_rows = 4
-
-[[models]]
-name = "slow"
-path = "models/slow/1/model.onnx"
-max_batch_size = 0
-cache = false
-"#,
-    )
-    .await;
+    let gateway = common::start(SLOW).await;
     let job = common::jobs::slow_rows(3000, 13);
     within_twice_beside_a_job(&gateway, "slow", slow_row, job, 40).await;
     gateway.stop().await;
@@ -484,19 +484,7 @@ cache = false
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cancelled_mid_way_stops_at_once() {
-    let gateway = common::start(
-        r#"
-[deferred]
-batch_rows = 4
-
-[[models]]
-name = "slow"
-path = "models/slow/1/model.onnx"
-max_batch_size = 0
-cache = false
-"#,
-    )
-    .await;
+    let gateway = common::start(SLOW).await;
     let id = common::jobs::submit(&gateway, "slow", common::jobs::slow_rows(2000, 19)).await;
     wait_for(&gateway, &id, |job| {
         job["completed"].as_u64().unwrap_or(0) >= 20

@@ -5,6 +5,16 @@ mod common;
 
 use hyper::StatusCode;
 
+/// The `label` output of a digits answer.
+fn labels_of(reply: &common::Reply) -> Vec<i64> {
+    reply.output("label")["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect()
+}
+
 const CONFIG: &str = r#"
 [cache]
 enabled = false
@@ -33,12 +43,7 @@ async fn the_variants_give_the_primarys_labels_on_the_test_rows() {
     for model in ["digits", "digits_int8", "digits_fp16"] {
         let reply = gateway.infer(model, &body).await;
         assert_eq!(reply.status, StatusCode::OK, "{model}: {}", reply.json());
-        let got: Vec<i64> = reply.output("label")["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
+        let got = labels_of(&reply);
         assert_eq!(got, labels, "{model}");
         let probabilities = reply.output("probabilities");
         assert_eq!(probabilities["datatype"], "FP32", "{model}: fp32 out");
@@ -90,12 +95,7 @@ path = "models/digits/1/model.fp16.onnx"
             json["model_name"], "digits",
             "a variant answers under its model's name"
         );
-        let got: Vec<i64> = reply.output("label")["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
+        let got = labels_of(&reply);
         assert_eq!(got, labels, "{asked:?}");
     }
     let unknown = gateway.infer("digits", &with(Some("int4"))).await;
@@ -281,12 +281,7 @@ price_per_hour = 1.2
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{key}: {}", reply.json());
         assert_eq!(reply.header("x-tollgate-variant"), answered, "{key}");
-        let got: Vec<i64> = reply.output("label")["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
+        let got = labels_of(&reply);
         assert_eq!(got, labels, "{key}");
     }
     // Billed as the variant that ran, at its price.
@@ -335,12 +330,7 @@ upstream = "{}"
     let reply = gateway.infer("digits", &body).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.json());
     assert_eq!(reply.header("x-tollgate-variant"), "remote");
-    let got: Vec<i64> = reply.output("label")["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
+    let got = labels_of(&reply);
     assert_eq!(got, labels);
     let served = upstream
         .metric(

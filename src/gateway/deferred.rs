@@ -6,7 +6,6 @@ use crate::metering::identity::Caller;
 use crate::metering::record::UsageRecord;
 use crate::request::{InferRequest, InferResponse, Protocol};
 use std::time::Instant;
-use tracing::Instrument;
 
 impl Gateway {
     /// Serves a deferred job's row as a request of `caller` in the deferred lane, priced at
@@ -22,20 +21,12 @@ impl Gateway {
         request.options.deferred = true;
         request.options.recall = false;
         let mut record = None;
-        let (span, trace) = trace::request_span("deferred", None);
         let entry = Entry::Deferred {
             caller,
             record: &mut record,
         };
         let work = self.run(Work::Compute(request), started, Protocol::Http, entry);
-        let result = trace::scope(Some(trace), work.instrument(span)).await;
-        let factor = self.config.deferred.price_factor;
-        let result = result.map(|reply| {
-            let mut response = reply.response;
-            response.served.cost_usd *= factor;
-            response.served.saved_usd *= factor;
-            response
-        });
-        (result, record)
+        let result = trace::serve("deferred", None, work).await;
+        (result.map(|reply| reply.response), record)
     }
 }

@@ -153,14 +153,13 @@ impl Gateway {
         credentials: &Credentials,
     ) -> Result<Reply, Error> {
         let started = Instant::now();
-        let (span, trace) = trace::request_span(protocol.as_str(), credentials.trace.as_ref());
         let work = self.run(
             Work::Compute(request),
             started,
             protocol,
             Entry::Asking(credentials),
         );
-        trace::scope(Some(trace), work.instrument(span)).await
+        trace::serve(protocol.as_str(), credentials.trace.as_ref(), work).await
     }
 
     /// Answers a repeat of a request whose hit gave `recall`, from the memory tier, without
@@ -175,9 +174,8 @@ impl Gateway {
         credentials: &Credentials,
     ) -> Option<Result<Reply, Error>> {
         let started = Instant::now();
-        let (span, trace) = trace::request_span(protocol.as_str(), credentials.trace.as_ref());
         let work = self.recalled(recall, started, protocol, credentials);
-        trace::scope(Some(trace), work.instrument(span)).await
+        trace::serve(protocol.as_str(), credentials.trace.as_ref(), work).await
     }
 
     async fn recalled(
@@ -273,7 +271,11 @@ impl Gateway {
             // carries its arrival time, by which the ledger finds it.
             let counter = self.next_request.fetch_add(1, Ordering::Relaxed);
             let request_id = record::request_id(&self.request_prefix, counter, arrived_ms);
-            trace::describe(&request_id, &caller.tenant.name, &model_label());
+            let label = match &metric_model {
+                Ok(model) => model.name.as_str(),
+                Err(label) => label.as_str(),
+            };
+            trace::describe(&request_id, &caller.tenant.name, label);
             let mut usage = UsageGuard::new(
                 self.metering.clone(),
                 &mut caller,
@@ -321,20 +323,22 @@ impl Gateway {
                 (Err(error), _) => Err(error.into()),
                 (_, Err(error)) => Err(error.into()),
             };
+            let mut outcome = outcome;
             if handed_back.is_some() {
                 usage.defer();
+                // Priced once, on the answer: its record copies the figures from it.
+                if let Ok(reply) = &mut outcome {
+                    let factor = self.config.deferred.price_factor;
+                    reply.response.served.cost_usd *= factor;
+                    reply.response.served.saved_usd *= factor;
+                }
             }
-            let mut record = usage.complete(&outcome, started.elapsed().as_micros() as u64);
+            let record = usage.complete(&outcome, started.elapsed().as_micros() as u64);
             if self.access_log.picks(counter) {
                 access::log(&record, trace::current().as_ref());
             }
             match handed_back {
-                Some(slot) => {
-                    let factor = self.config.deferred.price_factor;
-                    record.cost_usd *= factor;
-                    record.saved_usd *= factor;
-                    *slot = Some(record);
-                }
+                Some(slot) => *slot = Some(record),
                 None => self.metering.settle(record).await?,
             }
             outcome
@@ -601,9 +605,9 @@ async fn execute(model: &Model, job: crate::batch::Job) -> Result<CachedValue, E
         ttl: model.cache.ttl,
     })
     .inspect(|value| {
-        model.measured.push(value.compute_us);
+        let rows = u64::from(value.rows);
         model
             .measured
-            .add_cost(value.cost_usd, u64::from(value.rows));
+            .record(value.compute_us, value.cost_usd, rows);
     })
 }

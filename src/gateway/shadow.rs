@@ -80,8 +80,7 @@ pub(super) fn launch(
             let cost =
                 cost::share_of_batch(ran.compute_us, rows, ran.batch_rows, variant.price_per_hour);
             // Shadow runs measure the variant as its own traffic would.
-            variant.measured.push(ran.compute_us);
-            variant.measured.add_cost(cost, rows as u64);
+            variant.measured.record(ran.compute_us, cost, rows as u64);
             let counter = variant.shadow_seen.fetch_add(1, Ordering::Relaxed);
             let record = UsageRecord {
                 request_id: record::request_id(&shadow_prefix(&variant), counter, arrived_ms)

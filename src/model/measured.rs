@@ -10,50 +10,44 @@ const KEPT: usize = 1024;
 
 #[derive(Debug, Default)]
 pub struct Measured {
-    recent: Mutex<VecDeque<u64>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    recent: VecDeque<u64>,
     /// Cost and rows of every computed request.
-    cost: Mutex<(f64, u64)>,
+    cost_usd: f64,
+    rows: u64,
 }
 
 impl Measured {
-    pub fn add_cost(&self, cost_usd: f64, rows: u64) {
-        let mut cost = self
-            .cost
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        cost.0 += cost_usd;
-        cost.1 += rows;
+    /// One computed request: its batch's compute time, and its cost for its rows.
+    pub fn record(&self, compute_us: u64, cost_usd: f64, rows: u64) {
+        let mut inner = self.lock();
+        if inner.recent.len() == KEPT {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(compute_us);
+        inner.cost_usd += cost_usd;
+        inner.rows += rows;
     }
 
     /// `None` until a row was computed.
     pub fn cost_per_row(&self) -> Option<f64> {
-        let (cost, rows) = *self
-            .cost
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (rows > 0).then(|| cost / rows as f64)
+        let inner = self.lock();
+        (inner.rows > 0).then(|| inner.cost_usd / inner.rows as f64)
     }
 
-    pub fn push(&self, compute_us: u64) {
-        let mut recent = self
-            .recent
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if recent.len() == KEPT {
-            recent.pop_front();
-        }
-        recent.push_back(compute_us);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The median of the kept batches' compute time; `None` before any batch ran.
     pub fn p50_us(&self) -> Option<u64> {
-        let mut times: Vec<u64> = self
-            .recent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .copied()
-            .collect();
+        let mut times: Vec<u64> = self.lock().recent.iter().copied().collect();
         if times.is_empty() {
             return None;
         }
@@ -71,11 +65,11 @@ mod tests {
         let times = Measured::default();
         assert_eq!(times.p50_us(), None);
         for t in [5, 1, 9] {
-            times.push(t);
+            times.record(t, 0.0, 0);
         }
         assert_eq!(times.p50_us(), Some(5));
         for _ in 0..KEPT {
-            times.push(100);
+            times.record(100, 0.0, 0);
         }
         assert_eq!(times.p50_us(), Some(100), "the oldest fell out");
     }

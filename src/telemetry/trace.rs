@@ -165,13 +165,20 @@ pub fn current() -> Option<TraceContext> {
     CURRENT.try_with(Clone::clone).ok().flatten()
 }
 
+/// Runs one request's `work` in its span and with its trace context as the task's.
+pub async fn serve<F: Future>(
+    protocol: &'static str,
+    incoming: Option<&TraceContext>,
+    work: F,
+) -> F::Output {
+    let (span, trace) = request_span(protocol, incoming);
+    scope(Some(trace), tracing::Instrument::instrument(work, span)).await
+}
+
 /// The span of one request, with its trace context: a child of the caller's when it sent
 /// one, the root of a new trace otherwise. Model, tenant and request id are filled in by
 /// `describe` once known.
-pub fn request_span(
-    protocol: &'static str,
-    incoming: Option<&TraceContext>,
-) -> (Span, TraceContext) {
+fn request_span(protocol: &'static str, incoming: Option<&TraceContext>) -> (Span, TraceContext) {
     // At debug level: formatting its fields for the log lines is a measurable share of a
     // cache hit (BENCHMARKS.md). The exporter and `RUST_LOG=info,tollgate=debug`
     // still see it.

@@ -225,14 +225,14 @@ async fn committer(
 }
 
 /// Runs one row; `None` when it was refused for a passing reason and stays queued.
-async fn run_row(gateway: &Gateway, row: Queued) -> Option<Finished> {
+async fn run_row(gateway: &Gateway, mut row: Queued) -> Option<Finished> {
     let identities = gateway.metering.identities();
     let Some(caller) = identities.caller_by_name(&row.tenant) else {
         let error = format!("tenant `{}` is no longer configured", row.tenant);
         return Some(failed(row, error, None));
     };
     drop(identities);
-    let body = bytes::Bytes::from(row.request.clone());
+    let body = bytes::Bytes::from(std::mem::take(&mut row.request));
     let decoded = infer::decode(&row.model, row.version.as_deref(), &body, None);
     let request = match decoded {
         Ok((request, _)) => request,

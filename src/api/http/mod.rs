@@ -448,17 +448,20 @@ fn infer_response(response: &InferResponse, encoding: &infer::OutputEncoding) ->
     http
 }
 
+/// What a request says of its caller besides `Authorization`: tags and W3C trace context.
+static CALLER_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("x-tollgate-tags"),
+    HeaderName::from_static(crate::telemetry::trace::TRACEPARENT),
+    HeaderName::from_static(crate::telemetry::trace::TRACESTATE),
+];
+
 fn credentials(headers: &hyper::HeaderMap) -> Credentials {
-    // Typed names: a `&str` name is parsed and validated again on every lookup.
-    let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let mut credentials = crate::api::params::credentials(
-        text(hyper::header::AUTHORIZATION),
-        text(HeaderName::from_static("x-tollgate-tags")),
-    );
-    credentials.trace = crate::api::params::trace(
-        text(HeaderName::from_static("traceparent")),
-        text(HeaderName::from_static("tracestate")),
-    );
+    // Typed names, made once: a `&str` name is parsed and validated again on every lookup.
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let [tags, traceparent, tracestate] = &CALLER_NAMES;
+    let mut credentials =
+        crate::api::params::credentials(text(&hyper::header::AUTHORIZATION), text(tags));
+    credentials.trace = crate::api::params::trace(text(traceparent), text(tracestate));
     credentials
 }
 

@@ -8,6 +8,7 @@ use crate::telemetry;
 use smol_str::SmolStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// One model instance whose idle time is billed: what the gateway tells metering of it.
@@ -71,18 +72,21 @@ impl IdleMeter {
 
     /// Idle time accrued since the last tick, one record per instance that had any.
     pub fn tick(&mut self, now: Instant, now_ms: i64) -> Vec<UsageRecord> {
-        let wall_us = now.saturating_duration_since(self.started).as_micros() as u64;
+        let wall = now.saturating_duration_since(self.started);
         let mut records = Vec::new();
         for Instance {
             metered: instance,
             recorded_idle_us,
         } in &mut self.instances
         {
-            // Cumulative, so a batch that straddles a tick is settled at the next one.
-            let away_us = instance.presence.away(now).as_micros() as u64;
-            let idle_total = wall_us
-                .saturating_sub(instance.busy_us.load(Ordering::Acquire))
-                .saturating_sub(away_us);
+            // Cumulative, so a batch that straddles a tick is settled at the next one. Wall
+            // and unloaded time advance together while unloaded: subtracted before rounding
+            // to microseconds, no rounding of either can show up as idle time.
+            let busy = Duration::from_micros(instance.busy_us.load(Ordering::Acquire));
+            let idle_total = wall
+                .saturating_sub(busy)
+                .saturating_sub(instance.presence.away(now))
+                .as_micros() as u64;
             let idle_us = idle_total.saturating_sub(*recorded_idle_us);
             if idle_us == 0 {
                 continue;
@@ -152,6 +156,23 @@ mod tests {
             .collect();
         got.sort();
         got
+    }
+
+    /// Ticks that fall between microseconds while the session is away: the wall clock and the
+    /// unloaded time are rounded apart in no way that bills a microsecond of idle time.
+    #[tokio::test(start_paused = true)]
+    async fn ticks_between_microseconds_bill_nothing_while_unloaded() {
+        let busy = Arc::new(AtomicU64::new(0));
+        let metered = instance("a", &busy);
+        let presence = metered.presence.clone();
+        let mut meter = IdleMeter::new(vec![metered], Instant::now());
+        tokio::time::advance(Duration::from_nanos(1_500)).await;
+        presence.leave(Instant::now());
+        assert_eq!(idle(&mut meter), [("a".into(), 1)]);
+        for step_ns in [700, 700, 300, 900, 999, 1] {
+            tokio::time::advance(Duration::from_nanos(step_ns)).await;
+            assert_eq!(idle(&mut meter), [], "after {step_ns} ns more, unloaded");
+        }
     }
 
     #[tokio::test(start_paused = true)]
